@@ -1,0 +1,392 @@
+//! The aggregate algebra: every feature keeps a [`Partial`] per time bucket,
+//! and partials form a monoid under [`Aggregate::merge`] with
+//! [`Aggregate::empty`] as identity. Speed, serving and batch all fold and
+//! merge through this one implementation; the reference evaluator does not
+//! (it recomputes from raw events), which is what makes it an oracle.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use datasketches::hll::{HllSketch, HllType, HllUnion};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::event::Event;
+use crate::spec::{Aggregate, Field, FieldValue, HLL_LG_K};
+
+/// Orders events for `last`, `last_n`: event time, then event id, so the
+/// result never depends on arrival order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Stamp {
+    pub ts_ms: i64,
+    pub event_id: String,
+}
+
+impl Stamp {
+    pub fn of(e: &Event) -> Stamp {
+        Stamp {
+            ts_ms: e.ts_ms,
+            event_id: e.event_id.clone(),
+        }
+    }
+}
+
+/// A single field value, owned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scalar {
+    Int(i64),
+    Str(String),
+}
+
+impl From<FieldValue<'_>> for Scalar {
+    fn from(v: FieldValue<'_>) -> Scalar {
+        match v {
+            FieldValue::Int(i) => Scalar::Int(i),
+            FieldValue::Str(s) => Scalar::Str(s.to_string()),
+        }
+    }
+}
+
+/// A distinct-count sketch (Apache DataSketches HLL, lg_k = [`HLL_LG_K`]).
+#[derive(Clone, PartialEq)]
+pub struct Sketch(HllSketch);
+
+impl Sketch {
+    pub fn new() -> Sketch {
+        Sketch(HllSketch::new(HLL_LG_K, HllType::Hll8).expect("HLL_LG_K is within [4, 21]"))
+    }
+
+    pub fn update(&mut self, value: &str) {
+        self.0.update(value);
+    }
+
+    pub fn merge(&mut self, other: &Sketch) {
+        if other.0.is_empty() {
+            return;
+        }
+        if self.0.is_empty() {
+            *self = other.clone();
+            return;
+        }
+        let mut union = HllUnion::new(HLL_LG_K).expect("HLL_LG_K is within [4, 21]");
+        union.update(&self.0);
+        union.update(&other.0);
+        self.0 = union.to_sketch(HllType::Hll8);
+    }
+
+    /// The order-independent estimate, rounded: the same set of buckets
+    /// gives the same answer whichever layer merged them.
+    pub fn estimate(&self) -> i64 {
+        self.0.composite_estimate().round() as i64
+    }
+}
+
+impl Default for Sketch {
+    fn default() -> Self {
+        Sketch::new()
+    }
+}
+
+impl fmt::Debug for Sketch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sketch(~{})", self.estimate())
+    }
+}
+
+impl Serialize for Sketch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0.serialize())
+    }
+}
+
+impl<'de> Deserialize<'de> for Sketch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Sketch, D::Error> {
+        let bytes: Vec<u8> = serde_bytes_vec(d)?;
+        HllSketch::deserialize(&bytes)
+            .map(Sketch)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn serde_bytes_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("sketch bytes")
+        }
+        fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+    }
+    d.deserialize_byte_buf(V)
+}
+
+/// The mergeable state of one feature over one bucket (or a merged range of
+/// buckets). Variant order is part of the storage format: append only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Partial {
+    Count(i64),
+    Sum(i64),
+    Min(Option<i64>),
+    Max(Option<i64>),
+    Avg {
+        sum: i64,
+        count: i64,
+    },
+    Last(Option<(Stamp, Scalar)>),
+    /// Newest first, at most `n` entries; with `distinct`, one per value.
+    LastN(Vec<(Stamp, String)>),
+    /// Exact counts per value; `k` applies only when finishing.
+    TopK(BTreeMap<String, i64>),
+    Distinct(Sketch),
+    FirstSeen(Option<i64>),
+    LastSeen(Option<i64>),
+}
+
+impl Partial {
+    /// The variant's name, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Partial::Count(_) => "count",
+            Partial::Sum(_) => "sum",
+            Partial::Min(_) => "min",
+            Partial::Max(_) => "max",
+            Partial::Avg { .. } => "avg",
+            Partial::Last(_) => "last",
+            Partial::LastN(_) => "last_n",
+            Partial::TopK(_) => "top_k",
+            Partial::Distinct(_) => "distinct_count",
+            Partial::FirstSeen(_) => "first_seen",
+            Partial::LastSeen(_) => "last_seen",
+        }
+    }
+}
+
+/// A feature's value at query time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FeatureValue {
+    Int(i64),
+    Float(f64),
+    Str(String),
+    List(Vec<String>),
+    Ranked(Vec<(String, i64)>),
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) | (None, x) => x,
+    }
+}
+
+fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) | (None, x) => x,
+    }
+}
+
+/// Keeps the newest `n` entries of a newest-first list; with `distinct`,
+/// only each value's newest entry.
+fn trim_last_n(entries: &mut Vec<(Stamp, String)>, n: u32, distinct: bool) {
+    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    if distinct {
+        let mut seen = std::collections::HashSet::with_capacity(entries.len());
+        entries.retain(|(_, v)| seen.insert(v.clone()));
+    }
+    entries.truncate(n as usize);
+}
+
+impl Aggregate {
+    /// The identity of [`Aggregate::merge`].
+    pub fn empty(&self) -> Partial {
+        match self {
+            Aggregate::Count => Partial::Count(0),
+            Aggregate::Sum(_) => Partial::Sum(0),
+            Aggregate::Min(_) => Partial::Min(None),
+            Aggregate::Max(_) => Partial::Max(None),
+            Aggregate::Avg(_) => Partial::Avg { sum: 0, count: 0 },
+            Aggregate::Last(_) => Partial::Last(None),
+            Aggregate::LastN { .. } => Partial::LastN(Vec::new()),
+            Aggregate::TopK { .. } => Partial::TopK(BTreeMap::new()),
+            Aggregate::DistinctCount(_) => Partial::Distinct(Sketch::new()),
+            Aggregate::FirstSeen => Partial::FirstSeen(None),
+            Aggregate::LastSeen => Partial::LastSeen(None),
+        }
+    }
+
+    /// Whether a partial has the shape this aggregate produces.
+    pub fn accepts(&self, p: &Partial) -> bool {
+        std::mem::discriminant(&self.empty()) == std::mem::discriminant(p)
+    }
+
+    /// Folds one event (already known to pass the feature's filter) into a
+    /// partial. An event without the aggregate's field is skipped.
+    pub fn update(&self, p: &mut Partial, e: &Event) {
+        let int = |f: &Field| f.get_int(e);
+        match (self, p) {
+            (Aggregate::Count, Partial::Count(c)) => *c += 1,
+            (Aggregate::Sum(f), Partial::Sum(s)) => {
+                if let Some(v) = int(f) {
+                    *s = s.saturating_add(v);
+                }
+            }
+            (Aggregate::Min(f), Partial::Min(m)) => *m = min_opt(*m, int(f)),
+            (Aggregate::Max(f), Partial::Max(m)) => *m = max_opt(*m, int(f)),
+            (Aggregate::Avg(f), Partial::Avg { sum, count }) => {
+                if let Some(v) = int(f) {
+                    *sum = sum.saturating_add(v);
+                    *count += 1;
+                }
+            }
+            (Aggregate::Last(f), Partial::Last(last)) => {
+                if let Some(v) = f.get(e) {
+                    let newer = match last {
+                        Some((stamp, _)) => {
+                            (e.ts_ms, e.event_id.as_str()) > (stamp.ts_ms, stamp.event_id.as_str())
+                        }
+                        None => true,
+                    };
+                    if newer {
+                        *last = Some((Stamp::of(e), v.into()));
+                    }
+                }
+            }
+            (Aggregate::LastN { field, n, distinct }, Partial::LastN(entries)) => {
+                if let Some(v) = field.get_str(e) {
+                    let stamp = Stamp::of(e);
+                    if entries.len() == *n as usize && !*distinct {
+                        // Fast path: older than everything kept.
+                        if entries.last().is_some_and(|(oldest, _)| *oldest > stamp) {
+                            return;
+                        }
+                    }
+                    entries.push((stamp, v.to_string()));
+                    trim_last_n(entries, *n, *distinct);
+                }
+            }
+            (Aggregate::TopK { field, .. }, Partial::TopK(counts)) => {
+                if let Some(v) = field.get_str(e) {
+                    match counts.get_mut(v) {
+                        Some(c) => *c += 1,
+                        None => {
+                            counts.insert(v.to_string(), 1);
+                        }
+                    }
+                }
+            }
+            (Aggregate::DistinctCount(f), Partial::Distinct(sketch)) => {
+                if let Some(v) = f.get_str(e) {
+                    sketch.update(v);
+                }
+            }
+            (Aggregate::FirstSeen, Partial::FirstSeen(t)) => *t = min_opt(*t, Some(e.ts_ms)),
+            (Aggregate::LastSeen, Partial::LastSeen(t)) => *t = max_opt(*t, Some(e.ts_ms)),
+            (agg, p) => panic!(
+                "partial of kind {} cannot hold aggregate {} (callers check with accepts)",
+                p.kind(),
+                agg.name()
+            ),
+        }
+    }
+
+    /// Merges `other` into `into`. Associative, with [`Aggregate::empty`] as
+    /// identity; commutative too, since ties are broken by event id.
+    pub fn merge(&self, into: &mut Partial, other: &Partial) {
+        match (self, into, other) {
+            (Aggregate::Count, Partial::Count(a), Partial::Count(b)) => *a += b,
+            (Aggregate::Sum(_), Partial::Sum(a), Partial::Sum(b)) => *a = a.saturating_add(*b),
+            (Aggregate::Min(_), Partial::Min(a), Partial::Min(b)) => *a = min_opt(*a, *b),
+            (Aggregate::Max(_), Partial::Max(a), Partial::Max(b)) => *a = max_opt(*a, *b),
+            (
+                Aggregate::Avg(_),
+                Partial::Avg { sum, count },
+                Partial::Avg { sum: s2, count: c2 },
+            ) => {
+                *sum = sum.saturating_add(*s2);
+                *count += c2;
+            }
+            (Aggregate::Last(_), Partial::Last(a), Partial::Last(b)) => {
+                if let Some(b) = b {
+                    if a.as_ref().is_none_or(|a| b.0 > a.0) {
+                        *a = Some(b.clone());
+                    }
+                }
+            }
+            (Aggregate::LastN { n, distinct, .. }, Partial::LastN(a), Partial::LastN(b)) => {
+                if !b.is_empty() {
+                    a.extend(b.iter().cloned());
+                    trim_last_n(a, *n, *distinct);
+                }
+            }
+            (Aggregate::TopK { .. }, Partial::TopK(a), Partial::TopK(b)) => {
+                for (v, c) in b {
+                    *a.entry(v.clone()).or_insert(0) += c;
+                }
+            }
+            (Aggregate::DistinctCount(_), Partial::Distinct(a), Partial::Distinct(b)) => a.merge(b),
+            (Aggregate::FirstSeen, Partial::FirstSeen(a), Partial::FirstSeen(b)) => {
+                *a = min_opt(*a, *b)
+            }
+            (Aggregate::LastSeen, Partial::LastSeen(a), Partial::LastSeen(b)) => {
+                *a = max_opt(*a, *b)
+            }
+            (agg, a, b) => panic!(
+                "cannot merge partials of kinds {} and {} for aggregate {} (callers check with accepts)",
+                a.kind(),
+                b.kind(),
+                agg.name()
+            ),
+        }
+    }
+
+    /// The feature value of a (merged) partial; `None` when the aggregate has
+    /// no value over no events (min, max, avg, last, first/last seen).
+    pub fn finish(&self, p: &Partial) -> Option<FeatureValue> {
+        match (self, p) {
+            (_, Partial::Count(c)) => Some(FeatureValue::Int(*c)),
+            (_, Partial::Sum(s)) => Some(FeatureValue::Int(*s)),
+            (_, Partial::Min(m) | Partial::Max(m)) => m.map(FeatureValue::Int),
+            (_, Partial::Avg { sum, count }) => {
+                (*count > 0).then(|| FeatureValue::Float(*sum as f64 / *count as f64))
+            }
+            (_, Partial::Last(last)) => last.as_ref().map(|(_, v)| match v {
+                Scalar::Int(i) => FeatureValue::Int(*i),
+                Scalar::Str(s) => FeatureValue::Str(s.clone()),
+            }),
+            (_, Partial::LastN(entries)) => Some(FeatureValue::List(
+                entries.iter().map(|(_, v)| v.clone()).collect(),
+            )),
+            (Aggregate::TopK { k, .. }, Partial::TopK(counts)) => Some(FeatureValue::Ranked(
+                top_k(counts.iter().map(|(v, c)| (v.as_str(), *c)), *k),
+            )),
+            (_, Partial::TopK(_)) => None,
+            (_, Partial::Distinct(s)) => Some(FeatureValue::Int(s.estimate())),
+            (_, Partial::FirstSeen(t) | Partial::LastSeen(t)) => t.map(FeatureValue::Int),
+        }
+    }
+}
+
+/// The `k` largest counts, ties broken by value (ascending).
+pub fn top_k<'a>(counts: impl IntoIterator<Item = (&'a str, i64)>, k: u32) -> Vec<(String, i64)> {
+    let mut ranked: Vec<(&str, i64)> = counts.into_iter().filter(|(_, c)| *c > 0).collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    ranked.truncate(k as usize);
+    ranked
+        .into_iter()
+        .map(|(v, c)| (v.to_string(), c))
+        .collect()
+}
+
+/// Counts values, for callers that build top-k lists from raw values.
+pub fn count_values<'a>(values: impl IntoIterator<Item = &'a str>) -> HashMap<&'a str, i64> {
+    let mut counts = HashMap::new();
+    for v in values {
+        *counts.entry(v).or_insert(0) += 1;
+    }
+    counts
+}

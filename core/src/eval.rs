@@ -1,0 +1,159 @@
+//! Bucketed evaluation: how speed and serving answer a query. A user's state
+//! is, per feature, a map from bucket index to [`Partial`]; the value at query
+//! time `t` merges the buckets [`Window::buckets_at`] names and finishes the
+//! result. `docs/semantics.md` states the rules; the reference evaluator
+//! restates them over raw events.
+
+use std::collections::BTreeMap;
+
+use crate::agg::{FeatureValue, Partial};
+use crate::event::Event;
+use crate::spec::{Feature, FeatureSpec, Window};
+
+/// Feature name to value; a feature without a value is absent.
+pub type Profile = BTreeMap<String, FeatureValue>;
+
+/// Merges the partials of the buckets a feature's window covers at `t` and
+/// finishes them. `partials` may hold any buckets, in any order.
+pub fn evaluate_feature<'a>(
+    feature: &Feature,
+    partials: impl IntoIterator<Item = (i64, &'a Partial)>,
+    t_ms: i64,
+) -> Option<FeatureValue> {
+    let (first, last) = feature.window.buckets_at(t_ms);
+    let mut acc = feature.aggregate.empty();
+    for (bucket, p) in partials {
+        if (first..=last).contains(&bucket) {
+            feature.aggregate.merge(&mut acc, p);
+        }
+    }
+    feature.aggregate.finish(&acc)
+}
+
+/// One user's bucketed partials for every feature of a spec, in memory.
+/// The speed layer keeps the same shape in RocksDB (see [`crate::keys`]).
+#[derive(Debug, Clone)]
+pub struct UserBuckets<'s> {
+    spec: &'s FeatureSpec,
+    /// Indexed like `spec.features`.
+    buckets: Vec<BTreeMap<i64, Partial>>,
+}
+
+impl<'s> UserBuckets<'s> {
+    pub fn new(spec: &'s FeatureSpec) -> UserBuckets<'s> {
+        UserBuckets {
+            spec,
+            buckets: vec![BTreeMap::new(); spec.features.len()],
+        }
+    }
+
+    /// Folds one (deduplicated, valid) event into every feature it matches.
+    pub fn apply(&mut self, e: &Event) {
+        for (feature, buckets) in self.spec.features.iter().zip(&mut self.buckets) {
+            apply_to(feature, buckets, e);
+        }
+    }
+
+    /// Merges another user state of the same spec into this one (the batch
+    /// ⊕ speed merge).
+    pub fn merge(&mut self, other: &UserBuckets<'_>) {
+        for ((feature, mine), theirs) in self
+            .spec
+            .features
+            .iter()
+            .zip(&mut self.buckets)
+            .zip(&other.buckets)
+        {
+            for (bucket, p) in theirs {
+                let slot = mine
+                    .entry(*bucket)
+                    .or_insert_with(|| feature.aggregate.empty());
+                feature.aggregate.merge(slot, p);
+            }
+        }
+    }
+
+    /// Every feature's value at query time `t`.
+    pub fn evaluate(&self, t_ms: i64) -> Profile {
+        let mut profile = Profile::new();
+        for (feature, buckets) in self.spec.features.iter().zip(&self.buckets) {
+            let (first, last) = feature.window.buckets_at(t_ms);
+            let in_window = buckets.range(first..=last).map(|(b, p)| (*b, p));
+            if let Some(v) = evaluate_feature(feature, in_window, t_ms) {
+                profile.insert(feature.name.clone(), v);
+            }
+        }
+        profile
+    }
+
+    /// The partials of feature `index`, by bucket.
+    pub fn feature_buckets(&self, index: usize) -> &BTreeMap<i64, Partial> {
+        &self.buckets[index]
+    }
+
+    /// Drops buckets no query at time `>= t` can read.
+    pub fn expire(&mut self, t_ms: i64) {
+        for (feature, buckets) in self.spec.features.iter().zip(&mut self.buckets) {
+            let keep_from = feature.window.oldest_live_bucket(t_ms);
+            *buckets = buckets.split_off(&keep_from);
+        }
+    }
+}
+
+/// Folds an event into one feature's bucket map if it passes the filter.
+pub fn apply_to(feature: &Feature, buckets: &mut BTreeMap<i64, Partial>, e: &Event) {
+    if !feature.filter.matches(e) {
+        return;
+    }
+    let bucket = feature.window.bucket_of(e.ts_ms);
+    let p = buckets
+        .entry(bucket)
+        .or_insert_with(|| feature.aggregate.empty());
+    feature.aggregate.update(p, e);
+}
+
+/// How far an approximate value may be from the exact one: within 6 %
+/// (about 3.7 standard errors at lg_k = 12) or 2, whichever is larger.
+pub fn distinct_tolerance(exact: i64) -> i64 {
+    ((exact as f64) * 0.06).ceil().max(2.0) as i64
+}
+
+/// Compares a served profile with the reference: exact for every feature
+/// except approximate ones, which must be within [`distinct_tolerance`].
+/// The error lists every differing feature.
+pub fn compare_profiles(
+    spec: &FeatureSpec,
+    served: &Profile,
+    reference: &Profile,
+) -> Result<(), String> {
+    let mut diffs = Vec::new();
+    for feature in &spec.features {
+        let (s, r) = (served.get(&feature.name), reference.get(&feature.name));
+        let ok = match (s, r) {
+            (Some(FeatureValue::Int(s)), Some(FeatureValue::Int(r)))
+                if feature.aggregate.is_approximate() =>
+            {
+                (s - r).abs() <= distinct_tolerance(*r)
+            }
+            (s, r) => s == r,
+        };
+        if !ok {
+            diffs.push(format!("{}: served {s:?}, reference {r:?}", feature.name));
+        }
+    }
+    for name in served.keys() {
+        if spec.feature(name).is_none() {
+            diffs.push(format!("{name}: served but not in the spec"));
+        }
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(diffs.join("; "))
+    }
+}
+
+/// Checks a window is well formed (tests use it on generated windows).
+pub fn window_is_valid(w: &Window) -> bool {
+    w.bucket_ms > 0 && w.len_ms.is_none_or(|l| l > 0 && l % w.bucket_ms == 0)
+}

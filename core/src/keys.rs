@@ -1,0 +1,141 @@
+//! Order-preserving key encoding for the speed view and batch views.
+//!
+//! A partial's key is
+//! `b'p' ‖ str(tenant) ‖ str(user_id) ‖ str(feature) ‖ i64(bucket)`, where
+//! `str` escapes `0x00` as `0x00 0xFF` and ends with `0x00 0x01`, and `i64` is
+//! big-endian with the sign bit flipped. Byte order therefore equals the order
+//! of the tuple (tenant, user, feature, bucket) with strings compared
+//! bytewise and buckets numerically, and every tenant's and every user's keys
+//! form one contiguous range with a prefix of its own: a point lookup of a
+//! profile is a single prefix scan, and a tenant's data can never be read
+//! through another tenant's prefix.
+
+/// The keyspace tag of partials. Other keyspaces (offsets, dedup state)
+/// use other tags, so they never interleave with profile data.
+pub const PARTIAL_TAG: u8 = b'p';
+
+/// A key that did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed key at byte {at}: {problem}")]
+pub struct KeyError {
+    pub at: usize,
+    pub problem: &'static str,
+}
+
+/// Appends an order-preserving, self-delimiting encoding of `s`.
+pub fn push_str(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+    out.extend_from_slice(&[0x00, 0x01]);
+}
+
+/// Appends an order-preserving encoding of `v`.
+pub fn push_i64(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(&((v as u64) ^ (1 << 63)).to_be_bytes());
+}
+
+/// The prefix of every key of one tenant.
+pub fn tenant_prefix(tenant: &str) -> Vec<u8> {
+    let mut k = vec![PARTIAL_TAG];
+    push_str(&mut k, tenant);
+    k
+}
+
+/// The prefix of every key of one user.
+pub fn user_prefix(tenant: &str, user_id: &str) -> Vec<u8> {
+    let mut k = tenant_prefix(tenant);
+    push_str(&mut k, user_id);
+    k
+}
+
+/// The key of one feature's partial for one bucket.
+pub fn partial_key(tenant: &str, user_id: &str, feature: &str, bucket: i64) -> Vec<u8> {
+    let mut k = user_prefix(tenant, user_id);
+    push_str(&mut k, feature);
+    push_i64(&mut k, bucket);
+    k
+}
+
+/// A decoded partial key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PartialKey {
+    pub tenant: String,
+    pub user_id: String,
+    pub feature: String,
+    pub bucket: i64,
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn err(&self, problem: &'static str) -> KeyError {
+        KeyError {
+            at: self.at,
+            problem,
+        }
+    }
+
+    fn string(&mut self) -> Result<String, KeyError> {
+        let mut out = Vec::new();
+        loop {
+            match self.bytes.get(self.at..self.at + 1) {
+                None => return Err(self.err("unterminated string")),
+                Some([0]) => {
+                    match self.bytes.get(self.at + 1) {
+                        Some(0xFF) => out.push(0),
+                        Some(0x01) => {
+                            self.at += 2;
+                            return String::from_utf8(out)
+                                .map_err(|_| self.err("string is not UTF-8"));
+                        }
+                        _ => return Err(self.err("bad escape after 0x00")),
+                    }
+                    self.at += 2;
+                }
+                Some([b]) => {
+                    out.push(*b);
+                    self.at += 1;
+                }
+                Some(_) => unreachable!("a one-byte slice"),
+            }
+        }
+    }
+
+    fn i64(&mut self) -> Result<i64, KeyError> {
+        let raw: [u8; 8] = self
+            .bytes
+            .get(self.at..self.at + 8)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| self.err("truncated integer"))?;
+        self.at += 8;
+        Ok((u64::from_be_bytes(raw) ^ (1 << 63)) as i64)
+    }
+}
+
+/// Decodes a key made by [`partial_key`].
+pub fn decode_partial_key(bytes: &[u8]) -> Result<PartialKey, KeyError> {
+    let mut r = Reader { bytes, at: 1 };
+    if bytes.first() != Some(&PARTIAL_TAG) {
+        return Err(KeyError {
+            at: 0,
+            problem: "not a partial key",
+        });
+    }
+    let key = PartialKey {
+        tenant: r.string()?,
+        user_id: r.string()?,
+        feature: r.string()?,
+        bucket: r.i64()?,
+    };
+    if r.at != bytes.len() {
+        return Err(r.err("trailing bytes"));
+    }
+    Ok(key)
+}

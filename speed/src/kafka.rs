@@ -1,0 +1,224 @@
+//! Kafka client plumbing shared by `weft gen`, the speed layer, the archiver
+//! and the tests.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode as Code;
+use weft_core::Event;
+use weft_core::partition::partition_for_key;
+
+use crate::SpeedError;
+
+/// Settings every Weft client starts from.
+pub fn base_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        // Tansu and single-broker setups answer ApiVersions; keep the
+        // handshake explicit so failures say so.
+        .set("api.version.request", "true")
+        .set("socket.keepalive.enable", "true");
+    c
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists with that
+/// many; any other partition count is an error (Weft's partitioning and the
+/// archive's `_partition` column depend on it).
+pub async fn ensure_topic(bootstrap: &str, topic: &str, partitions: u32) -> Result<(), SpeedError> {
+    let admin: AdminClient<DefaultClientContext> = base_config(bootstrap)
+        .create()
+        .map_err(SpeedError::kafka("creating admin client"))?;
+    let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&new], &opts)
+        .await
+        .map_err(SpeedError::kafka(format!("creating topic {topic}")))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, Code::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(SpeedError::Broker(format!("creating topic {name}: {code}")));
+            }
+        }
+    }
+    let found = partition_count(bootstrap, topic, Duration::from_secs(10))?;
+    if found != partitions {
+        return Err(SpeedError::Broker(format!(
+            "topic {topic} has {found} partitions, {partitions} expected"
+        )));
+    }
+    Ok(())
+}
+
+/// The number of partitions of `topic`, from broker metadata.
+pub fn partition_count(bootstrap: &str, topic: &str, timeout: Duration) -> Result<u32, SpeedError> {
+    let producer: BaseProducer = base_config(bootstrap)
+        .create()
+        .map_err(SpeedError::kafka("creating metadata client"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let md = producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .map_err(SpeedError::kafka(format!("fetching metadata of {topic}")))?;
+        if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
+            if t.error().is_none() && !t.partitions().is_empty() {
+                return Ok(t.partitions().len() as u32);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(SpeedError::Broker(format!("topic {topic} does not exist")));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Counts deliveries and keeps the first failure.
+#[derive(Debug, Default)]
+pub struct DeliveryCounter {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryCounter {}
+
+impl ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = self.first_error.lock() {
+                    first.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// What a producer achieved, after [`EventProducer::flush`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryReport {
+    pub delivered: u64,
+    pub failed: u64,
+}
+
+/// Produces events keyed `tenant/user_id` to the murmur2 partition of the
+/// key. Idempotent, so retries never reorder or duplicate a partition.
+pub struct EventProducer {
+    producer: BaseProducer<DeliveryCounter>,
+    topic: String,
+    partitions: u32,
+    sent: u64,
+}
+
+impl std::fmt::Debug for EventProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventProducer")
+            .field("topic", &self.topic)
+            .field("partitions", &self.partitions)
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventProducer {
+    /// Connects and reads the topic's partition count (the topic must exist).
+    pub fn new(bootstrap: &str, topic: &str) -> Result<EventProducer, SpeedError> {
+        let partitions = partition_count(bootstrap, topic, Duration::from_secs(10))?;
+        let producer = base_config(bootstrap)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "500000")
+            .set("queue.buffering.max.kbytes", "262144")
+            .create_with_context(DeliveryCounter::default())
+            .map_err(SpeedError::kafka("creating producer"))?;
+        Ok(EventProducer {
+            producer,
+            topic: topic.to_string(),
+            partitions,
+            sent: 0,
+        })
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Sends one event; returns its partition.
+    pub fn send_event(&mut self, e: &Event) -> Result<i32, SpeedError> {
+        let key = e.kafka_key();
+        let value = e.encode();
+        let partition = partition_for_key(key.as_bytes(), self.partitions);
+        self.send_raw(key.as_bytes(), &value, partition)?;
+        Ok(partition)
+    }
+
+    /// Sends a record as is (malformed records for dead-letter tests too).
+    pub fn send_raw(&mut self, key: &[u8], value: &[u8], partition: i32) -> Result<(), SpeedError> {
+        let mut record = BaseRecord::to(&self.topic)
+            .key(key)
+            .payload(value)
+            .partition(partition);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => {
+                    return Err(SpeedError::Kafka {
+                        context: format!("producing to {}", self.topic),
+                        source: e,
+                    });
+                }
+            }
+        }
+        self.sent += 1;
+        if self.sent % 1024 == 0 {
+            self.producer.poll(Duration::ZERO);
+        }
+        Ok(())
+    }
+
+    /// Waits for every record to be acknowledged; fails if any was not.
+    pub fn flush(&mut self, timeout: Duration) -> Result<DeliveryReport, SpeedError> {
+        self.producer
+            .flush(timeout)
+            .map_err(SpeedError::kafka(format!("flushing to {}", self.topic)))?;
+        let ctx = self.producer.context();
+        let report = DeliveryReport {
+            delivered: ctx.delivered.load(Ordering::Relaxed),
+            failed: ctx.failed.load(Ordering::Relaxed),
+        };
+        if report.failed > 0 {
+            let first = ctx
+                .first_error
+                .lock()
+                .ok()
+                .and_then(|f| f.clone())
+                .unwrap_or_default();
+            return Err(SpeedError::Broker(format!(
+                "{} of {} records were not delivered; first error: {first}",
+                report.failed,
+                report.failed + report.delivered
+            )));
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,227 @@
+//! `weft gen`: writes generated events to a Parquet archive, JSONL and/or a
+//! Kafka topic.
+//!
+//! All outputs see the same simulated topic: events in arrival order, each
+//! with the partition and offset a fresh topic gives it. With
+//! `--malformed-rate`, malformed records are mixed into that topic: Kafka
+//! receives them (for dead-letter tests) and they take offsets, while the
+//! archive and JSONL, like the real archiver, hold only valid events.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use weft_core::Event;
+use weft_core::archive::ArchiveWriter;
+use weft_core::generator::{GenConfig, Generator, Malformed, Sequenced, Sequencer};
+use weft_core::spec::DAY_MS;
+use weft_speed::kafka::{EventProducer, ensure_topic};
+
+#[derive(Debug, Args)]
+pub(crate) struct GenArgs {
+    /// Number of events (duplicates included, malformed records not).
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Same seed, same events.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Number of tenants (of decreasing size).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=8))]
+    tenants: u32,
+    /// Users across all tenants.
+    #[arg(long, default_value_t = 20_000)]
+    users: u32,
+    /// Days the sessions are spread over.
+    #[arg(long, default_value_t = 30)]
+    days: u32,
+    /// First day, YYYY-MM-DD (UTC).
+    #[arg(long, default_value = "2026-09-01")]
+    start: String,
+    /// Partitions of the simulated `events` topic.
+    #[arg(long, default_value_t = 8)]
+    partitions: u32,
+    /// Share of events delivered twice.
+    #[arg(long, default_value_t = 0.005)]
+    duplicate_rate: f64,
+    /// Share of events arriving late (up to --max-late-hours after their time).
+    #[arg(long, default_value_t = 0.01)]
+    late_rate: f64,
+    #[arg(long, default_value_t = 48)]
+    max_late_hours: u32,
+
+    /// Write the hive-partitioned Parquet archive under this directory.
+    #[arg(long)]
+    parquet: Option<PathBuf>,
+    /// Rows per Parquet file before it rolls.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows_per_file: usize,
+    /// Write JSON lines to this file (`-` for stdout).
+    #[arg(long)]
+    jsonl: Option<PathBuf>,
+    /// Produce to this Kafka bootstrap address.
+    #[arg(long)]
+    kafka: Option<String>,
+    /// Topic to produce to (created with --partitions if missing).
+    #[arg(long, default_value = "events", requires = "kafka")]
+    topic: String,
+    /// Share of malformed records mixed into the Kafka output.
+    #[arg(long, default_value_t = 0.0)]
+    malformed_rate: f64,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Serialize)]
+struct JsonlRecord<'a> {
+    #[serde(flatten)]
+    event: &'a Event,
+    _partition: i32,
+    _offset: i64,
+}
+
+fn config(args: &GenArgs) -> Result<GenConfig> {
+    let mut cfg = GenConfig::new(args.seed, args.events, args.tenants, args.users);
+    cfg.days = args.days;
+    cfg.start_ms = weft_core::time::parse_date(&args.start)
+        .with_context(|| format!("--start {:?} is not a date like 2026-09-01", args.start))?;
+    cfg.partitions = args.partitions;
+    cfg.duplicate_rate = args.duplicate_rate;
+    cfg.late_rate = args.late_rate;
+    cfg.max_late_ms = i64::from(args.max_late_hours) * 3_600_000;
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    if !(0.0..=0.5).contains(&args.malformed_rate) {
+        bail!(
+            "--malformed-rate {} is outside [0, 0.5]",
+            args.malformed_rate
+        );
+    }
+    Ok(cfg)
+}
+
+pub(crate) fn run(args: &GenArgs) -> Result<()> {
+    if args.parquet.is_none() && args.jsonl.is_none() && args.kafka.is_none() {
+        bail!("nothing to write: give --parquet DIR, --jsonl FILE and/or --kafka HOST:PORT");
+    }
+    let cfg = config(args)?;
+    let max_late_days = cfg.max_late_ms.div_euclid(DAY_MS) + 1;
+
+    let mut archive = args
+        .parquet
+        .as_ref()
+        .map(|dir| ArchiveWriter::new(dir, "gen", args.rows_per_file));
+    let mut jsonl: Option<Box<dyn Write>> = match &args.jsonl {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::new(std::io::stdout().lock()))),
+        Some(p) => Some(Box::new(BufWriter::new(
+            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        ))),
+    };
+    let mut kafka = match &args.kafka {
+        None => None,
+        Some(bootstrap) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(ensure_topic(bootstrap, &args.topic, args.partitions))
+                .with_context(|| format!("preparing topic {} on {bootstrap}", args.topic))?;
+            Some(EventProducer::new(bootstrap, &args.topic)?)
+        }
+    };
+
+    let progress = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(args.events)
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} gen [{elapsed_precise}] {bar:30} {human_pos}/{human_len} events ({per_sec}, eta {eta})")
+            .expect("valid template"),
+    );
+
+    let started = Instant::now();
+    let mut sequencer = Sequencer::new(cfg.partitions);
+    let mut bad_rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0x6d61_6c66_6f72_6d65);
+    let mut malformed = 0u64;
+    let mut current_day = i64::MIN;
+    let mut n = 0u64;
+    for event in Generator::new(cfg).map_err(anyhow::Error::msg)? {
+        let s: Sequenced = sequencer.assign(event);
+        if let Some(w) = archive.as_mut() {
+            // Arrival time never lags event time by more than the lateness
+            // bound, so days older than that are complete.
+            let day = s.event.ts_ms.div_euclid(DAY_MS);
+            if day > current_day {
+                current_day = day;
+                w.close_days_before(day - max_late_days)?;
+            }
+            w.push(&s)?;
+        }
+        if let Some(out) = jsonl.as_mut() {
+            serde_json::to_writer(
+                &mut *out,
+                &JsonlRecord {
+                    event: &s.event,
+                    _partition: s.partition,
+                    _offset: s.offset,
+                },
+            )?;
+            out.write_all(b"\n")?;
+        }
+        if let Some(p) = kafka.as_mut() {
+            p.send_event(&s.event)?;
+        }
+        if args.malformed_rate > 0.0 && bad_rng.random_bool(args.malformed_rate) {
+            let kind = Malformed::ALL[bad_rng.random_range(0..Malformed::ALL.len())];
+            let key = s.event.kafka_key();
+            let value = kind.corrupt(&s.event, &mut bad_rng);
+            let (partition, _) = sequencer.assign_key(key.as_bytes());
+            if let Some(p) = kafka.as_mut() {
+                p.send_raw(key.as_bytes(), &value, partition)?;
+            }
+            malformed += 1;
+        }
+        n += 1;
+        if n % 8192 == 0 {
+            progress.set_position(n);
+        }
+    }
+    progress.finish_and_clear();
+
+    let mut summary = format!("generated {n} events");
+    if let Some(w) = archive {
+        let files = w.finish()?;
+        summary += &format!(
+            "; {} Parquet files under {}",
+            files.len(),
+            args.parquet
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+    }
+    if let Some(mut out) = jsonl {
+        out.flush()?;
+        summary += "; JSONL written";
+    }
+    if let Some(mut p) = kafka {
+        let report = p.flush(Duration::from_secs(120))?;
+        summary += &format!(
+            "; {} records delivered to {} ({malformed} malformed)",
+            report.delivered, args.topic
+        );
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{summary}; {secs:.2} s, {:.0} events/s",
+        n as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}

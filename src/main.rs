@@ -1,0 +1,113 @@
+//! `weft`: the command line that wires Weft's layers together.
+//!
+//! Only subcommands that work are listed; later layers add theirs.
+
+mod gen_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use weft_core::FeatureSpec;
+use weft_core::spec::format_duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = "Weft: an open Lambda-architecture personalization platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate realistic, deterministic e-commerce events (Parquet archive,
+    /// JSONL, or a Kafka topic).
+    Gen(gen_cmd::GenArgs),
+    /// Work with feature specs.
+    #[command(subcommand)]
+    Features(FeaturesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum FeaturesCommand {
+    /// Validate a feature spec and print what each feature computes.
+    Check {
+        /// The TOML spec, e.g. deploy/features.example.toml.
+        spec: PathBuf,
+    },
+}
+
+fn features_check(path: &PathBuf) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let spec = FeatureSpec::parse(&text).with_context(|| format!("{}", path.display()))?;
+    println!(
+        "{}: {} features, spec hash {}",
+        path.display(),
+        spec.features.len(),
+        spec.hash()
+    );
+    println!(
+        "{:<24} {:<15} {:<12} {:<9} {:<7} kinds",
+        "name", "aggregate", "field", "window", "bucket"
+    );
+    for f in &spec.features {
+        let kinds = if f.filter.kinds.is_empty() {
+            "all".to_string()
+        } else {
+            f.filter
+                .kinds
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let conditions = if f.filter.conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" (+{} conditions)", f.filter.conditions.len())
+        };
+        println!(
+            "{:<24} {:<15} {:<12} {:<9} {:<7} {kinds}{conditions}",
+            f.name,
+            f.aggregate.name(),
+            f.aggregate
+                .field()
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "-".into()),
+            f.window
+                .len_ms
+                .map(format_duration)
+                .unwrap_or_else(|| "lifetime".into()),
+            format_duration(f.window.bucket_ms),
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Gen(args) => gen_cmd::run(args),
+        Command::Features(FeaturesCommand::Check { spec }) => features_check(spec),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

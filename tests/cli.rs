@@ -1,0 +1,236 @@
+//! `weft gen` and `weft features` as a user runs them.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use weft_core::Event;
+use weft_core::archive::read_archive;
+use weft_speed::broker::LocalBroker;
+use weft_speed::kafka::base_config;
+
+fn weft(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .output()
+        .expect("the weft binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = weft(args);
+    assert!(
+        out.status.success(),
+        "weft {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn gen_into(dir: &Path, seed: &str) {
+    let archive = dir.join("archive");
+    let jsonl = dir.join("events.jsonl");
+    ok(&[
+        "gen",
+        "--events",
+        "60000",
+        "--seed",
+        seed,
+        "--users",
+        "3000",
+        "--quiet",
+        "--parquet",
+        archive.to_str().unwrap(),
+        "--jsonl",
+        jsonl.to_str().unwrap(),
+        "--rows-per-file",
+        "10000",
+    ]);
+}
+
+fn jsonl_events(path: &Path) -> Vec<(i32, i64, Event)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let e: Event = serde_json::from_value(v.clone()).unwrap();
+            (
+                v["_partition"].as_i64().unwrap() as i32,
+                v["_offset"].as_i64().unwrap(),
+                e,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn gen_is_deterministic_and_archive_matches_jsonl() {
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    gen_into(a.path(), "9");
+    gen_into(b.path(), "9");
+    gen_into(c.path(), "10");
+    let (ja, jb, jc) = (
+        std::fs::read(a.path().join("events.jsonl")).unwrap(),
+        std::fs::read(b.path().join("events.jsonl")).unwrap(),
+        std::fs::read(c.path().join("events.jsonl")).unwrap(),
+    );
+    assert_eq!(ja, jb, "same seed, same events");
+    assert_ne!(ja, jc, "another seed, other events");
+
+    let mut from_jsonl = jsonl_events(&a.path().join("events.jsonl"));
+    assert_eq!(from_jsonl.len(), 60_000);
+    from_jsonl.sort_by_key(|(p, o, _)| (*p, *o));
+    let archive = read_archive(&a.path().join("archive")).unwrap();
+    assert_eq!(archive.len(), from_jsonl.len());
+    for (s, (p, o, e)) in archive.iter().zip(&from_jsonl) {
+        assert_eq!((s.partition, s.offset, &s.event), (*p, *o, e));
+    }
+    assert_eq!(read_archive(&b.path().join("archive")).unwrap(), archive);
+}
+
+#[test]
+fn duckdb_and_pyarrow_read_the_archive_with_the_documented_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    gen_into(dir.path(), "21");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/check_archive.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(dir.path().join("archive"))
+        .arg(dir.path().join("events.jsonl"))
+        .output()
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "DuckDB/pyarrow missing: run `python3 -m pip install -r tests/python/requirements.txt`\n{stderr}"
+    );
+    assert!(out.status.success(), "check_archive.py failed:\n{stderr}");
+}
+
+#[test]
+fn features_check_explains_a_spec_and_names_errors() {
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/features.example.toml");
+    let out = ok(&["features", "check", spec]);
+    assert!(
+        out.contains("spend_90d") && out.contains("spec hash"),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[feature]]\nname = \"spend\"\naggregate = \"sum\"\nfield = \"category\"\nwindow = \"7d\"\n").unwrap();
+    let out = weft(&["features", "check", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("feature 'spend': key 'field'"), "{err}");
+}
+
+#[test]
+fn help_lists_only_working_subcommands() {
+    let help = ok(&["--help"]);
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter(|l| !l.starts_with("   ")) // wrapped description lines
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(commands, ["gen", "features", "help"]);
+    let out = weft(&["gen"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to write"));
+}
+
+/// `weft gen --kafka` with malformed records: the valid records sit at the
+/// offsets the JSONL (and so the archive) records, the malformed ones fill
+/// the gaps and none of them decodes.
+#[test]
+fn gen_to_kafka_mixes_malformed_records_at_known_offsets() {
+    let logs = tempfile::tempdir().unwrap();
+    let broker = LocalBroker::start(None, logs.path()).expect("local broker starts");
+    let jsonl = logs.path().join("events.jsonl");
+    let stderr = {
+        let out = weft(&[
+            "gen",
+            "--events",
+            "20000",
+            "--seed",
+            "4",
+            "--users",
+            "2000",
+            "--quiet",
+            "--kafka",
+            broker.bootstrap(),
+            "--topic",
+            "events",
+            "--malformed-rate",
+            "0.01",
+            "--jsonl",
+            jsonl.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let valid: HashMap<(i32, i64), Event> = jsonl_events(&jsonl)
+        .into_iter()
+        .map(|(p, o, e)| ((p, o), e))
+        .collect();
+    assert_eq!(valid.len(), 20_000);
+
+    let consumer: BaseConsumer = base_config(broker.bootstrap())
+        .set("group.id", "gen-check")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["events"]).unwrap();
+    let (mut good, mut bad) = (0usize, 0usize);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut idle_since = Instant::now();
+    while Instant::now() < deadline && idle_since.elapsed() < Duration::from_secs(5) {
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        idle_since = Instant::now();
+        let msg = msg.unwrap();
+        let decoded = Event::decode_record(msg.key(), msg.payload().unwrap_or_default());
+        match valid.get(&(msg.partition(), msg.offset())) {
+            Some(expected) => {
+                assert_eq!(
+                    decoded.as_ref(),
+                    Ok(expected),
+                    "{}:{}",
+                    msg.partition(),
+                    msg.offset()
+                );
+                good += 1;
+            }
+            None => {
+                assert!(
+                    decoded.is_err(),
+                    "{}:{} should be malformed",
+                    msg.partition(),
+                    msg.offset()
+                );
+                bad += 1;
+            }
+        }
+    }
+    assert_eq!(good, 20_000);
+    assert!(
+        (100..=320).contains(&bad),
+        "{bad} malformed records for a 1 % rate"
+    );
+    assert!(stderr.contains(&format!("({bad} malformed)")), "{stderr}");
+}
