@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use weft_core::Event;
-use weft_core::archive::ArchiveWriter;
+use weft_core::archive::{ArchiveFiles, ArchiveRouter, FileOp};
 use weft_core::generator::{GenConfig, Generator, Malformed, Sequenced, Sequencer};
 use weft_core::spec::DAY_MS;
 use weft_speed::kafka::{EventProducer, ensure_topic};
@@ -79,6 +79,31 @@ pub(crate) struct GenArgs {
     quiet: bool,
 }
 
+/// Events per message between the generator thread and the writer.
+const CHUNK: u64 = 4096;
+/// Threads encoding Parquet: with the generator thread, enough to keep two
+/// cores busy.
+const ENCODER_SHARDS: usize = 2;
+
+/// What the generator thread hands the writer: archive file operations,
+/// and the records JSONL and Kafka need.
+#[derive(Default)]
+struct Chunk {
+    events: u64,
+    ops: Vec<FileOp>,
+    records: Vec<Record>,
+}
+
+/// One record of the simulated topic.
+enum Record {
+    Valid(Sequenced),
+    Malformed {
+        key: String,
+        value: Vec<u8>,
+        partition: i32,
+    },
+}
+
 #[derive(Serialize)]
 struct JsonlRecord<'a> {
     #[serde(flatten)]
@@ -112,11 +137,8 @@ pub(crate) fn run(args: &GenArgs) -> Result<()> {
     }
     let cfg = config(args)?;
     let max_late_days = cfg.max_late_ms.div_euclid(DAY_MS) + 1;
+    let partitions = cfg.partitions;
 
-    let mut archive = args
-        .parquet
-        .as_ref()
-        .map(|dir| ArchiveWriter::new(dir, "gen", args.rows_per_file));
     let mut jsonl: Option<Box<dyn Write>> = match &args.jsonl {
         None => None,
         Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::new(std::io::stdout().lock()))),
@@ -147,65 +169,157 @@ pub(crate) fn run(args: &GenArgs) -> Result<()> {
     );
 
     let started = Instant::now();
-    let mut sequencer = Sequencer::new(cfg.partitions);
-    let mut bad_rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0x6d61_6c66_6f72_6d65);
-    let mut malformed = 0u64;
-    let mut current_day = i64::MIN;
-    let mut n = 0u64;
-    for event in Generator::new(cfg).map_err(anyhow::Error::msg)? {
-        let s: Sequenced = sequencer.assign(event);
-        if let Some(w) = archive.as_mut() {
-            // Arrival time never lags event time by more than the lateness
-            // bound, so days older than that are complete.
-            let day = s.event.ts_ms.div_euclid(DAY_MS);
-            if day > current_day {
-                current_day = day;
-                w.close_days_before(day - max_late_days)?;
-            }
-            w.push(&s)?;
-        }
-        if let Some(out) = jsonl.as_mut() {
-            serde_json::to_writer(
-                &mut *out,
-                &JsonlRecord {
-                    event: &s.event,
-                    _partition: s.partition,
-                    _offset: s.offset,
-                },
-            )?;
-            out.write_all(b"\n")?;
-        }
-        if let Some(p) = kafka.as_mut() {
-            p.send_event(&s.event)?;
-        }
-        if args.malformed_rate > 0.0 && bad_rng.random_bool(args.malformed_rate) {
-            let kind = Malformed::ALL[bad_rng.random_range(0..Malformed::ALL.len())];
-            let key = s.event.kafka_key();
-            let value = kind.corrupt(&s.event, &mut bad_rng);
-            let (partition, _) = sequencer.assign_key(key.as_bytes());
-            if let Some(p) = kafka.as_mut() {
-                p.send_raw(key.as_bytes(), &value, partition)?;
-            }
-            malformed += 1;
-        }
-        n += 1;
-        if n % 8192 == 0 {
-            progress.set_position(n);
-        }
+    // Generation, sequencing, the malformed mix and building Arrow batches
+    // run on one thread; Parquet encoding, JSONL and Kafka on this one.
+    // Events cross threads only when JSONL or Kafka needs them.
+    let malformed_rate = args.malformed_rate;
+    let seed = args.seed;
+    let ship_records = jsonl.is_some() || kafka.is_some();
+    let mut router = args
+        .parquet
+        .as_ref()
+        .map(|dir| ArchiveRouter::new(dir, "gen", args.rows_per_file));
+    let generator = Generator::new(cfg).map_err(anyhow::Error::msg)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(16);
+    let generator_thread =
+        std::thread::Builder::new()
+            .name("weft-gen".into())
+            .spawn(move || -> (u64, u64) {
+                let mut sequencer = Sequencer::new(partitions);
+                let mut bad_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d61_6c66_6f72_6d65);
+                let (mut valid, mut malformed) = (0u64, 0u64);
+                let mut current_day = i64::MIN;
+                let mut chunk = Chunk::default();
+                for event in generator {
+                    let s = sequencer.assign(event);
+                    valid += 1;
+                    if let Some(r) = router.as_mut() {
+                        // Arrival time never lags event time by more than the
+                        // lateness bound, so days older than that are complete.
+                        let day = s.event.ts_ms.div_euclid(DAY_MS);
+                        if day > current_day {
+                            current_day = day;
+                            r.close_days_before(day - max_late_days);
+                        }
+                        r.push(&s);
+                    }
+                    if malformed_rate > 0.0 && bad_rng.random_bool(malformed_rate) {
+                        let kind = Malformed::ALL[bad_rng.random_range(0..Malformed::ALL.len())];
+                        let key = s.event.kafka_key();
+                        let value = kind.corrupt(&s.event, &mut bad_rng);
+                        let (partition, _) = sequencer.assign_key(key.as_bytes());
+                        malformed += 1;
+                        if ship_records {
+                            chunk.records.push(Record::Valid(s));
+                            chunk.records.push(Record::Malformed {
+                                key,
+                                value,
+                                partition,
+                            });
+                        }
+                    } else if ship_records {
+                        chunk.records.push(Record::Valid(s));
+                    }
+                    chunk.events += 1;
+                    if chunk.events >= CHUNK {
+                        if let Some(r) = router.as_mut() {
+                            chunk.ops = r.take_ops();
+                        }
+                        if tx.send(std::mem::take(&mut chunk)).is_err() {
+                            return (valid, malformed);
+                        }
+                    }
+                }
+                if let Some(r) = router.as_mut() {
+                    r.close_all();
+                    chunk.ops = r.take_ops();
+                }
+                let _ = tx.send(chunk);
+                (valid, malformed)
+            })?;
+
+    // Parquet encoding runs on ENCODER_SHARDS threads; a file's operations
+    // always go to the same shard, so each file is written in order.
+    let mut shard_txs = Vec::new();
+    let mut shard_threads = Vec::new();
+    for shard in 0..ENCODER_SHARDS {
+        let (stx, srx) = std::sync::mpsc::sync_channel::<Vec<FileOp>>(16);
+        shard_txs.push(stx);
+        shard_threads.push(
+            std::thread::Builder::new()
+                .name(format!("weft-parquet-{shard}"))
+                .spawn(move || -> Result<usize, weft_core::archive::ArchiveError> {
+                    let mut files = ArchiveFiles::default();
+                    for ops in srx {
+                        for op in ops {
+                            files.apply(op)?;
+                        }
+                    }
+                    Ok(files.committed().len())
+                })?,
+        );
     }
+    let mut n = 0u64;
+    for chunk in rx {
+        let mut by_shard: Vec<Vec<FileOp>> = (0..ENCODER_SHARDS).map(|_| Vec::new()).collect();
+        for op in chunk.ops {
+            let id = match &op {
+                FileOp::Create { id, .. } | FileOp::Write { id, .. } | FileOp::Commit { id } => *id,
+            };
+            by_shard[(id % ENCODER_SHARDS as u64) as usize].push(op);
+        }
+        for (tx, ops) in shard_txs.iter().zip(by_shard) {
+            if !ops.is_empty() && tx.send(ops).is_err() {
+                break; // the shard failed; its error is reported below
+            }
+        }
+        for record in chunk.records {
+            match record {
+                Record::Malformed {
+                    key,
+                    value,
+                    partition,
+                } => {
+                    if let Some(p) = kafka.as_mut() {
+                        p.send_raw(key.as_bytes(), &value, partition)?;
+                    }
+                }
+                Record::Valid(s) => {
+                    if let Some(out) = jsonl.as_mut() {
+                        serde_json::to_writer(
+                            &mut *out,
+                            &JsonlRecord {
+                                event: &s.event,
+                                _partition: s.partition,
+                                _offset: s.offset,
+                            },
+                        )?;
+                        out.write_all(b"\n")?;
+                    }
+                    if let Some(p) = kafka.as_mut() {
+                        p.send_event(&s.event)?;
+                    }
+                }
+            }
+        }
+        n += chunk.events;
+        progress.set_position(n);
+    }
+    drop(shard_txs);
+    let mut files_written = 0;
+    for t in shard_threads {
+        files_written += t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a Parquet encoder thread panicked"))??;
+    }
+    let (n, malformed) = generator_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the generator thread panicked"))?;
     progress.finish_and_clear();
 
     let mut summary = format!("generated {n} events");
-    if let Some(w) = archive {
-        let files = w.finish()?;
-        summary += &format!(
-            "; {} Parquet files under {}",
-            files.len(),
-            args.parquet
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        );
+    if let Some(dir) = &args.parquet {
+        summary += &format!("; {files_written} Parquet files under {}", dir.display());
     }
     if let Some(mut out) = jsonl {
         out.flush()?;

@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, Geometric, Zipf};
 
-use crate::event::{Event, EventKind, kafka_key};
+use crate::event::{Event, EventKind};
 use crate::partition::partition_for_key;
 use crate::spec::{DAY_MS, HOUR_MS, MINUTE_MS};
 
@@ -173,6 +173,31 @@ impl GenConfig {
     }
 }
 
+/// `format!("{prefix}{n:0width$}")` without the formatting machinery (the
+/// generator calls it for every item and user id).
+fn padded(prefix: char, n: u64, width: usize) -> String {
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    let mut v = n;
+    loop {
+        digits[len] = b'0' + (v % 10) as u8;
+        len += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut out = String::with_capacity(1 + width.max(len));
+    out.push(prefix);
+    for _ in len..width {
+        out.push('0');
+    }
+    for &d in digits[..len].iter().rev() {
+        out.push(d as char);
+    }
+    out
+}
+
 /// SplitMix64: cheap, well-mixed hashing of ids into stable attributes.
 fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -202,7 +227,7 @@ impl Tenant {
                 break;
             }
         }
-        format!("u{id:07}")
+        padded('u', u64::from(id), 7)
     }
 
     fn favourite_categories(&self, rank: u32) -> [u32; 3] {
@@ -221,7 +246,7 @@ impl Tenant {
         // Log-normal-ish price: 2^(U(0,1)*9) * 199, from 1.99 to about 1000.00.
         let exp = (h % 10_000) as f64 / 10_000.0 * 9.0;
         let price = (199.0 * exp.exp2()).round() as i64;
-        (format!("i{index:06}"), price)
+        (padded('i', u64::from(index), 6), price)
     }
 }
 
@@ -358,7 +383,16 @@ impl Generator {
 
     fn event_id(&mut self) -> String {
         self.next_event_id += 1;
-        format!("e{:010x}", mix(self.cfg.seed) ^ self.next_event_id)
+        let v = mix(self.cfg.seed) ^ self.next_event_id;
+        // "e" and ten hex digits (the low 40 bits), as format!("e{:010x}")
+        // would give for ids below 2^40, without the formatting machinery.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = String::with_capacity(11);
+        id.push('e');
+        for shift in (0..10).rev() {
+            id.push(HEX[((v >> (shift * 4)) & 0xf) as usize] as char);
+        }
+        id
     }
 
     /// Generates one session starting at `self.clock_ms`.
@@ -533,12 +567,14 @@ pub struct Sequenced {
 #[derive(Debug, Clone)]
 pub struct Sequencer {
     next: Vec<i64>,
+    key: Vec<u8>,
 }
 
 impl Sequencer {
     pub fn new(partitions: u32) -> Sequencer {
         Sequencer {
             next: vec![0; partitions as usize],
+            key: Vec::with_capacity(64),
         }
     }
 
@@ -552,8 +588,13 @@ impl Sequencer {
     }
 
     pub fn assign(&mut self, event: Event) -> Sequenced {
-        let (partition, offset) =
-            self.assign_key(kafka_key(&event.tenant, &event.user_id).as_bytes());
+        let mut key = std::mem::take(&mut self.key);
+        key.clear();
+        key.extend_from_slice(event.tenant.as_bytes());
+        key.push(b'/');
+        key.extend_from_slice(event.user_id.as_bytes());
+        let (partition, offset) = self.assign_key(&key);
+        self.key = key;
         Sequenced {
             partition,
             offset,
@@ -604,5 +645,18 @@ impl Malformed {
             Malformed::UnspecifiedKind => w.kind = 0,
         }
         w.encode_to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::padded;
+
+    #[test]
+    fn padded_matches_format() {
+        for n in [0u64, 7, 42, 999_999, 1_000_000, 12_345_678, u64::MAX] {
+            assert_eq!(padded('u', n, 7), format!("u{n:07}"));
+            assert_eq!(padded('i', n, 6), format!("i{n:06}"));
+        }
     }
 }
