@@ -1,3 +1,5 @@
 //! End-to-end tests of the `weft` binary, in one test binary.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod cli;

@@ -311,10 +311,10 @@ impl Aggregate {
                 *count += c2;
             }
             (Aggregate::Last(_), Partial::Last(a), Partial::Last(b)) => {
-                if let Some(b) = b {
-                    if a.as_ref().is_none_or(|a| b.0 > a.0) {
-                        *a = Some(b.clone());
-                    }
+                if let Some(b) = b
+                    && a.as_ref().is_none_or(|a| b.0 > a.0)
+                {
+                    *a = Some(b.clone());
                 }
             }
             (Aggregate::LastN { n, distinct, .. }, Partial::LastN(a), Partial::LastN(b)) => {

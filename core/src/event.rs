@@ -255,6 +255,7 @@ pub fn kafka_key(tenant: &str, user_id: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

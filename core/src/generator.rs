@@ -538,12 +538,12 @@ impl Iterator for Generator {
         // Events of sessions not yet generated arrive at or after the next
         // session start, so everything pending before it is final.
         loop {
-            if let Some(Reverse(top)) = self.pending.peek() {
-                if top.arrival_ms <= self.clock_ms || self.generated >= self.cfg.events {
-                    let Reverse(p) = self.pending.pop()?;
-                    self.emitted += 1;
-                    return Some(p.event.0);
-                }
+            if let Some(Reverse(top)) = self.pending.peek()
+                && (top.arrival_ms <= self.clock_ms || self.generated >= self.cfg.events)
+            {
+                let Reverse(p) = self.pending.pop()?;
+                self.emitted += 1;
+                return Some(p.event.0);
             }
             if self.generated >= self.cfg.events {
                 return None;
@@ -649,6 +649,7 @@ impl Malformed {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::padded;
 

@@ -47,6 +47,7 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> i32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

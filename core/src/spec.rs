@@ -916,6 +916,7 @@ fn parse_condition(keys: &Keys<'_>, i: usize, item: &Value) -> Result<Condition,
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -69,10 +69,11 @@ pub fn partition_count(bootstrap: &str, topic: &str, timeout: Duration) -> Resul
             .client()
             .fetch_metadata(Some(topic), Duration::from_secs(5))
             .map_err(SpeedError::kafka(format!("fetching metadata of {topic}")))?;
-        if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
-            if t.error().is_none() && !t.partitions().is_empty() {
-                return Ok(t.partitions().len() as u32);
-            }
+        if let Some(t) = md.topics().iter().find(|t| t.name() == topic)
+            && t.error().is_none()
+            && !t.partitions().is_empty()
+        {
+            return Ok(t.partitions().len() as u32);
         }
         if Instant::now() >= deadline {
             return Err(SpeedError::Broker(format!("topic {topic} does not exist")));
@@ -190,7 +191,7 @@ impl EventProducer {
             }
         }
         self.sent += 1;
-        if self.sent % 1024 == 0 {
+        if self.sent.is_multiple_of(1024) {
             self.producer.poll(Duration::ZERO);
         }
         Ok(())

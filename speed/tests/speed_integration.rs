@@ -1,3 +1,5 @@
 //! weft-speed's integration tests, in one binary, against a live broker.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod kafka_roundtrip;
