@@ -3,6 +3,7 @@
 //! Only subcommands that work are listed; later layers add theirs.
 
 mod gen_cmd;
+mod speed_cmd;
 
 /// mimalloc: events are built on one thread and freed on another, which
 /// glibc's allocator handles poorly (it halved `weft gen`'s throughput).
@@ -33,6 +34,9 @@ enum Command {
     /// Generate realistic, deterministic e-commerce events (Parquet archive,
     /// JSONL, or a Kafka topic).
     Gen(gen_cmd::GenArgs),
+    /// Run the speed layer: consume `events` into the RocksDB speed view
+    /// (invalid records to the dead-letter topic) until SIGINT/SIGTERM.
+    Speed(speed_cmd::SpeedArgs),
     /// Work with feature specs.
     #[command(subcommand)]
     Features(FeaturesCommand),
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Gen(args) => gen_cmd::run(args),
+        Command::Speed(args) => speed_cmd::run_speed(args),
         Command::Features(FeaturesCommand::Check { spec }) => features_check(spec),
     };
     match result {

@@ -20,6 +20,10 @@ pub enum SpeedError {
     /// A local broker process could not be started: install or configure it.
     #[error("local broker: {0}")]
     LocalBroker(String),
+    /// RocksDB failed or holds something unexpected: check the data
+    /// directory (disk, permissions, a store built with another spec).
+    #[error("speed store: {0}")]
+    Store(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

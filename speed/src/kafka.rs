@@ -90,6 +90,13 @@ pub struct DeliveryCounter {
     first_error: Mutex<Option<String>>,
 }
 
+impl DeliveryCounter {
+    /// Records whose delivery failed so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
 impl ClientContext for DeliveryCounter {}
 
 impl ProducerContext for DeliveryCounter {

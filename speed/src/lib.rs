@@ -5,13 +5,20 @@
 //!   Kafka's murmur2 partitioner picks (so every client agrees).
 //! * [`broker`]: [`broker::LocalBroker`], a Tansu broker process on
 //!   127.0.0.1 for tests and for `weft up` when no broker is configured.
+//! * [`store`]: [`store::SpeedStore`], the RocksDB speed view: partials under
+//!   an associative merge operator, offsets and dedup ids, one WriteBatch per
+//!   applied batch.
+//! * [`consumer`]: the consume-validate-dedup-apply loop, with the
+//!   dead-letter topic.
+//! * [`cursor`]: exact per-partition positioning after a restart, robust to
+//!   brokers that skip records when a fetch starts inside a batch.
 //! * [`error`]: [`SpeedError`], grouped by what the caller can do.
-//!
-//! The consumer that folds events into RocksDB (generations, dead letters,
-//! offsets in the same WriteBatch) comes with the speed-layer issue.
 
 pub mod broker;
+pub mod consumer;
+pub mod cursor;
 pub mod error;
 pub mod kafka;
+pub mod store;
 
 pub use error::SpeedError;

@@ -1,0 +1,365 @@
+//! The speed layer's consume-and-apply loop.
+//!
+//! One blocking loop on a dedicated thread (Kafka polling and RocksDB writes
+//! stay off any async reactor):
+//!
+//! 1. assign every partition of the topic at the offset the store recorded
+//!    (Kafka's committed offsets are informational only), through a
+//!    [`Cursor`] that makes the position exact on any broker;
+//! 2. poll up to `max_batch` records or `max_batch_wait`;
+//! 3. decode and validate each record; invalid ones go to the dead-letter
+//!    topic with their source partition, offset and reason as headers;
+//! 4. drop redeliveries (same tenant, user and event id first delivered
+//!    within `dedup_horizon` of Kafka time);
+//! 5. fold the rest into partials, and commit partials, dedup ids and the new
+//!    offsets in one RocksDB WriteBatch, after the dead letters are
+//!    acknowledged by the broker.
+//!
+//! A crash anywhere leaves the store at a batch boundary; the restart seeks
+//! to the stored offsets, so nothing is lost and nothing is counted twice.
+//! Dead letters are at-least-once: a crash between their acknowledgement and
+//! the commit re-sends them, with the same source coordinates.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use weft_core::{Event, FeatureSpec};
+
+use crate::SpeedError;
+use crate::cursor::{Cursor, Verdict};
+use crate::kafka::{DeliveryCounter, base_config, ensure_topic, partition_count};
+use crate::store::{Generation, PendingBatch, SpeedStore, dedup_key};
+
+/// Header names on dead-letter records.
+pub const DLQ_PARTITION_HEADER: &str = "weft.source.partition";
+pub const DLQ_OFFSET_HEADER: &str = "weft.source.offset";
+pub const DLQ_REASON_HEADER: &str = "weft.reason";
+
+/// What the speed layer needs to run.
+#[derive(Debug, Clone)]
+pub struct SpeedConfig {
+    pub bootstrap: String,
+    pub topic: String,
+    pub dead_letter_topic: String,
+    /// Group id for informational offset commits (lag dashboards).
+    pub group_id: String,
+    /// The RocksDB directory.
+    pub data_dir: PathBuf,
+    pub max_batch: usize,
+    pub max_batch_wait: Duration,
+    /// Redeliveries whose first copy arrived at most this long before (in
+    /// Kafka record time) are dropped.
+    pub dedup_horizon: Duration,
+    /// fsync every batch (survives power loss, not only process crashes).
+    pub sync_writes: bool,
+}
+
+impl SpeedConfig {
+    pub fn new(bootstrap: &str, data_dir: PathBuf) -> SpeedConfig {
+        SpeedConfig {
+            bootstrap: bootstrap.to_string(),
+            topic: "events".into(),
+            dead_letter_topic: "events.dlq".into(),
+            group_id: "weft-speed".into(),
+            data_dir,
+            max_batch: 20_000,
+            max_batch_wait: Duration::from_millis(20),
+            dedup_horizon: Duration::from_secs(3_600),
+            sync_writes: false,
+        }
+    }
+}
+
+/// Counters the loop keeps; read them any time.
+#[derive(Debug, Default)]
+pub struct SpeedMetrics {
+    pub records: AtomicU64,
+    pub applied: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub batches: AtomicU64,
+    pub last_batch_micros: AtomicU64,
+    /// Event time of the newest applied event.
+    pub newest_event_ms: AtomicI64,
+}
+
+/// Sends invalid records to the dead-letter topic.
+struct DeadLetters {
+    producer: BaseProducer<DeliveryCounter>,
+    topic: String,
+    partitions: u32,
+    pending: u64,
+}
+
+impl DeadLetters {
+    fn send(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        partition: i32,
+        offset: i64,
+        reason: &str,
+    ) -> Result<(), SpeedError> {
+        let (p, o) = (partition.to_string(), offset.to_string());
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: DLQ_PARTITION_HEADER,
+                value: Some(p.as_str()),
+            })
+            .insert(Header {
+                key: DLQ_OFFSET_HEADER,
+                value: Some(o.as_str()),
+            })
+            .insert(Header {
+                key: DLQ_REASON_HEADER,
+                value: Some(reason),
+            });
+        let mut record = BaseRecord::to(&self.topic)
+            .payload(value)
+            .headers(headers)
+            .partition(partition.rem_euclid(self.partitions as i32));
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(SpeedError::kafka("producing a dead letter")(e)),
+            }
+        }
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// Waits until every dead letter sent so far is acknowledged.
+    fn flush(&mut self) -> Result<(), SpeedError> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        self.producer
+            .flush(Duration::from_secs(30))
+            .map_err(SpeedError::kafka("flushing dead letters"))?;
+        let failed = self.producer.context().failed();
+        if failed > 0 {
+            return Err(SpeedError::Broker(format!(
+                "{failed} dead letters were not delivered"
+            )));
+        }
+        self.pending = 0;
+        Ok(())
+    }
+}
+
+/// One polled record, decoded.
+struct Polled {
+    partition: i32,
+    offset: i64,
+    kafka_ts: Option<i64>,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    event: Result<Event, weft_core::InvalidEvent>,
+}
+
+/// Runs the speed layer for generation `g` until `shutdown` is set. Blocks:
+/// call it on a dedicated thread.
+pub fn run(
+    config: &SpeedConfig,
+    spec: Arc<FeatureSpec>,
+    g: Generation,
+    metrics: Arc<SpeedMetrics>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<(), SpeedError> {
+    let store = SpeedStore::open(&config.data_dir, spec.clone(), config.sync_writes)?;
+    let partitions = partition_count(&config.bootstrap, &config.topic, Duration::from_secs(30))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SpeedError::Io {
+            path: "tokio runtime".into(),
+            source: e,
+        })?;
+    rt.block_on(ensure_topic(
+        &config.bootstrap,
+        &config.dead_letter_topic,
+        partitions,
+    ))?;
+    let mut dead_letters = DeadLetters {
+        producer: base_config(&config.bootstrap)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create_with_context(DeliveryCounter::default())
+            .map_err(SpeedError::kafka("creating the dead-letter producer"))?,
+        topic: config.dead_letter_topic.clone(),
+        partitions,
+        pending: 0,
+    };
+
+    let consumer: BaseConsumer = base_config(&config.bootstrap)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.min.bytes", "1")
+        .set("queued.max.messages.kbytes", "262144")
+        .create()
+        .map_err(SpeedError::kafka("creating the consumer"))?;
+    let stored = store.offsets(g)?;
+    let mut cursor = Cursor::new(&config.topic, partitions, &stored);
+    let mut assignment = TopicPartitionList::new();
+    for (p, from) in cursor.assignment() {
+        assignment
+            .add_partition_offset(&config.topic, p, Offset::Offset(from))
+            .map_err(SpeedError::kafka("building the assignment"))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(SpeedError::kafka("assigning partitions"))?;
+    tracing::info!(topic = %config.topic, partitions, generation = g, resume = ?stored, "speed layer consuming");
+
+    let horizon_ms = config.dedup_horizon.as_millis() as i64;
+    while !shutdown.load(Ordering::Relaxed) {
+        let mut polled: Vec<Polled> = Vec::new();
+        let deadline = Instant::now() + config.max_batch_wait;
+        while polled.len() < config.max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() && !polled.is_empty() {
+                break;
+            }
+            match consumer.poll(left.max(Duration::from_millis(1))) {
+                None => {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka poll error; retrying");
+                    break;
+                }
+                Some(Ok(m)) => {
+                    if cursor.check(&consumer, m.partition(), m.offset())? == Verdict::Skip {
+                        continue;
+                    }
+                    let payload = m.payload().unwrap_or_default().to_vec();
+                    let key = m.key().map(<[u8]>::to_vec);
+                    polled.push(Polled {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        kafka_ts: m.timestamp().to_millis(),
+                        event: Event::decode_record(key.as_deref(), &payload),
+                        key,
+                        payload,
+                    });
+                }
+            }
+        }
+        if polled.is_empty() {
+            cursor.probe_silent(&consumer)?;
+            continue;
+        }
+        let started = Instant::now();
+        apply_batch(
+            &store,
+            &spec,
+            g,
+            &mut dead_letters,
+            &metrics,
+            polled,
+            horizon_ms,
+        )?;
+        metrics
+            .last_batch_micros
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        metrics.batches.fetch_add(1, Ordering::Relaxed);
+        // Informational only: lets standard lag tools see the position.
+        if let Ok(positions) = consumer.position() {
+            let _ = consumer.commit(&positions, CommitMode::Async);
+        }
+    }
+    tracing::info!("speed layer stopped");
+    Ok(())
+}
+
+fn apply_batch(
+    store: &SpeedStore,
+    spec: &FeatureSpec,
+    g: Generation,
+    dead_letters: &mut DeadLetters,
+    metrics: &SpeedMetrics,
+    polled: Vec<Polled>,
+    horizon_ms: i64,
+) -> Result<(), SpeedError> {
+    // Ids of this batch's valid events, looked up in one multi-get.
+    let keys: Vec<Vec<u8>> = polled
+        .iter()
+        .filter_map(|r| r.event.as_ref().ok())
+        .map(|e| dedup_key(g, &e.tenant, &e.user_id, &e.event_id))
+        .collect();
+    let stored = store.first_delivery_times(&keys)?;
+    let mut first_seen: HashMap<Vec<u8>, i64> = HashMap::new();
+    for (k, ts) in keys.into_iter().zip(stored) {
+        if let Some(ts) = ts {
+            first_seen.insert(k, ts);
+        }
+    }
+
+    let mut batch = PendingBatch::default();
+    let (mut applied, mut dups, mut dead) = (0u64, 0u64, 0u64);
+    let mut newest = i64::MIN;
+    for r in &polled {
+        batch.consumed(r.partition, r.offset);
+        match &r.event {
+            Err(reason) => {
+                dead_letters.send(
+                    r.key.as_deref(),
+                    &r.payload,
+                    r.partition,
+                    r.offset,
+                    &reason.to_string(),
+                )?;
+                dead += 1;
+            }
+            Ok(e) => {
+                let ts = r.kafka_ts.unwrap_or(e.ts_ms);
+                let key = dedup_key(g, &e.tenant, &e.user_id, &e.event_id);
+                if first_seen
+                    .get(&key)
+                    .is_some_and(|first| *first >= ts - horizon_ms)
+                {
+                    dups += 1;
+                    continue;
+                }
+                batch.apply(spec, g, e);
+                batch.remember_id(key.clone(), ts);
+                first_seen.insert(key, ts);
+                newest = newest.max(e.ts_ms);
+                applied += 1;
+            }
+        }
+    }
+    dead_letters.flush()?;
+    store.commit(g, batch)?;
+    metrics
+        .records
+        .fetch_add(polled.len() as u64, Ordering::Relaxed);
+    metrics.applied.fetch_add(applied, Ordering::Relaxed);
+    metrics.duplicates.fetch_add(dups, Ordering::Relaxed);
+    metrics.dead_letters.fetch_add(dead, Ordering::Relaxed);
+    metrics.newest_event_ms.fetch_max(newest, Ordering::Relaxed);
+    Ok(())
+}

@@ -1,0 +1,392 @@
+//! The speed view in RocksDB.
+//!
+//! Column families:
+//! * `partials`: `gen (u32 BE) ‖ weft_core::keys::partial_key(..)` to an
+//!   encoded [`Partial`]. Writes are RocksDB *merges*: partials are monoids,
+//!   so an associative merge operator folds them lazily and compaction
+//!   collapses them, with no read-modify-write on the apply path.
+//! * `offsets`: `gen ‖ partition (i32 BE)` to the next offset to consume.
+//! * `dedup`: `gen ‖ str(tenant) ‖ str(user) ‖ str(event_id)` to the Kafka
+//!   timestamp of the first delivery, for dropping redeliveries.
+//! * `meta`: the spec hash the store was built with, and the ready
+//!   generation.
+//!
+//! A batch of events is applied with one [`WriteBatch`] holding the merged
+//! partials, the dedup ids and the new offsets, so a crash leaves either all
+//! of a batch or none of it, and a restart resumes exactly after the last
+//! applied batch.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rust_rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, DB, Direction, IteratorMode, MergeOperands, Options,
+    ReadOptions, WriteBatch, WriteOptions,
+};
+use weft_core::codec::{decode_partial_for, encode_partial};
+use weft_core::eval::{Profile, evaluate_feature};
+use weft_core::keys::{decode_partial_key, push_str, user_prefix};
+use weft_core::spec::Aggregate;
+use weft_core::{FeatureSpec, Partial};
+
+use crate::SpeedError;
+
+const CF_PARTIALS: &str = "partials";
+const CF_OFFSETS: &str = "offsets";
+const CF_DEDUP: &str = "dedup";
+const CF_META: &str = "meta";
+const META_SPEC_HASH: &[u8] = b"spec_hash";
+
+/// A speed-state generation (0 before any batch view exists).
+pub type Generation = u32;
+
+/// Why the store refused or failed.
+fn db_err(context: impl Into<String>) -> impl FnOnce(rust_rocksdb::Error) -> SpeedError {
+    let context = context.into();
+    move |e| SpeedError::Store(format!("{context}: {e}"))
+}
+
+fn gen_prefix(g: Generation) -> [u8; 4] {
+    g.to_be_bytes()
+}
+
+/// The store key of a partial.
+pub fn partial_store_key(
+    g: Generation,
+    tenant: &str,
+    user: &str,
+    feature: &str,
+    bucket: i64,
+) -> Vec<u8> {
+    let mut k = gen_prefix(g).to_vec();
+    k.extend_from_slice(&weft_core::keys::partial_key(tenant, user, feature, bucket));
+    k
+}
+
+fn offset_key(g: Generation, partition: i32) -> [u8; 8] {
+    let mut k = [0u8; 8];
+    k[..4].copy_from_slice(&gen_prefix(g));
+    k[4..].copy_from_slice(&partition.to_be_bytes());
+    k
+}
+
+/// The dedup key of an event identity.
+pub fn dedup_key(g: Generation, tenant: &str, user: &str, event_id: &str) -> Vec<u8> {
+    let mut k = gen_prefix(g).to_vec();
+    push_str(&mut k, tenant);
+    push_str(&mut k, user);
+    push_str(&mut k, event_id);
+    k
+}
+
+/// The merge operator: folds encoded partials with the aggregate of the
+/// feature named in the key.
+fn merge_partials(
+    aggregates: &HashMap<String, Aggregate>,
+    key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &MergeOperands,
+) -> Option<Vec<u8>> {
+    let decoded = key.get(4..).and_then(|k| decode_partial_key(k).ok());
+    let Some(aggregate) = decoded.as_ref().and_then(|k| aggregates.get(&k.feature)) else {
+        tracing::error!(key = ?key, "merge on a key of no known feature");
+        return None;
+    };
+    let mut acc = match existing {
+        Some(bytes) => match decode_partial_for(aggregate, bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "corrupt stored partial");
+                return None;
+            }
+        },
+        None => aggregate.empty(),
+    };
+    for op in operands {
+        match decode_partial_for(aggregate, op) {
+            Ok(p) => aggregate.merge(&mut acc, &p),
+            Err(e) => {
+                tracing::error!(error = %e, "corrupt merge operand");
+                return None;
+            }
+        }
+    }
+    Some(encode_partial(&acc))
+}
+
+/// One applied batch, ready to commit atomically.
+#[derive(Debug, Default)]
+pub struct PendingBatch {
+    /// Store key to (feature index, partial accumulated in this batch).
+    partials: HashMap<Vec<u8>, (usize, Partial)>,
+    dedup: Vec<(Vec<u8>, i64)>,
+    offsets: HashMap<i32, i64>,
+}
+
+impl PendingBatch {
+    pub fn is_empty(&self) -> bool {
+        self.partials.is_empty() && self.dedup.is_empty() && self.offsets.is_empty()
+    }
+
+    /// Records that everything up to `offset` of `partition` is handled.
+    pub fn consumed(&mut self, partition: i32, offset: i64) {
+        let next = self.offsets.entry(partition).or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+    }
+
+    pub fn remember_id(&mut self, key: Vec<u8>, kafka_ts_ms: i64) {
+        self.dedup.push((key, kafka_ts_ms));
+    }
+
+    /// Folds an event into the partials of every feature it matches.
+    pub fn apply(&mut self, spec: &FeatureSpec, g: Generation, e: &weft_core::Event) {
+        for (index, feature) in spec.features.iter().enumerate() {
+            if !feature.filter.matches(e) {
+                continue;
+            }
+            let bucket = feature.window.bucket_of(e.ts_ms);
+            let key = partial_store_key(g, &e.tenant, &e.user_id, &feature.name, bucket);
+            let (_, p) = self
+                .partials
+                .entry(key)
+                .or_insert_with(|| (index, feature.aggregate.empty()));
+            feature.aggregate.update(p, e);
+        }
+    }
+
+    pub fn partial_count(&self) -> usize {
+        self.partials.len()
+    }
+}
+
+/// The speed view.
+pub struct SpeedStore {
+    db: DB,
+    spec: Arc<FeatureSpec>,
+    path: PathBuf,
+    write_opts: WriteOptions,
+}
+
+impl std::fmt::Debug for SpeedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpeedStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpeedStore {
+    /// Opens (or creates) the store for `spec`. A store built with another
+    /// spec is refused: its partials mean something else.
+    pub fn open(
+        path: &Path,
+        spec: Arc<FeatureSpec>,
+        sync_writes: bool,
+    ) -> Result<SpeedStore, SpeedError> {
+        let aggregates: HashMap<String, Aggregate> = spec
+            .features
+            .iter()
+            .map(|f| (f.name.clone(), f.aggregate.clone()))
+            .collect();
+        let mut partials = Options::default();
+        partials.set_merge_operator_associative(
+            "weft-partials-v1",
+            move |key: &[u8], existing: Option<&[u8]>, ops: &MergeOperands| {
+                merge_partials(&aggregates, key, existing, ops)
+            },
+        );
+        partials.set_compression_type(rust_rocksdb::DBCompressionType::Lz4);
+        let mut dedup = Options::default();
+        let mut bloom = BlockBasedOptions::default();
+        bloom.set_bloom_filter(10.0, false);
+        dedup.set_block_based_table_factory(&bloom);
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.increase_parallelism(2);
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_PARTIALS, partials),
+            ColumnFamilyDescriptor::new(CF_OFFSETS, Options::default()),
+            ColumnFamilyDescriptor::new(CF_DEDUP, dedup),
+            ColumnFamilyDescriptor::new(CF_META, Options::default()),
+        ];
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs)
+            .map_err(db_err(format!("opening {}", path.display())))?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(sync_writes);
+        let store = SpeedStore {
+            db,
+            spec,
+            path: path.to_path_buf(),
+            write_opts,
+        };
+        store.check_spec()?;
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> Result<&rust_rocksdb::ColumnFamily, SpeedError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| SpeedError::Store(format!("column family {name} is missing")))
+    }
+
+    fn check_spec(&self) -> Result<(), SpeedError> {
+        let meta = self.cf(CF_META)?;
+        let hash = self.spec.hash().as_bytes();
+        match self
+            .db
+            .get_cf(meta, META_SPEC_HASH)
+            .map_err(db_err("reading spec hash"))?
+        {
+            None => self
+                .db
+                .put_cf(meta, META_SPEC_HASH, hash)
+                .map_err(db_err("writing spec hash")),
+            Some(found) if found == hash => Ok(()),
+            Some(found) => Err(SpeedError::Store(format!(
+                "{} was built with feature spec {}, not {}; start it from a fresh data directory",
+                self.path.display(),
+                String::from_utf8_lossy(&found),
+                self.spec.hash()
+            ))),
+        }
+    }
+
+    pub fn spec(&self) -> &Arc<FeatureSpec> {
+        &self.spec
+    }
+
+    /// The next offset to consume per partition for generation `g` (absent
+    /// partitions start at 0).
+    pub fn offsets(&self, g: Generation) -> Result<HashMap<i32, i64>, SpeedError> {
+        let cf = self.cf(CF_OFFSETS)?;
+        let prefix = gen_prefix(g);
+        let mut out = HashMap::new();
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (k, v) = item.map_err(db_err("reading offsets"))?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let partition = i32::from_be_bytes(
+                k[4..8]
+                    .try_into()
+                    .map_err(|_| SpeedError::Store("bad offset key".into()))?,
+            );
+            let offset = i64::from_be_bytes(
+                v[..8]
+                    .try_into()
+                    .map_err(|_| SpeedError::Store("bad offset value".into()))?,
+            );
+            out.insert(partition, offset);
+        }
+        Ok(out)
+    }
+
+    /// The Kafka time of the first delivery of each of `keys`, if stored.
+    pub fn first_delivery_times(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<i64>>, SpeedError> {
+        let cf = self.cf(CF_DEDUP)?;
+        self.db
+            .multi_get_cf(keys.iter().map(|k| (cf, k.as_slice())))
+            .into_iter()
+            .map(|r| {
+                let v = r.map_err(db_err("reading dedup ids"))?;
+                Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                    .map(i64::from_be_bytes))
+            })
+            .collect()
+    }
+
+    /// Commits a batch: partials, dedup ids and offsets in one WriteBatch.
+    pub fn commit(&self, g: Generation, batch: PendingBatch) -> Result<(), SpeedError> {
+        let (partials, dedup, offsets) = (
+            self.cf(CF_PARTIALS)?,
+            self.cf(CF_DEDUP)?,
+            self.cf(CF_OFFSETS)?,
+        );
+        let mut wb = WriteBatch::default();
+        for (key, (_, p)) in &batch.partials {
+            wb.merge_cf(partials, key, encode_partial(p));
+        }
+        for (key, ts) in &batch.dedup {
+            wb.put_cf(dedup, key, ts.to_be_bytes());
+        }
+        for (partition, next) in &batch.offsets {
+            wb.put_cf(offsets, offset_key(g, *partition), next.to_be_bytes());
+        }
+        self.db
+            .write_opt(&wb, &self.write_opts)
+            .map_err(db_err("writing batch"))
+    }
+
+    /// Every partial of one user in generation `g`, by feature index.
+    pub fn user_partials(
+        &self,
+        g: Generation,
+        tenant: &str,
+        user: &str,
+    ) -> Result<Vec<Vec<(i64, Partial)>>, SpeedError> {
+        let cf = self.cf(CF_PARTIALS)?;
+        let mut prefix = gen_prefix(g).to_vec();
+        prefix.extend_from_slice(&user_prefix(tenant, user));
+        let mut upper = prefix.clone();
+        // Keys of this user all start with the prefix; the user prefix ends
+        // with the terminator 0x00 0x01, so bumping the last byte bounds it.
+        if let Some(last) = upper.last_mut() {
+            *last += 1;
+        }
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(upper);
+        let index: HashMap<&str, usize> = self
+            .spec
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.as_str(), i))
+            .collect();
+        let mut out = vec![Vec::new(); self.spec.features.len()];
+        for item in self
+            .db
+            .iterator_cf_opt(cf, ro, IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (k, v) = item.map_err(db_err("reading partials"))?;
+            let key = decode_partial_key(&k[4..])
+                .map_err(|e| SpeedError::Store(format!("bad partial key: {e}")))?;
+            let Some(&i) = index.get(key.feature.as_str()) else {
+                continue;
+            };
+            let p = decode_partial_for(&self.spec.features[i].aggregate, &v).map_err(|e| {
+                SpeedError::Store(format!("{}/{} {}: {e}", tenant, user, key.feature))
+            })?;
+            out[i].push((key.bucket, p));
+        }
+        Ok(out)
+    }
+
+    /// A user's profile from generation `g` alone, at query time `t`.
+    pub fn profile(
+        &self,
+        g: Generation,
+        tenant: &str,
+        user: &str,
+        t_ms: i64,
+    ) -> Result<Profile, SpeedError> {
+        let partials = self.user_partials(g, tenant, user)?;
+        let mut profile = Profile::new();
+        for (feature, buckets) in self.spec.features.iter().zip(&partials) {
+            if let Some(v) = evaluate_feature(feature, buckets.iter().map(|(b, p)| (*b, p)), t_ms) {
+                profile.insert(feature.name.clone(), v);
+            }
+        }
+        Ok(profile)
+    }
+
+    /// A RocksDB property (for metrics), e.g. `rocksdb.estimate-num-keys`.
+    pub fn property_int(&self, name: &str) -> Option<u64> {
+        let cf = self.cf(CF_PARTIALS).ok()?;
+        self.db.property_int_value_cf(cf, name).ok().flatten()
+    }
+}

@@ -1,0 +1,246 @@
+//! The speed layer against a live broker: 100k generated events with 1 %
+//! malformed records, consumed in two runs (a restart in between). Every
+//! user's profile in the speed view equals the reference evaluator's, every
+//! malformed record is in the dead-letter topic with its source offset, and
+//! the counters are exact.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use weft_core::eval::compare_profiles;
+use weft_core::generator::{GenConfig, Generator, Malformed, Sequencer};
+use weft_core::spec::DAY_MS;
+use weft_core::{Event, FeatureSpec, reference};
+use weft_speed::broker::LocalBroker;
+use weft_speed::consumer::{
+    DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER, SpeedConfig, SpeedMetrics, run,
+};
+use weft_speed::kafka::{EventProducer, base_config, ensure_topic};
+use weft_speed::store::SpeedStore;
+
+const PARTITIONS: u32 = 8;
+
+fn example_spec() -> Arc<FeatureSpec> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/features.example.toml"
+    );
+    Arc::new(FeatureSpec::parse(&std::fs::read_to_string(path).unwrap()).unwrap())
+}
+
+/// What was produced, in offset order.
+#[derive(Default)]
+struct Produced {
+    valid: Vec<(i32, i64, Event)>,
+    malformed: HashSet<(i32, i64)>,
+}
+
+fn produce(
+    producer: &mut EventProducer,
+    seq: &mut Sequencer,
+    events: impl Iterator<Item = Event>,
+    rng: &mut impl Rng,
+    out: &mut Produced,
+) -> Result<()> {
+    for e in events {
+        let s = seq.assign(e);
+        producer.send_event(&s.event)?;
+        if rng.random_bool(0.01) {
+            let kind = Malformed::ALL[rng.random_range(0..Malformed::ALL.len())];
+            let key = s.event.kafka_key();
+            let value = kind.corrupt(&s.event, rng);
+            let (p, o) = seq.assign_key(key.as_bytes());
+            producer.send_raw(key.as_bytes(), &value, p)?;
+            out.malformed.insert((p, o));
+        }
+        out.valid.push((s.partition, s.offset, s.event));
+    }
+    producer.flush(Duration::from_secs(60))?;
+    Ok(())
+}
+
+/// Runs the speed layer until it has consumed `records` records in total.
+fn run_until(
+    config: &SpeedConfig,
+    spec: &Arc<FeatureSpec>,
+    metrics: &Arc<SpeedMetrics>,
+    records: u64,
+) -> Result<()> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (config, spec, metrics, shutdown) = (
+            config.clone(),
+            spec.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        std::thread::spawn(move || run(&config, spec, 0, metrics, shutdown))
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while metrics.records.load(Ordering::Relaxed) < records {
+        if handle.is_finished() {
+            break;
+        }
+        if Instant::now() > deadline {
+            shutdown.store(true, Ordering::Relaxed);
+            bail!(
+                "speed layer consumed {} of {records} records in time",
+                metrics.records.load(Ordering::Relaxed)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    shutdown.store(true, Ordering::Relaxed);
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("speed thread panicked"))??;
+    ensure!(
+        metrics.records.load(Ordering::Relaxed) == records,
+        "consumed exactly the records produced"
+    );
+    Ok(())
+}
+
+#[test]
+fn speed_view_equals_reference_for_every_user_across_a_restart() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = LocalBroker::start(None, &dir.path().join("logs"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(ensure_topic(broker.bootstrap(), "events", PARTITIONS))?;
+    let spec = example_spec();
+    let config = SpeedConfig::new(broker.bootstrap(), dir.path().join("speed"));
+
+    let mut events =
+        Generator::new(GenConfig::new(77, 100_000, 4, 8_000)).map_err(anyhow::Error::msg)?;
+    let mut producer = EventProducer::new(broker.bootstrap(), "events")?;
+    let mut seq = Sequencer::new(PARTITIONS);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut produced = Produced::default();
+
+    // Phase 1: 60k events, consume them all, stop.
+    produce(
+        &mut producer,
+        &mut seq,
+        events.by_ref().take(60_000),
+        &mut rng,
+        &mut produced,
+    )?;
+    let metrics = Arc::new(SpeedMetrics::default());
+    run_until(
+        &config,
+        &spec,
+        &metrics,
+        (produced.valid.len() + produced.malformed.len()) as u64,
+    )?;
+    // Phase 2: 40k more; a fresh run resumes from the stored offsets.
+    produce(&mut producer, &mut seq, events, &mut rng, &mut produced)?;
+    let total = (produced.valid.len() + produced.malformed.len()) as u64;
+    let metrics2 = Arc::new(SpeedMetrics::default());
+    run_until(
+        &config,
+        &spec,
+        &metrics2,
+        total - metrics.records.load(Ordering::Relaxed),
+    )?;
+
+    // Counters are exact.
+    let unique: HashSet<(&str, &str, &str)> = produced
+        .valid
+        .iter()
+        .map(|(_, _, e)| (e.tenant.as_str(), e.user_id.as_str(), e.event_id.as_str()))
+        .collect();
+    let sum = |f: fn(&SpeedMetrics) -> u64| f(&metrics) + f(&metrics2);
+    ensure!(
+        sum(|m| m.applied.load(Ordering::Relaxed)) == unique.len() as u64,
+        "applied = unique valid events"
+    );
+    ensure!(
+        sum(|m| m.duplicates.load(Ordering::Relaxed))
+            == (produced.valid.len() - unique.len()) as u64,
+        "duplicates dropped"
+    );
+    ensure!(
+        sum(|m| m.dead_letters.load(Ordering::Relaxed)) == produced.malformed.len() as u64,
+        "dead letters counted"
+    );
+    ensure!(
+        produced.malformed.len() > 500,
+        "the test mixes in malformed records"
+    );
+
+    // Every user, several query times: speed view == reference.
+    let store = SpeedStore::open(&config.data_dir, spec.clone(), false)?;
+    let mut by_user: BTreeMap<(String, String), Vec<Event>> = BTreeMap::new();
+    let mut ordered = produced.valid.clone();
+    ordered.sort_by_key(|(p, o, _)| (*p, *o));
+    for (_, _, e) in ordered {
+        by_user
+            .entry((e.tenant.clone(), e.user_id.clone()))
+            .or_default()
+            .push(e);
+    }
+    let end = produced
+        .valid
+        .iter()
+        .map(|(_, _, e)| e.ts_ms)
+        .max()
+        .unwrap_or_default();
+    for t in [
+        end,
+        end - 10 * DAY_MS,
+        end - 3 * 3_600_000 - 1,
+        end + 20 * DAY_MS,
+    ] {
+        for ((tenant, user), events) in &by_user {
+            let served = store.profile(0, tenant, user, t)?;
+            let expected = reference::evaluate(&spec, events, t);
+            compare_profiles(&spec, &served, &expected)
+                .map_err(|d| anyhow::anyhow!("{tenant}/{user} at {t}: {d}"))?;
+        }
+    }
+    ensure!(by_user.len() > 3_000, "{} users checked", by_user.len());
+
+    // Every malformed record is in the dead-letter topic with its coordinates.
+    let dlq: BaseConsumer = base_config(broker.bootstrap())
+        .set("group.id", "dlq-check")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    dlq.subscribe(&["events.dlq"])?;
+    let mut seen: HashSet<(i32, i64)> = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < produced.malformed.len() && Instant::now() < deadline {
+        let Some(m) = dlq.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m?;
+        let headers = m.headers().context("dead letters carry headers")?;
+        let mut coords: HashMap<&str, i64> = HashMap::new();
+        for h in headers.iter() {
+            if let (Some(v), true) = (
+                h.value,
+                h.key == DLQ_PARTITION_HEADER || h.key == DLQ_OFFSET_HEADER,
+            ) {
+                coords.insert(h.key, std::str::from_utf8(v)?.parse()?);
+            }
+        }
+        seen.insert((
+            coords[DLQ_PARTITION_HEADER] as i32,
+            coords[DLQ_OFFSET_HEADER],
+        ));
+    }
+    ensure!(
+        seen == produced.malformed,
+        "dead-letter coordinates: {} seen, {} malformed",
+        seen.len(),
+        produced.malformed.len()
+    );
+    Ok(())
+}

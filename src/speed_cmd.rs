@@ -1,0 +1,86 @@
+//! `weft speed`: runs the speed layer until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use weft_core::FeatureSpec;
+use weft_speed::consumer::{SpeedConfig, SpeedMetrics, run};
+
+#[derive(Debug, Args)]
+pub(crate) struct SpeedArgs {
+    /// Kafka bootstrap address.
+    #[arg(long)]
+    bootstrap: String,
+    /// The feature spec (TOML).
+    #[arg(long)]
+    spec: PathBuf,
+    /// RocksDB directory of the speed view.
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "events")]
+    topic: String,
+    #[arg(long, default_value = "events.dlq")]
+    dead_letter_topic: String,
+    /// Redeliveries within this many seconds (Kafka record time) are dropped.
+    #[arg(long, default_value_t = 3600)]
+    dedup_horizon_secs: u64,
+    /// fsync every applied batch.
+    #[arg(long)]
+    sync_writes: bool,
+}
+
+pub(crate) fn run_speed(args: &SpeedArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.spec)
+        .with_context(|| format!("reading {}", args.spec.display()))?;
+    let spec =
+        Arc::new(FeatureSpec::parse(&text).with_context(|| args.spec.display().to_string())?);
+    let mut config = SpeedConfig::new(&args.bootstrap, args.data_dir.clone());
+    config.topic = args.topic.clone();
+    config.dead_letter_topic = args.dead_letter_topic.clone();
+    config.dedup_horizon = Duration::from_secs(args.dedup_horizon_secs);
+    config.sync_writes = args.sync_writes;
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(SpeedMetrics::default());
+    let worker = {
+        let (shutdown, metrics) = (shutdown.clone(), metrics.clone());
+        std::thread::Builder::new()
+            .name("weft-speed".into())
+            .spawn(move || run(&config, spec, 0, metrics, shutdown))?
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = tick.tick() => {
+                    if worker.is_finished() {
+                        break;
+                    }
+                    tracing::info!(
+                        records = metrics.records.load(Ordering::Relaxed),
+                        applied = metrics.applied.load(Ordering::Relaxed),
+                        duplicates = metrics.duplicates.load(Ordering::Relaxed),
+                        dead_letters = metrics.dead_letters.load(Ordering::Relaxed),
+                        "speed layer"
+                    );
+                }
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    })?;
+    shutdown.store(true, Ordering::Relaxed);
+    worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the speed thread panicked"))??;
+    Ok(())
+}

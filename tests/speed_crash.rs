@@ -1,0 +1,158 @@
+//! Crash safety of the speed layer: while `weft speed` replays 200k events,
+//! kill -9 it 10 times at random moments and restart it. At the end every
+//! user's profile in the speed view equals the reference evaluator's.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use weft_core::eval::compare_profiles;
+use weft_core::generator::{GenConfig, Generator, Sequencer};
+use weft_core::spec::DAY_MS;
+use weft_core::{Event, FeatureSpec, reference};
+use weft_speed::broker::LocalBroker;
+use weft_speed::kafka::{EventProducer, base_config, ensure_topic};
+use weft_speed::store::SpeedStore;
+
+const EVENTS: u64 = 200_000;
+const KILLS: usize = 10;
+
+fn spec_path() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/features.example.toml")
+}
+
+fn start_speed(bootstrap: &str, data_dir: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args([
+            "speed",
+            "--bootstrap",
+            bootstrap,
+            "--spec",
+            spec_path(),
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("weft speed starts")
+}
+
+/// The group offsets the speed layer commits (informational) have reached
+/// the end of every partition.
+fn caught_up(consumer: &BaseConsumer, end: &[i64]) -> bool {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..end.len() as i32 {
+        tpl.add_partition("events", p);
+    }
+    let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(5)) else {
+        return false;
+    };
+    (0..end.len() as i32).all(|p| {
+        committed.find_partition("events", p).map(|e| e.offset())
+            == Some(Offset::Offset(end[p as usize]))
+    })
+}
+
+#[test]
+fn speed_layer_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = LocalBroker::start(None, &dir.path().join("logs")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(ensure_topic(broker.bootstrap(), "events", 8))
+        .unwrap();
+
+    // The whole stream is on the topic first: the speed layer replays it.
+    let mut producer = EventProducer::new(broker.bootstrap(), "events").unwrap();
+    let mut seq = Sequencer::new(8);
+    let mut by_user: BTreeMap<(String, String), Vec<Event>> = BTreeMap::new();
+    let mut ordered = Vec::new();
+    for e in Generator::new(GenConfig::new(99, EVENTS, 4, 20_000)).unwrap() {
+        producer.send_event(&e).unwrap();
+        let s = seq.assign(e);
+        ordered.push((s.partition, s.offset, s.event));
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+    ordered.sort_by_key(|(p, o, _)| (*p, *o));
+    let end_ts = ordered.iter().map(|(_, _, e)| e.ts_ms).max().unwrap();
+    for (_, _, e) in ordered {
+        by_user
+            .entry((e.tenant.clone(), e.user_id.clone()))
+            .or_default()
+            .push(e);
+    }
+
+    let data = dir.path().join("speed");
+    let log = dir.path().join("speed.log");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for _ in 0..KILLS {
+        let mut child = start_speed(broker.bootstrap(), &data, &log);
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1_500)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    // Last run: let it finish, then stop it cleanly.
+    let mut child = start_speed(broker.bootstrap(), &data, &log);
+    let watcher: BaseConsumer = base_config(broker.bootstrap())
+        .set("group.id", "weft-speed")
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !caught_up(&watcher, seq.end_offsets()) {
+        assert!(
+            Instant::now() < deadline,
+            "speed layer did not catch up; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "speed layer exited; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SIGTERM: a clean stop.
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "clean stop; log: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    let spec =
+        Arc::new(FeatureSpec::parse(&std::fs::read_to_string(spec_path()).unwrap()).unwrap());
+    let store = SpeedStore::open(&data, spec.clone(), false).unwrap();
+    let offsets = store.offsets(0).unwrap();
+    for (p, end) in seq.end_offsets().iter().enumerate() {
+        assert_eq!(
+            offsets.get(&(p as i32)),
+            Some(end),
+            "stored offset of partition {p}"
+        );
+    }
+    for t in [end_ts, end_ts - 7 * DAY_MS] {
+        for ((tenant, user), events) in &by_user {
+            let served = store.profile(0, tenant, user, t).unwrap();
+            let expected = reference::evaluate(&spec, events, t);
+            if let Err(d) = compare_profiles(&spec, &served, &expected) {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("{tenant}/{user} at {t}: {d}\nspeed log:\n{log}");
+            }
+        }
+    }
+}
