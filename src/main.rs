@@ -2,6 +2,7 @@
 //!
 //! Only subcommands that work are listed; later layers add theirs.
 
+mod archive_cmd;
 mod gen_cmd;
 mod speed_cmd;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Run the speed layer: consume `events` into the RocksDB speed view
     /// (invalid records to the dead-letter topic) until SIGINT/SIGTERM.
     Speed(speed_cmd::SpeedArgs),
+    /// Run the archiver: consume `events` into the hive-partitioned Parquet
+    /// archive, files whole or invisible, until SIGINT/SIGTERM.
+    Archive(archive_cmd::ArchiveArgs),
     /// Work with feature specs.
     #[command(subcommand)]
     Features(FeaturesCommand),
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Gen(args) => gen_cmd::run(args),
         Command::Speed(args) => speed_cmd::run_speed(args),
+        Command::Archive(args) => archive_cmd::run_archive(args),
         Command::Features(FeaturesCommand::Check { spec }) => features_check(spec),
     };
     match result {

@@ -44,6 +44,7 @@ pub(crate) fn run_speed(args: &SpeedArgs) -> Result<()> {
     config.dedup_horizon = Duration::from_secs(args.dedup_horizon_secs);
     config.sync_writes = args.sync_writes;
 
+    let signals = StopSignals::install()?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(SpeedMetrics::default());
     let worker = {
@@ -52,35 +53,62 @@ pub(crate) fn run_speed(args: &SpeedArgs) -> Result<()> {
             .name("weft-speed".into())
             .spawn(move || run(&config, spec, 0, metrics, shutdown))?
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = term.recv() => break,
-                _ = tick.tick() => {
-                    if worker.is_finished() {
-                        break;
-                    }
-                    tracing::info!(
-                        records = metrics.records.load(Ordering::Relaxed),
-                        applied = metrics.applied.load(Ordering::Relaxed),
-                        duplicates = metrics.duplicates.load(Ordering::Relaxed),
-                        dead_letters = metrics.dead_letters.load(Ordering::Relaxed),
-                        "speed layer"
-                    );
-                }
-            }
-        }
-        Ok::<(), std::io::Error>(())
-    })?;
+    signals.wait(&worker, || {
+        tracing::info!(
+            records = metrics.records.load(Ordering::Relaxed),
+            applied = metrics.applied.load(Ordering::Relaxed),
+            duplicates = metrics.duplicates.load(Ordering::Relaxed),
+            dead_letters = metrics.dead_letters.load(Ordering::Relaxed),
+            "speed layer"
+        );
+    });
     shutdown.store(true, Ordering::Relaxed);
     worker
         .join()
         .map_err(|_| anyhow::anyhow!("the speed thread panicked"))??;
     Ok(())
+}
+
+/// SIGINT/SIGTERM handlers, installed before any work starts so that a
+/// stop request during start-up is a clean stop, not the default kill.
+pub(crate) struct StopSignals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub(crate) fn install() -> Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (term, int) = rt.block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
+        })?;
+        Ok(StopSignals { rt, term, int })
+    }
+
+    /// Blocks until a stop signal or the worker's end, calling `report`
+    /// every 5 s.
+    pub(crate) fn wait<T>(mut self, worker: &std::thread::JoinHandle<T>, report: impl Fn()) {
+        self.rt.block_on(async {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = self.term.recv() => break,
+                    _ = self.int.recv() => break,
+                    _ = tick.tick() => {
+                        if worker.is_finished() {
+                            break;
+                        }
+                        report();
+                    }
+                }
+            }
+        });
+    }
 }

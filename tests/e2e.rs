@@ -2,5 +2,6 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod archive_crash;
 mod cli;
 mod speed_crash;

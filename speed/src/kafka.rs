@@ -230,3 +230,58 @@ impl EventProducer {
         Ok(report)
     }
 }
+
+/// What [`produce_generated`] sent, for checking consumers against.
+#[derive(Debug, Default, Clone)]
+pub struct Produced {
+    /// Valid events with their partition and offset, in production order.
+    pub valid: Vec<(i32, i64, Event)>,
+    /// Coordinates of the malformed records.
+    pub malformed: std::collections::HashSet<(i32, i64)>,
+}
+
+impl Produced {
+    /// Records per partition (the next offset of each).
+    pub fn end_offsets(&self, partitions: u32) -> Vec<i64> {
+        let mut end = vec![0i64; partitions as usize];
+        let coords = self
+            .valid
+            .iter()
+            .map(|(p, o, _)| (*p, *o))
+            .chain(self.malformed.iter().copied());
+        for (p, o) in coords {
+            end[p as usize] = end[p as usize].max(o + 1);
+        }
+        end
+    }
+}
+
+/// Produces generated events in order, mixing in a malformed record after
+/// an event with probability `malformed_rate`, and records where each went
+/// (the topic must be fresh and `sequencer` must have seen everything
+/// produced to it).
+pub fn produce_generated(
+    producer: &mut EventProducer,
+    sequencer: &mut weft_core::generator::Sequencer,
+    events: impl IntoIterator<Item = Event>,
+    malformed_rate: f64,
+    rng: &mut impl rand::Rng,
+    out: &mut Produced,
+) -> Result<(), SpeedError> {
+    use weft_core::generator::Malformed;
+    for e in events {
+        let s = sequencer.assign(e);
+        producer.send_event(&s.event)?;
+        if malformed_rate > 0.0 && rng.random_bool(malformed_rate) {
+            let kind = Malformed::ALL[rng.random_range(0..Malformed::ALL.len())];
+            let key = s.event.kafka_key();
+            let value = kind.corrupt(&s.event, rng);
+            let (p, o) = sequencer.assign_key(key.as_bytes());
+            producer.send_raw(key.as_bytes(), &value, p)?;
+            out.malformed.insert((p, o));
+        }
+        out.valid.push((s.partition, s.offset, s.event));
+    }
+    producer.flush(Duration::from_secs(60))?;
+    Ok(())
+}

@@ -12,8 +12,11 @@
 //!   dead-letter topic.
 //! * [`cursor`]: exact per-partition positioning after a restart, robust to
 //!   brokers that skip records when a fetch starts inside a batch.
+//! * [`archiver`]: Kafka to the Parquet master dataset, files whole or
+//!   invisible, resuming from its own state file with no gap or duplicate.
 //! * [`error`]: [`SpeedError`], grouped by what the caller can do.
 
+pub mod archiver;
 pub mod broker;
 pub mod consumer;
 pub mod cursor;

@@ -10,18 +10,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use weft_core::eval::compare_profiles;
-use weft_core::generator::{GenConfig, Generator, Malformed, Sequencer};
+use weft_core::generator::{GenConfig, Generator, Sequencer};
 use weft_core::spec::DAY_MS;
 use weft_core::{Event, FeatureSpec, reference};
 use weft_speed::broker::LocalBroker;
 use weft_speed::consumer::{
     DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER, SpeedConfig, SpeedMetrics, run,
 };
-use weft_speed::kafka::{EventProducer, base_config, ensure_topic};
+use weft_speed::kafka::{EventProducer, Produced, base_config, ensure_topic, produce_generated};
 use weft_speed::store::SpeedStore;
 
 const PARTITIONS: u32 = 8;
@@ -32,37 +32,6 @@ fn example_spec() -> Arc<FeatureSpec> {
         "/../deploy/features.example.toml"
     );
     Arc::new(FeatureSpec::parse(&std::fs::read_to_string(path).unwrap()).unwrap())
-}
-
-/// What was produced, in offset order.
-#[derive(Default)]
-struct Produced {
-    valid: Vec<(i32, i64, Event)>,
-    malformed: HashSet<(i32, i64)>,
-}
-
-fn produce(
-    producer: &mut EventProducer,
-    seq: &mut Sequencer,
-    events: impl Iterator<Item = Event>,
-    rng: &mut impl Rng,
-    out: &mut Produced,
-) -> Result<()> {
-    for e in events {
-        let s = seq.assign(e);
-        producer.send_event(&s.event)?;
-        if rng.random_bool(0.01) {
-            let kind = Malformed::ALL[rng.random_range(0..Malformed::ALL.len())];
-            let key = s.event.kafka_key();
-            let value = kind.corrupt(&s.event, rng);
-            let (p, o) = seq.assign_key(key.as_bytes());
-            producer.send_raw(key.as_bytes(), &value, p)?;
-            out.malformed.insert((p, o));
-        }
-        out.valid.push((s.partition, s.offset, s.event));
-    }
-    producer.flush(Duration::from_secs(60))?;
-    Ok(())
 }
 
 /// Runs the speed layer until it has consumed `records` records in total.
@@ -126,10 +95,11 @@ fn speed_view_equals_reference_for_every_user_across_a_restart() -> Result<()> {
     let mut produced = Produced::default();
 
     // Phase 1: 60k events, consume them all, stop.
-    produce(
+    produce_generated(
         &mut producer,
         &mut seq,
         events.by_ref().take(60_000),
+        0.01,
         &mut rng,
         &mut produced,
     )?;
@@ -141,7 +111,14 @@ fn speed_view_equals_reference_for_every_user_across_a_restart() -> Result<()> {
         (produced.valid.len() + produced.malformed.len()) as u64,
     )?;
     // Phase 2: 40k more; a fresh run resumes from the stored offsets.
-    produce(&mut producer, &mut seq, events, &mut rng, &mut produced)?;
+    produce_generated(
+        &mut producer,
+        &mut seq,
+        events,
+        0.01,
+        &mut rng,
+        &mut produced,
+    )?;
     let total = (produced.valid.len() + produced.malformed.len()) as u64;
     let metrics2 = Arc::new(SpeedMetrics::default());
     run_until(

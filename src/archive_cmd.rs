@@ -1,0 +1,58 @@
+//! `weft archive`: runs the archiver until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use weft_speed::archiver::{ArchiverConfig, ArchiverMetrics, run};
+
+#[derive(Debug, Args)]
+pub(crate) struct ArchiveArgs {
+    /// Kafka bootstrap address.
+    #[arg(long)]
+    bootstrap: String,
+    /// The archive root (hive-partitioned Parquet).
+    #[arg(long)]
+    root: PathBuf,
+    #[arg(long, default_value = "events")]
+    topic: String,
+    /// Flush when this many events are buffered.
+    #[arg(long, default_value_t = 500_000)]
+    max_rows: usize,
+    /// Flush when the oldest buffered event has waited this long.
+    #[arg(long, default_value_t = 60_000)]
+    max_delay_ms: u64,
+}
+
+pub(crate) fn run_archive(args: &ArchiveArgs) -> Result<()> {
+    let mut config = ArchiverConfig::new(&args.bootstrap, args.root.clone());
+    config.topic = args.topic.clone();
+    config.max_rows = args.max_rows;
+    config.max_delay = Duration::from_millis(args.max_delay_ms);
+    let signals = crate::speed_cmd::StopSignals::install()?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(ArchiverMetrics::default());
+    let worker = {
+        let (shutdown, metrics) = (shutdown.clone(), metrics.clone());
+        std::thread::Builder::new()
+            .name("weft-archive".into())
+            .spawn(move || run(&config, metrics, shutdown))?
+    };
+    signals.wait(&worker, || {
+        tracing::info!(
+            records = metrics.records.load(Ordering::Relaxed),
+            archived = metrics.archived.load(Ordering::Relaxed),
+            skipped_invalid = metrics.skipped_invalid.load(Ordering::Relaxed),
+            flushes = metrics.flushes.load(Ordering::Relaxed),
+            "archiver"
+        );
+    });
+    shutdown.store(true, Ordering::Relaxed);
+    worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the archiver thread panicked"))??;
+    Ok(())
+}
