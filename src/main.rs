@@ -3,6 +3,7 @@
 //! Only subcommands that work are listed; later layers add theirs.
 
 mod archive_cmd;
+mod bench_cmd;
 mod gen_cmd;
 mod speed_cmd;
 
@@ -41,6 +42,8 @@ enum Command {
     /// Run the archiver: consume `events` into the hive-partitioned Parquet
     /// archive, files whole or invisible, until SIGINT/SIGTERM.
     Archive(archive_cmd::ArchiveArgs),
+    /// Measure throughput (results go in docs/benchmarks.md).
+    Bench(bench_cmd::BenchArgs),
     /// Work with feature specs.
     #[command(subcommand)]
     Features(FeaturesCommand),
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
         Command::Gen(args) => gen_cmd::run(args),
         Command::Speed(args) => speed_cmd::run_speed(args),
         Command::Archive(args) => archive_cmd::run_archive(args),
+        Command::Bench(args) => bench_cmd::run(args),
         Command::Features(FeaturesCommand::Check { spec }) => features_check(spec),
     };
     match result {

@@ -143,7 +143,10 @@ fn help_lists_only_working_subcommands() {
         .filter(|l| !l.starts_with("   ")) // wrapped description lines
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(commands, ["gen", "speed", "archive", "features", "help"]);
+    assert_eq!(
+        commands,
+        ["gen", "speed", "archive", "bench", "features", "help"]
+    );
     let out = weft(&["gen"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to write"));

@@ -122,6 +122,7 @@ pub struct PendingBatch {
     partials: HashMap<Vec<u8>, (usize, Partial)>,
     dedup: Vec<(Vec<u8>, i64)>,
     offsets: HashMap<i32, i64>,
+    key_buf: Vec<u8>,
 }
 
 impl PendingBatch {
@@ -139,20 +140,34 @@ impl PendingBatch {
         self.dedup.push((key, kafka_ts_ms));
     }
 
-    /// Folds an event into the partials of every feature it matches.
+    /// Folds an event into the partials of every feature it matches. The
+    /// key is built in a reused buffer (user prefix once per event) and only
+    /// allocated when a new (user, feature, bucket) appears in the batch.
     pub fn apply(&mut self, spec: &FeatureSpec, g: Generation, e: &weft_core::Event) {
+        let mut key = std::mem::take(&mut self.key_buf);
+        key.clear();
+        key.extend_from_slice(&gen_prefix(g));
+        key.push(weft_core::keys::PARTIAL_TAG);
+        push_str(&mut key, &e.tenant);
+        push_str(&mut key, &e.user_id);
+        let user_len = key.len();
         for (index, feature) in spec.features.iter().enumerate() {
             if !feature.filter.matches(e) {
                 continue;
             }
-            let bucket = feature.window.bucket_of(e.ts_ms);
-            let key = partial_store_key(g, &e.tenant, &e.user_id, &feature.name, bucket);
-            let (_, p) = self
-                .partials
-                .entry(key)
-                .or_insert_with(|| (index, feature.aggregate.empty()));
-            feature.aggregate.update(p, e);
+            key.truncate(user_len);
+            push_str(&mut key, &feature.name);
+            weft_core::keys::push_i64(&mut key, feature.window.bucket_of(e.ts_ms));
+            match self.partials.get_mut(key.as_slice()) {
+                Some((_, p)) => feature.aggregate.update(p, e),
+                None => {
+                    let mut p = feature.aggregate.empty();
+                    feature.aggregate.update(&mut p, e);
+                    self.partials.insert(key.clone(), (index, p));
+                }
+            }
         }
+        self.key_buf = key;
     }
 
     pub fn partial_count(&self) -> usize {

@@ -1,0 +1,254 @@
+//! `weft bench`: throughput measurements recorded in docs/benchmarks.md.
+//!
+//! `weft bench ingest` measures, in one run against one broker (a local
+//! Tansu unless `--bootstrap` is given), on the same generated topic:
+//! 1. the raw consume ceiling: an rdkafka consumer that only counts;
+//! 2. the speed layer end to end: broker → decode → dedup → RocksDB,
+//!    offsets included;
+//! 3. the apply path alone: decoded events → RocksDB, no broker;
+//! 4. the archiver: broker → Parquet files and state.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use weft_core::FeatureSpec;
+use weft_core::generator::{GenConfig, Generator, Sequencer};
+use weft_speed::archiver::{ArchiverConfig, ArchiverMetrics, read_state};
+use weft_speed::broker::LocalBroker;
+use weft_speed::consumer::{SpeedConfig, SpeedMetrics};
+use weft_speed::kafka::{EventProducer, base_config, ensure_topic};
+use weft_speed::store::{PendingBatch, SpeedStore, dedup_key};
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    which: BenchWhich,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchWhich {
+    /// Consume ceiling vs speed layer vs apply path vs archiver.
+    Ingest(IngestArgs),
+}
+
+#[derive(Debug, Args)]
+struct IngestArgs {
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    #[arg(long, default_value_t = 100_000)]
+    users: u32,
+    #[arg(long, default_value_t = 8)]
+    partitions: u32,
+    /// The feature spec the speed layer folds.
+    #[arg(long, default_value = "deploy/features.example.toml")]
+    spec: PathBuf,
+    /// Use this broker instead of starting a local Tansu.
+    #[arg(long)]
+    bootstrap: Option<String>,
+    /// Scratch directory (default: a temporary one).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+pub(crate) fn run(args: &BenchArgs) -> Result<()> {
+    match &args.which {
+        BenchWhich::Ingest(a) => ingest(a),
+    }
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) -> Result<Duration> {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() > deadline {
+            bail!("{what} did not finish within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(started.elapsed())
+}
+
+fn ingest(a: &IngestArgs) -> Result<()> {
+    let scratch = tempfile::Builder::new()
+        .prefix("weft-bench")
+        .tempdir_in(a.work_dir.clone().unwrap_or_else(std::env::temp_dir))?;
+    let text = std::fs::read_to_string(&a.spec)
+        .with_context(|| format!("reading {}", a.spec.display()))?;
+    let spec = Arc::new(FeatureSpec::parse(&text)?);
+    let local;
+    let bootstrap = match &a.bootstrap {
+        Some(b) => b.clone(),
+        None => {
+            local = LocalBroker::start(None, &scratch.path().join("logs"))?;
+            local.bootstrap().to_string()
+        }
+    };
+    let topic = format!("bench-{}", std::process::id());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(ensure_topic(&bootstrap, &topic, a.partitions))?;
+
+    // Produce the topic (timed, for reference).
+    let events: Vec<weft_core::Event> = Generator::new(GenConfig::new(1, a.events, 4, a.users))
+        .map_err(anyhow::Error::msg)?
+        .collect();
+    let n = events.len() as u64;
+    let mut producer = EventProducer::new(&bootstrap, &topic)?;
+    let started = Instant::now();
+    for e in &events {
+        producer.send_event(e)?;
+    }
+    producer.flush(Duration::from_secs(600))?;
+    let produce = started.elapsed();
+
+    // 1. Consume ceiling.
+    let consumer: BaseConsumer = base_config(&bootstrap)
+        .set("group.id", "bench-ceiling")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..a.partitions as i32 {
+        tpl.add_partition_offset(&topic, p, Offset::Offset(0))?;
+    }
+    consumer.assign(&tpl)?;
+    let started = Instant::now();
+    let mut counted = 0u64;
+    while counted < n {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            m?;
+            counted += 1;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("ceiling consumer counted {counted} of {n}");
+        }
+    }
+    let ceiling = started.elapsed();
+    drop(consumer);
+
+    // 2. Speed layer end to end.
+    let mut config = SpeedConfig::new(&bootstrap, scratch.path().join("speed"));
+    config.topic = topic.clone();
+    config.dead_letter_topic = format!("{topic}.dlq");
+    let metrics = Arc::new(SpeedMetrics::default());
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let (config, spec, metrics, shutdown) = (
+            config.clone(),
+            spec.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        std::thread::spawn(move || weft_speed::consumer::run(&config, spec, 0, metrics, shutdown))
+    };
+    // Time from the first consumed record, so opening RocksDB and creating
+    // the dead-letter topic are not counted.
+    wait_until("speed layer start", Duration::from_secs(60), || {
+        metrics.records.load(Ordering::Relaxed) > 0 || worker.is_finished()
+    })?;
+    let speed = wait_until("speed layer", Duration::from_secs(600), || {
+        metrics.records.load(Ordering::Relaxed) >= n || worker.is_finished()
+    })?;
+    shutdown.store(true, Ordering::Relaxed);
+    worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("speed thread panicked"))??;
+    let speed_applied = metrics.applied.load(Ordering::Relaxed);
+
+    // 3. Apply path alone: the consumer's per-batch work on decoded events.
+    let store = SpeedStore::open(&scratch.path().join("apply"), spec.clone(), false)?;
+    let mut seq = Sequencer::new(a.partitions);
+    let placed: Vec<_> = events.into_iter().map(|e| seq.assign(e)).collect();
+    let started = Instant::now();
+    for chunk in placed.chunks(20_000) {
+        let keys: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|s| dedup_key(0, &s.event.tenant, &s.event.user_id, &s.event.event_id))
+            .collect();
+        let seen = store.first_delivery_times(&keys)?;
+        let mut batch = PendingBatch::default();
+        let mut in_batch = std::collections::HashSet::new();
+        for ((s, key), seen) in chunk.iter().zip(keys).zip(seen) {
+            batch.consumed(s.partition, s.offset);
+            if seen.is_some() || !in_batch.insert(key.clone()) {
+                continue;
+            }
+            batch.apply(&spec, 0, &s.event);
+            batch.remember_id(key, s.event.ts_ms);
+        }
+        store.commit(0, batch)?;
+    }
+    let apply = started.elapsed();
+    drop(store);
+
+    // 4. Archiver.
+    let mut aconfig = ArchiverConfig::new(&bootstrap, scratch.path().join("archive"));
+    aconfig.topic = topic.clone();
+    aconfig.max_delay = Duration::from_secs(2);
+    let ametrics = Arc::new(ArchiverMetrics::default());
+    let ashutdown = Arc::new(AtomicBool::new(false));
+    let aworker = {
+        let (aconfig, ametrics, ashutdown) = (aconfig.clone(), ametrics.clone(), ashutdown.clone());
+        std::thread::spawn(move || weft_speed::archiver::run(&aconfig, ametrics, ashutdown))
+    };
+    let root = aconfig.root.clone();
+    let end = seq.end_offsets().to_vec();
+    wait_until("archiver start", Duration::from_secs(60), || {
+        ametrics.records.load(Ordering::Relaxed) > 0 || aworker.is_finished()
+    })?;
+    let archive = wait_until("archiver", Duration::from_secs(600), || {
+        aworker.is_finished()
+            || read_state(&root)
+                .is_ok_and(|s| (0..end.len()).all(|p| s.offsets.get(&(p as i32)) == Some(&end[p])))
+    })?;
+    ashutdown.store(true, Ordering::Relaxed);
+    aworker
+        .join()
+        .map_err(|_| anyhow::anyhow!("archiver thread panicked"))??;
+
+    let c = rate(n, ceiling);
+    println!(
+        "weft bench ingest: {n} events, {} partitions, {} users, broker {bootstrap}, {} cores",
+        a.partitions,
+        a.users,
+        std::thread::available_parallelism().map_or(0, |p| p.get())
+    );
+    println!("| path | time | events/s | vs ceiling |");
+    println!("|---|---|---|---|");
+    println!(
+        "| produce (idempotent, for reference) | {:.2} s | {:.0} | |",
+        produce.as_secs_f64(),
+        rate(n, produce)
+    );
+    println!(
+        "| consume ceiling (count only) | {:.2} s | {c:.0} | 1.00 |",
+        ceiling.as_secs_f64()
+    );
+    println!(
+        "| speed layer end to end ({speed_applied} applied) | {:.2} s | {:.0} | {:.2} |",
+        speed.as_secs_f64(),
+        rate(n, speed),
+        rate(n, speed) / c
+    );
+    println!(
+        "| apply path alone (decoded → RocksDB) | {:.2} s | {:.0} | |",
+        apply.as_secs_f64(),
+        rate(n, apply)
+    );
+    println!(
+        "| archiver (→ Parquet, state committed; includes the {} s flush delay) | {:.2} s | {:.0} | {:.2} |",
+        aconfig.max_delay.as_secs(),
+        archive.as_secs_f64(),
+        rate(n, archive),
+        rate(n, archive) / c
+    );
+    Ok(())
+}
