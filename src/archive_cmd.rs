@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -32,27 +32,19 @@ pub(crate) fn run_archive(args: &ArchiveArgs) -> Result<()> {
     config.topic = args.topic.clone();
     config.max_rows = args.max_rows;
     config.max_delay = Duration::from_millis(args.max_delay_ms);
-    let signals = crate::speed_cmd::StopSignals::install()?;
-    let shutdown = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(ArchiverMetrics::default());
-    let worker = {
-        let (shutdown, metrics) = (shutdown.clone(), metrics.clone());
-        std::thread::Builder::new()
-            .name("weft-archive".into())
-            .spawn(move || run(&config, metrics, shutdown))?
-    };
-    signals.wait(&worker, || {
-        tracing::info!(
-            records = metrics.records.load(Ordering::Relaxed),
-            archived = metrics.archived.load(Ordering::Relaxed),
-            skipped_invalid = metrics.skipped_invalid.load(Ordering::Relaxed),
-            flushes = metrics.flushes.load(Ordering::Relaxed),
-            "archiver"
-        );
-    });
-    shutdown.store(true, Ordering::Relaxed);
-    worker
-        .join()
-        .map_err(|_| anyhow::anyhow!("the archiver thread panicked"))??;
-    Ok(())
+    let worker_metrics = metrics.clone();
+    crate::speed_cmd::run_until_stopped(
+        "weft-archive",
+        move |shutdown| run(&config, worker_metrics, shutdown),
+        || {
+            tracing::info!(
+                records = metrics.records.load(Ordering::Relaxed),
+                archived = metrics.archived.load(Ordering::Relaxed),
+                skipped_invalid = metrics.skipped_invalid.load(Ordering::Relaxed),
+                flushes = metrics.flushes.load(Ordering::Relaxed),
+                "archiver"
+            );
+        },
+    )
 }

@@ -44,28 +44,44 @@ pub(crate) fn run_speed(args: &SpeedArgs) -> Result<()> {
     config.dedup_horizon = Duration::from_secs(args.dedup_horizon_secs);
     config.sync_writes = args.sync_writes;
 
+    let metrics = Arc::new(SpeedMetrics::default());
+    let worker_metrics = metrics.clone();
+    run_until_stopped(
+        "weft-speed",
+        move |shutdown| run(&config, spec, 0, worker_metrics, shutdown),
+        || {
+            tracing::info!(
+                records = metrics.records.load(Ordering::Relaxed),
+                applied = metrics.applied.load(Ordering::Relaxed),
+                duplicates = metrics.duplicates.load(Ordering::Relaxed),
+                dead_letters = metrics.dead_letters.load(Ordering::Relaxed),
+                "speed layer"
+            );
+        },
+    )
+}
+
+/// Runs `work` on a named thread until SIGINT/SIGTERM (then sets its
+/// shutdown flag and waits for it) or its own end, logging `report` every
+/// 5 s. Signal handlers are in place before the work starts.
+pub(crate) fn run_until_stopped(
+    name: &str,
+    work: impl FnOnce(Arc<AtomicBool>) -> Result<(), weft_speed::SpeedError> + Send + 'static,
+    report: impl Fn(),
+) -> Result<()> {
     let signals = StopSignals::install()?;
     let shutdown = Arc::new(AtomicBool::new(false));
-    let metrics = Arc::new(SpeedMetrics::default());
     let worker = {
-        let (shutdown, metrics) = (shutdown.clone(), metrics.clone());
+        let shutdown = shutdown.clone();
         std::thread::Builder::new()
-            .name("weft-speed".into())
-            .spawn(move || run(&config, spec, 0, metrics, shutdown))?
+            .name(name.into())
+            .spawn(move || work(shutdown))?
     };
-    signals.wait(&worker, || {
-        tracing::info!(
-            records = metrics.records.load(Ordering::Relaxed),
-            applied = metrics.applied.load(Ordering::Relaxed),
-            duplicates = metrics.duplicates.load(Ordering::Relaxed),
-            dead_letters = metrics.dead_letters.load(Ordering::Relaxed),
-            "speed layer"
-        );
-    });
+    signals.wait(&worker, report);
     shutdown.store(true, Ordering::Relaxed);
     worker
         .join()
-        .map_err(|_| anyhow::anyhow!("the speed thread panicked"))??;
+        .map_err(|_| anyhow::anyhow!("the {name} thread panicked"))??;
     Ok(())
 }
 

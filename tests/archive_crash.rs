@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{log_text, stop_cleanly};
 use rand::{Rng, SeedableRng};
 use weft_core::archive::read_archive;
 use weft_core::generator::{GenConfig, Generator, Sequencer};
@@ -126,24 +127,16 @@ fn archiver_survives_kill_9_with_no_gap_and_no_duplicate() {
         assert!(
             Instant::now() < deadline,
             "archiver did not catch up: {state:?} vs {end:?}\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            log_text(&log)
         );
         assert!(
             child.try_wait().unwrap().is_none(),
             "archiver exited: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            log_text(&log)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    Command::new("kill")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(
-        child.wait().unwrap().success(),
-        "clean stop: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    stop_cleanly(child, &log);
 
     let archived = read_archive(&root).unwrap();
     let coords: HashSet<(i32, i64)> = archived.iter().map(|s| (s.partition, s.offset)).collect();
@@ -178,7 +171,7 @@ fn archiver_survives_kill_9_with_no_gap_and_no_duplicate() {
         "no temporary file left behind"
     );
     // The kills landed mid-archive: several starts resumed from offsets.
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = log_text(&log);
     let resumed = text
         .lines()
         .filter(|l| l.contains("archiver consuming") && !l.contains("resume={}"))

@@ -4,4 +4,5 @@
 
 mod archive_crash;
 mod cli;
+mod common;
 mod speed_crash;

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::{log_text, stop_cleanly};
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -114,25 +115,17 @@ fn speed_layer_survives_kill_9() {
         assert!(
             Instant::now() < deadline,
             "speed layer did not catch up; log: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            log_text(&log)
         );
         assert!(
             child.try_wait().unwrap().is_none(),
             "speed layer exited; log: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            log_text(&log)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
     // SIGTERM: a clean stop.
-    Command::new("kill")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(
-        child.wait().unwrap().success(),
-        "clean stop; log: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    stop_cleanly(child, &log);
 
     let spec =
         Arc::new(FeatureSpec::parse(&std::fs::read_to_string(spec_path()).unwrap()).unwrap());
@@ -150,7 +143,7 @@ fn speed_layer_survives_kill_9() {
             let served = store.profile(0, tenant, user, t).unwrap();
             let expected = reference::evaluate(&spec, events, t);
             if let Err(d) = compare_profiles(&spec, &served, &expected) {
-                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                let log = log_text(&log);
                 panic!("{tenant}/{user} at {t}: {d}\nspeed log:\n{log}");
             }
         }

@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use weft_core::Event;
 use weft_core::archive::{ArchiveBatchBuilder, AtomicParquetFile, list_files, partition_dir};
@@ -216,15 +215,7 @@ pub fn run(
         .create()
         .map_err(SpeedError::kafka("creating the archiver's consumer"))?;
     let mut cursor = Cursor::new(&config.topic, partitions, &state.offsets);
-    let mut assignment = TopicPartitionList::new();
-    for (p, from) in cursor.assignment() {
-        assignment
-            .add_partition_offset(&config.topic, p, Offset::Offset(from))
-            .map_err(SpeedError::kafka("building the assignment"))?;
-    }
-    consumer
-        .assign(&assignment)
-        .map_err(SpeedError::kafka("assigning partitions"))?;
+    cursor.assign(&consumer)?;
     tracing::info!(root = %config.root.display(), flush = state.flush, resume = ?state.offsets, "archiver consuming");
 
     let mut buffer = Buffer::default();

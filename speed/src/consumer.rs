@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use weft_core::{Event, FeatureSpec};
 
 use crate::SpeedError;
@@ -221,15 +220,7 @@ pub fn run(
         .map_err(SpeedError::kafka("creating the consumer"))?;
     let stored = store.offsets(g)?;
     let mut cursor = Cursor::new(&config.topic, partitions, &stored);
-    let mut assignment = TopicPartitionList::new();
-    for (p, from) in cursor.assignment() {
-        assignment
-            .add_partition_offset(&config.topic, p, Offset::Offset(from))
-            .map_err(SpeedError::kafka("building the assignment"))?;
-    }
-    consumer
-        .assign(&assignment)
-        .map_err(SpeedError::kafka("assigning partitions"))?;
+    cursor.assign(&consumer)?;
     tracing::info!(topic = %config.topic, partitions, generation = g, resume = ?stored, "speed layer consuming");
 
     let horizon_ms = config.dedup_horizon.as_millis() as i64;

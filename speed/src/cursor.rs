@@ -118,6 +118,18 @@ impl Cursor {
         out
     }
 
+    /// Assigns `consumer` to every partition at [`Cursor::assignment`].
+    pub fn assign(&self, consumer: &BaseConsumer) -> Result<(), SpeedError> {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (p, from) in self.assignment() {
+            tpl.add_partition_offset(&self.topic, p, Offset::Offset(from))
+                .map_err(SpeedError::kafka("building the assignment"))?;
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(SpeedError::kafka(format!("assigning {}", self.topic)))
+    }
+
     fn seek(&mut self, consumer: &BaseConsumer, p: i32, from: i64) -> Result<(), SpeedError> {
         let entry = self.partitions.entry(p).or_insert((0, State::Live));
         entry.1 = State::Resuming {
