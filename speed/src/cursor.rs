@@ -130,6 +130,17 @@ impl Cursor {
             .map_err(SpeedError::kafka(format!("assigning {}", self.topic)))
     }
 
+    /// The partition's first offset still in the log.
+    fn log_start(&self, consumer: &BaseConsumer, p: i32) -> Result<i64, SpeedError> {
+        let (low, _) = consumer
+            .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+            .map_err(SpeedError::kafka(format!(
+                "watermarks of {}:{p}",
+                self.topic
+            )))?;
+        Ok(low)
+    }
+
     fn seek(&mut self, consumer: &BaseConsumer, p: i32, from: i64) -> Result<(), SpeedError> {
         let entry = self.partitions.entry(p).or_insert((0, State::Live));
         entry.1 = State::Resuming {
@@ -175,12 +186,7 @@ impl Cursor {
             State::Resuming { from, .. } => from,
             State::Live => expected,
         };
-        let (low, _) = consumer
-            .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
-            .map_err(SpeedError::kafka(format!(
-                "watermarks of {}:{p}",
-                self.topic
-            )))?;
+        let low = self.log_start(consumer, p)?;
         if from <= low {
             tracing::error!(
                 topic = %self.topic, partition = p, expected, got = offset, log_start = low,
@@ -220,12 +226,7 @@ impl Cursor {
             })
             .collect();
         for (p, expected, from) in silent {
-            let (low, _) = consumer
-                .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
-                .map_err(SpeedError::kafka(format!(
-                    "watermarks of {}:{p}",
-                    self.topic
-                )))?;
+            let low = self.log_start(consumer, p)?;
             if from > low {
                 let further = (from - (expected - from).max(self.rewind)).max(low);
                 tracing::warn!(topic = %self.topic, partition = p, expected, seek = further, "no data after a seek; reading from further back");
