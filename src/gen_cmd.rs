@@ -142,9 +142,15 @@ pub(crate) fn run(args: &GenArgs) -> Result<()> {
     let mut jsonl: Option<Box<dyn Write>> = match &args.jsonl {
         None => None,
         Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::new(std::io::stdout().lock()))),
-        Some(p) => Some(Box::new(BufWriter::new(
-            File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        ))),
+        Some(p) => {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            Some(Box::new(BufWriter::new(
+                File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            )))
+        }
     };
     let mut kafka = match &args.kafka {
         None => None,

@@ -31,7 +31,8 @@ fn ok(args: &[&str]) -> String {
 
 fn gen_into(dir: &Path, seed: &str) {
     let archive = dir.join("archive");
-    let jsonl = dir.join("events.jsonl");
+    // A directory that does not exist yet, as in the README's command.
+    let jsonl = dir.join("out").join("events.jsonl");
     ok(&[
         "gen",
         "--events",
@@ -77,14 +78,14 @@ fn gen_is_deterministic_and_archive_matches_jsonl() {
     gen_into(b.path(), "9");
     gen_into(c.path(), "10");
     let (ja, jb, jc) = (
-        std::fs::read(a.path().join("events.jsonl")).unwrap(),
-        std::fs::read(b.path().join("events.jsonl")).unwrap(),
-        std::fs::read(c.path().join("events.jsonl")).unwrap(),
+        std::fs::read(a.path().join("out/events.jsonl")).unwrap(),
+        std::fs::read(b.path().join("out/events.jsonl")).unwrap(),
+        std::fs::read(c.path().join("out/events.jsonl")).unwrap(),
     );
     assert_eq!(ja, jb, "same seed, same events");
     assert_ne!(ja, jc, "another seed, other events");
 
-    let mut from_jsonl = jsonl_events(&a.path().join("events.jsonl"));
+    let mut from_jsonl = jsonl_events(&a.path().join("out/events.jsonl"));
     assert_eq!(from_jsonl.len(), 60_000);
     from_jsonl.sort_by_key(|(p, o, _)| (*p, *o));
     let archive = read_archive(&a.path().join("archive")).unwrap();
@@ -103,7 +104,7 @@ fn duckdb_and_pyarrow_read_the_archive_with_the_documented_schema() {
     let out = Command::new("python3")
         .arg(script)
         .arg(dir.path().join("archive"))
-        .arg(dir.path().join("events.jsonl"))
+        .arg(dir.path().join("out/events.jsonl"))
         .output()
         .expect("python3 runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
