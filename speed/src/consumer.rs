@@ -224,6 +224,8 @@ pub fn run(
     tracing::info!(topic = %config.topic, partitions, generation = g, resume = ?stored, "speed layer consuming");
 
     let horizon_ms = config.dedup_horizon.as_millis() as i64;
+    // Latest Kafka record time seen per partition, for dedup expiry.
+    let mut latest_ts: HashMap<i32, i64> = HashMap::new();
     while !shutdown.load(Ordering::Relaxed) {
         let mut polled: Vec<Polled> = Vec::new();
         let deadline = Instant::now() + config.max_batch_wait;
@@ -264,6 +266,12 @@ pub fn run(
             continue;
         }
         let started = Instant::now();
+        for r in &polled {
+            if let Some(ts) = r.kafka_ts {
+                let t = latest_ts.entry(r.partition).or_insert(ts);
+                *t = (*t).max(ts);
+            }
+        }
         apply_batch(
             &store,
             &spec,
@@ -273,6 +281,14 @@ pub fn run(
             polled,
             horizon_ms,
         )?;
+        // A record's dedup lookup reaches back one horizon from its own
+        // Kafka time; records of the slowest partition are the oldest still
+        // to come. Two horizons of slack cover producer clock skew.
+        if latest_ts.len() == partitions as usize
+            && let Some(slowest) = latest_ts.values().min()
+        {
+            store.expire_dedup_before(slowest - 2 * horizon_ms);
+        }
         metrics
             .last_batch_micros
             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);

@@ -19,7 +19,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
+use rust_rocksdb::compaction_filter::Decision;
 use rust_rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, DB, Direction, IteratorMode, MergeOperands, Options,
     ReadOptions, WriteBatch, WriteOptions,
@@ -181,6 +183,9 @@ pub struct SpeedStore {
     spec: Arc<FeatureSpec>,
     path: PathBuf,
     write_opts: WriteOptions,
+    /// Dedup ids whose first delivery is older than this (Kafka record
+    /// time) are deleted when RocksDB compacts them.
+    dedup_cutoff: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for SpeedStore {
@@ -216,6 +221,18 @@ impl SpeedStore {
         let mut bloom = BlockBasedOptions::default();
         bloom.set_bloom_filter(10.0, false);
         dedup.set_block_based_table_factory(&bloom);
+        // Ids first delivered before the cutoff are dropped at compaction.
+        let cutoff = Arc::new(AtomicI64::new(i64::MIN));
+        let filter_cutoff = cutoff.clone();
+        dedup.set_compaction_filter(
+            "weft-dedup-expiry",
+            move |_level: u32, _key: &[u8], value: &[u8]| match <[u8; 8]>::try_from(value) {
+                Ok(ts) if i64::from_be_bytes(ts) < filter_cutoff.load(Ordering::Relaxed) => {
+                    Decision::Remove
+                }
+                _ => Decision::Keep,
+            },
+        );
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
@@ -235,6 +252,7 @@ impl SpeedStore {
             spec,
             path: path.to_path_buf(),
             write_opts,
+            dedup_cutoff: cutoff,
         };
         store.check_spec()?;
         Ok(store)
@@ -397,6 +415,32 @@ impl SpeedStore {
             }
         }
         Ok(profile)
+    }
+
+    /// Lets compaction delete dedup ids first delivered before `ts_ms`.
+    /// Only ever moves forward. Callers pass a time no lookup can reach
+    /// back to (see the consumer), so expiry never changes a dedup answer.
+    pub fn expire_dedup_before(&self, ts_ms: i64) {
+        self.dedup_cutoff.fetch_max(ts_ms, Ordering::Relaxed);
+    }
+
+    /// Compacts the dedup ids now (normally RocksDB decides when).
+    pub fn compact_dedup(&self) -> Result<(), SpeedError> {
+        let cf = self.cf(CF_DEDUP)?;
+        self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        Ok(())
+    }
+
+    /// Number of stored dedup ids (walks the column family; for tests and
+    /// tools).
+    pub fn dedup_len(&self) -> Result<usize, SpeedError> {
+        let cf = self.cf(CF_DEDUP)?;
+        let mut n = 0;
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            item.map_err(db_err("reading dedup ids"))?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// A RocksDB property (for metrics), e.g. `rocksdb.estimate-num-keys`.

@@ -1,0 +1,49 @@
+//! Dedup ids older than the cutoff disappear at compaction; newer ones stay
+//! and still answer lookups.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use weft_core::FeatureSpec;
+use weft_speed::store::{PendingBatch, SpeedStore, dedup_key};
+
+#[test]
+fn expired_dedup_ids_are_dropped_at_compaction() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let spec = Arc::new(FeatureSpec::parse(
+        "[[feature]]\nname = \"n\"\naggregate = \"count\"\nwindow = \"7d\"\n",
+    )?);
+    let store = SpeedStore::open(dir.path(), spec, false)?;
+    let key = |i: i64| dedup_key(0, "acme", &format!("u{}", i % 7), &format!("e{i}"));
+    let mut batch = PendingBatch::default();
+    for i in 0..100 {
+        batch.remember_id(key(i), 1_000 + i); // old deliveries
+        batch.remember_id(key(1_000 + i), 50_000 + i); // recent ones
+    }
+    store.commit(0, batch)?;
+    assert_eq!(store.dedup_len()?, 200);
+
+    // Nothing expires until a cutoff is set.
+    store.compact_dedup()?;
+    assert_eq!(store.dedup_len()?, 200);
+
+    store.expire_dedup_before(10_000);
+    store.expire_dedup_before(5_000); // the cutoff never moves back
+    store.compact_dedup()?;
+    assert_eq!(store.dedup_len()?, 100);
+    let old: Vec<Vec<u8>> = (0..100).map(key).collect();
+    let recent: Vec<Vec<u8>> = (1_000..1_100).map(key).collect();
+    assert!(
+        store
+            .first_delivery_times(&old)?
+            .iter()
+            .all(Option::is_none)
+    );
+    let kept = store.first_delivery_times(&recent)?;
+    assert!(
+        kept.iter()
+            .enumerate()
+            .all(|(i, t)| *t == Some(50_000 + i as i64))
+    );
+    Ok(())
+}
