@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::agg::{FeatureValue, Partial};
 use crate::event::Event;
-use crate::spec::{Feature, FeatureSpec, Window};
+use crate::spec::{Feature, FeatureSpec};
 
 /// Feature name to value; a feature without a value is absent.
 pub type Profile = BTreeMap<String, FeatureValue>;
@@ -85,19 +85,6 @@ impl<'s> UserBuckets<'s> {
         }
         profile
     }
-
-    /// The partials of feature `index`, by bucket.
-    pub fn feature_buckets(&self, index: usize) -> &BTreeMap<i64, Partial> {
-        &self.buckets[index]
-    }
-
-    /// Drops buckets no query at time `>= t` can read.
-    pub fn expire(&mut self, t_ms: i64) {
-        for (feature, buckets) in self.spec.features.iter().zip(&mut self.buckets) {
-            let keep_from = feature.window.oldest_live_bucket(t_ms);
-            *buckets = buckets.split_off(&keep_from);
-        }
-    }
 }
 
 /// Folds an event into one feature's bucket map if it passes the filter.
@@ -151,9 +138,4 @@ pub fn compare_profiles(
     } else {
         Err(diffs.join("; "))
     }
-}
-
-/// Checks a window is well formed (tests use it on generated windows).
-pub fn window_is_valid(w: &Window) -> bool {
-    w.bucket_ms > 0 && w.len_ms.is_none_or(|l| l > 0 && l % w.bucket_ms == 0)
 }

@@ -362,12 +362,6 @@ impl Window {
         };
         (from, (last + 1) * self.bucket_ms)
     }
-
-    /// Buckets older than this index can never be read again at query times
-    /// `>= t`; the speed layer may drop them.
-    pub fn oldest_live_bucket(&self, t_ms: i64) -> i64 {
-        self.buckets_at(t_ms).0
-    }
 }
 
 /// One named feature.

@@ -226,6 +226,7 @@ pub fn run(
     let horizon_ms = config.dedup_horizon.as_millis() as i64;
     // Latest Kafka record time seen per partition, for dedup expiry.
     let mut latest_ts: HashMap<i32, i64> = HashMap::new();
+    let mut commit_pending = false;
     while !shutdown.load(Ordering::Relaxed) {
         let mut polled: Vec<Polled> = Vec::new();
         let deadline = Instant::now() + config.max_batch_wait;
@@ -263,6 +264,14 @@ pub fn run(
         }
         if polled.is_empty() {
             cursor.probe_silent(&consumer)?;
+            // Idle: make sure the informational group offsets caught up (an
+            // async commit after the last batch may have failed).
+            if commit_pending
+                && let Ok(positions) = consumer.position()
+                && consumer.commit(&positions, CommitMode::Sync).is_ok()
+            {
+                commit_pending = false;
+            }
             continue;
         }
         let started = Instant::now();
@@ -297,6 +306,7 @@ pub fn run(
         if let Ok(positions) = consumer.position() {
             let _ = consumer.commit(&positions, CommitMode::Async);
         }
+        commit_pending = true;
     }
     tracing::info!("speed layer stopped");
     Ok(())
@@ -318,12 +328,10 @@ fn apply_batch(
         .map(|e| dedup_key(g, &e.tenant, &e.user_id, &e.event_id))
         .collect();
     let stored = store.first_delivery_times(&keys)?;
-    let mut first_seen: HashMap<Vec<u8>, i64> = HashMap::new();
-    for (k, ts) in keys.into_iter().zip(stored) {
-        if let Some(ts) = ts {
-            first_seen.insert(k, ts);
-        }
-    }
+    // Each valid record takes its key and stored first delivery in order;
+    // ids first delivered earlier in this batch are tracked here.
+    let mut keys = keys.into_iter().zip(stored);
+    let mut in_batch: HashMap<Vec<u8>, i64> = HashMap::new();
 
     let mut batch = PendingBatch::default();
     let (mut applied, mut dups, mut dead) = (0u64, 0u64, 0u64);
@@ -343,17 +351,17 @@ fn apply_batch(
             }
             Ok(e) => {
                 let ts = r.kafka_ts.unwrap_or(e.ts_ms);
-                let key = dedup_key(g, &e.tenant, &e.user_id, &e.event_id);
-                if first_seen
-                    .get(&key)
-                    .is_some_and(|first| *first >= ts - horizon_ms)
-                {
+                let (key, stored_first) = keys
+                    .next()
+                    .expect("one dedup key per valid record, in order");
+                let first = in_batch.get(&key).copied().or(stored_first);
+                if first.is_some_and(|first| first >= ts - horizon_ms) {
                     dups += 1;
                     continue;
                 }
                 batch.apply(spec, g, e);
                 batch.remember_id(key.clone(), ts);
-                first_seen.insert(key, ts);
+                in_batch.insert(key, ts);
                 newest = newest.max(e.ts_ms);
                 applied += 1;
             }

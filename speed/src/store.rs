@@ -128,10 +128,6 @@ pub struct PendingBatch {
 }
 
 impl PendingBatch {
-    pub fn is_empty(&self) -> bool {
-        self.partials.is_empty() && self.dedup.is_empty() && self.offsets.is_empty()
-    }
-
     /// Records that everything up to `offset` of `partition` is handled.
     pub fn consumed(&mut self, partition: i32, offset: i64) {
         let next = self.offsets.entry(partition).or_insert(offset + 1);
@@ -170,10 +166,6 @@ impl PendingBatch {
             }
         }
         self.key_buf = key;
-    }
-
-    pub fn partial_count(&self) -> usize {
-        self.partials.len()
     }
 }
 
@@ -441,11 +433,5 @@ impl SpeedStore {
             n += 1;
         }
         Ok(n)
-    }
-
-    /// A RocksDB property (for metrics), e.g. `rocksdb.estimate-num-keys`.
-    pub fn property_int(&self, name: &str) -> Option<u64> {
-        let cf = self.cf(CF_PARTIALS).ok()?;
-        self.db.property_int_value_cf(cf, name).ok().flatten()
     }
 }
