@@ -9,8 +9,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{log_text, stop_cleanly};
-use rand::{Rng, SeedableRng};
+use crate::common::{
+    kill_9_repeatedly, log_text, stop_cleanly, wait_for_start, wait_while_running,
+};
+use rand::SeedableRng;
 use weft_core::archive::read_archive;
 use weft_core::generator::{GenConfig, Generator, Sequencer};
 use weft_speed::archiver::read_state;
@@ -90,52 +92,33 @@ fn archiver_survives_kill_9_with_no_gap_and_no_duplicate() {
 
     let root = dir.path().join("archive");
     let log = dir.path().join("archive.log");
-    for _ in 0..KILLS {
-        let mut child = start_archiver(broker.bootstrap(), &root, &log);
-        std::thread::sleep(Duration::from_millis(rng.random_range(300..1_500)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        // Whatever is visible reads whole.
+    // Whatever a kill left visible must read whole.
+    let visible_files_read_whole = || {
         if root.exists() {
             read_archive(&root)
                 .unwrap_or_else(|e| panic!("a visible file does not read after kill -9: {e}"));
         }
-    }
+    };
+    kill_9_repeatedly(KILLS, &mut rng, || {
+        visible_files_read_whole(); // after the previous kill
+        start_archiver(broker.bootstrap(), &root, &log)
+    });
+    visible_files_read_whole(); // after the last kill
+    let starts_before = log_text(&log).matches("archiver consuming").count();
     let mut child = start_archiver(broker.bootstrap(), &root, &log);
     let deadline = Instant::now() + Duration::from_secs(120);
-    // The final run is up once it logged its start (the earlier runs may
-    // already have archived everything).
-    while std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .matches("archiver consuming")
-        .count()
-        <= KILLS
-    {
-        assert!(
-            Instant::now() < deadline,
-            "final archiver run did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    loop {
+    // The earlier runs may already have archived everything.
+    wait_for_start(&log, "archiver consuming", starts_before, deadline);
+    wait_while_running(&mut child, &log, deadline, || {
         let state = read_state(&root).unwrap();
         if (0..PARTITIONS as i32)
             .all(|p| state.offsets.get(&p).copied().unwrap_or(0) == end[p as usize])
         {
-            break;
+            Ok(())
+        } else {
+            Err(format!("archiver state {:?} vs end {end:?}", state.offsets))
         }
-        assert!(
-            Instant::now() < deadline,
-            "archiver did not catch up: {state:?} vs {end:?}\n{}",
-            log_text(&log)
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "archiver exited: {}",
-            log_text(&log)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     stop_cleanly(child, &log);
 
     let archived = read_archive(&root).unwrap();

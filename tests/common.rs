@@ -20,3 +20,59 @@ pub(crate) fn stop_cleanly(mut child: Child, log: &Path) {
         log_text(log)
     );
 }
+
+/// Starts a process with `start` and kill -9s it after a random 0.3-1.5 s,
+/// `kills` times.
+pub(crate) fn kill_9_repeatedly(
+    kills: usize,
+    rng: &mut impl rand::Rng,
+    mut start: impl FnMut() -> Child,
+) {
+    for _ in 0..kills {
+        let mut child = start();
+        std::thread::sleep(std::time::Duration::from_millis(
+            rng.random_range(300..1_500),
+        ));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+}
+
+/// Waits until `log` holds `needle` more than `after` times, where `after`
+/// was counted just before starting a run: that run has logged its start,
+/// so its signal handlers are in place. (Killed runs may die before logging
+/// theirs, so the count of earlier runs is not a fixed number.)
+pub(crate) fn wait_for_start(log: &Path, needle: &str, after: usize, deadline: std::time::Instant) {
+    while log_text(log).matches(needle).count() <= after {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not start; log:\n{}",
+            log_text(log)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Polls `done` until it holds, failing if `child` exits or the deadline
+/// passes first.
+pub(crate) fn wait_while_running(
+    child: &mut Child,
+    log: &Path,
+    deadline: std::time::Instant,
+    mut done: impl FnMut() -> Result<(), String>,
+) {
+    loop {
+        let Err(progress) = done() else { return };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not done in time: {progress}\nlog:\n{}",
+            log_text(log)
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the process exited; log:\n{}",
+            log_text(log)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

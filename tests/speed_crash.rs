@@ -7,8 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{log_text, stop_cleanly};
-use rand::{Rng, SeedableRng};
+use crate::common::{
+    kill_9_repeatedly, log_text, stop_cleanly, wait_for_start, wait_while_running,
+};
+use rand::SeedableRng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use weft_core::eval::compare_profiles;
@@ -48,20 +50,28 @@ fn start_speed(bootstrap: &str, data_dir: &std::path::Path, log: &std::path::Pat
         .expect("weft speed starts")
 }
 
-/// The group offsets the speed layer commits (informational) have reached
-/// the end of every partition.
-fn caught_up(consumer: &BaseConsumer, end: &[i64]) -> bool {
+/// Whether the group offsets the speed layer commits (informational) have
+/// reached the end of every partition; the error shows how far they are.
+fn caught_up(consumer: &BaseConsumer, end: &[i64]) -> Result<(), String> {
     let mut tpl = TopicPartitionList::new();
     for p in 0..end.len() as i32 {
         tpl.add_partition("events", p);
     }
-    let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(5)) else {
-        return false;
-    };
-    (0..end.len() as i32).all(|p| {
-        committed.find_partition("events", p).map(|e| e.offset())
-            == Some(Offset::Offset(end[p as usize]))
-    })
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .map_err(|e| format!("reading group offsets: {e}"))?;
+    let at: Vec<Option<Offset>> = (0..end.len() as i32)
+        .map(|p| committed.find_partition("events", p).map(|e| e.offset()))
+        .collect();
+    if at
+        .iter()
+        .zip(end)
+        .all(|(a, e)| *a == Some(Offset::Offset(*e)))
+    {
+        Ok(())
+    } else {
+        Err(format!("group offsets {at:?}, end {end:?}"))
+    }
 }
 
 #[test]
@@ -98,33 +108,22 @@ fn speed_layer_survives_kill_9() {
     let data = dir.path().join("speed");
     let log = dir.path().join("speed.log");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    for _ in 0..KILLS {
-        let mut child = start_speed(broker.bootstrap(), &data, &log);
-        std::thread::sleep(Duration::from_millis(rng.random_range(300..1_500)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-    }
+    kill_9_repeatedly(KILLS, &mut rng, || {
+        start_speed(broker.bootstrap(), &data, &log)
+    });
     // Last run: let it finish, then stop it cleanly.
+    let starts_before = log_text(&log).matches("speed layer consuming").count();
     let mut child = start_speed(broker.bootstrap(), &data, &log);
     let watcher: BaseConsumer = base_config(broker.bootstrap())
         .set("group.id", "weft-speed")
         .create()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !caught_up(&watcher, seq.end_offsets()) {
-        assert!(
-            Instant::now() < deadline,
-            "speed layer did not catch up; log: {}",
-            log_text(&log)
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "speed layer exited; log: {}",
-            log_text(&log)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    // SIGTERM: a clean stop.
+    // The earlier runs may already have consumed everything.
+    wait_for_start(&log, "speed layer consuming", starts_before, deadline);
+    wait_while_running(&mut child, &log, deadline, || {
+        caught_up(&watcher, seq.end_offsets())
+    });
     stop_cleanly(child, &log);
 
     let spec =
