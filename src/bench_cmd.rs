@@ -147,7 +147,9 @@ fn ingest(a: &IngestArgs) -> Result<()> {
             metrics.clone(),
             shutdown.clone(),
         );
-        std::thread::spawn(move || weft_speed::consumer::run(&config, spec, 0, metrics, shutdown))
+        std::thread::spawn(move || {
+            weft_speed::consumer::run(&config, spec, metrics, shutdown, None)
+        })
     };
     // Time from the first consumed record, so opening RocksDB and creating
     // the dead-letter topic are not counted.
@@ -182,7 +184,7 @@ fn ingest(a: &IngestArgs) -> Result<()> {
                 continue;
             }
             batch.apply(&spec, 0, &s.event);
-            batch.remember_id(key, s.event.ts_ms);
+            batch.remember_id(key, s.event.ts_ms, s.partition, s.offset);
         }
         store.commit(0, batch)?;
     }

@@ -3,6 +3,7 @@
 //! Only subcommands that work are listed; later layers add theirs.
 
 mod archive_cmd;
+mod batch_cmd;
 mod bench_cmd;
 mod gen_cmd;
 mod speed_cmd;
@@ -42,6 +43,10 @@ enum Command {
     /// Run the archiver: consume `events` into the hive-partitioned Parquet
     /// archive, files whole or invisible, until SIGINT/SIGTERM.
     Archive(archive_cmd::ArchiveArgs),
+    /// The batch layer: recompute profiles from the archive into versioned
+    /// batch views, and read them.
+    #[command(subcommand)]
+    Batch(batch_cmd::BatchCommand),
     /// Measure throughput (results go in docs/benchmarks.md).
     Bench(bench_cmd::BenchArgs),
     /// Work with feature specs.
@@ -58,10 +63,17 @@ enum FeaturesCommand {
     },
 }
 
-fn features_check(path: &PathBuf) -> Result<()> {
+/// Reads and validates a feature spec; errors name the file, then the
+/// feature and key.
+pub(crate) fn load_spec(path: &std::path::Path) -> Result<(FeatureSpec, String)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let spec = FeatureSpec::parse(&text).with_context(|| format!("{}", path.display()))?;
+    Ok((spec, text))
+}
+
+fn features_check(path: &std::path::Path) -> Result<()> {
+    let (spec, _) = load_spec(path)?;
     println!(
         "{}: {} features, spec hash {}",
         path.display(),
@@ -119,6 +131,7 @@ fn main() -> ExitCode {
         Command::Gen(args) => gen_cmd::run(args),
         Command::Speed(args) => speed_cmd::run_speed(args),
         Command::Archive(args) => archive_cmd::run_archive(args),
+        Command::Batch(cmd) => batch_cmd::run(cmd),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Features(FeaturesCommand::Check { spec }) => features_check(spec),
     };

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use weft_core::FeatureSpec;
-use weft_speed::consumer::{SpeedConfig, SpeedMetrics, run};
+use weft_speed::consumer::{NewGeneration, SpeedConfig, SpeedMetrics, run};
 
 #[derive(Debug, Args)]
 pub(crate) struct SpeedArgs {
@@ -31,13 +30,17 @@ pub(crate) struct SpeedArgs {
     /// fsync every applied batch.
     #[arg(long)]
     sync_writes: bool,
+    /// The batch view store to follow: each newly published view starts a
+    /// speed generation built from the view's boundary.
+    #[arg(long)]
+    views: Option<String>,
+    /// How often to look for a new view, in seconds.
+    #[arg(long, default_value_t = 10)]
+    views_poll_secs: u64,
 }
 
 pub(crate) fn run_speed(args: &SpeedArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.spec)
-        .with_context(|| format!("reading {}", args.spec.display()))?;
-    let spec =
-        Arc::new(FeatureSpec::parse(&text).with_context(|| args.spec.display().to_string())?);
+    let spec = Arc::new(crate::load_spec(&args.spec)?.0);
     let mut config = SpeedConfig::new(&args.bootstrap, args.data_dir.clone());
     config.topic = args.topic.clone();
     config.dead_letter_topic = args.dead_letter_topic.clone();
@@ -46,15 +49,36 @@ pub(crate) fn run_speed(args: &SpeedArgs) -> Result<()> {
 
     let metrics = Arc::new(SpeedMetrics::default());
     let worker_metrics = metrics.clone();
+    let control = match &args.views {
+        None => None,
+        Some(views) => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            weft_batch::view::spawn_watcher(
+                weft_batch::ViewStore::open(views)?,
+                spec.hash().to_string(),
+                Duration::from_secs(args.views_poll_secs.max(1)),
+                move |m| {
+                    tx.send(NewGeneration {
+                        generation: m.version as u32,
+                        boundary: m.boundary.offsets.clone().into_iter().collect(),
+                    })
+                    .is_ok()
+                },
+            )?;
+            Some(rx)
+        }
+    };
     run_until_stopped(
         "weft-speed",
-        move |shutdown| run(&config, spec, 0, worker_metrics, shutdown),
+        move |shutdown| run(&config, spec, worker_metrics, shutdown, control),
         || {
             tracing::info!(
                 records = metrics.records.load(Ordering::Relaxed),
                 applied = metrics.applied.load(Ordering::Relaxed),
                 duplicates = metrics.duplicates.load(Ordering::Relaxed),
                 dead_letters = metrics.dead_letters.load(Ordering::Relaxed),
+                ready_generation = metrics.ready_generation.load(Ordering::Relaxed),
+                building_generation = metrics.building_generation.load(Ordering::Relaxed),
                 "speed layer"
             );
         },

@@ -133,6 +133,101 @@ fn features_check_explains_a_spec_and_names_errors() {
     assert!(err.contains("feature 'spend': key 'field'"), "{err}");
 }
 
+/// The data scientist's loop: run a batch job, inspect a user, export every
+/// profile and open the export in DuckDB; a bad spec publishes nothing.
+#[test]
+fn batch_run_inspect_and_export_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    gen_into(dir.path(), "31");
+    let (archive, views) = (dir.path().join("archive"), dir.path().join("views"));
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/features.example.toml");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[feature]]\nname = \"n\"\naggregate = \"count\"\nwindow = \"7 days\"\n",
+    )
+    .unwrap();
+    let out = weft(&[
+        "batch",
+        "run",
+        "--archive",
+        archive.to_str().unwrap(),
+        "--features",
+        bad.to_str().unwrap(),
+        "--views",
+        views.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("key 'window'"),
+        "{err}"
+    );
+    assert!(!views.join("CURRENT").exists());
+
+    let out = ok(&[
+        "batch",
+        "run",
+        "--archive",
+        archive.to_str().unwrap(),
+        "--features",
+        spec,
+        "--views",
+        views.to_str().unwrap(),
+    ]);
+    assert!(out.contains("published v000001"), "{out}");
+    let events = jsonl_events(&dir.path().join("out/events.jsonl"));
+    let user = &events[0].2;
+    let who = format!("{}/{}", user.tenant, user.user_id);
+    let out = ok(&[
+        "batch",
+        "inspect",
+        "--views",
+        views.to_str().unwrap(),
+        "--user",
+        &who,
+        "--verify",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["view"], "v000001");
+    assert_eq!(json["found"], true, "{out}");
+    assert!(json["features"]["last_seen"].is_i64(), "{out}");
+
+    let export = dir.path().join("profiles.parquet");
+    let out = ok(&[
+        "batch",
+        "export",
+        "--views",
+        views.to_str().unwrap(),
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert!(out.contains("users"), "{out}");
+    let users: std::collections::HashSet<_> = events
+        .iter()
+        .map(|(_, _, e)| (e.tenant.clone(), e.user_id.clone()))
+        .collect();
+    let duck = Command::new("python3")
+        .arg("-c")
+        .arg("import duckdb,sys; print(duckdb.sql(f\"select count(*), count(distinct tenant || '/' || user_id) from '{sys.argv[1]}'\").fetchone())")
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(
+        duck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&duck.stderr)
+    );
+    let n = users.len();
+    assert_eq!(
+        String::from_utf8_lossy(&duck.stdout).trim(),
+        format!("({n}, {n})")
+    );
+    let out = ok(&["batch", "list", "--views", views.to_str().unwrap()]);
+    assert!(out.starts_with("* v000001"), "{out}");
+}
+
 #[test]
 fn help_lists_only_working_subcommands() {
     let help = ok(&["--help"]);
@@ -146,7 +241,9 @@ fn help_lists_only_working_subcommands() {
         .collect();
     assert_eq!(
         commands,
-        ["gen", "speed", "archive", "bench", "features", "help"]
+        [
+            "gen", "speed", "archive", "batch", "bench", "features", "help"
+        ]
     );
     let out = weft(&["gen"]);
     assert!(!out.status.success());

@@ -5,4 +5,5 @@
 mod archive_crash;
 mod cli;
 mod common;
+mod generation_switch;
 mod speed_crash;

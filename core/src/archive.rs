@@ -29,6 +29,25 @@ use crate::generator::Sequenced;
 use crate::spec::DAY_MS;
 use crate::time::{date_of, parse_date};
 
+/// Where the archiver keeps its durable record, relative to the archive
+/// root (the batch layer reads it to find the archive's boundary).
+pub const ARCHIVER_STATE_DIR: &str = "_archiver";
+/// The record's file name inside [`ARCHIVER_STATE_DIR`].
+pub const ARCHIVER_STATE_FILE: &str = "state.json";
+
+/// The archiver's durable record (JSON): the commit point of its flushes.
+/// Files named `part-f<flush>-*` with a flush number above `flush` are
+/// uncommitted leftovers of a crash; every event at an offset below
+/// `offsets[p]` of partition `p` is archived, except invalid records, which
+/// are in the dead-letter topic instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ArchiverState {
+    /// The last completed flush (0: none).
+    pub flush: u64,
+    /// Next offset to archive, per partition.
+    pub offsets: std::collections::HashMap<i32, i64>,
+}
+
 /// Rows per row group: large enough for good compression and scans, small
 /// enough that a reader can skip by statistics.
 pub const ROW_GROUP_ROWS: usize = 256 * 1024;

@@ -4,10 +4,12 @@
 //! result. `docs/semantics.md` states the rules; the reference evaluator
 //! restates them over raw events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::agg::{FeatureValue, Partial};
+use crate::codec::decode_partial_for;
 use crate::event::Event;
+use crate::keys::decode_partial_key;
 use crate::spec::{Feature, FeatureSpec};
 
 /// Feature name to value; a feature without a value is absent.
@@ -80,6 +82,68 @@ impl<'s> UserBuckets<'s> {
             let (first, last) = feature.window.buckets_at(t_ms);
             let in_window = buckets.range(first..=last).map(|(b, p)| (*b, p));
             if let Some(v) = evaluate_feature(feature, in_window, t_ms) {
+                profile.insert(feature.name.clone(), v);
+            }
+        }
+        profile
+    }
+}
+
+/// A user's stored partials, grouped by feature: what a point lookup in the
+/// speed view or a batch view collects before evaluating. Keys are
+/// [`crate::keys::partial_key`]s (without any store prefix), values
+/// [`crate::codec`] encodings.
+#[derive(Debug, Clone)]
+pub struct StoredPartials<'s> {
+    spec: &'s FeatureSpec,
+    index: HashMap<&'s str, usize>,
+    /// Indexed like `spec.features`: (bucket, partial) in any order.
+    pub partials: Vec<Vec<(i64, Partial)>>,
+}
+
+impl<'s> StoredPartials<'s> {
+    pub fn new(spec: &'s FeatureSpec) -> StoredPartials<'s> {
+        StoredPartials {
+            spec,
+            index: spec
+                .features
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.name.as_str(), i))
+                .collect(),
+            partials: vec![Vec::new(); spec.features.len()],
+        }
+    }
+
+    /// Adds one stored entry. Features the spec does not name are skipped
+    /// (stores check the spec hash, so there are none in practice).
+    pub fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        let key = decode_partial_key(key).map_err(|e| format!("bad partial key: {e}"))?;
+        let Some(&i) = self.index.get(key.feature.as_str()) else {
+            return Ok(());
+        };
+        let p = decode_partial_for(&self.spec.features[i].aggregate, value)
+            .map_err(|e| format!("{}/{} {}: {e}", key.tenant, key.user_id, key.feature))?;
+        self.partials[i].push((key.bucket, p));
+        Ok(())
+    }
+
+    /// Merges another store's partials of the same user (batch ⊕ speed).
+    pub fn extend(&mut self, other: StoredPartials<'_>) {
+        for (mine, theirs) in self.partials.iter_mut().zip(other.partials) {
+            mine.extend(theirs);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.partials.iter().all(Vec::is_empty)
+    }
+
+    /// Every feature's value at query time `t`.
+    pub fn evaluate(&self, t_ms: i64) -> Profile {
+        let mut profile = Profile::new();
+        for (feature, buckets) in self.spec.features.iter().zip(&self.partials) {
+            if let Some(v) = evaluate_feature(feature, buckets.iter().map(|(b, p)| (*b, p)), t_ms) {
                 profile.insert(feature.name.clone(), v);
             }
         }

@@ -18,7 +18,6 @@
 //! archived (the speed layer sends them to the dead-letter topic); their
 //! offsets are simply passed.
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use serde::{Deserialize, Serialize};
 use weft_core::Event;
 use weft_core::archive::{ArchiveBatchBuilder, AtomicParquetFile, list_files, partition_dir};
 use weft_core::spec::DAY_MS;
@@ -37,9 +35,9 @@ use crate::SpeedError;
 use crate::cursor::{Cursor, Verdict};
 use crate::kafka::{base_config, partition_count};
 
-/// Where the archiver keeps its state, relative to the archive root.
-pub const STATE_DIR: &str = "_archiver";
-const STATE_FILE: &str = "state.json";
+pub use weft_core::archive::{
+    ARCHIVER_STATE_DIR as STATE_DIR, ARCHIVER_STATE_FILE as STATE_FILE, ArchiverState,
+};
 
 #[derive(Debug, Clone)]
 pub struct ArchiverConfig {
@@ -66,15 +64,6 @@ impl ArchiverConfig {
             max_delay: Duration::from_secs(60),
         }
     }
-}
-
-/// The archiver's durable record.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArchiverState {
-    /// The last completed flush (0: none).
-    pub flush: u64,
-    /// Next offset to archive, per partition.
-    pub offsets: HashMap<i32, i64>,
 }
 
 #[derive(Debug, Default)]

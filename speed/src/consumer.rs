@@ -76,9 +76,24 @@ impl SpeedConfig {
     }
 }
 
+/// A request to build the speed generation of a newly published batch view
+/// (see [`crate::store`], "Generations").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewGeneration {
+    /// The view's version.
+    pub generation: Generation,
+    /// The view's `O_p` per partition.
+    pub boundary: HashMap<i32, i64>,
+}
+
 /// Counters the loop keeps; read them any time.
 #[derive(Debug, Default)]
 pub struct SpeedMetrics {
+    /// The generation readers use.
+    pub ready_generation: AtomicU64,
+    /// The generation being built (0: none; generations being built are
+    /// always above 0).
+    pub building_generation: AtomicU64,
     pub records: AtomicU64,
     pub applied: AtomicU64,
     pub duplicates: AtomicU64,
@@ -87,6 +102,21 @@ pub struct SpeedMetrics {
     pub last_batch_micros: AtomicU64,
     /// Event time of the newest applied event.
     pub newest_event_ms: AtomicI64,
+    /// Next offset to consume per partition, in the generation consumed.
+    pub positions: std::sync::Mutex<HashMap<i32, i64>>,
+}
+
+impl SpeedMetrics {
+    fn set_positions(&self, positions: &HashMap<i32, i64>) {
+        if let Ok(mut p) = self.positions.lock() {
+            p.clone_from(positions);
+        }
+    }
+
+    /// A copy of [`SpeedMetrics::positions`].
+    pub fn positions(&self) -> HashMap<i32, i64> {
+        self.positions.lock().map(|p| p.clone()).unwrap_or_default()
+    }
 }
 
 /// Sends invalid records to the dead-letter topic.
@@ -175,14 +205,28 @@ struct Polled {
     event: Result<Event, weft_core::InvalidEvent>,
 }
 
-/// Runs the speed layer for generation `g` until `shutdown` is set. Blocks:
-/// call it on a dedicated thread.
+/// Whether a generation being built has reached the ready one's offsets.
+fn caught_up(
+    store: &SpeedStore,
+    building: Generation,
+    ready: Generation,
+) -> Result<bool, SpeedError> {
+    let (mine, theirs) = (store.offsets(building)?, store.offsets(ready)?);
+    Ok(theirs
+        .iter()
+        .all(|(p, o)| mine.get(p).copied().unwrap_or(0) >= *o))
+}
+
+/// Runs the speed layer until `shutdown` is set. Blocks: call it on a
+/// dedicated thread. It consumes into the generation being built if there
+/// is one, else into the ready generation; `control` delivers requests for
+/// new generations when batch views are published.
 pub fn run(
     config: &SpeedConfig,
     spec: Arc<FeatureSpec>,
-    g: Generation,
     metrics: Arc<SpeedMetrics>,
     shutdown: Arc<AtomicBool>,
+    control: Option<std::sync::mpsc::Receiver<NewGeneration>>,
 ) -> Result<(), SpeedError> {
     let store = SpeedStore::open(&config.data_dir, spec.clone(), config.sync_writes)?;
     let partitions = partition_count(&config.bootstrap, &config.topic, Duration::from_secs(30))?;
@@ -218,16 +262,59 @@ pub fn run(
         .set("queued.max.messages.kbytes", "262144")
         .create()
         .map_err(SpeedError::kafka("creating the consumer"))?;
+    let mut ready = store.ready_generation()?;
+    let mut building = store.building_generation()?;
+    let mut g = building.unwrap_or(ready);
+    metrics
+        .ready_generation
+        .store(u64::from(ready), Ordering::Relaxed);
+    metrics
+        .building_generation
+        .store(u64::from(building.unwrap_or(0)), Ordering::Relaxed);
     let stored = store.offsets(g)?;
+    metrics.set_positions(&stored);
     let mut cursor = Cursor::new(&config.topic, partitions, &stored);
     cursor.assign(&consumer)?;
-    tracing::info!(topic = %config.topic, partitions, generation = g, resume = ?stored, "speed layer consuming");
+    tracing::info!(topic = %config.topic, partitions, ready, ?building, resume = ?stored, "speed layer consuming");
 
     let horizon_ms = config.dedup_horizon.as_millis() as i64;
     // Latest Kafka record time seen per partition, for dedup expiry.
     let mut latest_ts: HashMap<i32, i64> = HashMap::new();
     let mut commit_pending = false;
     while !shutdown.load(Ordering::Relaxed) {
+        while let Some(request) = control.as_ref().and_then(|rx| rx.try_recv().ok()) {
+            if request.generation <= building.unwrap_or(ready) {
+                tracing::info!(
+                    generation = request.generation,
+                    "ignoring a request for an older generation"
+                );
+                continue;
+            }
+            store.start_generation(ready, request.generation, &request.boundary, partitions)?;
+            building = Some(request.generation);
+            g = request.generation;
+            metrics
+                .building_generation
+                .store(u64::from(g), Ordering::Relaxed);
+            let stored = store.offsets(g)?;
+            metrics.set_positions(&stored);
+            tracing::info!(generation = g, from = ?stored, "building a generation");
+            cursor = Cursor::new(&config.topic, partitions, &stored);
+            cursor.assign(&consumer)?;
+            latest_ts.clear();
+        }
+        if let Some(b) = building
+            && caught_up(&store, b, ready)?
+        {
+            store.finish_generation(b)?;
+            tracing::info!(generation = b, previous = ready, "generation ready");
+            ready = b;
+            building = None;
+            metrics
+                .ready_generation
+                .store(u64::from(b), Ordering::Relaxed);
+            metrics.building_generation.store(0, Ordering::Relaxed);
+        }
         let mut polled: Vec<Polled> = Vec::new();
         let deadline = Instant::now() + config.max_batch_wait;
         while polled.len() < config.max_batch {
@@ -360,7 +447,7 @@ fn apply_batch(
                     continue;
                 }
                 batch.apply(spec, g, e);
-                batch.remember_id(key.clone(), ts);
+                batch.remember_id(key.clone(), ts, r.partition, r.offset);
                 in_batch.insert(key, ts);
                 newest = newest.max(e.ts_ms);
                 applied += 1;
@@ -376,5 +463,11 @@ fn apply_batch(
     metrics.duplicates.fetch_add(dups, Ordering::Relaxed);
     metrics.dead_letters.fetch_add(dead, Ordering::Relaxed);
     metrics.newest_event_ms.fetch_max(newest, Ordering::Relaxed);
+    if let Ok(mut positions) = metrics.positions.lock() {
+        for r in &polled {
+            let next = positions.entry(r.partition).or_insert(0);
+            *next = (*next).max(r.offset + 1);
+        }
+    }
     Ok(())
 }

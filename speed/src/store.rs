@@ -27,7 +27,7 @@ use rust_rocksdb::{
     ReadOptions, WriteBatch, WriteOptions,
 };
 use weft_core::codec::{decode_partial_for, encode_partial};
-use weft_core::eval::{Profile, evaluate_feature};
+use weft_core::eval::{Profile, StoredPartials};
 use weft_core::keys::{decode_partial_key, push_str, user_prefix};
 use weft_core::spec::Aggregate;
 use weft_core::{FeatureSpec, Partial};
@@ -39,6 +39,8 @@ const CF_OFFSETS: &str = "offsets";
 const CF_DEDUP: &str = "dedup";
 const CF_META: &str = "meta";
 const META_SPEC_HASH: &[u8] = b"spec_hash";
+const META_READY: &[u8] = b"ready_generation";
+const META_BUILDING: &[u8] = b"building_generation";
 
 /// A speed-state generation (0 before any batch view exists).
 pub type Generation = u32;
@@ -82,6 +84,19 @@ pub fn dedup_key(g: Generation, tenant: &str, user: &str, event_id: &str) -> Vec
     k
 }
 
+/// The Kafka time of a dedup value's first delivery.
+fn first_delivery_ts(value: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(value.get(..8)?.try_into().ok()?))
+}
+
+/// The partition and offset of a dedup value's first delivery.
+fn first_delivery_position(value: &[u8]) -> Option<(i32, i64)> {
+    Some((
+        i32::from_be_bytes(value.get(8..12)?.try_into().ok()?),
+        i64::from_be_bytes(value.get(12..20)?.try_into().ok()?),
+    ))
+}
+
 /// The merge operator: folds encoded partials with the aggregate of the
 /// feature named in the key.
 fn merge_partials(
@@ -122,7 +137,7 @@ fn merge_partials(
 pub struct PendingBatch {
     /// Store key to (feature index, partial accumulated in this batch).
     partials: HashMap<Vec<u8>, (usize, Partial)>,
-    dedup: Vec<(Vec<u8>, i64)>,
+    dedup: Vec<(Vec<u8>, [u8; 20])>,
     offsets: HashMap<i32, i64>,
     key_buf: Vec<u8>,
 }
@@ -134,8 +149,13 @@ impl PendingBatch {
         *next = (*next).max(offset + 1);
     }
 
-    pub fn remember_id(&mut self, key: Vec<u8>, kafka_ts_ms: i64) {
-        self.dedup.push((key, kafka_ts_ms));
+    /// Records an event id's first delivery: Kafka time and position.
+    pub fn remember_id(&mut self, key: Vec<u8>, kafka_ts_ms: i64, partition: i32, offset: i64) {
+        let mut v = [0u8; 20];
+        v[..8].copy_from_slice(&kafka_ts_ms.to_be_bytes());
+        v[8..12].copy_from_slice(&partition.to_be_bytes());
+        v[12..].copy_from_slice(&offset.to_be_bytes());
+        self.dedup.push((key, v));
     }
 
     /// Folds an event into the partials of every feature it matches. The
@@ -218,10 +238,8 @@ impl SpeedStore {
         let filter_cutoff = cutoff.clone();
         dedup.set_compaction_filter(
             "weft-dedup-expiry",
-            move |_level: u32, _key: &[u8], value: &[u8]| match <[u8; 8]>::try_from(value) {
-                Ok(ts) if i64::from_be_bytes(ts) < filter_cutoff.load(Ordering::Relaxed) => {
-                    Decision::Remove
-                }
+            move |_level: u32, _key: &[u8], value: &[u8]| match first_delivery_ts(value) {
+                Some(ts) if ts < filter_cutoff.load(Ordering::Relaxed) => Decision::Remove,
                 _ => Decision::Keep,
             },
         );
@@ -319,8 +337,7 @@ impl SpeedStore {
             .into_iter()
             .map(|r| {
                 let v = r.map_err(db_err("reading dedup ids"))?;
-                Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-                    .map(i64::from_be_bytes))
+                Ok(v.and_then(|v| first_delivery_ts(&v)))
             })
             .collect()
     }
@@ -336,8 +353,8 @@ impl SpeedStore {
         for (key, (_, p)) in &batch.partials {
             wb.merge_cf(partials, key, encode_partial(p));
         }
-        for (key, ts) in &batch.dedup {
-            wb.put_cf(dedup, key, ts.to_be_bytes());
+        for (key, value) in &batch.dedup {
+            wb.put_cf(dedup, key, value);
         }
         for (partition, next) in &batch.offsets {
             wb.put_cf(offsets, offset_key(g, *partition), next.to_be_bytes());
@@ -347,13 +364,13 @@ impl SpeedStore {
             .map_err(db_err("writing batch"))
     }
 
-    /// Every partial of one user in generation `g`, by feature index.
+    /// Every partial of one user in generation `g`, by feature.
     pub fn user_partials(
         &self,
         g: Generation,
         tenant: &str,
         user: &str,
-    ) -> Result<Vec<Vec<(i64, Partial)>>, SpeedError> {
+    ) -> Result<StoredPartials<'_>, SpeedError> {
         let cf = self.cf(CF_PARTIALS)?;
         let mut prefix = gen_prefix(g).to_vec();
         prefix.extend_from_slice(&user_prefix(tenant, user));
@@ -365,28 +382,13 @@ impl SpeedStore {
         }
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(upper);
-        let index: HashMap<&str, usize> = self
-            .spec
-            .features
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.name.as_str(), i))
-            .collect();
-        let mut out = vec![Vec::new(); self.spec.features.len()];
+        let mut out = StoredPartials::new(&self.spec);
         for item in self
             .db
             .iterator_cf_opt(cf, ro, IteratorMode::From(&prefix, Direction::Forward))
         {
             let (k, v) = item.map_err(db_err("reading partials"))?;
-            let key = decode_partial_key(&k[4..])
-                .map_err(|e| SpeedError::Store(format!("bad partial key: {e}")))?;
-            let Some(&i) = index.get(key.feature.as_str()) else {
-                continue;
-            };
-            let p = decode_partial_for(&self.spec.features[i].aggregate, &v).map_err(|e| {
-                SpeedError::Store(format!("{}/{} {}: {e}", tenant, user, key.feature))
-            })?;
-            out[i].push((key.bucket, p));
+            out.push(&k[4..], &v).map_err(SpeedError::Store)?;
         }
         Ok(out)
     }
@@ -399,14 +401,121 @@ impl SpeedStore {
         user: &str,
         t_ms: i64,
     ) -> Result<Profile, SpeedError> {
-        let partials = self.user_partials(g, tenant, user)?;
-        let mut profile = Profile::new();
-        for (feature, buckets) in self.spec.features.iter().zip(&partials) {
-            if let Some(v) = evaluate_feature(feature, buckets.iter().map(|(b, p)| (*b, p)), t_ms) {
-                profile.insert(feature.name.clone(), v);
+        Ok(self.user_partials(g, tenant, user)?.evaluate(t_ms))
+    }
+
+    fn meta_generation(&self, key: &[u8]) -> Result<Option<Generation>, SpeedError> {
+        let meta = self.cf(CF_META)?;
+        match self
+            .db
+            .get_cf(meta, key)
+            .map_err(db_err("reading generations"))?
+        {
+            None => Ok(None),
+            Some(v) => Ok(Some(Generation::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| SpeedError::Store("corrupt generation record".into()))?,
+            ))),
+        }
+    }
+
+    /// The generation readers use (0 until a view's generation is ready).
+    pub fn ready_generation(&self) -> Result<Generation, SpeedError> {
+        Ok(self.meta_generation(META_READY)?.unwrap_or(0))
+    }
+
+    /// The generation being built from a newer view's boundary, if any.
+    pub fn building_generation(&self) -> Result<Option<Generation>, SpeedError> {
+        self.meta_generation(META_BUILDING)
+    }
+
+    /// Starts generation `new` for a batch view whose boundary is
+    /// `boundary` (`O_p` per partition; absent partitions: nothing, so
+    /// from offset 0): offsets `O_p + 1`, and the dedup ids of generation
+    /// `from` first delivered at or below `O_p`. A generation being built
+    /// is abandoned. One WriteBatch.
+    pub fn start_generation(
+        &self,
+        from: Generation,
+        new: Generation,
+        boundary: &HashMap<i32, i64>,
+        partitions: u32,
+    ) -> Result<(), SpeedError> {
+        let (offsets, dedup, meta) = (self.cf(CF_OFFSETS)?, self.cf(CF_DEDUP)?, self.cf(CF_META)?);
+        let mut wb = WriteBatch::default();
+        if let Some(old) = self.building_generation()? {
+            self.delete_generation(&mut wb, old)?;
+        }
+        for p in 0..partitions as i32 {
+            let next = boundary.get(&p).map_or(0, |o| o + 1);
+            wb.put_cf(offsets, offset_key(new, p), next.to_be_bytes());
+        }
+        let prefix = gen_prefix(from);
+        for item in self
+            .db
+            .iterator_cf(dedup, IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (k, v) = item.map_err(db_err("reading dedup ids"))?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let Some((p, o)) = first_delivery_position(&v) else {
+                continue;
+            };
+            if boundary.get(&p).is_some_and(|b| o <= *b) {
+                let mut key = gen_prefix(new).to_vec();
+                key.extend_from_slice(&k[4..]);
+                wb.put_cf(dedup, key, &v);
             }
         }
-        Ok(profile)
+        wb.put_cf(meta, META_BUILDING, new.to_be_bytes());
+        self.db
+            .write_opt(&wb, &self.write_opts)
+            .map_err(db_err("starting a generation"))
+    }
+
+    /// Makes generation `g` ready and deletes every older one, atomically.
+    pub fn finish_generation(&self, g: Generation) -> Result<(), SpeedError> {
+        let meta = self.cf(CF_META)?;
+        let mut wb = WriteBatch::default();
+        wb.put_cf(meta, META_READY, g.to_be_bytes());
+        wb.delete_cf(meta, META_BUILDING);
+        for cf in [CF_PARTIALS, CF_OFFSETS, CF_DEDUP] {
+            wb.delete_range_cf(self.cf(cf)?, gen_prefix(0), gen_prefix(g));
+        }
+        self.db
+            .write_opt(&wb, &self.write_opts)
+            .map_err(db_err("finishing a generation"))
+    }
+
+    fn delete_generation(&self, wb: &mut WriteBatch, g: Generation) -> Result<(), SpeedError> {
+        let end = g
+            .checked_add(1)
+            .map_or_else(|| vec![0xFF; 5], |n| gen_prefix(n).to_vec());
+        for cf in [CF_PARTIALS, CF_OFFSETS, CF_DEDUP] {
+            wb.delete_range_cf(self.cf(cf)?, gen_prefix(g).as_slice(), end.as_slice());
+        }
+        Ok(())
+    }
+
+    /// Number of partial entries of generation `g` (walks them; tests and
+    /// tools).
+    pub fn partial_count(&self, g: Generation) -> Result<usize, SpeedError> {
+        let cf = self.cf(CF_PARTIALS)?;
+        let prefix = gen_prefix(g);
+        let mut n = 0;
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (k, _) = item.map_err(db_err("reading partials"))?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Lets compaction delete dedup ids first delivered before `ts_ms`.

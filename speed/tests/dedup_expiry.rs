@@ -17,8 +17,8 @@ fn expired_dedup_ids_are_dropped_at_compaction() -> Result<()> {
     let key = |i: i64| dedup_key(0, "acme", &format!("u{}", i % 7), &format!("e{i}"));
     let mut batch = PendingBatch::default();
     for i in 0..100 {
-        batch.remember_id(key(i), 1_000 + i); // old deliveries
-        batch.remember_id(key(1_000 + i), 50_000 + i); // recent ones
+        batch.remember_id(key(i), 1_000 + i, 0, i); // old deliveries
+        batch.remember_id(key(1_000 + i), 50_000 + i, 0, 1_000 + i); // recent ones
     }
     store.commit(0, batch)?;
     assert_eq!(store.dedup_len()?, 200);

@@ -49,7 +49,7 @@ fn run_until(
             metrics.clone(),
             shutdown.clone(),
         );
-        std::thread::spawn(move || run(&config, spec, 0, metrics, shutdown))
+        std::thread::spawn(move || run(&config, spec, metrics, shutdown, None))
     };
     let deadline = Instant::now() + Duration::from_secs(180);
     while metrics.records.load(Ordering::Relaxed) < records {

@@ -1,0 +1,507 @@
+//! `weft batch run`: archive in, published view out.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use arrow_array::RecordBatch;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion::physical_plan::expressions::col as pcol;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
+use rust_rocksdb::SstFileWriter;
+use weft_core::codec::encode_partial;
+use weft_core::eval::apply_to;
+use weft_core::keys::partial_key;
+use weft_core::spec::{DAY_MS, Field};
+use weft_core::{Event, EventKind, FeatureSpec, Partial};
+
+use crate::columns::EventColumns;
+use crate::recs::{self, RecsBuilder, RecsConfig};
+use crate::source::{self, Boundary, Location};
+use crate::view::{
+    Counts, FileKind, Manifest, VIEW_FORMAT, ViewFile, ViewStore, describe, sst_options,
+};
+use crate::{BatchError, Result};
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// Archive root: local directory or `s3://` / `gs://` / `file://` URL.
+    pub archive: String,
+    /// View store: local directory or URL.
+    pub views: String,
+    pub spec: Arc<FeatureSpec>,
+    /// The spec's text, stored with the view.
+    pub spec_text: String,
+    /// DataFusion's memory pool; sorts spill to disk beyond it.
+    pub memory_limit: usize,
+    /// Where spill files go (default: the system temp directory).
+    pub spill_dir: Option<std::path::PathBuf>,
+    /// Fold partitions (parallelism); each writes one SST file.
+    pub partitions: usize,
+    /// Views to keep in the store after publishing.
+    pub keep: usize,
+    pub recs: RecsConfig,
+}
+
+impl BatchConfig {
+    pub fn new(
+        archive: &str,
+        views: &str,
+        spec: Arc<FeatureSpec>,
+        spec_text: String,
+    ) -> BatchConfig {
+        BatchConfig {
+            archive: archive.into(),
+            views: views.into(),
+            spec,
+            spec_text,
+            memory_limit: 2 << 30,
+            spill_dir: None,
+            partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            keep: 3,
+            recs: RecsConfig::default(),
+        }
+    }
+}
+
+/// Stages of a run, in order.
+pub const STAGES: [&str; 7] = [
+    "checking archive",
+    "computing boundary",
+    "scanning and sorting",
+    "folding",
+    "recommendations",
+    "publishing",
+    "done",
+];
+
+/// Live progress of a run, for a progress display.
+#[derive(Debug, Default)]
+pub struct JobProgress {
+    stage: AtomicUsize,
+    /// Rows in the archive's files (known after checking).
+    pub total_rows: AtomicU64,
+    /// Rows folded so far.
+    pub rows: AtomicU64,
+}
+
+impl JobProgress {
+    pub fn stage(&self) -> &'static str {
+        STAGES[self.stage.load(Ordering::Relaxed).min(STAGES.len() - 1)]
+    }
+
+    fn set(&self, stage: &str) {
+        if let Some(i) = STAGES.iter().position(|s| *s == stage) {
+            self.stage.store(i, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct JobSummary {
+    pub version: u64,
+    pub manifest: Manifest,
+    pub seconds: f64,
+    /// Sort runs spilled to disk because the memory budget was reached.
+    pub spills: usize,
+    pub spilled_bytes: usize,
+}
+
+fn session(config: &BatchConfig) -> Result<SessionContext> {
+    let mut runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_limit)));
+    if let Some(dir) = &config.spill_dir {
+        runtime = runtime.with_temp_file_path(dir.clone());
+    }
+    let mut session = SessionConfig::new()
+        .with_target_partitions(config.partitions.max(1))
+        .with_batch_size(8192);
+    // Each sorter reserves memory up front for merging its spilled runs;
+    // scale it to the budget so small budgets still spill instead of
+    // failing (DataFusion's default is 10 MB per sorter).
+    let partitions = config.partitions.max(1);
+    session.options_mut().execution.sort_spill_reservation_bytes =
+        (config.memory_limit / (4 * partitions)).clamp(256 << 10, 10 << 20);
+    Ok(SessionContext::new_with_config_rt(
+        session,
+        runtime.build_arc()?,
+    ))
+}
+
+/// The archive columns a run reads: everything but `attributes` unless the
+/// spec reads one (projection pushdown).
+fn columns(spec: &FeatureSpec) -> Vec<&'static str> {
+    let reads_attr = spec.features.iter().any(|f| {
+        let in_filter = f
+            .filter
+            .conditions
+            .iter()
+            .any(|c| matches!(c.field(), Field::Attr(_)));
+        in_filter || matches!(f.aggregate.field(), Some(Field::Attr(_)))
+    });
+    let mut cols = vec![
+        "tenant",
+        "user_id",
+        "_partition",
+        "_offset",
+        "event_id",
+        "ts_ms",
+        "kind",
+        "item_id",
+        "category",
+        "price_minor",
+        "quantity",
+    ];
+    if reads_attr {
+        cols.push("attributes");
+    }
+    cols
+}
+
+/// Runs the whole job and publishes the view. On any error nothing is
+/// published.
+pub async fn run(config: &BatchConfig, progress: Arc<JobProgress>) -> Result<JobSummary> {
+    let started = Instant::now();
+    let views = ViewStore::open(&config.views)?;
+    progress.set("checking archive");
+    let archive = Location::parse(&config.archive, true)?;
+    let files = source::list_files(&archive).await?;
+    if files.is_empty() {
+        return Err(BatchError::EmptyArchive(archive.display.clone()));
+    }
+    progress
+        .total_rows
+        .store(files.iter().map(|f| f.rows).sum(), Ordering::Relaxed);
+    // End of the newest day in the archive: the anchor of popularity decay.
+    let anchor_ms = files
+        .iter()
+        .filter_map(|f| weft_core::time::parse_date(&f.date))
+        .max()
+        .unwrap_or(0)
+        + DAY_MS;
+    let state = source::archiver_state(&archive).await?;
+
+    let ctx = session(config)?;
+    archive.register(&ctx);
+    let schema = weft_core::archive::archive_schema();
+    let options = ParquetReadOptions::default()
+        .table_partition_cols(vec![
+            ("tenant".to_string(), arrow_schema::DataType::Utf8),
+            ("date".to_string(), arrow_schema::DataType::Utf8),
+        ])
+        .schema(&schema);
+    let table = ctx.read_parquet(archive.url.as_str(), options).await?;
+
+    progress.set("computing boundary");
+    let boundary = Boundary::compute(&table, state.as_ref()).await?;
+
+    progress.set("scanning and sorting");
+    let df = table
+        .filter(boundary.filter())?
+        .select_columns(&columns(&config.spec))?;
+    let plan = df.create_physical_plan().await?;
+    let plan_schema = plan.schema();
+    let keys = vec![
+        pcol("tenant", &plan_schema)?,
+        pcol("user_id", &plan_schema)?,
+    ];
+    let partitions = config.partitions.max(1);
+    let repartitioned = Arc::new(RepartitionExec::try_new(
+        plan,
+        Partitioning::Hash(keys, partitions),
+    )?);
+    let ordering = ["tenant", "user_id", "_partition", "_offset"]
+        .iter()
+        .map(|c| Ok(PhysicalSortExpr::new_default(pcol(c, &plan_schema)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let ordering = LexOrdering::new(ordering)
+        .ok_or_else(|| BatchError::Argument("empty sort order".into()))?;
+    let sorted: Arc<dyn ExecutionPlan> =
+        Arc::new(SortExec::new(ordering, repartitioned).with_preserve_partitioning(true));
+
+    let staging = views.staging()?;
+    let task_ctx = ctx.task_ctx();
+    // Each partition is folded on a blocking thread (CPU-bound work off the
+    // async workers, which keep driving DataFusion's scan and sort tasks).
+    let workers: Vec<_> = (0..partitions)
+        .map(|i| {
+            let (sorted, task_ctx) = (sorted.clone(), task_ctx.clone());
+            let handle = tokio::runtime::Handle::current();
+            let path = staging.dir.join(format!("partials-{i}.sst"));
+            let (spec, progress) = (config.spec.clone(), progress.clone());
+            let recs = RecsBuilder::new(config.recs.clone(), anchor_ms);
+            tokio::task::spawn_blocking(move || {
+                handle.block_on(fold_partition(
+                    sorted, i, task_ctx, &spec, &path, recs, &progress,
+                ))
+            })
+        })
+        .collect();
+    let mut outputs = Vec::new();
+    for w in workers {
+        outputs.push(
+            w.await
+                .unwrap_or_else(|e| Err(BatchError::Argument(format!("a fold task failed: {e}")))),
+        );
+    }
+
+    let mut counts = Counts {
+        archive_files: files.len() as u64,
+        ..Counts::default()
+    };
+    let mut builders = Vec::new();
+    let mut view_files: Vec<ViewFile> = Vec::new();
+    let mut max_event_ms: Option<i64> = None;
+    for output in outputs {
+        let output = output?;
+        counts.rows += output.counts.rows;
+        counts.duplicates += output.counts.duplicates;
+        counts.events += output.counts.events;
+        counts.users += output.counts.users;
+        counts.partials += output.counts.partials;
+        builders.push(output.recs);
+        view_files.extend(output.file);
+        max_event_ms = max_event_ms.max(output.max_ts);
+    }
+
+    progress.set("recommendations");
+    let (entries, items) = recs::finish(builders, &config.recs);
+    counts.items = items;
+    counts.recs_entries = entries.len() as u64;
+    if !entries.is_empty() {
+        let path = staging.dir.join("recs.sst");
+        let opts = sst_options();
+        let mut writer = SstFileWriter::create(&opts);
+        writer
+            .open(&path)
+            .map_err(BatchError::rocks(format!("creating {}", path.display())))?;
+        for (k, v) in &entries {
+            writer
+                .put(k, v)
+                .map_err(BatchError::rocks(format!("writing {}", path.display())))?;
+        }
+        writer
+            .finish()
+            .map_err(BatchError::rocks(format!("finishing {}", path.display())))?;
+        view_files.push(describe(&path, FileKind::Recs, entries.len() as u64)?);
+    }
+
+    progress.set("publishing");
+    let spec_path = staging.dir.join(crate::view::SPEC_FILE);
+    std::fs::write(&spec_path, &config.spec_text).map_err(BatchError::io(&spec_path))?;
+    let manifest = Manifest {
+        format: VIEW_FORMAT,
+        version: 0,
+        created_ms: now_ms(),
+        spec_hash: config.spec.hash().to_string(),
+        boundary,
+        archive: archive.display.clone(),
+        max_event_ms,
+        counts,
+        recs: config.recs.clone(),
+        files: view_files,
+    };
+    let version = views
+        .publish(staging, manifest.clone(), config.keep)
+        .await?;
+    progress.set("done");
+    let metrics = sorted.metrics();
+    Ok(JobSummary {
+        version,
+        manifest: Manifest {
+            version,
+            ..manifest
+        },
+        seconds: started.elapsed().as_secs_f64(),
+        spills: metrics.as_ref().and_then(|m| m.spill_count()).unwrap_or(0),
+        spilled_bytes: metrics
+            .as_ref()
+            .and_then(|m| m.spilled_bytes())
+            .unwrap_or(0),
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Folds one sorted partition into its SST file.
+async fn fold_partition(
+    sorted: Arc<dyn ExecutionPlan>,
+    partition: usize,
+    task_ctx: Arc<datafusion::execution::TaskContext>,
+    spec: &FeatureSpec,
+    path: &std::path::Path,
+    recs: RecsBuilder,
+    progress: &JobProgress,
+) -> Result<FoldOutput> {
+    let mut stream = sorted.execute(partition, task_ctx)?;
+    let opts = sst_options();
+    let mut writer = SstFileWriter::create(&opts);
+    writer
+        .open(path)
+        .map_err(BatchError::rocks(format!("creating {}", path.display())))?;
+    let mut fold = Folder::new(spec, &mut writer, recs);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        progress.set("folding");
+        fold.push_batch(&batch)?;
+        progress
+            .rows
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+    }
+    fold.finish_user()?;
+    let Folder {
+        counts,
+        recs,
+        max_ts,
+        ..
+    } = fold;
+    let file = if counts.partials > 0 {
+        writer
+            .finish()
+            .map_err(BatchError::rocks(format!("finishing {}", path.display())))?;
+        Some(describe(path, FileKind::Partials, counts.partials)?)
+    } else {
+        drop(writer);
+        let _ = std::fs::remove_file(path);
+        None
+    };
+    Ok(FoldOutput {
+        counts,
+        recs,
+        file,
+        max_ts,
+    })
+}
+
+struct FoldOutput {
+    counts: Counts,
+    recs: RecsBuilder,
+    file: Option<ViewFile>,
+    max_ts: Option<i64>,
+}
+
+/// Folds one partition's rows, sorted by (tenant, user, partition, offset),
+/// user by user into the SST writer. Key order: users in sorted order, then
+/// features by name, then buckets ascending, which is the byte order of
+/// [`partial_key`].
+struct Folder<'s, 'w, 'o> {
+    spec: &'s FeatureSpec,
+    /// Feature indices in name order.
+    order: Vec<usize>,
+    writer: &'w mut SstFileWriter<'o>,
+    recs: RecsBuilder,
+    started: bool,
+    event: Event,
+    /// Event ids of the current user seen so far (first occurrence wins).
+    seen: HashSet<String>,
+    buckets: Vec<BTreeMap<i64, Partial>>,
+    counts: Counts,
+    max_ts: Option<i64>,
+}
+
+impl<'s, 'w, 'o> Folder<'s, 'w, 'o> {
+    fn new(spec: &'s FeatureSpec, writer: &'w mut SstFileWriter<'o>, recs: RecsBuilder) -> Self {
+        let mut order: Vec<usize> = (0..spec.features.len()).collect();
+        order.sort_by(|a, b| spec.features[*a].name.cmp(&spec.features[*b].name));
+        Folder {
+            spec,
+            order,
+            writer,
+            recs,
+            started: false,
+            event: Event {
+                event_id: String::new(),
+                tenant: String::new(),
+                user_id: String::new(),
+                ts_ms: 0,
+                kind: EventKind::View,
+                item_id: String::new(),
+                category: String::new(),
+                price_minor: 0,
+                quantity: 0,
+                attributes: BTreeMap::new(),
+            },
+            seen: HashSet::new(),
+            buckets: vec![BTreeMap::new(); spec.features.len()],
+            counts: Counts::default(),
+            max_ts: None,
+        }
+    }
+
+    fn push_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        let cols = EventColumns::new(batch)?;
+        for row in 0..batch.num_rows() {
+            let (tenant, user) = (cols.tenant.value(row), cols.user_id.value(row));
+            if !self.started || user != self.event.user_id || tenant != self.event.tenant {
+                self.finish_user()?;
+                self.started = true;
+                self.event.tenant.clear();
+                self.event.tenant.push_str(tenant);
+                self.event.user_id.clear();
+                self.event.user_id.push_str(user);
+                self.recs.start_user(tenant);
+            }
+            self.counts.rows += 1;
+            if self.seen.contains(cols.event_id.value(row)) {
+                self.counts.duplicates += 1;
+                continue;
+            }
+            cols.fill(row, &mut self.event)?;
+            self.seen.insert(self.event.event_id.clone());
+            for (feature, buckets) in self.spec.features.iter().zip(&mut self.buckets) {
+                apply_to(feature, buckets, &self.event);
+            }
+            self.recs.observe(&self.event);
+            self.max_ts = self.max_ts.max(Some(self.event.ts_ms));
+            self.counts.events += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes the current user's partials and resets for the next user.
+    fn finish_user(&mut self) -> Result<()> {
+        if !self.started {
+            return Ok(());
+        }
+        for &i in &self.order {
+            let feature = &self.spec.features[i];
+            for (bucket, p) in std::mem::take(&mut self.buckets[i]) {
+                let key = partial_key(
+                    &self.event.tenant,
+                    &self.event.user_id,
+                    &feature.name,
+                    bucket,
+                );
+                self.writer
+                    .put(&key, encode_partial(&p))
+                    .map_err(|e| BatchError::BadFile {
+                        file: "archive".into(),
+                        problem: format!(
+                            "writing {}/{} to the view: {e}",
+                            self.event.tenant, self.event.user_id
+                        ),
+                    })?;
+                self.counts.partials += 1;
+            }
+        }
+        self.recs.finish_user();
+        self.seen.clear();
+        self.counts.users += 1;
+        self.started = false;
+        Ok(())
+    }
+}

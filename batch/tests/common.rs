@@ -1,0 +1,175 @@
+//! Archive fixtures and the reference side of every comparison.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use weft_batch::{BatchConfig, JobProgress, JobSummary, OpenedView, ViewStore};
+use weft_core::archive::ArchiveWriter;
+use weft_core::eval::compare_profiles;
+use weft_core::generator::{GenConfig, Generator, Sequenced, Sequencer};
+use weft_core::{Event, EventKind, FeatureSpec, reference};
+
+pub(crate) fn example_spec() -> (Arc<FeatureSpec>, String) {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/features.example.toml"
+    ))
+    .unwrap();
+    (Arc::new(FeatureSpec::parse(&text).unwrap()), text)
+}
+
+fn event(tenant: &str, user: &str, id: &str, ts_ms: i64, item: &str) -> Event {
+    Event {
+        event_id: id.into(),
+        tenant: tenant.into(),
+        user_id: user.into(),
+        ts_ms,
+        kind: EventKind::Purchase,
+        item_id: item.into(),
+        category: "books".into(),
+        price_minor: 1_999,
+        quantity: 2,
+        attributes: BTreeMap::from([("device".to_string(), "mobile".to_string())]),
+    }
+}
+
+/// Generated events (several tenants, duplicates, late events) plus a
+/// tenant with a single user and a user with a single event, sequenced
+/// into partitions and offsets like the topic, in arrival order.
+pub(crate) fn generated_events(seed: u64, events: u64, users: u32) -> Vec<Sequenced> {
+    let cfg = GenConfig::new(seed, events, 4, users);
+    let first_tenant = cfg.tenants[0].name.clone();
+    let start = cfg.start_ms;
+    let mut seq = Sequencer::new(cfg.partitions);
+    let mut out: Vec<Sequenced> = Generator::new(cfg)
+        .unwrap()
+        .map(|e| seq.assign(e))
+        .collect();
+    out.push(seq.assign(event(
+        "solo",
+        "only-user",
+        "solo-1",
+        start + 3_600_000,
+        "book-1",
+    )));
+    out.push(seq.assign(event(
+        "solo",
+        "only-user",
+        "solo-2",
+        start + 7_200_000,
+        "book-2",
+    )));
+    out.push(seq.assign(event(
+        "solo",
+        "only-user",
+        "solo-1",
+        start + 3_600_000,
+        "book-1",
+    )));
+    out.push(seq.assign(event(
+        &first_tenant,
+        "one-event-user",
+        "single-1",
+        start + 86_400_000,
+        "x-1",
+    )));
+    out
+}
+
+/// Writes events as the archive (gen's file naming, small files).
+pub(crate) fn write_archive(root: &Path, events: &[Sequenced]) {
+    let mut writer = ArchiveWriter::new(root, "gen", 7_000);
+    for s in events {
+        writer.push(s).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+/// Events per (tenant, user), in consumption (offset) order.
+pub(crate) fn by_user(events: &[Sequenced]) -> BTreeMap<(String, String), Vec<Event>> {
+    let mut sorted: Vec<&Sequenced> = events.iter().collect();
+    sorted.sort_by_key(|s| (s.partition, s.offset));
+    let mut out: BTreeMap<(String, String), Vec<Event>> = BTreeMap::new();
+    for s in sorted {
+        out.entry((s.event.tenant.clone(), s.event.user_id.clone()))
+            .or_default()
+            .push(s.event.clone());
+    }
+    out
+}
+
+/// Several query times spread over the data (and after it).
+pub(crate) fn query_times(events: &[Sequenced]) -> Vec<i64> {
+    let min = events.iter().map(|s| s.event.ts_ms).min().unwrap();
+    let max = events.iter().map(|s| s.event.ts_ms).max().unwrap();
+    vec![
+        min + 3_600_000,
+        min + (max - min) / 2,
+        max - 2 * 86_400_000,
+        max,
+        max + 45 * 86_400_000,
+    ]
+}
+
+pub(crate) async fn run_job(
+    archive: &Path,
+    views: &Path,
+    spec: (Arc<FeatureSpec>, String),
+    memory: usize,
+) -> JobSummary {
+    let mut config = BatchConfig::new(
+        archive.to_str().unwrap(),
+        views.to_str().unwrap(),
+        spec.0,
+        spec.1,
+    );
+    config.memory_limit = memory;
+    config.partitions = 2;
+    weft_batch::run(&config, Arc::new(JobProgress::default()))
+        .await
+        .unwrap()
+}
+
+pub(crate) async fn open_current(views: &Path, work: &Path) -> OpenedView {
+    let store = ViewStore::open(views.to_str().unwrap()).unwrap();
+    OpenedView::open(&store, None, work, true).await.unwrap()
+}
+
+/// Asserts that every user's profile from the view equals the reference
+/// at every query time, and that the view holds no other user.
+pub(crate) fn assert_view_equals_reference(
+    view: &OpenedView,
+    expected: &BTreeMap<(String, String), Vec<Event>>,
+    times: &[i64],
+) {
+    let spec = view.spec();
+    let mut checked = 0;
+    for ((tenant, user), events) in expected {
+        let partials = view.user_partials(tenant, user).unwrap();
+        for &t in times {
+            let served = partials.evaluate(t);
+            let want = reference::evaluate(spec, events, t);
+            if let Err(diff) = compare_profiles(spec, &served, &want) {
+                panic!("{tenant}/{user} at {t}: {diff}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, expected.len() * times.len());
+    assert_eq!(
+        view.manifest().counts.users,
+        expected.len() as u64,
+        "the view holds exactly the expected users"
+    );
+}
+
+/// The number of distinct (tenant, user, event_id) among events.
+pub(crate) fn distinct_events(events: &[Sequenced]) -> u64 {
+    let mut seen = HashMap::new();
+    for s in events {
+        seen.entry((&s.event.tenant, &s.event.user_id, &s.event.event_id))
+            .or_insert(());
+    }
+    seen.len() as u64
+}
