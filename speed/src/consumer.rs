@@ -86,8 +86,9 @@ pub struct NewGeneration {
     pub boundary: HashMap<i32, i64>,
 }
 
-/// Counters the loop keeps; read them any time.
-#[derive(Debug, Default)]
+/// Counters the loop keeps; read them any time ([`crate::metrics`] renders
+/// them for Prometheus).
+#[derive(Debug)]
 pub struct SpeedMetrics {
     /// The generation readers use.
     pub ready_generation: AtomicU64,
@@ -104,9 +105,48 @@ pub struct SpeedMetrics {
     pub newest_event_ms: AtomicI64,
     /// Next offset to consume per partition, in the generation consumed.
     pub positions: std::sync::Mutex<HashMap<i32, i64>>,
+    /// High watermarks per partition as last fetched.
+    pub high_watermarks: std::sync::Mutex<HashMap<i32, i64>>,
+    /// (column family, property, value), refreshed every few seconds.
+    pub rocksdb: std::sync::Mutex<Vec<(String, String, u64)>>,
+    /// Seconds per applied batch.
+    pub apply_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for SpeedMetrics {
+    fn default() -> SpeedMetrics {
+        SpeedMetrics {
+            ready_generation: AtomicU64::new(0),
+            building_generation: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            last_batch_micros: AtomicU64::new(0),
+            newest_event_ms: AtomicI64::new(0),
+            positions: Default::default(),
+            high_watermarks: Default::default(),
+            rocksdb: Default::default(),
+            // 100 µs to ~3 s.
+            apply_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(1e-4, 2.0, 16),
+            ),
+        }
+    }
 }
 
 impl SpeedMetrics {
+    /// A copy of [`SpeedMetrics::high_watermarks`].
+    pub fn high_watermarks(&self) -> HashMap<i32, i64> {
+        self.high_watermarks.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// A copy of [`SpeedMetrics::rocksdb`].
+    pub fn rocksdb_stats(&self) -> Vec<(String, String, u64)> {
+        self.rocksdb.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
     fn set_positions(&self, positions: &HashMap<i32, i64>) {
         if let Ok(mut p) = self.positions.lock() {
             p.clone_from(positions);
@@ -281,6 +321,8 @@ pub fn run(
     // Latest Kafka record time seen per partition, for dedup expiry.
     let mut latest_ts: HashMap<i32, i64> = HashMap::new();
     let mut commit_pending = false;
+    let mut last_stats = Instant::now() - Duration::from_secs(60);
+    let mut last_marks = last_stats;
     while !shutdown.load(Ordering::Relaxed) {
         while let Some(request) = control.as_ref().and_then(|rx| rx.try_recv().ok()) {
             if request.generation <= building.unwrap_or(ready) {
@@ -351,6 +393,10 @@ pub fn run(
         }
         if polled.is_empty() {
             cursor.probe_silent(&consumer)?;
+            if last_marks.elapsed() >= Duration::from_secs(1) {
+                last_marks = Instant::now();
+                refresh_watermarks(&consumer, &config.topic, partitions, &metrics);
+            }
             // Idle: make sure the informational group offsets caught up (an
             // async commit after the last batch may have failed).
             if commit_pending
@@ -388,6 +434,17 @@ pub fn run(
         metrics
             .last_batch_micros
             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
+        if last_marks.elapsed() >= Duration::from_secs(1) {
+            last_marks = Instant::now();
+            refresh_watermarks(&consumer, &config.topic, partitions, &metrics);
+        }
+        if last_stats.elapsed() >= Duration::from_secs(5) {
+            last_stats = Instant::now();
+            if let Ok(mut stats) = metrics.rocksdb.lock() {
+                *stats = store.rocksdb_stats();
+            }
+        }
         metrics.batches.fetch_add(1, Ordering::Relaxed);
         // Informational only: lets standard lag tools see the position.
         if let Ok(positions) = consumer.position() {
@@ -397,6 +454,18 @@ pub fn run(
     }
     tracing::info!("speed layer stopped");
     Ok(())
+}
+
+/// Fetches every partition's high watermark for the lag metrics (a broker
+/// round trip each, so the loop calls it about once a second).
+fn refresh_watermarks(consumer: &BaseConsumer, topic: &str, partitions: u32, metrics: &SpeedMetrics) {
+    for p in 0..partitions as i32 {
+        if let Ok((_, high)) = consumer.fetch_watermarks(topic, p, Duration::from_millis(500))
+            && let Ok(mut marks) = metrics.high_watermarks.lock()
+        {
+            marks.insert(p, high);
+        }
+    }
 }
 
 fn apply_batch(

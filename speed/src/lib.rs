@@ -14,6 +14,7 @@
 //!   brokers that skip records when a fetch starts inside a batch.
 //! * [`archiver`]: Kafka to the Parquet master dataset, files whole or
 //!   invisible, resuming from its own state file with no gap or duplicate.
+//! * [`metrics`]: the speed layer's Prometheus metrics.
 //! * [`error`]: [`SpeedError`], grouped by what the caller can do.
 
 pub mod archiver;
@@ -22,6 +23,7 @@ pub mod consumer;
 pub mod cursor;
 pub mod error;
 pub mod kafka;
+pub mod metrics;
 pub mod store;
 
 pub use error::SpeedError;

@@ -518,6 +518,29 @@ impl SpeedStore {
         Ok(n)
     }
 
+    /// A few RocksDB properties per column family, for metrics:
+    /// (column family, property, value).
+    pub fn rocksdb_stats(&self) -> Vec<(String, String, u64)> {
+        const PROPERTIES: [&str; 6] = [
+            "rocksdb.estimate-num-keys",
+            "rocksdb.total-sst-files-size",
+            "rocksdb.cur-size-all-mem-tables",
+            "rocksdb.estimate-pending-compaction-bytes",
+            "rocksdb.num-running-compactions",
+            "rocksdb.num-files-at-level0",
+        ];
+        let mut out = Vec::new();
+        for name in [CF_PARTIALS, CF_OFFSETS, CF_DEDUP, CF_META] {
+            let Ok(cf) = self.cf(name) else { continue };
+            for property in PROPERTIES {
+                if let Ok(Some(v)) = self.db.property_int_value_cf(cf, property) {
+                    out.push((name.to_string(), property.trim_start_matches("rocksdb.").to_string(), v));
+                }
+            }
+        }
+        out
+    }
+
     /// Lets compaction delete dedup ids first delivered before `ts_ms`.
     /// Only ever moves forward. Callers pass a time no lookup can reach
     /// back to (see the consumer), so expiry never changes a dedup answer.

@@ -185,6 +185,31 @@ fn speed_view_equals_reference_for_every_user_across_a_restart() -> Result<()> {
     }
     ensure!(by_user.len() > 3_000, "{} users checked", by_user.len());
 
+    // The metrics say the same, in the Prometheus text format.
+    let text = weft_speed::metrics::render(&weft_speed::metrics::registry(metrics2.clone()));
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .to_string()
+    };
+    ensure!(
+        line("weft_speed_dead_letters_total ")
+            == format!("weft_speed_dead_letters_total {}", metrics2.dead_letters.load(Ordering::Relaxed)),
+        "{text}"
+    );
+    for p in 0..PARTITIONS {
+        ensure!(
+            line(&format!("weft_speed_lag_messages{{partition=\"{p}\"}}")).ends_with(" 0"),
+            "caught up: {text}"
+        );
+    }
+    ensure!(text.contains("weft_speed_apply_seconds_bucket"), "{text}");
+    ensure!(
+        text.contains("weft_speed_rocksdb{cf=\"partials\",property=\"estimate-num-keys\"}"),
+        "{text}"
+    );
+
     // Every malformed record is in the dead-letter topic with its coordinates.
     let dlq: BaseConsumer = base_config(broker.bootstrap())
         .set("group.id", "dlq-check")
