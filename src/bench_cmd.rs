@@ -54,6 +54,9 @@ struct IngestArgs {
     /// Scratch directory (default: a temporary one).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Measure only the apply path (no broker): for profiling it.
+    #[arg(long)]
+    apply_only: bool,
 }
 
 pub(crate) fn run(args: &BenchArgs) -> Result<()> {
@@ -77,6 +80,39 @@ fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) ->
     Ok(started.elapsed())
 }
 
+/// The consumer's per-batch work on decoded events (dedup lookups, fold,
+/// one WriteBatch per 20k events), timed without the broker.
+fn apply_path(
+    spec: &Arc<FeatureSpec>,
+    events: Vec<weft_core::Event>,
+    partitions: u32,
+    dir: &std::path::Path,
+) -> Result<(Duration, Vec<i64>)> {
+    let store = SpeedStore::open(dir, spec.clone(), false)?;
+    let mut seq = Sequencer::new(partitions);
+    let placed: Vec<_> = events.into_iter().map(|e| seq.assign(e)).collect();
+    let started = Instant::now();
+    for chunk in placed.chunks(20_000) {
+        let keys: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|s| dedup_key(0, &s.event.tenant, &s.event.user_id, &s.event.event_id))
+            .collect();
+        let seen = store.first_delivery_times(&keys)?;
+        let mut batch = PendingBatch::default();
+        let mut in_batch = std::collections::HashSet::new();
+        for ((s, key), seen) in chunk.iter().zip(keys).zip(seen) {
+            batch.consumed(s.partition, s.offset);
+            if seen.is_some() || !in_batch.insert(key.clone()) {
+                continue;
+            }
+            batch.apply(spec, 0, &s.event);
+            batch.remember_id(key, s.event.ts_ms, s.partition, s.offset);
+        }
+        store.commit(0, batch)?;
+    }
+    Ok((started.elapsed(), seq.end_offsets().to_vec()))
+}
+
 fn ingest(a: &IngestArgs) -> Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix("weft-bench")
@@ -84,6 +120,19 @@ fn ingest(a: &IngestArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.spec)
         .with_context(|| format!("reading {}", a.spec.display()))?;
     let spec = Arc::new(FeatureSpec::parse(&text)?);
+    if a.apply_only {
+        let events: Vec<weft_core::Event> = Generator::new(GenConfig::new(1, a.events, 4, a.users))
+            .map_err(anyhow::Error::msg)?
+            .collect();
+        let n = events.len() as u64;
+        let (apply, _) = apply_path(&spec, events, a.partitions, &scratch.path().join("apply"))?;
+        println!(
+            "apply path alone: {n} events in {:.2} s = {:.0} events/s",
+            apply.as_secs_f64(),
+            rate(n, apply)
+        );
+        return Ok(());
+    }
     let local;
     let bootstrap = match &a.bootstrap {
         Some(b) => b.clone(),
@@ -166,30 +215,7 @@ fn ingest(a: &IngestArgs) -> Result<()> {
     let speed_applied = metrics.applied.load(Ordering::Relaxed);
 
     // 3. Apply path alone: the consumer's per-batch work on decoded events.
-    let store = SpeedStore::open(&scratch.path().join("apply"), spec.clone(), false)?;
-    let mut seq = Sequencer::new(a.partitions);
-    let placed: Vec<_> = events.into_iter().map(|e| seq.assign(e)).collect();
-    let started = Instant::now();
-    for chunk in placed.chunks(20_000) {
-        let keys: Vec<Vec<u8>> = chunk
-            .iter()
-            .map(|s| dedup_key(0, &s.event.tenant, &s.event.user_id, &s.event.event_id))
-            .collect();
-        let seen = store.first_delivery_times(&keys)?;
-        let mut batch = PendingBatch::default();
-        let mut in_batch = std::collections::HashSet::new();
-        for ((s, key), seen) in chunk.iter().zip(keys).zip(seen) {
-            batch.consumed(s.partition, s.offset);
-            if seen.is_some() || !in_batch.insert(key.clone()) {
-                continue;
-            }
-            batch.apply(&spec, 0, &s.event);
-            batch.remember_id(key, s.event.ts_ms, s.partition, s.offset);
-        }
-        store.commit(0, batch)?;
-    }
-    let apply = started.elapsed();
-    drop(store);
+    let (apply, end) = apply_path(&spec, events, a.partitions, &scratch.path().join("apply"))?;
 
     // 4. Archiver.
     let mut aconfig = ArchiverConfig::new(&bootstrap, scratch.path().join("archive"));
@@ -202,7 +228,6 @@ fn ingest(a: &IngestArgs) -> Result<()> {
         std::thread::spawn(move || weft_speed::archiver::run(&aconfig, ametrics, ashutdown))
     };
     let root = aconfig.root.clone();
-    let end = seq.end_offsets().to_vec();
     wait_until("archiver start", Duration::from_secs(60), || {
         ametrics.records.load(Ordering::Relaxed) > 0 || aworker.is_finished()
     })?;

@@ -57,3 +57,27 @@ pub fn decode_partial_for(aggregate: &Aggregate, bytes: &[u8]) -> Result<Partial
         })
     }
 }
+
+/// Format tag of a bucket group: the partials of every feature with the same
+/// bucket size, for one user and bucket (the speed view's values).
+pub const GROUP_FORMAT_VERSION: u8 = 1;
+
+/// Encodes a bucket group: `[version] ‖ postcard(Vec<(feature index,
+/// partial)>)`, indexes ascending. Feature indexes are positions in the spec,
+/// which is safe because a store is bound to its spec's hash.
+pub fn encode_group(partials: &[(u16, Partial)]) -> Vec<u8> {
+    let mut out = vec![GROUP_FORMAT_VERSION];
+    let body = postcard::to_allocvec(partials).expect("partials always encode");
+    out.extend_from_slice(&body);
+    out
+}
+
+pub fn decode_group(bytes: &[u8]) -> Result<Vec<(u16, Partial)>, CodecError> {
+    match bytes.split_first() {
+        None => Err(CodecError::Empty),
+        Some((&GROUP_FORMAT_VERSION, body)) => {
+            postcard::from_bytes(body).map_err(|e| CodecError::Corrupt(e.to_string()))
+        }
+        Some((&v, _)) => Err(CodecError::UnknownVersion(v)),
+    }
+}

@@ -128,6 +128,25 @@ impl<'s> StoredPartials<'s> {
         Ok(())
     }
 
+    /// Adds a decoded partial of feature `index` (a position in the spec).
+    pub fn push_decoded(&mut self, index: usize, bucket: i64, p: Partial) -> Result<(), String> {
+        let feature = self
+            .spec
+            .features
+            .get(index)
+            .ok_or_else(|| format!("feature index {index} is not in the spec"))?;
+        if !feature.aggregate.accepts(&p) {
+            return Err(format!(
+                "{}: partial of kind {} where aggregate {} was expected",
+                feature.name,
+                p.kind(),
+                feature.aggregate.name()
+            ));
+        }
+        self.partials[index].push((bucket, p));
+        Ok(())
+    }
+
     /// Merges another store's partials of the same user (batch ⊕ speed).
     pub fn extend(&mut self, other: StoredPartials<'_>) {
         for (mine, theirs) in self.partials.iter_mut().zip(other.partials) {

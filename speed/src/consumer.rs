@@ -139,7 +139,10 @@ impl Default for SpeedMetrics {
 impl SpeedMetrics {
     /// A copy of [`SpeedMetrics::high_watermarks`].
     pub fn high_watermarks(&self) -> HashMap<i32, i64> {
-        self.high_watermarks.lock().map(|p| p.clone()).unwrap_or_default()
+        self.high_watermarks
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
     }
 
     /// A copy of [`SpeedMetrics::rocksdb`].
@@ -322,7 +325,7 @@ pub fn run(
     let mut latest_ts: HashMap<i32, i64> = HashMap::new();
     let mut commit_pending = false;
     let mut last_stats = Instant::now() - Duration::from_secs(60);
-    let mut last_marks = last_stats;
+    let watermarks = spawn_watermark_poller(config, partitions, metrics.clone(), shutdown.clone())?;
     while !shutdown.load(Ordering::Relaxed) {
         while let Some(request) = control.as_ref().and_then(|rx| rx.try_recv().ok()) {
             if request.generation <= building.unwrap_or(ready) {
@@ -393,10 +396,6 @@ pub fn run(
         }
         if polled.is_empty() {
             cursor.probe_silent(&consumer)?;
-            if last_marks.elapsed() >= Duration::from_secs(1) {
-                last_marks = Instant::now();
-                refresh_watermarks(&consumer, &config.topic, partitions, &metrics);
-            }
             // Idle: make sure the informational group offsets caught up (an
             // async commit after the last batch may have failed).
             if commit_pending
@@ -434,11 +433,9 @@ pub fn run(
         metrics
             .last_batch_micros
             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
-        if last_marks.elapsed() >= Duration::from_secs(1) {
-            last_marks = Instant::now();
-            refresh_watermarks(&consumer, &config.topic, partitions, &metrics);
-        }
+        metrics
+            .apply_seconds
+            .observe(started.elapsed().as_secs_f64());
         if last_stats.elapsed() >= Duration::from_secs(5) {
             last_stats = Instant::now();
             if let Ok(mut stats) = metrics.rocksdb.lock() {
@@ -452,20 +449,48 @@ pub fn run(
         }
         commit_pending = true;
     }
+    let _ = watermarks.join();
     tracing::info!("speed layer stopped");
     Ok(())
 }
 
-/// Fetches every partition's high watermark for the lag metrics (a broker
-/// round trip each, so the loop calls it about once a second).
-fn refresh_watermarks(consumer: &BaseConsumer, topic: &str, partitions: u32, metrics: &SpeedMetrics) {
-    for p in 0..partitions as i32 {
-        if let Ok((_, high)) = consumer.fetch_watermarks(topic, p, Duration::from_millis(500))
-            && let Ok(mut marks) = metrics.high_watermarks.lock()
-        {
-            marks.insert(p, high);
-        }
-    }
+/// Fetches every partition's high watermark about once a second for the lag
+/// metrics, on its own thread and client (each fetch is a broker round trip
+/// the consume loop must not wait for). Stops with `shutdown`.
+fn spawn_watermark_poller(
+    config: &SpeedConfig,
+    partitions: u32,
+    metrics: Arc<SpeedMetrics>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, SpeedError> {
+    let client: BaseConsumer = base_config(&config.bootstrap)
+        .create()
+        .map_err(SpeedError::kafka("creating the watermark client"))?;
+    let topic = config.topic.clone();
+    std::thread::Builder::new()
+        .name("weft-speed-lag".into())
+        .spawn(move || {
+            while !shutdown.load(Ordering::Relaxed) {
+                for p in 0..partitions as i32 {
+                    if let Ok((_, high)) =
+                        client.fetch_watermarks(&topic, p, Duration::from_secs(1))
+                        && let Ok(mut marks) = metrics.high_watermarks.lock()
+                    {
+                        marks.insert(p, high);
+                    }
+                }
+                for _ in 0..10 {
+                    if shutdown.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+        .map_err(|source| SpeedError::Io {
+            path: "weft-speed-lag thread".into(),
+            source,
+        })
 }
 
 fn apply_batch(

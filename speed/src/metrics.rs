@@ -59,23 +59,75 @@ impl Collector for SpeedCollector {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
         let m = &self.0;
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        counter(&mut e, "weft_speed_records", "Kafka records consumed (valid, invalid and duplicate)", load(&m.records))?;
-        counter(&mut e, "weft_speed_applied_events", "Events folded into the speed view", load(&m.applied))?;
-        counter(&mut e, "weft_speed_duplicates", "Redeliveries dropped within the dedup horizon", load(&m.duplicates))?;
-        counter(&mut e, "weft_speed_dead_letters", "Invalid records sent to the dead-letter topic", load(&m.dead_letters))?;
-        counter(&mut e, "weft_speed_batches", "Batches committed to RocksDB", load(&m.batches))?;
-        gauge(&mut e, "weft_speed_ready_generation", "The speed generation readers use", load(&m.ready_generation) as i64)?;
-        gauge(&mut e, "weft_speed_building_generation", "The speed generation being built (0: none)", load(&m.building_generation) as i64)?;
-        gauge(&mut e, "weft_speed_newest_event_ms", "Event time of the newest applied event", m.newest_event_ms.load(Ordering::Relaxed))?;
+        counter(
+            &mut e,
+            "weft_speed_records",
+            "Kafka records consumed (valid, invalid and duplicate)",
+            load(&m.records),
+        )?;
+        counter(
+            &mut e,
+            "weft_speed_applied_events",
+            "Events folded into the speed view",
+            load(&m.applied),
+        )?;
+        counter(
+            &mut e,
+            "weft_speed_duplicates",
+            "Redeliveries dropped within the dedup horizon",
+            load(&m.duplicates),
+        )?;
+        counter(
+            &mut e,
+            "weft_speed_dead_letters",
+            "Invalid records sent to the dead-letter topic",
+            load(&m.dead_letters),
+        )?;
+        counter(
+            &mut e,
+            "weft_speed_batches",
+            "Batches committed to RocksDB",
+            load(&m.batches),
+        )?;
+        gauge(
+            &mut e,
+            "weft_speed_ready_generation",
+            "The speed generation readers use",
+            load(&m.ready_generation) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "weft_speed_building_generation",
+            "The speed generation being built (0: none)",
+            load(&m.building_generation) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "weft_speed_newest_event_ms",
+            "Event time of the newest applied event",
+            m.newest_event_ms.load(Ordering::Relaxed),
+        )?;
         let positions = m.positions();
         let watermarks = m.high_watermarks();
         let mut partitions: Vec<i32> = positions.keys().chain(watermarks.keys()).copied().collect();
         partitions.sort_unstable();
         partitions.dedup();
-        let at = |map: &std::collections::HashMap<i32, i64>, p: i32| map.get(&p).copied().unwrap_or(0);
-        let rows = |f: &dyn Fn(i32) -> i64| partitions.iter().map(|p| (*p, f(*p))).collect::<Vec<_>>();
-        per_partition(&mut e, "weft_speed_position", "Next offset to consume", &rows(&|p| at(&positions, p)))?;
-        per_partition(&mut e, "weft_speed_high_watermark", "The partition's high watermark as last fetched", &rows(&|p| at(&watermarks, p)))?;
+        let at =
+            |map: &std::collections::HashMap<i32, i64>, p: i32| map.get(&p).copied().unwrap_or(0);
+        let rows =
+            |f: &dyn Fn(i32) -> i64| partitions.iter().map(|p| (*p, f(*p))).collect::<Vec<_>>();
+        per_partition(
+            &mut e,
+            "weft_speed_position",
+            "Next offset to consume",
+            &rows(&|p| at(&positions, p)),
+        )?;
+        per_partition(
+            &mut e,
+            "weft_speed_high_watermark",
+            "The partition's high watermark as last fetched",
+            &rows(&|p| at(&watermarks, p)),
+        )?;
         per_partition(
             &mut e,
             "weft_speed_lag_messages",
@@ -84,7 +136,12 @@ impl Collector for SpeedCollector {
         )?;
         let stats = m.rocksdb_stats();
         if !stats.is_empty() {
-            let mut family = e.encode_descriptor("weft_speed_rocksdb", "RocksDB properties of the speed view", None, MetricType::Gauge)?;
+            let mut family = e.encode_descriptor(
+                "weft_speed_rocksdb",
+                "RocksDB properties of the speed view",
+                None,
+                MetricType::Gauge,
+            )?;
             for (cf, property, v) in &stats {
                 let labels = [("cf", cf.clone()), ("property", property.clone())];
                 ConstGauge::new(*v as i64).encode(family.encode_family(&labels)?)?;

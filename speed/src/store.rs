@@ -26,9 +26,9 @@ use rust_rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, DB, Direction, IteratorMode, MergeOperands, Options,
     ReadOptions, WriteBatch, WriteOptions,
 };
-use weft_core::codec::{decode_partial_for, encode_partial};
+use weft_core::codec::{decode_group, encode_group};
 use weft_core::eval::{Profile, StoredPartials};
-use weft_core::keys::{decode_partial_key, push_str, user_prefix};
+use weft_core::keys::{push_i64, push_str};
 use weft_core::spec::Aggregate;
 use weft_core::{FeatureSpec, Partial};
 
@@ -39,6 +39,9 @@ const CF_OFFSETS: &str = "offsets";
 const CF_DEDUP: &str = "dedup";
 const CF_META: &str = "meta";
 const META_SPEC_HASH: &[u8] = b"spec_hash";
+const META_FORMAT: &[u8] = b"format";
+/// The store layout: 2 = bucket groups (1 was one key per feature).
+const STORE_FORMAT: u8 = 2;
 const META_READY: &[u8] = b"ready_generation";
 const META_BUILDING: &[u8] = b"building_generation";
 
@@ -53,19 +56,6 @@ fn db_err(context: impl Into<String>) -> impl FnOnce(rust_rocksdb::Error) -> Spe
 
 fn gen_prefix(g: Generation) -> [u8; 4] {
     g.to_be_bytes()
-}
-
-/// The store key of a partial.
-pub fn partial_store_key(
-    g: Generation,
-    tenant: &str,
-    user: &str,
-    feature: &str,
-    bucket: i64,
-) -> Vec<u8> {
-    let mut k = gen_prefix(g).to_vec();
-    k.extend_from_slice(&weft_core::keys::partial_key(tenant, user, feature, bucket));
-    k
 }
 
 fn offset_key(g: Generation, partition: i32) -> [u8; 8] {
@@ -97,46 +87,70 @@ fn first_delivery_position(value: &[u8]) -> Option<(i32, i64)> {
     ))
 }
 
-/// The merge operator: folds encoded partials with the aggregate of the
-/// feature named in the key.
-fn merge_partials(
-    aggregates: &HashMap<String, Aggregate>,
-    key: &[u8],
+/// Key tag of bucket groups in the `partials` column family.
+const GROUP_TAG: u8 = b'u';
+
+/// The key prefix of one user's bucket groups in generation `g`.
+fn group_user_prefix(g: Generation, tenant: &str, user: &str) -> Vec<u8> {
+    let mut k = gen_prefix(g).to_vec();
+    k.push(GROUP_TAG);
+    push_str(&mut k, tenant);
+    push_str(&mut k, user);
+    k
+}
+
+/// The merge operator: folds encoded bucket groups feature by feature with
+/// the spec's aggregates (indexed like `spec.features`).
+fn merge_groups(
+    aggregates: &[Aggregate],
     existing: Option<&[u8]>,
     operands: &MergeOperands,
 ) -> Option<Vec<u8>> {
-    let decoded = key.get(4..).and_then(|k| decode_partial_key(k).ok());
-    let Some(aggregate) = decoded.as_ref().and_then(|k| aggregates.get(&k.feature)) else {
-        tracing::error!(key = ?key, "merge on a key of no known feature");
-        return None;
-    };
-    let mut acc = match existing {
-        Some(bytes) => match decode_partial_for(aggregate, bytes) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "corrupt stored partial");
-                return None;
-            }
-        },
-        None => aggregate.empty(),
+    let mut acc: Vec<(u16, Partial)> = match existing.map(decode_group) {
+        None => Vec::new(),
+        Some(Ok(g)) => g,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "corrupt stored bucket group");
+            return None;
+        }
     };
     for op in operands {
-        match decode_partial_for(aggregate, op) {
-            Ok(p) => aggregate.merge(&mut acc, &p),
+        let group = match decode_group(op) {
+            Ok(g) => g,
             Err(e) => {
                 tracing::error!(error = %e, "corrupt merge operand");
                 return None;
             }
+        };
+        for (index, p) in group {
+            let Some(aggregate) = aggregates.get(usize::from(index)) else {
+                tracing::error!(index, "merge operand of a feature the spec lacks");
+                return None;
+            };
+            match acc.binary_search_by_key(&index, |(i, _)| *i) {
+                Ok(at) => aggregate.merge(&mut acc[at].1, &p),
+                Err(at) => acc.insert(at, (index, p)),
+            }
         }
     }
-    Some(encode_partial(&acc))
+    Some(encode_group(&acc))
+}
+
+/// (bucket size ms, bucket, partials by feature index).
+type BucketGroup = (i64, i64, Vec<(u16, Partial)>);
+
+/// One user's partials accumulated in a batch: per (bucket size, bucket),
+/// the partials of the features with that bucket size.
+#[derive(Debug, Default)]
+struct UserGroups {
+    groups: Vec<BucketGroup>,
 }
 
 /// One applied batch, ready to commit atomically.
 #[derive(Debug, Default)]
 pub struct PendingBatch {
-    /// Store key to (feature index, partial accumulated in this batch).
-    partials: HashMap<Vec<u8>, (usize, Partial)>,
+    /// Group key prefix (generation, tenant, user) to that user's groups.
+    users: HashMap<Vec<u8>, UserGroups>,
     dedup: Vec<(Vec<u8>, [u8; 20])>,
     offsets: HashMap<i32, i64>,
     key_buf: Vec<u8>,
@@ -158,30 +172,42 @@ impl PendingBatch {
         self.dedup.push((key, v));
     }
 
-    /// Folds an event into the partials of every feature it matches. The
-    /// key is built in a reused buffer (user prefix once per event) and only
-    /// allocated when a new (user, feature, bucket) appears in the batch.
+    /// Folds an event into the partials of every feature it matches: one
+    /// map lookup per event (the user), then small vectors per bucket group.
     pub fn apply(&mut self, spec: &FeatureSpec, g: Generation, e: &weft_core::Event) {
         let mut key = std::mem::take(&mut self.key_buf);
         key.clear();
         key.extend_from_slice(&gen_prefix(g));
-        key.push(weft_core::keys::PARTIAL_TAG);
+        key.push(GROUP_TAG);
         push_str(&mut key, &e.tenant);
         push_str(&mut key, &e.user_id);
-        let user_len = key.len();
+        let user = match self.users.get_mut(key.as_slice()) {
+            Some(u) => u,
+            None => self.users.entry(key.clone()).or_default(),
+        };
         for (index, feature) in spec.features.iter().enumerate() {
             if !feature.filter.matches(e) {
                 continue;
             }
-            key.truncate(user_len);
-            push_str(&mut key, &feature.name);
-            weft_core::keys::push_i64(&mut key, feature.window.bucket_of(e.ts_ms));
-            match self.partials.get_mut(key.as_slice()) {
+            let (size, bucket) = (feature.window.bucket_ms, feature.window.bucket_of(e.ts_ms));
+            let group = match user
+                .groups
+                .iter()
+                .position(|(s, b, _)| *s == size && *b == bucket)
+            {
+                Some(at) => &mut user.groups[at].2,
+                None => {
+                    user.groups.push((size, bucket, Vec::new()));
+                    &mut user.groups.last_mut().expect("just pushed").2
+                }
+            };
+            let index = index as u16;
+            match group.iter_mut().find(|(i, _)| *i == index) {
                 Some((_, p)) => feature.aggregate.update(p, e),
                 None => {
                     let mut p = feature.aggregate.empty();
                     feature.aggregate.update(&mut p, e);
-                    self.partials.insert(key.clone(), (index, p));
+                    group.push((index, p));
                 }
             }
         }
@@ -216,16 +242,13 @@ impl SpeedStore {
         spec: Arc<FeatureSpec>,
         sync_writes: bool,
     ) -> Result<SpeedStore, SpeedError> {
-        let aggregates: HashMap<String, Aggregate> = spec
-            .features
-            .iter()
-            .map(|f| (f.name.clone(), f.aggregate.clone()))
-            .collect();
+        let aggregates: Vec<Aggregate> =
+            spec.features.iter().map(|f| f.aggregate.clone()).collect();
         let mut partials = Options::default();
         partials.set_merge_operator_associative(
-            "weft-partials-v1",
-            move |key: &[u8], existing: Option<&[u8]>, ops: &MergeOperands| {
-                merge_partials(&aggregates, key, existing, ops)
+            "weft-bucket-groups-v1",
+            move |_key: &[u8], existing: Option<&[u8]>, ops: &MergeOperands| {
+                merge_groups(&aggregates, existing, ops)
             },
         );
         partials.set_compression_type(rust_rocksdb::DBCompressionType::Lz4);
@@ -276,6 +299,29 @@ impl SpeedStore {
 
     fn check_spec(&self) -> Result<(), SpeedError> {
         let meta = self.cf(CF_META)?;
+        let format = self
+            .db
+            .get_cf(meta, META_FORMAT)
+            .map_err(db_err("reading the store format"))?;
+        let has_spec = self
+            .db
+            .get_cf(meta, META_SPEC_HASH)
+            .map_err(db_err("reading spec hash"))?
+            .is_some();
+        match format.as_deref() {
+            Some([STORE_FORMAT]) => {}
+            None if !has_spec => self
+                .db
+                .put_cf(meta, META_FORMAT, [STORE_FORMAT])
+                .map_err(db_err("writing the store format"))?,
+            found => {
+                return Err(SpeedError::Store(format!(
+                    "{} has store format {:?}, this build reads {STORE_FORMAT}; start the speed layer on a fresh data directory",
+                    self.path.display(),
+                    found.and_then(|f| f.first().copied()).unwrap_or(1)
+                )));
+            }
+        }
         let hash = self.spec.hash().as_bytes();
         match self
             .db
@@ -350,8 +396,16 @@ impl SpeedStore {
             self.cf(CF_OFFSETS)?,
         );
         let mut wb = WriteBatch::default();
-        for (key, (_, p)) in &batch.partials {
-            wb.merge_cf(partials, key, encode_partial(p));
+        let mut key = Vec::with_capacity(64);
+        for (prefix, user) in batch.users {
+            for (size, bucket, mut group) in user.groups {
+                group.sort_unstable_by_key(|(i, _)| *i);
+                key.clear();
+                key.extend_from_slice(&prefix);
+                push_i64(&mut key, size);
+                push_i64(&mut key, bucket);
+                wb.merge_cf(partials, &key, encode_group(&group));
+            }
         }
         for (key, value) in &batch.dedup {
             wb.put_cf(dedup, key, value);
@@ -372,8 +426,7 @@ impl SpeedStore {
         user: &str,
     ) -> Result<StoredPartials<'_>, SpeedError> {
         let cf = self.cf(CF_PARTIALS)?;
-        let mut prefix = gen_prefix(g).to_vec();
-        prefix.extend_from_slice(&user_prefix(tenant, user));
+        let prefix = group_user_prefix(g, tenant, user);
         let mut upper = prefix.clone();
         // Keys of this user all start with the prefix; the user prefix ends
         // with the terminator 0x00 0x01, so bumping the last byte bounds it.
@@ -383,12 +436,22 @@ impl SpeedStore {
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(upper);
         let mut out = StoredPartials::new(&self.spec);
+        let bad = |problem: String| SpeedError::Store(format!("{tenant}/{user}: {problem}"));
         for item in self
             .db
             .iterator_cf_opt(cf, ro, IteratorMode::From(&prefix, Direction::Forward))
         {
             let (k, v) = item.map_err(db_err("reading partials"))?;
-            out.push(&k[4..], &v).map_err(SpeedError::Store)?;
+            let bucket = k
+                .get(k.len().saturating_sub(8)..)
+                .filter(|_| k.len() == prefix.len() + 16)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(|b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64)
+                .ok_or_else(|| bad("malformed bucket-group key".into()))?;
+            for (index, p) in decode_group(&v).map_err(|e| bad(e.to_string()))? {
+                out.push_decoded(usize::from(index), bucket, p)
+                    .map_err(bad)?;
+            }
         }
         Ok(out)
     }
@@ -534,7 +597,11 @@ impl SpeedStore {
             let Ok(cf) = self.cf(name) else { continue };
             for property in PROPERTIES {
                 if let Ok(Some(v)) = self.db.property_int_value_cf(cf, property) {
-                    out.push((name.to_string(), property.trim_start_matches("rocksdb.").to_string(), v));
+                    out.push((
+                        name.to_string(),
+                        property.trim_start_matches("rocksdb.").to_string(),
+                        v,
+                    ));
                 }
             }
         }

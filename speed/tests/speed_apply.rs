@@ -195,7 +195,10 @@ fn speed_view_equals_reference_for_every_user_across_a_restart() -> Result<()> {
     };
     ensure!(
         line("weft_speed_dead_letters_total ")
-            == format!("weft_speed_dead_letters_total {}", metrics2.dead_letters.load(Ordering::Relaxed)),
+            == format!(
+                "weft_speed_dead_letters_total {}",
+                metrics2.dead_letters.load(Ordering::Relaxed)
+            ),
         "{text}"
     );
     for p in 0..PARTITIONS {
