@@ -199,15 +199,7 @@ fn view_plus_new_generation_equals_the_reference_for_every_user() {
         ))
         .unwrap();
 
-    let mut by_user: BTreeMap<(String, String), Vec<Event>> = BTreeMap::new();
-    let mut ordered = produced.valid.clone();
-    ordered.sort_by_key(|(p, o, _)| (*p, *o));
-    for (_, _, e) in ordered {
-        by_user
-            .entry((e.tenant.clone(), e.user_id.clone()))
-            .or_default()
-            .push(e);
-    }
+    let by_user = produced.by_user();
     // Redeliveries across the boundary happened (first copy in the view,
     // second after the boundary), so dedup seeding was exercised.
     let mut first: HashMap<(&str, &str, &str), (i32, i64)> = HashMap::new();

@@ -241,6 +241,20 @@ pub struct Produced {
 }
 
 impl Produced {
+    /// The valid events of each (tenant, user) in consumption (offset)
+    /// order: what the reference evaluator folds.
+    pub fn by_user(&self) -> std::collections::BTreeMap<(String, String), Vec<Event>> {
+        let mut ordered: Vec<&(i32, i64, Event)> = self.valid.iter().collect();
+        ordered.sort_by_key(|(p, o, _)| (*p, *o));
+        let mut out: std::collections::BTreeMap<(String, String), Vec<Event>> = Default::default();
+        for (_, _, e) in ordered {
+            out.entry((e.tenant.clone(), e.user_id.clone()))
+                .or_default()
+                .push(e.clone());
+        }
+        out
+    }
+
     /// Records per partition (the next offset of each).
     pub fn end_offsets(&self, partitions: u32) -> Vec<i64> {
         let mut end = vec![0i64; partitions as usize];

@@ -155,15 +155,7 @@ fn speed_view_equals_reference_for_every_user_across_a_restart() -> Result<()> {
 
     // Every user, several query times: speed view == reference.
     let store = SpeedStore::open(&config.data_dir, spec.clone(), false)?;
-    let mut by_user: BTreeMap<(String, String), Vec<Event>> = BTreeMap::new();
-    let mut ordered = produced.valid.clone();
-    ordered.sort_by_key(|(p, o, _)| (*p, *o));
-    for (_, _, e) in ordered {
-        by_user
-            .entry((e.tenant.clone(), e.user_id.clone()))
-            .or_default()
-            .push(e);
-    }
+    let by_user = produced.by_user();
     let end = produced
         .valid
         .iter()

@@ -31,14 +31,16 @@ echo "  archive: $(du -sh "$out/archive" | cut -f1), $(find "$out/archive" -name
 sync
 
 fmt="wall %e s, peak RSS %M KiB"
-duck=$( { /usr/bin/time -f "$fmt" python3 tests/bench/duckdb_profiles.py "$out/archive" "$spec" \
-          --memory-limit "${memory}MB" >"$out/duck.txt" 2>"$out/duck.err"; } 2>&1 | tail -1) || {
+/usr/bin/time -o "$out/duck.time" -f "$fmt" python3 tests/bench/duckdb_profiles.py "$out/archive" "$spec" \
+  --memory-limit "${memory}MB" >"$out/duck.txt" 2>"$out/duck.err" || {
   echo "  duckdb failed: $(tail -3 "$out/duck.err")"; exit 1; }
+duck=$(tail -1 "$out/duck.time")
 echo "  duckdb: $(grep '^duckdb:' "$out/duck.txt")"
 echo "          $duck"
-weft=$( { /usr/bin/time -f "$fmt" "$bin" batch run --archive "$out/archive" --features "$spec" \
-          --views "$out/views" --memory-mb "$memory" --spill-dir "$out" >"$out/weft.txt" 2>"$out/weft.err"; } 2>&1 | tail -1) || {
+/usr/bin/time -o "$out/weft.time" -f "$fmt" "$bin" batch run --archive "$out/archive" --features "$spec" \
+  --views "$out/views" --memory-mb "$memory" --spill-dir "$out" >"$out/weft.txt" 2>"$out/weft.err" || {
   echo "  weft failed: $(tail -3 "$out/weft.err")"; exit 1; }
+weft=$(tail -1 "$out/weft.time")
 echo "  weft:   $(cat "$out/weft.txt")"
 echo "          $weft"
 dw=$(echo "$duck" | sed -E 's/wall ([0-9.]+) s.*/\1/')
