@@ -4,7 +4,7 @@
 //! to it, and consumes more events (duplicates of events the view holds
 //! included). Then for every user: view ⊕ ready generation == reference.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! malformed record is in the dead-letter topic with its source offset, and
 //! the counters are exact.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use rdkafka::message::{Headers, Message};
 use weft_core::eval::compare_profiles;
 use weft_core::generator::{GenConfig, Generator, Sequencer};
 use weft_core::spec::DAY_MS;
-use weft_core::{Event, FeatureSpec, reference};
+use weft_core::{FeatureSpec, reference};
 use weft_speed::broker::LocalBroker;
 use weft_speed::consumer::{
     DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER, SpeedConfig, SpeedMetrics, run,
