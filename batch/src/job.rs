@@ -116,15 +116,32 @@ pub struct JobSummary {
     pub spilled_bytes: usize,
 }
 
+/// The smallest memory budget a run accepts: below it, the scan's and the
+/// repartition's in-flight batches can leave a sorter no room for even one
+/// batch, and DataFusion fails instead of spilling.
+pub const MIN_MEMORY: usize = 32 << 20;
+
 fn session(config: &BatchConfig) -> Result<SessionContext> {
+    if config.memory_limit < MIN_MEMORY {
+        return Err(BatchError::Argument(format!(
+            "memory budget {} MiB is below the minimum of {} MiB",
+            config.memory_limit >> 20,
+            MIN_MEMORY >> 20
+        )));
+    }
     let mut runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_limit)));
     if let Some(dir) = &config.spill_dir {
         runtime = runtime.with_temp_file_path(dir.clone());
     }
+    // Rows per batch: 8192, fewer under a small budget, so that one batch
+    // (about 250 bytes a row) stays a small share of a sorter's part of the
+    // pool and a sorter can always take the next one or spill.
+    let batch_rows =
+        (config.memory_limit / (config.partitions.max(1) * 32 * 256)).clamp(1024, 8192);
     let mut session = SessionConfig::new()
         .with_target_partitions(config.partitions.max(1))
-        .with_batch_size(8192);
+        .with_batch_size(batch_rows);
     // Each sorter reserves memory up front for merging its spilled runs;
     // scale it to the budget so small budgets still spill instead of
     // failing (DataFusion's default is 10 MB per sorter).
