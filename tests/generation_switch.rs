@@ -234,3 +234,151 @@ fn view_plus_new_generation_equals_the_reference_for_every_user() {
     }
     assert!(by_user.len() > 2_000);
 }
+
+/// `weft speed --views` as an operator runs it: a view is published, the
+/// process builds and switches to its generation by itself, and keeps
+/// consuming; view ⊕ generation 1 then equals the reference for every user.
+#[test]
+fn weft_speed_follows_a_view_store() {
+    use crate::common::{log_text, stop_cleanly, wait_for_start, wait_while_running};
+    use rdkafka::consumer::BaseConsumer;
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = LocalBroker::start(None, &dir.path().join("logs")).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(ensure_topic(broker.bootstrap(), "events", PARTITIONS))
+        .unwrap();
+    let spec_path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/features.example.toml");
+    let text = std::fs::read_to_string(spec_path).unwrap();
+    let spec = Arc::new(FeatureSpec::parse(&text).unwrap());
+
+    let mut events = Generator::new(GenConfig::new(43, 30_000, 3, 2_000)).unwrap();
+    let mut producer = EventProducer::new(broker.bootstrap(), "events").unwrap();
+    let mut seq = Sequencer::new(PARTITIONS);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    let mut produced = Produced::default();
+    produce_generated(
+        &mut producer,
+        &mut seq,
+        events.by_ref().take(20_000),
+        0.0,
+        &mut rng,
+        &mut produced,
+    )
+    .unwrap();
+
+    // v1 holds everything produced so far (the archiver's record says so).
+    let archive = dir.path().join("archive");
+    let mut writer = ArchiveWriter::new(&archive, "part", 20_000);
+    for (p, o, e) in &produced.valid {
+        writer
+            .push(&Sequenced {
+                partition: *p,
+                offset: *o,
+                event: e.clone(),
+            })
+            .unwrap();
+    }
+    writer.finish().unwrap();
+    let ends = produced.end_offsets(PARTITIONS);
+    let state = ArchiverState {
+        flush: 1,
+        offsets: ends
+            .iter()
+            .enumerate()
+            .map(|(p, e)| (p as i32, *e))
+            .collect(),
+    };
+    std::fs::create_dir_all(archive.join(ARCHIVER_STATE_DIR)).unwrap();
+    std::fs::write(
+        archive.join(ARCHIVER_STATE_DIR).join(ARCHIVER_STATE_FILE),
+        serde_json::to_vec(&state).unwrap(),
+    )
+    .unwrap();
+    let views = dir.path().join("views");
+    let batch = BatchConfig::new(
+        archive.to_str().unwrap(),
+        views.to_str().unwrap(),
+        spec.clone(),
+        text,
+    );
+    rt.block_on(weft_batch::run(&batch, Arc::new(JobProgress::default())))
+        .unwrap();
+
+    let data = dir.path().join("speed");
+    let log = dir.path().join("speed.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args([
+            "speed",
+            "--bootstrap",
+            broker.bootstrap(),
+            "--spec",
+            spec_path,
+            "--views",
+        ])
+        .arg(&views)
+        .args(["--views-poll-secs", "1", "--data-dir"])
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    wait_for_start(&log, "generation ready", 0, deadline);
+
+    produce_generated(
+        &mut producer,
+        &mut seq,
+        events,
+        0.0,
+        &mut rng,
+        &mut produced,
+    )
+    .unwrap();
+    let watcher: BaseConsumer = weft_speed::kafka::base_config(broker.bootstrap())
+        .set("group.id", "weft-speed")
+        .create()
+        .unwrap();
+    let ends = produced.end_offsets(PARTITIONS);
+    wait_while_running(&mut child, &log, deadline, || {
+        crate::speed_crash::caught_up(&watcher, &ends)
+    });
+    stop_cleanly(child, &log);
+
+    let store = SpeedStore::open(&data, spec.clone(), false).unwrap();
+    assert_eq!(
+        store.ready_generation().unwrap(),
+        1,
+        "log:\n{}",
+        log_text(&log)
+    );
+    assert_eq!(store.partial_count(0).unwrap(), 0);
+    let work = tempfile::tempdir().unwrap();
+    let view = rt
+        .block_on(OpenedView::open(
+            &ViewStore::open(views.to_str().unwrap()).unwrap(),
+            None,
+            work.path(),
+            false,
+        ))
+        .unwrap();
+    let end = produced
+        .valid
+        .iter()
+        .map(|(_, _, e)| e.ts_ms)
+        .max()
+        .unwrap();
+    for ((tenant, user), events) in &produced.by_user() {
+        let mut partials = view.user_partials(tenant, user).unwrap();
+        partials.extend(store.user_partials(1, tenant, user).unwrap());
+        let expected = reference::evaluate(&spec, events, end);
+        if let Err(d) = compare_profiles(&spec, &partials.evaluate(end), &expected) {
+            panic!("{tenant}/{user}: {d}");
+        }
+    }
+}

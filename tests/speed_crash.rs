@@ -52,7 +52,7 @@ fn start_speed(bootstrap: &str, data_dir: &std::path::Path, log: &std::path::Pat
 
 /// Whether the group offsets the speed layer commits (informational) have
 /// reached the end of every partition; the error shows how far they are.
-fn caught_up(consumer: &BaseConsumer, end: &[i64]) -> Result<(), String> {
+pub(crate) fn caught_up(consumer: &BaseConsumer, end: &[i64]) -> Result<(), String> {
     let mut tpl = TopicPartitionList::new();
     for p in 0..end.len() as i32 {
         tpl.add_partition("events", p);
