@@ -40,8 +40,17 @@ fn consumed_everything(metrics: &SpeedMetrics, produced: &Produced) -> bool {
         .all(|(p, end)| positions.get(&(p as i32)).copied().unwrap_or(0) >= *end)
 }
 
-#[test]
-fn view_plus_new_generation_equals_the_reference_for_every_user() {
+/// A live broker with the `events` topic, a runtime, and the example spec.
+struct Fixture {
+    dir: tempfile::TempDir,
+    broker: LocalBroker,
+    rt: tokio::runtime::Runtime,
+    spec_path: &'static str,
+    text: String,
+    spec: Arc<FeatureSpec>,
+}
+
+fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let broker = LocalBroker::start(None, &dir.path().join("logs")).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -51,13 +60,140 @@ fn view_plus_new_generation_equals_the_reference_for_every_user() {
         .unwrap();
     rt.block_on(ensure_topic(broker.bootstrap(), "events", PARTITIONS))
         .unwrap();
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/features.example.toml"
-    ))
-    .unwrap();
+    let spec_path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/features.example.toml");
+    let text = std::fs::read_to_string(spec_path).unwrap();
     let spec = Arc::new(FeatureSpec::parse(&text).unwrap());
+    Fixture {
+        dir,
+        broker,
+        rt,
+        spec_path,
+        text,
+        spec,
+    }
+}
 
+/// Generated events produced to `events` as a test goes.
+struct Topic {
+    events: Generator,
+    producer: EventProducer,
+    seq: Sequencer,
+    rng: rand_chacha::ChaCha8Rng,
+    produced: Produced,
+}
+
+impl Topic {
+    /// Produces `first`, then up to `take` more generated events, with
+    /// malformed records mixed in at `malformed_rate`.
+    fn produce(&mut self, first: Vec<Event>, take: usize, malformed_rate: f64) {
+        let events = first.into_iter().chain(self.events.by_ref().take(take));
+        produce_generated(
+            &mut self.producer,
+            &mut self.seq,
+            events,
+            malformed_rate,
+            &mut self.rng,
+            &mut self.produced,
+        )
+        .unwrap();
+    }
+}
+
+impl Fixture {
+    fn topic(&self, config: GenConfig, seed: u64) -> Topic {
+        Topic {
+            events: Generator::new(config).unwrap(),
+            producer: EventProducer::new(self.broker.bootstrap(), "events").unwrap(),
+            seq: Sequencer::new(PARTITIONS),
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+            produced: Produced::default(),
+        }
+    }
+
+    /// Writes the archive as the archiver would have, having committed the
+    /// offsets below `committed` (valid events only; malformed records
+    /// below it are no gaps), runs the batch job and returns the view store.
+    fn publish_view(
+        &self,
+        produced: &Produced,
+        committed: &HashMap<i32, i64>,
+    ) -> (std::path::PathBuf, weft_batch::JobSummary) {
+        let archive = self.dir.path().join("archive");
+        let mut writer = ArchiveWriter::new(&archive, "part", 20_000);
+        for (p, o, e) in &produced.valid {
+            if *o < committed[p] {
+                writer
+                    .push(&Sequenced {
+                        partition: *p,
+                        offset: *o,
+                        event: e.clone(),
+                    })
+                    .unwrap();
+            }
+        }
+        writer.finish().unwrap();
+        std::fs::create_dir_all(archive.join(ARCHIVER_STATE_DIR)).unwrap();
+        let state = ArchiverState {
+            flush: 1,
+            offsets: committed.clone(),
+        };
+        std::fs::write(
+            archive.join(ARCHIVER_STATE_DIR).join(ARCHIVER_STATE_FILE),
+            serde_json::to_vec(&state).unwrap(),
+        )
+        .unwrap();
+        let views = self.dir.path().join("views");
+        let batch = BatchConfig::new(
+            archive.to_str().unwrap(),
+            views.to_str().unwrap(),
+            self.spec.clone(),
+            self.text.clone(),
+        );
+        let summary = self
+            .rt
+            .block_on(weft_batch::run(&batch, Arc::new(JobProgress::default())))
+            .unwrap();
+        (views, summary)
+    }
+
+    /// Asserts view ⊕ generation `g` == reference for every user at `times`.
+    fn assert_view_plus_generation(
+        &self,
+        views: &std::path::Path,
+        store: &SpeedStore,
+        g: u32,
+        produced: &Produced,
+        times: &[i64],
+    ) {
+        let work = tempfile::tempdir().unwrap();
+        let view = self
+            .rt
+            .block_on(OpenedView::open(
+                &ViewStore::open(views.to_str().unwrap()).unwrap(),
+                None,
+                work.path(),
+                true,
+            ))
+            .unwrap();
+        let by_user = produced.by_user();
+        for &t in times {
+            for ((tenant, user), events) in &by_user {
+                let mut partials = view.user_partials(tenant, user).unwrap();
+                partials.extend(store.user_partials(g, tenant, user).unwrap());
+                let expected = reference::evaluate(&self.spec, events, t);
+                if let Err(d) = compare_profiles(&self.spec, &partials.evaluate(t), &expected) {
+                    panic!("{tenant}/{user} at {t}: {d}");
+                }
+            }
+        }
+        assert!(by_user.len() > 1_000, "{} users checked", by_user.len());
+    }
+}
+
+#[test]
+fn view_plus_new_generation_equals_the_reference_for_every_user() {
+    let f = fixture();
+    let (dir, broker, spec) = (&f.dir, &f.broker, &f.spec);
     let mut config = SpeedConfig::new(broker.bootstrap(), dir.path().join("speed"));
     config.dedup_horizon = Duration::from_secs(24 * 3_600);
     let metrics = Arc::new(SpeedMetrics::default());
@@ -74,68 +210,24 @@ fn view_plus_new_generation_equals_the_reference_for_every_user() {
     };
 
     // Phase 1: 60k events (0.5 % malformed records in between).
-    let mut events = Generator::new(GenConfig::new(41, 90_000, 4, 4_000)).unwrap();
-    let mut producer = EventProducer::new(broker.bootstrap(), "events").unwrap();
-    let mut seq = Sequencer::new(PARTITIONS);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-    let mut produced = Produced::default();
-    produce_generated(
-        &mut producer,
-        &mut seq,
-        events.by_ref().take(60_000),
-        0.005,
-        &mut rng,
-        &mut produced,
-    )
-    .unwrap();
+    let mut topic = f.topic(GenConfig::new(41, 90_000, 4, 4_000), 9);
+    topic.produce(Vec::new(), 60_000, 0.005);
+
     wait_for("phase 1", Duration::from_secs(120), || {
-        consumed_everything(&metrics, &produced)
+        consumed_everything(&metrics, &topic.produced)
     });
     assert_eq!(metrics.ready_generation.load(Ordering::Relaxed), 0);
 
     // The archiver has committed all but the last ~400 offsets of each
     // partition; the batch view's boundary is therefore behind the speed
     // layer, and malformed records below it are no gaps.
-    let ends = produced.end_offsets(PARTITIONS);
+    let ends = topic.produced.end_offsets(PARTITIONS);
     let committed: HashMap<i32, i64> = ends
         .iter()
         .enumerate()
         .map(|(p, end)| (p as i32, (end - 400).max(0)))
         .collect();
-    let archive = dir.path().join("archive");
-    let mut writer = ArchiveWriter::new(&archive, "part", 20_000);
-    for (p, o, e) in &produced.valid {
-        if *o < committed[p] {
-            writer
-                .push(&Sequenced {
-                    partition: *p,
-                    offset: *o,
-                    event: e.clone(),
-                })
-                .unwrap();
-        }
-    }
-    writer.finish().unwrap();
-    std::fs::create_dir_all(archive.join(ARCHIVER_STATE_DIR)).unwrap();
-    let state = ArchiverState {
-        flush: 1,
-        offsets: committed.clone(),
-    };
-    std::fs::write(
-        archive.join(ARCHIVER_STATE_DIR).join(ARCHIVER_STATE_FILE),
-        serde_json::to_vec(&state).unwrap(),
-    )
-    .unwrap();
-    let views = dir.path().join("views");
-    let batch = BatchConfig::new(
-        archive.to_str().unwrap(),
-        views.to_str().unwrap(),
-        spec.clone(),
-        text.clone(),
-    );
-    let summary = rt
-        .block_on(weft_batch::run(&batch, Arc::new(JobProgress::default())))
-        .unwrap();
+    let (views, summary) = f.publish_view(&topic.produced, &committed);
     assert_eq!(summary.version, 1);
     for (p, next) in &committed {
         assert_eq!(summary.manifest.boundary_of(*p), next - 1);
@@ -158,7 +250,8 @@ fn view_plus_new_generation_equals_the_reference_for_every_user() {
     });
 
     // Phase 2: redeliveries of 300 events the view holds, then 30k more.
-    let again: Vec<Event> = produced
+    let again: Vec<Event> = topic
+        .produced
         .valid
         .iter()
         .filter(|(p, o, _)| *o < committed[p])
@@ -166,17 +259,9 @@ fn view_plus_new_generation_equals_the_reference_for_every_user() {
         .take(300)
         .map(|(_, _, e)| e.clone())
         .collect();
-    produce_generated(
-        &mut producer,
-        &mut seq,
-        again.into_iter().chain(events),
-        0.005,
-        &mut rng,
-        &mut produced,
-    )
-    .unwrap();
+    topic.produce(again, usize::MAX, 0.005);
     wait_for("phase 2", Duration::from_secs(120), || {
-        consumed_everything(&metrics, &produced)
+        consumed_everything(&metrics, &topic.produced)
     });
     shutdown.store(true, Ordering::Relaxed);
     speed.join().unwrap().unwrap();
@@ -189,22 +274,11 @@ fn view_plus_new_generation_equals_the_reference_for_every_user() {
         0,
         "generation 0 is dropped"
     );
-    let work = tempfile::tempdir().unwrap();
-    let view = rt
-        .block_on(OpenedView::open(
-            &ViewStore::open(views.to_str().unwrap()).unwrap(),
-            None,
-            work.path(),
-            true,
-        ))
-        .unwrap();
-
-    let by_user = produced.by_user();
     // Redeliveries across the boundary happened (first copy in the view,
     // second after the boundary), so dedup seeding was exercised.
     let mut first: HashMap<(&str, &str, &str), (i32, i64)> = HashMap::new();
     let mut across = 0;
-    for (p, o, e) in &produced.valid {
+    for (p, o, e) in &topic.produced.valid {
         match first.get(&(e.tenant.as_str(), e.user_id.as_str(), e.event_id.as_str())) {
             Some((fp, fo)) if *fo < committed[fp] && *o >= committed[p] => across += 1,
             Some(_) => {}
@@ -215,24 +289,20 @@ fn view_plus_new_generation_equals_the_reference_for_every_user() {
     }
     assert!(across >= 300, "{across} redeliveries across the boundary");
 
-    let end = produced
+    let end = topic
+        .produced
         .valid
         .iter()
         .map(|(_, _, e)| e.ts_ms)
         .max()
         .unwrap();
-    for t in [end, end - 5 * DAY_MS, end + 40 * DAY_MS] {
-        for ((tenant, user), events) in &by_user {
-            let mut partials = view.user_partials(tenant, user).unwrap();
-            partials.extend(store.user_partials(1, tenant, user).unwrap());
-            let served = partials.evaluate(t);
-            let expected = reference::evaluate(&spec, events, t);
-            if let Err(d) = compare_profiles(&spec, &served, &expected) {
-                panic!("{tenant}/{user} at {t}: {d}");
-            }
-        }
-    }
-    assert!(by_user.len() > 2_000);
+    f.assert_view_plus_generation(
+        &views,
+        &store,
+        1,
+        &topic.produced,
+        &[end, end - 5 * DAY_MS, end + 40 * DAY_MS],
+    );
 }
 
 /// `weft speed --views` as an operator runs it: a view is published, the
@@ -243,71 +313,20 @@ fn weft_speed_follows_a_view_store() {
     use crate::common::{log_text, stop_cleanly, wait_for_start, wait_while_running};
     use rdkafka::consumer::BaseConsumer;
 
-    let dir = tempfile::tempdir().unwrap();
-    let broker = LocalBroker::start(None, &dir.path().join("logs")).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(ensure_topic(broker.bootstrap(), "events", PARTITIONS))
-        .unwrap();
-    let spec_path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/features.example.toml");
-    let text = std::fs::read_to_string(spec_path).unwrap();
-    let spec = Arc::new(FeatureSpec::parse(&text).unwrap());
+    let f = fixture();
+    let (dir, broker, spec_path, spec) = (&f.dir, &f.broker, f.spec_path, &f.spec);
 
-    let mut events = Generator::new(GenConfig::new(43, 30_000, 3, 2_000)).unwrap();
-    let mut producer = EventProducer::new(broker.bootstrap(), "events").unwrap();
-    let mut seq = Sequencer::new(PARTITIONS);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
-    let mut produced = Produced::default();
-    produce_generated(
-        &mut producer,
-        &mut seq,
-        events.by_ref().take(20_000),
-        0.0,
-        &mut rng,
-        &mut produced,
-    )
-    .unwrap();
+    let mut topic = f.topic(GenConfig::new(43, 30_000, 3, 2_000), 4);
+    topic.produce(Vec::new(), 20_000, 0.0);
 
-    // v1 holds everything produced so far (the archiver's record says so).
-    let archive = dir.path().join("archive");
-    let mut writer = ArchiveWriter::new(&archive, "part", 20_000);
-    for (p, o, e) in &produced.valid {
-        writer
-            .push(&Sequenced {
-                partition: *p,
-                offset: *o,
-                event: e.clone(),
-            })
-            .unwrap();
-    }
-    writer.finish().unwrap();
-    let ends = produced.end_offsets(PARTITIONS);
-    let state = ArchiverState {
-        flush: 1,
-        offsets: ends
-            .iter()
-            .enumerate()
-            .map(|(p, e)| (p as i32, *e))
-            .collect(),
-    };
-    std::fs::create_dir_all(archive.join(ARCHIVER_STATE_DIR)).unwrap();
-    std::fs::write(
-        archive.join(ARCHIVER_STATE_DIR).join(ARCHIVER_STATE_FILE),
-        serde_json::to_vec(&state).unwrap(),
-    )
-    .unwrap();
-    let views = dir.path().join("views");
-    let batch = BatchConfig::new(
-        archive.to_str().unwrap(),
-        views.to_str().unwrap(),
-        spec.clone(),
-        text,
-    );
-    rt.block_on(weft_batch::run(&batch, Arc::new(JobProgress::default())))
-        .unwrap();
+    // v1 holds everything topic.produced so far (the archiver's record says so).
+    let ends = topic.produced.end_offsets(PARTITIONS);
+    let committed = ends
+        .iter()
+        .enumerate()
+        .map(|(p, e)| (p as i32, *e))
+        .collect();
+    let (views, _) = f.publish_view(&topic.produced, &committed);
 
     let data = dir.path().join("speed");
     let log = dir.path().join("speed.log");
@@ -331,20 +350,12 @@ fn weft_speed_follows_a_view_store() {
     let deadline = Instant::now() + Duration::from_secs(120);
     wait_for_start(&log, "generation ready", 0, deadline);
 
-    produce_generated(
-        &mut producer,
-        &mut seq,
-        events,
-        0.0,
-        &mut rng,
-        &mut produced,
-    )
-    .unwrap();
+    topic.produce(Vec::new(), usize::MAX, 0.0);
     let watcher: BaseConsumer = weft_speed::kafka::base_config(broker.bootstrap())
         .set("group.id", "weft-speed")
         .create()
         .unwrap();
-    let ends = produced.end_offsets(PARTITIONS);
+    let ends = topic.produced.end_offsets(PARTITIONS);
     wait_while_running(&mut child, &log, deadline, || {
         crate::speed_crash::caught_up(&watcher, &ends)
     });
@@ -358,27 +369,12 @@ fn weft_speed_follows_a_view_store() {
         log_text(&log)
     );
     assert_eq!(store.partial_count(0).unwrap(), 0);
-    let work = tempfile::tempdir().unwrap();
-    let view = rt
-        .block_on(OpenedView::open(
-            &ViewStore::open(views.to_str().unwrap()).unwrap(),
-            None,
-            work.path(),
-            false,
-        ))
-        .unwrap();
-    let end = produced
+    let end = topic
+        .produced
         .valid
         .iter()
         .map(|(_, _, e)| e.ts_ms)
         .max()
         .unwrap();
-    for ((tenant, user), events) in &produced.by_user() {
-        let mut partials = view.user_partials(tenant, user).unwrap();
-        partials.extend(store.user_partials(1, tenant, user).unwrap());
-        let expected = reference::evaluate(&spec, events, end);
-        if let Err(d) = compare_profiles(&spec, &partials.evaluate(end), &expected) {
-            panic!("{tenant}/{user}: {d}");
-        }
-    }
+    f.assert_view_plus_generation(&views, &store, 1, &topic.produced, &[end]);
 }
