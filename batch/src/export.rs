@@ -224,11 +224,11 @@ pub fn export(view: &OpenedView, out: &Path, at_ms: i64) -> Result<ExportSummary
                     sink.flush(&tmp)?;
                 }
             }
-            partials = StoredPartials::new(spec);
+            partials.clear();
             current = Some((key.tenant.clone(), key.user_id.clone()));
         }
         partials
-            .push(&k, &v)
+            .push_key(&key, &v)
             .map_err(|problem| BatchError::BadFile {
                 file: "view".into(),
                 problem,

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use weft_core::FeatureSpec;
 use weft_core::eval::{Profile, StoredPartials};
-use weft_core::keys::user_prefix;
+use weft_core::keys::{prefix_upper_bound, user_prefix};
 
 use crate::recs::{Ranked, RecsConfig, decode_ranked, neighbours_key, popular_key};
 use crate::source::{Boundary, Location};
@@ -585,12 +585,8 @@ impl OpenedView {
     /// Every partial of one user.
     pub fn user_partials(&self, tenant: &str, user: &str) -> Result<StoredPartials<'_>> {
         let prefix = user_prefix(tenant, user);
-        let mut upper = prefix.clone();
-        if let Some(last) = upper.last_mut() {
-            *last += 1;
-        }
         let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(upper);
+        ro.set_iterate_upper_bound(prefix_upper_bound(&prefix));
         let mut out = StoredPartials::new(&self.spec);
         for item in self
             .db

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::agg::{FeatureValue, Partial};
 use crate::codec::decode_partial_for;
 use crate::event::Event;
-use crate::keys::decode_partial_key;
+use crate::keys::{PartialKey, decode_partial_key};
 use crate::spec::{Feature, FeatureSpec};
 
 /// Feature name to value; a feature without a value is absent.
@@ -119,6 +119,11 @@ impl<'s> StoredPartials<'s> {
     /// (stores check the spec hash, so there are none in practice).
     pub fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         let key = decode_partial_key(key).map_err(|e| format!("bad partial key: {e}"))?;
+        self.push_key(&key, value)
+    }
+
+    /// [`StoredPartials::push`] for a key the caller has decoded already.
+    pub fn push_key(&mut self, key: &PartialKey, value: &[u8]) -> Result<(), String> {
         let Some(&i) = self.index.get(key.feature.as_str()) else {
             return Ok(());
         };
@@ -156,6 +161,12 @@ impl<'s> StoredPartials<'s> {
 
     pub fn is_empty(&self) -> bool {
         self.partials.iter().all(Vec::is_empty)
+    }
+
+    /// Forgets every partial, keeping the feature index (for reading the
+    /// next user).
+    pub fn clear(&mut self) {
+        self.partials.iter_mut().for_each(Vec::clear);
     }
 
     /// Every feature's value at query time `t`.

@@ -38,6 +38,22 @@ pub fn push_i64(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(&((v as u64) ^ (1 << 63)).to_be_bytes());
 }
 
+/// Decodes an integer written by [`push_i64`].
+pub fn decode_i64(raw: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(raw) ^ (1 << 63)) as i64
+}
+
+/// The exclusive upper bound of the keys starting with `prefix`, a prefix
+/// made of [`push_str`] fields (it ends with the terminator `0x00 0x01`, so
+/// bumping its last byte cannot overflow and bounds exactly its keys).
+pub fn prefix_upper_bound(prefix: &[u8]) -> Vec<u8> {
+    let mut upper = prefix.to_vec();
+    if let Some(last) = upper.last_mut() {
+        *last += 1;
+    }
+    upper
+}
+
 /// The prefix of every key of one tenant.
 pub fn tenant_prefix(tenant: &str) -> Vec<u8> {
     let mut k = vec![PARTIAL_TAG];
@@ -115,7 +131,7 @@ impl Reader<'_> {
             .and_then(|s| s.try_into().ok())
             .ok_or_else(|| self.err("truncated integer"))?;
         self.at += 8;
-        Ok((u64::from_be_bytes(raw) ^ (1 << 63)) as i64)
+        Ok(decode_i64(raw))
     }
 }
 

@@ -28,7 +28,7 @@ use rust_rocksdb::{
 };
 use weft_core::codec::{decode_group, encode_group};
 use weft_core::eval::{Profile, StoredPartials};
-use weft_core::keys::{push_i64, push_str};
+use weft_core::keys::{decode_i64, prefix_upper_bound, push_i64, push_str};
 use weft_core::spec::Aggregate;
 use weft_core::{FeatureSpec, Partial};
 
@@ -427,14 +427,8 @@ impl SpeedStore {
     ) -> Result<StoredPartials<'_>, SpeedError> {
         let cf = self.cf(CF_PARTIALS)?;
         let prefix = group_user_prefix(g, tenant, user);
-        let mut upper = prefix.clone();
-        // Keys of this user all start with the prefix; the user prefix ends
-        // with the terminator 0x00 0x01, so bumping the last byte bounds it.
-        if let Some(last) = upper.last_mut() {
-            *last += 1;
-        }
         let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(upper);
+        ro.set_iterate_upper_bound(prefix_upper_bound(&prefix));
         let mut out = StoredPartials::new(&self.spec);
         let bad = |problem: String| SpeedError::Store(format!("{tenant}/{user}: {problem}"));
         for item in self
@@ -446,7 +440,7 @@ impl SpeedStore {
                 .get(k.len().saturating_sub(8)..)
                 .filter(|_| k.len() == prefix.len() + 16)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(|b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64)
+                .map(decode_i64)
                 .ok_or_else(|| bad("malformed bucket-group key".into()))?;
             for (index, p) in decode_group(&v).map_err(|e| bad(e.to_string()))? {
                 out.push_decoded(usize::from(index), bucket, p)
