@@ -328,15 +328,8 @@ impl Boundary {
                 let c = batch.column_by_name(name).ok_or_else(|| {
                     BatchError::Argument(format!("boundary query lost column {name}"))
                 })?;
-                let c = datafusion::arrow::compute::cast(c, &DataType::Int64)
-                    .map_err(|e| BatchError::DataFusion(e.into()))?;
-                let c = c
-                    .as_any()
-                    .downcast_ref::<arrow_array::Int64Array>()
-                    .ok_or_else(|| {
-                        BatchError::Argument(format!("boundary column {name} is not an integer"))
-                    })?;
-                Ok(c.iter().map(|v| v.unwrap_or(-1)).collect())
+                let c = int64_values(c, name)?;
+                Ok(c.into_iter().map(|v| v.unwrap_or(-1)).collect())
             };
             let (parts, lo, hi, n, total) = (
                 ints("_partition")?,
@@ -366,6 +359,17 @@ impl Boundary {
     }
 }
 
+/// An integer column of a DataFusion result as i64s (nulls as None).
+fn int64_values(column: &dyn arrow_array::Array, name: &str) -> Result<Vec<Option<i64>>> {
+    let cast = datafusion::arrow::compute::cast(column, &DataType::Int64)
+        .map_err(|e| BatchError::DataFusion(e.into()))?;
+    let ints = cast
+        .as_any()
+        .downcast_ref::<arrow_array::Int64Array>()
+        .ok_or_else(|| BatchError::Argument(format!("column {name} is not an integer")))?;
+    Ok(ints.iter().collect())
+}
+
 /// The highest offset of partition `p` up to which every offset from 0 is
 /// present (-1 if offset 0 is missing).
 async fn contiguous_prefix(archive: &DataFrame, p: i32) -> Result<i64> {
@@ -378,13 +382,8 @@ async fn contiguous_prefix(archive: &DataFrame, p: i32) -> Result<i64> {
         .await?;
     let mut expected = 0i64;
     for batch in &batches {
-        let offsets = datafusion::arrow::compute::cast(batch.column(0), &DataType::Int64)
-            .map_err(|e| BatchError::DataFusion(e.into()))?;
-        let offsets = offsets
-            .as_any()
-            .downcast_ref::<arrow_array::Int64Array>()
-            .ok_or_else(|| BatchError::Argument("offsets are not integers".into()))?;
-        for o in offsets.iter().flatten() {
+        let offsets = int64_values(batch.column(0), "_offset")?;
+        for o in offsets.into_iter().flatten() {
             if o == expected {
                 expected += 1;
             } else if o < expected {

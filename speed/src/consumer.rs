@@ -136,29 +136,31 @@ impl Default for SpeedMetrics {
     }
 }
 
+/// A copy of what a metrics mutex holds (empty if a writer panicked).
+fn snapshot<T: Clone + Default>(m: &std::sync::Mutex<T>) -> T {
+    m.lock().map(|v| v.clone()).unwrap_or_default()
+}
+
 impl SpeedMetrics {
     /// A copy of [`SpeedMetrics::high_watermarks`].
     pub fn high_watermarks(&self) -> HashMap<i32, i64> {
-        self.high_watermarks
-            .lock()
-            .map(|p| p.clone())
-            .unwrap_or_default()
+        snapshot(&self.high_watermarks)
     }
 
     /// A copy of [`SpeedMetrics::rocksdb`].
     pub fn rocksdb_stats(&self) -> Vec<(String, String, u64)> {
-        self.rocksdb.lock().map(|p| p.clone()).unwrap_or_default()
+        snapshot(&self.rocksdb)
+    }
+
+    /// A copy of [`SpeedMetrics::positions`].
+    pub fn positions(&self) -> HashMap<i32, i64> {
+        snapshot(&self.positions)
     }
 
     fn set_positions(&self, positions: &HashMap<i32, i64>) {
         if let Ok(mut p) = self.positions.lock() {
             p.clone_from(positions);
         }
-    }
-
-    /// A copy of [`SpeedMetrics::positions`].
-    pub fn positions(&self) -> HashMap<i32, i64> {
-        self.positions.lock().map(|p| p.clone()).unwrap_or_default()
     }
 }
 
