@@ -16,8 +16,7 @@ use rand::SeedableRng;
 use weft_core::archive::read_archive;
 use weft_core::generator::{GenConfig, Generator, Sequencer};
 use weft_speed::archiver::read_state;
-use weft_speed::broker::LocalBroker;
-use weft_speed::kafka::{EventProducer, Produced, ensure_topic, produce_generated};
+use weft_speed::kafka::{EventProducer, Produced, produce_generated};
 
 const EVENTS: u64 = 200_000;
 const KILLS: usize = 10;
@@ -67,13 +66,7 @@ fn hidden_temporaries(dir: &Path) -> usize {
 #[test]
 fn archiver_survives_kill_9_with_no_gap_and_no_duplicate() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = LocalBroker::start(None, &dir.path().join("logs")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(ensure_topic(broker.bootstrap(), "events", PARTITIONS))
-        .unwrap();
+    let (broker, _rt) = crate::common::broker_with_events(dir.path(), PARTITIONS);
     let mut producer = EventProducer::new(broker.bootstrap(), "events").unwrap();
     let mut seq = Sequencer::new(PARTITIONS);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);

@@ -3,6 +3,27 @@
 use std::path::Path;
 use std::process::{Child, Command};
 
+/// A local Tansu broker (its log under `dir/logs`) with the `events` topic
+/// of `partitions` partitions, and a two-thread runtime for async calls.
+pub(crate) fn broker_with_events(
+    dir: &Path,
+    partitions: u32,
+) -> (weft_speed::broker::LocalBroker, tokio::runtime::Runtime) {
+    let broker = weft_speed::broker::LocalBroker::start(None, &dir.join("logs")).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(weft_speed::kafka::ensure_topic(
+        broker.bootstrap(),
+        "events",
+        partitions,
+    ))
+    .unwrap();
+    (broker, rt)
+}
+
 /// The log a test process appended to (empty if unreadable).
 pub(crate) fn log_text(log: &Path) -> String {
     std::fs::read_to_string(log).unwrap_or_default()

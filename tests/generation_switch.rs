@@ -18,7 +18,7 @@ use weft_core::spec::DAY_MS;
 use weft_core::{Event, FeatureSpec, reference};
 use weft_speed::broker::LocalBroker;
 use weft_speed::consumer::{NewGeneration, SpeedConfig, SpeedMetrics, run};
-use weft_speed::kafka::{EventProducer, Produced, ensure_topic, produce_generated};
+use weft_speed::kafka::{EventProducer, Produced, produce_generated};
 use weft_speed::store::SpeedStore;
 
 const PARTITIONS: u32 = 8;
@@ -52,14 +52,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let broker = LocalBroker::start(None, &dir.path().join("logs")).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(ensure_topic(broker.bootstrap(), "events", PARTITIONS))
-        .unwrap();
+    let (broker, rt) = crate::common::broker_with_events(dir.path(), PARTITIONS);
     let spec_path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/features.example.toml");
     let text = std::fs::read_to_string(spec_path).unwrap();
     let spec = Arc::new(FeatureSpec::parse(&text).unwrap());

@@ -17,8 +17,7 @@ use weft_core::eval::compare_profiles;
 use weft_core::generator::{GenConfig, Generator, Sequencer};
 use weft_core::spec::DAY_MS;
 use weft_core::{Event, FeatureSpec, reference};
-use weft_speed::broker::LocalBroker;
-use weft_speed::kafka::{EventProducer, base_config, ensure_topic};
+use weft_speed::kafka::{EventProducer, base_config};
 use weft_speed::store::SpeedStore;
 
 const EVENTS: u64 = 200_000;
@@ -77,13 +76,7 @@ pub(crate) fn caught_up(consumer: &BaseConsumer, end: &[i64]) -> Result<(), Stri
 #[test]
 fn speed_layer_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = LocalBroker::start(None, &dir.path().join("logs")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(ensure_topic(broker.bootstrap(), "events", 8))
-        .unwrap();
+    let (broker, _rt) = crate::common::broker_with_events(dir.path(), 8);
 
     // The whole stream is on the topic first: the speed layer replays it.
     let mut producer = EventProducer::new(broker.bootstrap(), "events").unwrap();
