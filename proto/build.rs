@@ -4,7 +4,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
-        .build_transport(false)
+        .codec_path("crate::codec::WeftCodec")
         .file_descriptor_set_path(out_dir.join("weft_descriptor.bin"))
         .compile_protos(&["weft/v1/weft.proto"], &["."])?;
     println!("cargo:rerun-if-changed=weft/v1/weft.proto");

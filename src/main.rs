@@ -6,6 +6,7 @@ mod archive_cmd;
 mod batch_cmd;
 mod bench_cmd;
 mod gen_cmd;
+mod serve_cmd;
 mod speed_cmd;
 
 /// mimalloc: events are built on one thread and freed on another, which
@@ -43,6 +44,9 @@ enum Command {
     /// Run the archiver: consume `events` into the hive-partitioned Parquet
     /// archive, files whole or invisible, until SIGINT/SIGTERM.
     Archive(archive_cmd::ArchiveArgs),
+    /// Run the serving layer: gRPC ProfileService and HTTP/JSON over batch
+    /// view ⊕ speed view (the speed layer runs inside), until SIGINT/SIGTERM.
+    Serve(serve_cmd::ServeArgs),
     /// The batch layer: recompute profiles from the archive into versioned
     /// batch views, and read them.
     #[command(subcommand)]
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Gen(args) => gen_cmd::run(args),
         Command::Speed(args) => speed_cmd::run_speed(args),
+        Command::Serve(args) => serve_cmd::run_serve(args),
         Command::Archive(args) => archive_cmd::run_archive(args),
         Command::Batch(cmd) => batch_cmd::run(cmd),
         Command::Bench(args) => bench_cmd::run(args),

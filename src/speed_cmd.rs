@@ -132,9 +132,18 @@ impl StopSignals {
         Ok(StopSignals { rt, term, int })
     }
 
+    /// Blocks until a stop signal, calling `report` every 5 s.
+    pub(crate) fn wait_forever(self, report: impl Fn()) {
+        self.wait_until(|| false, report);
+    }
+
     /// Blocks until a stop signal or the worker's end, calling `report`
     /// every 5 s.
-    pub(crate) fn wait<T>(mut self, worker: &std::thread::JoinHandle<T>, report: impl Fn()) {
+    pub(crate) fn wait<T>(self, worker: &std::thread::JoinHandle<T>, report: impl Fn()) {
+        self.wait_until(|| worker.is_finished(), report);
+    }
+
+    fn wait_until(mut self, done: impl Fn() -> bool, report: impl Fn()) {
         self.rt.block_on(async {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
@@ -142,7 +151,7 @@ impl StopSignals {
                     _ = self.term.recv() => break,
                     _ = self.int.recv() => break,
                     _ = tick.tick() => {
-                        if worker.is_finished() {
+                        if done() {
                             break;
                         }
                         report();

@@ -6,4 +6,5 @@ mod archive_crash;
 mod cli;
 mod common;
 mod generation_switch;
+mod serving;
 mod speed_crash;

@@ -21,9 +21,9 @@ use weft_speed::consumer::{NewGeneration, SpeedConfig, SpeedMetrics, run};
 use weft_speed::kafka::{EventProducer, Produced, produce_generated};
 use weft_speed::store::SpeedStore;
 
-const PARTITIONS: u32 = 8;
+pub(crate) const PARTITIONS: u32 = 8;
 
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -31,7 +31,7 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn consumed_everything(metrics: &SpeedMetrics, produced: &Produced) -> bool {
+pub(crate) fn consumed_everything(metrics: &SpeedMetrics, produced: &Produced) -> bool {
     let positions = metrics.positions();
     produced
         .end_offsets(PARTITIONS)
@@ -41,16 +41,16 @@ fn consumed_everything(metrics: &SpeedMetrics, produced: &Produced) -> bool {
 }
 
 /// A live broker with the `events` topic, a runtime, and the example spec.
-struct Fixture {
-    dir: tempfile::TempDir,
-    broker: LocalBroker,
-    rt: tokio::runtime::Runtime,
-    spec_path: &'static str,
-    text: String,
-    spec: Arc<FeatureSpec>,
+pub(crate) struct Fixture {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) broker: LocalBroker,
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) spec_path: &'static str,
+    pub(crate) text: String,
+    pub(crate) spec: Arc<FeatureSpec>,
 }
 
-fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let (broker, rt) = crate::common::broker_with_events(dir.path(), PARTITIONS);
     let spec_path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/features.example.toml");
@@ -67,18 +67,18 @@ fn fixture() -> Fixture {
 }
 
 /// Generated events produced to `events` as a test goes.
-struct Topic {
+pub(crate) struct Topic {
     events: Generator,
     producer: EventProducer,
     seq: Sequencer,
     rng: rand_chacha::ChaCha8Rng,
-    produced: Produced,
+    pub(crate) produced: Produced,
 }
 
 impl Topic {
     /// Produces `first`, then up to `take` more generated events, with
     /// malformed records mixed in at `malformed_rate`.
-    fn produce(&mut self, first: Vec<Event>, take: usize, malformed_rate: f64) {
+    pub(crate) fn produce(&mut self, first: Vec<Event>, take: usize, malformed_rate: f64) {
         let events = first.into_iter().chain(self.events.by_ref().take(take));
         produce_generated(
             &mut self.producer,
@@ -93,7 +93,7 @@ impl Topic {
 }
 
 impl Fixture {
-    fn topic(&self, config: GenConfig, seed: u64) -> Topic {
+    pub(crate) fn topic(&self, config: GenConfig, seed: u64) -> Topic {
         Topic {
             events: Generator::new(config).unwrap(),
             producer: EventProducer::new(self.broker.bootstrap(), "events").unwrap(),
@@ -106,7 +106,7 @@ impl Fixture {
     /// Writes the archive as the archiver would have, having committed the
     /// offsets below `committed` (valid events only; malformed records
     /// below it are no gaps), runs the batch job and returns the view store.
-    fn publish_view(
+    pub(crate) fn publish_view(
         &self,
         produced: &Produced,
         committed: &HashMap<i32, i64>,
@@ -262,10 +262,9 @@ fn view_plus_new_generation_equals_the_reference_for_every_user() {
     let store = SpeedStore::open(&config.data_dir, spec.clone(), false).unwrap();
     assert_eq!(store.ready_generation().unwrap(), 1);
     assert_eq!(store.building_generation().unwrap(), None);
-    assert_eq!(
-        store.partial_count(0).unwrap(),
-        0,
-        "generation 0 is dropped"
+    assert!(
+        store.partial_count(0).unwrap() > 0,
+        "generation 0 stays, frozen, until the next switch (readers in flight finish on it)"
     );
     // Redeliveries across the boundary happened (first copy in the view,
     // second after the boundary), so dedup seeding was exercised.
@@ -361,7 +360,6 @@ fn weft_speed_follows_a_view_store() {
         "log:\n{}",
         log_text(&log)
     );
-    assert_eq!(store.partial_count(0).unwrap(), 0);
     let end = topic
         .produced
         .valid

@@ -171,13 +171,29 @@ impl<'s> StoredPartials<'s> {
 
     /// Every feature's value at query time `t`.
     pub fn evaluate(&self, t_ms: i64) -> Profile {
+        self.evaluate_some(t_ms, None)
+    }
+
+    /// The values at `t` of the features at `indices` (positions in the
+    /// spec; None: all).
+    pub fn evaluate_some(&self, t_ms: i64, indices: Option<&[usize]>) -> Profile {
         let mut profile = Profile::new();
-        for (feature, buckets) in self.spec.features.iter().zip(&self.partials) {
+        let mut add = |i: usize| {
+            let (feature, buckets) = (&self.spec.features[i], &self.partials[i]);
             if let Some(v) = evaluate_feature(feature, buckets.iter().map(|(b, p)| (*b, p)), t_ms) {
                 profile.insert(feature.name.clone(), v);
             }
+        };
+        match indices {
+            None => (0..self.partials.len()).for_each(&mut add),
+            Some(indices) => indices.iter().copied().for_each(&mut add),
         }
         profile
+    }
+
+    /// The spec the partials belong to.
+    pub fn spec(&self) -> &'s FeatureSpec {
+        self.spec
     }
 }
 

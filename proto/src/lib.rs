@@ -8,6 +8,8 @@
 //! Code generation happens only in this crate's `build.rs`; every other crate
 //! uses these types.
 
+pub mod codec;
+
 /// Generated messages and services of package `weft.v1`.
 #[allow(unreachable_pub, missing_debug_implementations, clippy::all)]
 pub mod v1 {

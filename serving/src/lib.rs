@@ -1,6 +1,27 @@
-//! Weft's serving layer (not built yet: see the serving-layer issue).
+//! Weft's serving layer: `weft.v1.ProfileService` over gRPC and an
+//! HTTP/JSON API, answering from `batch view vN ⊕ speed generation N`.
 //!
-//! It will implement `weft.v1.ProfileService` (contract in `weft-proto`) and
-//! the HTTP/JSON API, merging batch view vN with the speed generation that
-//! covers offsets after vN's boundary. This crate deliberately holds no code
-//! until then, so that nothing here pretends to work.
+//! * [`server::start`] runs it all in one process (`weft serve`);
+//! * [`state`] holds the atomically swapped (view, generation) pair and the
+//!   merged read;
+//! * [`api`] is the request logic both front ends share ([`grpc`], [`http`]);
+//! * [`auth`] maps API keys to tenants and scopes; [`gate`] sheds load and
+//!   keeps deadlines; [`recs`] blends recommendations;
+//! * [`config`] is the layered configuration, [`metrics`] the Prometheus
+//!   registry.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod gate;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod recs;
+pub mod server;
+pub mod state;
+
+pub use config::ServeConfig;
+pub use error::ApiError;
+pub use server::{Running, ServeError, start};

@@ -273,7 +273,25 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
     control: Option<std::sync::mpsc::Receiver<NewGeneration>>,
 ) -> Result<(), SpeedError> {
-    let store = SpeedStore::open(&config.data_dir, spec.clone(), config.sync_writes)?;
+    let store = Arc::new(SpeedStore::open(
+        &config.data_dir,
+        spec,
+        config.sync_writes,
+    )?);
+    run_with_store(config, store, metrics, shutdown, control.as_ref())
+}
+
+/// [`run`] on a store the caller opened and may read concurrently (the
+/// serving layer reads the ready generation while this loop writes). The
+/// caller keeps `control`, so it can run the loop again after an error.
+pub fn run_with_store(
+    config: &SpeedConfig,
+    store: Arc<SpeedStore>,
+    metrics: Arc<SpeedMetrics>,
+    shutdown: Arc<AtomicBool>,
+    control: Option<&std::sync::mpsc::Receiver<NewGeneration>>,
+) -> Result<(), SpeedError> {
+    let spec = store.spec().clone();
     let partitions = partition_count(&config.bootstrap, &config.topic, Duration::from_secs(30))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -329,7 +347,7 @@ pub fn run(
     let mut last_stats = Instant::now() - Duration::from_secs(60);
     let watermarks = spawn_watermark_poller(config, partitions, metrics.clone(), shutdown.clone())?;
     while !shutdown.load(Ordering::Relaxed) {
-        while let Some(request) = control.as_ref().and_then(|rx| rx.try_recv().ok()) {
+        while let Some(request) = control.and_then(|rx| rx.try_recv().ok()) {
             if request.generation <= building.unwrap_or(ready) {
                 tracing::info!(
                     generation = request.generation,

@@ -45,6 +45,13 @@ const STORE_FORMAT: u8 = 2;
 const META_READY: &[u8] = b"ready_generation";
 const META_BUILDING: &[u8] = b"building_generation";
 
+/// RocksDB properties reported as read-cache statistics: (name, property).
+pub const CACHE_PROPERTIES: [(&str, &str); 3] = [
+    ("block_cache_usage", "rocksdb.block-cache-usage"),
+    ("block_cache_pinned", "rocksdb.block-cache-pinned-usage"),
+    ("table_readers", "rocksdb.estimate-table-readers-mem"),
+];
+
 /// A speed-state generation (0 before any batch view exists).
 pub type Generation = u32;
 
@@ -532,14 +539,19 @@ impl SpeedStore {
             .map_err(db_err("starting a generation"))
     }
 
-    /// Makes generation `g` ready and deletes every older one, atomically.
+    /// Makes generation `g` ready, atomically. The previously ready
+    /// generation stays (frozen) until the next switch, so readers that
+    /// picked it before this switch finish on it (the serving layer's
+    /// (batch view, generation) pairs); every generation older than it is
+    /// deleted.
     pub fn finish_generation(&self, g: Generation) -> Result<(), SpeedError> {
         let meta = self.cf(CF_META)?;
+        let previous = self.ready_generation()?;
         let mut wb = WriteBatch::default();
         wb.put_cf(meta, META_READY, g.to_be_bytes());
         wb.delete_cf(meta, META_BUILDING);
         for cf in [CF_PARTIALS, CF_OFFSETS, CF_DEDUP] {
-            wb.delete_range_cf(self.cf(cf)?, gen_prefix(0), gen_prefix(g));
+            wb.delete_range_cf(self.cf(cf)?, gen_prefix(0), gen_prefix(previous.min(g)));
         }
         self.db
             .write_opt(&wb, &self.write_opts)
@@ -600,6 +612,21 @@ impl SpeedStore {
             }
         }
         out
+    }
+
+    /// [`CACHE_PROPERTIES`] summed over the column families.
+    pub fn cache_usage(&self) -> Vec<(&'static str, u64)> {
+        CACHE_PROPERTIES
+            .iter()
+            .map(|(kind, property)| {
+                let total = [CF_PARTIALS, CF_OFFSETS, CF_DEDUP, CF_META]
+                    .iter()
+                    .filter_map(|name| self.cf(name).ok())
+                    .filter_map(|cf| self.db.property_int_value_cf(cf, *property).ok().flatten())
+                    .sum();
+                (*kind, total)
+            })
+            .collect()
     }
 
     /// Lets compaction delete dedup ids first delivered before `ts_ms`.

@@ -1,0 +1,251 @@
+//! The three calls, shared by the gRPC and HTTP front ends: validation,
+//! scopes, deadlines, the merged read and the reply with its freshness.
+//! Each front end only translates its transport to and from these.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weft_proto::v1;
+
+use crate::auth::{Keys, Principal, Scope};
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::gate::{Deadline, parse_grpc_timeout};
+use crate::metrics::RequestMetrics;
+use crate::recs::{RecsFeatures, RecsRequest, recommend};
+use crate::state::{Serving, now_ms, to_proto, truncate};
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct Api {
+    pub serving: Arc<Serving>,
+    pub keys: Keys,
+    pub limits: ServerConfig,
+    pub recs: RecsFeatures,
+    pub metrics: Arc<RequestMetrics>,
+}
+
+/// Which call, for scopes, spans and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    GetProfile,
+    BatchGetProfiles,
+    GetRecommendations,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::GetProfile => "GetProfile",
+            Method::BatchGetProfiles => "BatchGetProfiles",
+            Method::GetRecommendations => "GetRecommendations",
+        }
+    }
+
+    fn scope(self) -> Scope {
+        match self {
+            Method::GetProfile | Method::BatchGetProfiles => Scope::ProfileRead,
+            Method::GetRecommendations => Scope::RecommendationsRead,
+        }
+    }
+}
+
+/// The transport-independent facts of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub method: Method,
+    pub authorization: Option<&'a str>,
+    /// The client's `grpc-timeout` value, if any.
+    pub timeout: Option<&'a str>,
+    pub arrival: Instant,
+}
+
+impl Api {
+    /// Authenticates, checks the scope and fixes the deadline.
+    pub fn begin(&self, call: &Call<'_>) -> Result<(Principal, Deadline), ApiError> {
+        let principal = self.keys.authenticate(call.authorization)?;
+        principal.require(call.method.scope())?;
+        let budget = match call.timeout {
+            None => Duration::from_millis(self.limits.default_deadline_ms),
+            Some(v) => parse_grpc_timeout(v).ok_or_else(|| {
+                ApiError::InvalidArgument(format!(
+                    "grpc-timeout {:?} is not a valid timeout",
+                    truncate(v, 16)
+                ))
+            })?,
+        };
+        let deadline = Deadline::new(call.arrival, budget);
+        deadline.check()?;
+        Ok((principal, deadline))
+    }
+
+    fn check_id(&self, what: &str, id: &str) -> Result<(), ApiError> {
+        if id.is_empty() {
+            return Err(ApiError::InvalidArgument(format!("{what} is empty")));
+        }
+        if id.len() > self.limits.max_id_bytes {
+            return Err(ApiError::InvalidArgument(format!(
+                "{what} is {} bytes; the limit is {} (serve.max_id_bytes)",
+                id.len(),
+                self.limits.max_id_bytes
+            )));
+        }
+        if id.chars().any(char::is_control) {
+            return Err(ApiError::InvalidArgument(format!(
+                "{what} contains control characters"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs one call end to end and records its latency and status.
+    pub fn run<T>(
+        &self,
+        protocol: &'static str,
+        call: &Call<'_>,
+        work: impl FnOnce(&Principal, &Deadline) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let out = self.begin(call).and_then(|(principal, deadline)| {
+            let _span = tracing::debug_span!(
+                "request",
+                protocol,
+                method = call.method.name(),
+                tenant = %principal.tenant,
+                key = %principal.key_name,
+            )
+            .entered();
+            let out = work(&principal, &deadline)?;
+            deadline.check()?;
+            Ok(out)
+        });
+        let code = out
+            .as_ref()
+            .map_or_else(ApiError::code, |_| tonic::Code::Ok);
+        if code == tonic::Code::Internal
+            && let Err(e) = &out
+        {
+            tracing::error!(error = %e, method = call.method.name(), "request failed");
+        }
+        self.metrics
+            .observe(protocol, call.method.name(), code, call.arrival);
+        out
+    }
+
+    pub fn get_profile(
+        &self,
+        principal: &Principal,
+        req: &v1::GetProfileRequest,
+    ) -> Result<v1::GetProfileResponse, ApiError> {
+        self.check_id("user_id", &req.user_id)?;
+        let features = self.serving.select(&req.features)?;
+        let pair = self.serving.pair()?;
+        let as_of = now_ms();
+        let served = self.serving.profile(
+            &pair,
+            &principal.tenant,
+            &req.user_id,
+            as_of,
+            features.as_deref(),
+        )?;
+        Ok(v1::GetProfileResponse {
+            profile: Some(profile_message(&req.user_id, served)),
+            freshness: Some(self.serving.freshness(&pair, as_of)),
+        })
+    }
+
+    pub fn batch_get_profiles(
+        &self,
+        principal: &Principal,
+        deadline: &Deadline,
+        req: &v1::BatchGetProfilesRequest,
+    ) -> Result<v1::BatchGetProfilesResponse, ApiError> {
+        if req.user_ids.is_empty() {
+            return Err(ApiError::InvalidArgument("user_ids is empty".into()));
+        }
+        if req.user_ids.len() > self.limits.max_batch_ids {
+            return Err(ApiError::InvalidArgument(format!(
+                "{} user_ids; at most {} per call (serve.max_batch_ids)",
+                req.user_ids.len(),
+                self.limits.max_batch_ids
+            )));
+        }
+        for (i, id) in req.user_ids.iter().enumerate() {
+            self.check_id(&format!("user_ids[{i}]"), id)?;
+        }
+        let features = self.serving.select(&req.features)?;
+        let pair = self.serving.pair()?;
+        let as_of = now_ms();
+        let mut profiles = Vec::with_capacity(req.user_ids.len());
+        for id in &req.user_ids {
+            deadline.check()?;
+            let served =
+                self.serving
+                    .profile(&pair, &principal.tenant, id, as_of, features.as_deref())?;
+            profiles.push(profile_message(id, served));
+        }
+        Ok(v1::BatchGetProfilesResponse {
+            profiles,
+            freshness: Some(self.serving.freshness(&pair, as_of)),
+        })
+    }
+
+    pub fn get_recommendations(
+        &self,
+        principal: &Principal,
+        req: &v1::GetRecommendationsRequest,
+    ) -> Result<v1::GetRecommendationsResponse, ApiError> {
+        self.check_id("user_id", &req.user_id)?;
+        let max = self.limits.max_recommendations;
+        if req.n == 0 || req.n > max {
+            return Err(ApiError::InvalidArgument(format!(
+                "n = {}; it must be between 1 and {max} (serve.max_recommendations)",
+                req.n
+            )));
+        }
+        if !req.context_item_id.is_empty() {
+            self.check_id("context_item_id", &req.context_item_id)?;
+        }
+        if req.exclude_item_ids.len() > self.limits.max_exclusions {
+            return Err(ApiError::InvalidArgument(format!(
+                "{} exclude_item_ids; at most {} (serve.max_exclusions)",
+                req.exclude_item_ids.len(),
+                self.limits.max_exclusions
+            )));
+        }
+        for (i, id) in req.exclude_item_ids.iter().enumerate() {
+            self.check_id(&format!("exclude_item_ids[{i}]"), id)?;
+        }
+        let pair = self.serving.pair()?;
+        let as_of = now_ms();
+        let items = recommend(
+            &self.serving,
+            &self.recs,
+            &pair,
+            &RecsRequest {
+                tenant: &principal.tenant,
+                user: &req.user_id,
+                n: req.n as usize,
+                context_item: Some(req.context_item_id.as_str()).filter(|c| !c.is_empty()),
+                exclude: &req.exclude_item_ids,
+                t_ms: as_of,
+            },
+        )?;
+        Ok(v1::GetRecommendationsResponse {
+            items,
+            freshness: Some(self.serving.freshness(&pair, as_of)),
+        })
+    }
+}
+
+fn profile_message(user_id: &str, served: crate::state::Served) -> v1::Profile {
+    v1::Profile {
+        user_id: user_id.to_string(),
+        found: served.found,
+        features: served
+            .features
+            .iter()
+            .map(|(k, v)| (k.clone(), to_proto(v)))
+            .collect(),
+        segments: Vec::new(),
+    }
+}

@@ -1,0 +1,106 @@
+//! One error type for both APIs, with its gRPC code and HTTP status
+//! (the table is in `docs/operations.md`).
+
+use tonic::{Code, Status};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// A server fault (a corrupt store): logged, never a client's doing.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::InvalidArgument(_) => Code::InvalidArgument,
+            ApiError::Unauthenticated(_) => Code::Unauthenticated,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ApiError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::Internal(_) => Code::Internal,
+        }
+    }
+
+    pub fn http_status(&self) -> u16 {
+        http_status(self.code())
+    }
+}
+
+/// The HTTP status of a gRPC code.
+pub fn http_status(code: Code) -> u16 {
+    match code {
+        Code::Ok => 200,
+        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => 400,
+        Code::Unauthenticated => 401,
+        Code::PermissionDenied => 403,
+        Code::NotFound => 404,
+        Code::ResourceExhausted => 429,
+        Code::Cancelled => 499,
+        Code::DeadlineExceeded => 504,
+        Code::Unavailable => 503,
+        Code::Unimplemented => 501,
+        _ => 500,
+    }
+}
+
+/// The canonical upper-case name of a code (`INVALID_ARGUMENT`), for
+/// metrics labels and JSON error bodies.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let code = e.code();
+        Status::new(code, e.to_string())
+    }
+}
+
+impl From<weft_speed::SpeedError> for ApiError {
+    fn from(e: weft_speed::SpeedError) -> ApiError {
+        tracing::error!(error = %e, "speed view read failed");
+        ApiError::Internal(format!("speed view: {e}"))
+    }
+}
+
+impl From<weft_batch::BatchError> for ApiError {
+    fn from(e: weft_batch::BatchError) -> ApiError {
+        tracing::error!(error = %e, "batch view read failed");
+        ApiError::Internal(format!("batch view: {e}"))
+    }
+}

@@ -1,0 +1,77 @@
+//! The gRPC front end: `weft.v1.ProfileService` over [`Api`].
+//!
+//! The key comes from the `authorization` metadata, the deadline from
+//! `grpc-timeout`. Lookups are a few RocksDB point reads (microseconds), so
+//! they run on the request's task rather than a blocking pool.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+use weft_proto::v1;
+use weft_proto::v1::profile_service_server::ProfileService;
+
+use crate::api::{Api, Call, Method};
+use crate::gate::Arrival;
+
+/// The tonic service.
+#[derive(Debug, Clone)]
+pub struct Grpc(pub Arc<Api>);
+
+fn call<'a, T>(method: Method, req: &'a Request<T>) -> Call<'a> {
+    Call {
+        method,
+        authorization: req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok()),
+        timeout: req
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok()),
+        arrival: req
+            .extensions()
+            .get::<Arrival>()
+            .map_or_else(Instant::now, |a| a.0),
+    }
+}
+
+#[tonic::async_trait]
+impl ProfileService for Grpc {
+    async fn get_profile(
+        &self,
+        req: Request<v1::GetProfileRequest>,
+    ) -> Result<Response<v1::GetProfileResponse>, Status> {
+        let c = call(Method::GetProfile, &req);
+        self.0
+            .run("grpc", &c, |p, _| self.0.get_profile(p, req.get_ref()))
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn batch_get_profiles(
+        &self,
+        req: Request<v1::BatchGetProfilesRequest>,
+    ) -> Result<Response<v1::BatchGetProfilesResponse>, Status> {
+        let c = call(Method::BatchGetProfiles, &req);
+        self.0
+            .run("grpc", &c, |p, d| {
+                self.0.batch_get_profiles(p, d, req.get_ref())
+            })
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn get_recommendations(
+        &self,
+        req: Request<v1::GetRecommendationsRequest>,
+    ) -> Result<Response<v1::GetRecommendationsResponse>, Status> {
+        let c = call(Method::GetRecommendations, &req);
+        self.0
+            .run("grpc", &c, |p, _| {
+                self.0.get_recommendations(p, req.get_ref())
+            })
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+}

@@ -1,0 +1,387 @@
+//! The HTTP/JSON front end for widgets and servers, plus `/metrics`,
+//! `/healthz` and `/readyz`.
+//!
+//! * `GET /v1/profiles/{user_id}?features=a,b`
+//! * `GET /v1/recommendations?user_id=u&n=10&context_item_id=i&exclude=a,b`
+//!
+//! The key comes from `Authorization: Bearer <key>`. Errors are
+//! `{"error": {"code": "INVALID_ARGUMENT", "message": "..."}}` with the HTTP
+//! status of the gRPC code (`docs/operations.md` has the table).
+//!
+//! CORS: a preflight (which carries no key) passes for an origin some tenant
+//! allows; the actual request must come from an origin *its key's tenant*
+//! allows, else 403. Requests without `Origin` (servers) are not checked.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use weft_proto::v1;
+
+use crate::api::{Api, Call, Method};
+use crate::auth::Principal;
+use crate::error::{ApiError, code_name};
+use crate::gate::Gate;
+use crate::state::from_proto;
+
+/// Readiness shared by both front ends.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub ready: AtomicBool,
+    pub draining: AtomicBool,
+}
+
+impl Health {
+    pub fn serving(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.draining.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Http {
+    api: Arc<Api>,
+    gate: Arc<Gate>,
+    registry: Arc<Registry>,
+    health: Arc<Health>,
+}
+
+/// The router.
+pub fn router(
+    api: Arc<Api>,
+    gate: Arc<Gate>,
+    registry: Arc<Registry>,
+    health: Arc<Health>,
+) -> Router {
+    let state = Http {
+        api,
+        gate,
+        registry,
+        health,
+    };
+    let v1 = Router::new()
+        .route(
+            "/v1/profiles/{user_id}",
+            get(get_profile).options(preflight),
+        )
+        .route(
+            "/v1/recommendations",
+            get(get_recommendations).options(preflight),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admit));
+    Router::new()
+        .merge(v1)
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn error_response(e: &ApiError) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({"error": {"code": code_name(e.code()), "message": e.to_string()}});
+    (status, axum::Json(body)).into_response()
+}
+
+async fn not_found() -> Response {
+    error_response(&ApiError::NotFound(
+        "no such endpoint; see GET /v1/profiles/{user_id} and GET /v1/recommendations".into(),
+    ))
+}
+
+/// Admission: the same gate as gRPC; the arrival time rides along.
+async fn admit(State(s): State<Http>, mut req: Request, next: Next) -> Response {
+    let arrival = Instant::now();
+    req.extensions_mut().insert(crate::gate::Arrival(arrival));
+    match s.gate.enter() {
+        Ok(permit) => {
+            let out = next.run(req).await;
+            drop(permit);
+            out
+        }
+        Err(e) => {
+            let method = if req.uri().path().starts_with("/v1/profiles") {
+                "GetProfile"
+            } else {
+                "GetRecommendations"
+            };
+            s.api.metrics.observe("http", method, e.code(), arrival);
+            error_response(&e)
+        }
+    }
+}
+
+fn origin(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
+}
+
+async fn preflight(State(s): State<Http>, headers: HeaderMap) -> Response {
+    match origin(&headers) {
+        Some(o) if s.api.keys.any_allows_origin(o) => {
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            let h = r.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(o) {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+            }
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, OPTIONS"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("authorization, content-type"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+            r
+        }
+        _ => error_response(&ApiError::PermissionDenied(
+            "origin not allowed by any tenant".into(),
+        )),
+    }
+}
+
+/// Runs a call for HTTP: key, scope, origin check, then `work`.
+fn handle<T>(
+    s: &Http,
+    method: Method,
+    headers: &HeaderMap,
+    arrival: Instant,
+    work: impl FnOnce(&Principal) -> Result<T, ApiError>,
+    to_json: impl FnOnce(T) -> Value,
+) -> Response {
+    let call = Call {
+        method,
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        timeout: None,
+        arrival,
+    };
+    let origin = origin(headers);
+    let out = s.api.run("http", &call, |principal, _| {
+        if let Some(o) = origin
+            && !principal.allows_origin(o)
+        {
+            return Err(ApiError::PermissionDenied(format!(
+                "origin {o:?} is not allowed for tenant {:?}",
+                &*principal.tenant
+            )));
+        }
+        work(principal)
+    });
+    let mut response = match out {
+        Ok(v) => axum::Json(to_json(v)).into_response(),
+        Err(e) => error_response(&e),
+    };
+    if let Some(o) = origin
+        && response.status() != StatusCode::FORBIDDEN
+        && let Ok(v) = HeaderValue::from_str(o)
+    {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+fn arrival_of(req_ext: &axum::http::Extensions) -> Instant {
+    req_ext
+        .get::<crate::gate::Arrival>()
+        .map_or_else(Instant::now, |a| a.0)
+}
+
+/// `a,b,,c` → `[a, b, c]`.
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+async fn get_profile(
+    State(s): State<Http>,
+    user: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    ext: axum::http::Extensions,
+) -> Response {
+    let arrival = arrival_of(&ext);
+    let user = match user {
+        Ok(Path(u)) => u,
+        Err(e) => {
+            return error_response(&ApiError::InvalidArgument(format!("user_id: {e}")));
+        }
+    };
+    let mut features = Vec::new();
+    for (k, v) in query_pairs(q.as_deref()) {
+        match k.as_str() {
+            "features" => features.extend(split_list(&v)),
+            other => {
+                return error_response(&ApiError::InvalidArgument(format!(
+                    "unknown query parameter {:?} (expected features)",
+                    crate::state::truncate(other, 32)
+                )));
+            }
+        }
+    }
+    let req = v1::GetProfileRequest {
+        user_id: user,
+        features,
+    };
+    handle(
+        &s,
+        Method::GetProfile,
+        &headers,
+        arrival,
+        |p| s.api.get_profile(p, &req),
+        |r| {
+            let mut out = profile_json(r.profile.as_ref());
+            out["freshness"] = freshness_json(r.freshness.as_ref());
+            out
+        },
+    )
+}
+
+async fn get_recommendations(
+    State(s): State<Http>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    ext: axum::http::Extensions,
+) -> Response {
+    let arrival = arrival_of(&ext);
+    let mut req = v1::GetRecommendationsRequest {
+        n: 10,
+        ..Default::default()
+    };
+    for (k, v) in query_pairs(q.as_deref()) {
+        match k.as_str() {
+            "user_id" => req.user_id = v,
+            "n" => match v.parse::<u32>() {
+                Ok(n) => req.n = n,
+                Err(_) => {
+                    return error_response(&ApiError::InvalidArgument(format!(
+                        "n = {:?} is not a whole number",
+                        crate::state::truncate(&v, 32)
+                    )));
+                }
+            },
+            "context_item_id" => req.context_item_id = v,
+            "exclude" => req.exclude_item_ids.extend(split_list(&v)),
+            other => {
+                return error_response(&ApiError::InvalidArgument(format!(
+                    "unknown query parameter {:?} (expected user_id, n, context_item_id, exclude)",
+                    crate::state::truncate(other, 32)
+                )));
+            }
+        }
+    }
+    handle(
+        &s,
+        Method::GetRecommendations,
+        &headers,
+        arrival,
+        |p| s.api.get_recommendations(p, &req),
+        |r| {
+            json!({
+                "user_id": req.user_id,
+                "items": r.items.iter().map(|i| json!({
+                    "item_id": i.item_id,
+                    "score": i.score,
+                    "reason": v1::RecommendationReason::try_from(i.reason)
+                        .map(|r| r.as_str_name())
+                        .unwrap_or("RECOMMENDATION_REASON_UNSPECIFIED"),
+                    "because": i.because,
+                })).collect::<Vec<_>>(),
+                "freshness": freshness_json(r.freshness.as_ref()),
+            })
+        },
+    )
+}
+
+fn profile_json(p: Option<&v1::Profile>) -> Value {
+    let Some(p) = p else { return json!({}) };
+    let features: serde_json::Map<String, Value> = p
+        .features
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), feature_json(&from_proto(v)?))))
+        .collect();
+    json!({
+        "user_id": p.user_id,
+        "found": p.found,
+        "features": features,
+        "segments": p.segments,
+    })
+}
+
+fn feature_json(v: &weft_core::agg::FeatureValue) -> Value {
+    use weft_core::agg::FeatureValue as F;
+    match v {
+        F::Int(i) => json!(i),
+        F::Float(f) => json!(f),
+        F::Str(s) => json!(s),
+        F::List(l) => json!(l),
+        F::Ranked(r) => r
+            .iter()
+            .map(|(v, c)| json!({"value": v, "count": c}))
+            .collect(),
+    }
+}
+
+fn freshness_json(f: Option<&v1::Freshness>) -> Value {
+    let Some(f) = f else { return Value::Null };
+    json!({
+        "batch_view_version": f.batch_view_version,
+        "batch_view_created_ms": f.batch_view_created_ms,
+        "batch_view_age_ms": f.batch_view_age_ms,
+        "batch_offsets": f.batch_offsets.iter()
+            .map(|o| json!({"partition": o.partition, "offset": o.offset}))
+            .collect::<Vec<_>>(),
+        "speed_generation": f.speed_generation,
+        "speed_lag_messages": f.speed_lag_messages,
+        "speed_lag_ms": f.speed_lag_ms,
+        "as_of_ms": f.as_of_ms,
+    })
+}
+
+async fn metrics(State(s): State<Http>) -> Response {
+    let text = weft_speed::metrics::render(&s.registry);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn readyz(State(s): State<Http>) -> Response {
+    if s.health.serving() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .body(Body::from("not ready\n"))
+            .unwrap_or_default()
+    }
+}

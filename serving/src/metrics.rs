@@ -1,0 +1,158 @@
+//! Serving metrics, added to the speed layer's registry so one `/metrics`
+//! shows the whole process.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `weft_serving_request_seconds` | histogram: arrival to answer | `protocol`, `method`, `code` |
+//! | `weft_serving_in_flight` | gauge: requests admitted, queued ones included | |
+//! | `weft_serving_batch_view_version` | gauge (0: none) | |
+//! | `weft_serving_batch_view_age_seconds` | gauge | |
+//! | `weft_serving_speed_generation` | gauge: generation paired with the view | |
+//! | `weft_serving_speed_lag_messages` | gauge: records not yet applied | |
+//! | `weft_serving_speed_lag_seconds` | gauge: age of the newest applied event | |
+//! | `weft_serving_rocksdb_cache_bytes` | gauge: block cache and table readers | `store`, `kind` |
+//!
+//! Plus every `weft_speed_*` metric (`weft_speed::metrics`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tonic::Code;
+use weft_speed::metrics::gauge;
+use weft_speed::store::CACHE_PROPERTIES;
+
+use crate::error::code_name;
+use crate::gate::Gate;
+use crate::state::{Serving, now_ms};
+
+type Labels = [(&'static str, &'static str); 3];
+
+fn new_histogram() -> Histogram {
+    // 25 µs to ~0.8 s.
+    Histogram::new(exponential_buckets(25e-6, 2.0, 16))
+}
+
+/// Request latency by protocol, method and status.
+#[derive(Debug)]
+pub struct RequestMetrics {
+    latency: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for RequestMetrics {
+    fn default() -> RequestMetrics {
+        RequestMetrics {
+            latency: Family::new_with_constructor(new_histogram),
+        }
+    }
+}
+
+impl RequestMetrics {
+    pub fn observe(
+        &self,
+        protocol: &'static str,
+        method: &'static str,
+        code: Code,
+        since: Instant,
+    ) {
+        self.latency
+            .get_or_create(&[
+                ("protocol", protocol),
+                ("method", method),
+                ("code", code_name(code)),
+            ])
+            .observe(since.elapsed().as_secs_f64());
+    }
+}
+
+/// Reads the serving state at scrape time.
+#[derive(Debug)]
+struct ServingCollector {
+    serving: Arc<Serving>,
+    gate: Arc<Gate>,
+}
+
+impl Collector for ServingCollector {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let s = &self.serving;
+        let now = now_ms();
+        gauge(
+            &mut e,
+            "weft_serving_in_flight",
+            "Requests admitted and not yet answered",
+            self.gate.in_flight() as i64,
+        )?;
+        if let Some(pair) = s.current_pair() {
+            let f = s.freshness(&pair, now);
+            gauge(
+                &mut e,
+                "weft_serving_batch_view_version",
+                "Batch view served (0: none yet)",
+                f.batch_view_version as i64,
+            )?;
+            gauge(
+                &mut e,
+                "weft_serving_batch_view_age_seconds",
+                "Age of the served batch view",
+                f.batch_view_age_ms / 1000,
+            )?;
+            gauge(
+                &mut e,
+                "weft_serving_speed_generation",
+                "Speed generation paired with the served view",
+                f.speed_generation as i64,
+            )?;
+        }
+        gauge(
+            &mut e,
+            "weft_serving_speed_lag_messages",
+            "Records on the topic not yet applied by the speed layer",
+            s.lag_messages(),
+        )?;
+        gauge(
+            &mut e,
+            "weft_serving_speed_lag_seconds",
+            "Age of the newest applied event",
+            s.lag_ms(now) / 1000,
+        )?;
+        let mut family = e.encode_descriptor(
+            "weft_serving_rocksdb_cache_bytes",
+            "RocksDB memory for reads: block cache and table readers",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (kind, v) in s.speed().cache_usage() {
+            ConstGauge::new(v as i64)
+                .encode(family.encode_family(&[("store", "speed"), ("kind", kind)])?)?;
+        }
+        if let Some(view) = s.current_pair().and_then(|p| p.view.clone()) {
+            for (kind, property) in CACHE_PROPERTIES {
+                if let Ok(Some(v)) = view.db().property_int_value(property) {
+                    ConstGauge::new(v as i64).encode(
+                        family.encode_family(&[("store", "batch_view"), ("kind", kind)])?,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The process registry: speed metrics, request latencies and the serving
+/// gauges.
+pub fn registry(serving: Arc<Serving>, gate: Arc<Gate>, requests: &RequestMetrics) -> Registry {
+    let mut registry = weft_speed::metrics::registry(serving.speed_metrics().clone());
+    registry.register(
+        "weft_serving_request_seconds",
+        "Time from a request's arrival to its answer",
+        requests.latency.clone(),
+    );
+    registry.register_collector(Box::new(ServingCollector { serving, gate }));
+    registry
+}

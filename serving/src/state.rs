@@ -1,0 +1,317 @@
+//! What a request reads: the (batch view, speed generation) pair, swapped
+//! atomically, and the merge `profile = batch vN ⊕ speed generation N`.
+//!
+//! Generation N of the speed view holds exactly the events after view N's
+//! boundary (`docs/semantics.md`), so the merge is a plain union of the
+//! user's partials from both stores, evaluated once. A request loads the
+//! pair once and reads both stores through it; a swap never changes what a
+//! request in flight sees (the speed layer keeps the previous generation
+//! until the next switch).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use weft_batch::OpenedView;
+use weft_core::FeatureSpec;
+use weft_core::agg::FeatureValue;
+use weft_core::eval::{Profile, StoredPartials};
+use weft_proto::v1;
+use weft_speed::consumer::SpeedMetrics;
+use weft_speed::store::{Generation, SpeedStore};
+
+use crate::error::ApiError;
+
+/// A batch view and the speed generation built from its boundary.
+#[derive(Debug)]
+pub struct Pair {
+    /// None before any batch view (then generation 0 holds everything).
+    pub view: Option<Arc<OpenedView>>,
+    pub generation: Generation,
+    batch_offsets: Vec<v1::PartitionOffset>,
+}
+
+impl Pair {
+    pub fn new(view: Option<Arc<OpenedView>>, generation: Generation) -> Pair {
+        let batch_offsets = view
+            .as_ref()
+            .map(|v| {
+                v.manifest()
+                    .boundary
+                    .offsets
+                    .iter()
+                    .map(|(p, o)| v1::PartitionOffset {
+                        partition: *p,
+                        offset: *o,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Pair {
+            view,
+            generation,
+            batch_offsets,
+        }
+    }
+
+    pub fn view_version(&self) -> u64 {
+        self.view.as_ref().map_or(0, |v| v.manifest().version)
+    }
+}
+
+/// A profile as served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    pub found: bool,
+    pub features: Profile,
+}
+
+/// The serving state shared by both APIs.
+pub struct Serving {
+    spec: Arc<FeatureSpec>,
+    index: HashMap<String, usize>,
+    speed: Arc<SpeedStore>,
+    speed_metrics: Arc<SpeedMetrics>,
+    pair: ArcSwapOption<Pair>,
+    /// Σ (high watermark − position), refreshed in the background.
+    lag_messages: AtomicI64,
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serving")
+            .field(
+                "pair",
+                &self
+                    .pair
+                    .load()
+                    .as_ref()
+                    .map(|p| (p.view_version(), p.generation)),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Serving {
+    pub fn new(speed: Arc<SpeedStore>, speed_metrics: Arc<SpeedMetrics>) -> Serving {
+        let spec = speed.spec().clone();
+        let index = spec
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        Serving {
+            spec,
+            index,
+            speed,
+            speed_metrics,
+            pair: ArcSwapOption::empty(),
+            lag_messages: AtomicI64::new(0),
+        }
+    }
+
+    pub fn spec(&self) -> &Arc<FeatureSpec> {
+        &self.spec
+    }
+
+    pub fn speed(&self) -> &Arc<SpeedStore> {
+        &self.speed
+    }
+
+    pub fn speed_metrics(&self) -> &Arc<SpeedMetrics> {
+        &self.speed_metrics
+    }
+
+    /// The pair requests read, or UNAVAILABLE while there is no consistent
+    /// one (at start, until the speed generation of the served view is
+    /// ready).
+    pub fn pair(&self) -> Result<Arc<Pair>, ApiError> {
+        self.pair.load_full().ok_or_else(|| {
+            ApiError::Unavailable(
+                "warming up: no batch view and speed generation pair is ready yet".into(),
+            )
+        })
+    }
+
+    pub fn current_pair(&self) -> Option<Arc<Pair>> {
+        self.pair.load_full()
+    }
+
+    /// Makes `pair` the one new requests read; requests in flight keep the
+    /// one they loaded.
+    pub fn switch(&self, pair: Pair) {
+        tracing::info!(
+            view = pair.view_version(),
+            generation = pair.generation,
+            "serving a new (batch view, speed generation) pair"
+        );
+        self.pair.store(Some(Arc::new(pair)));
+    }
+
+    /// Positions in the spec of the named features (empty: all). Unknown
+    /// names are INVALID_ARGUMENT.
+    pub fn select(&self, names: &[String]) -> Result<Option<Vec<usize>>, ApiError> {
+        if names.is_empty() {
+            return Ok(None);
+        }
+        if names.len() > self.spec.features.len() * 4 {
+            return Err(ApiError::InvalidArgument(format!(
+                "{} feature names; the spec has {} features",
+                names.len(),
+                self.spec.features.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let i = self.index.get(name.as_str()).copied().ok_or_else(|| {
+                ApiError::InvalidArgument(format!("unknown feature {:?}", truncate(name, 64)))
+            })?;
+            if !out.contains(&i) {
+                out.push(i);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// The index of a feature of the spec.
+    pub fn feature_index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// A user's partials from both stores of `pair`.
+    pub fn partials<'p>(
+        &'p self,
+        pair: &'p Pair,
+        tenant: &str,
+        user: &str,
+    ) -> Result<StoredPartials<'p>, ApiError> {
+        let mut parts = match &pair.view {
+            Some(view) => view.user_partials(tenant, user)?,
+            None => StoredPartials::new(&self.spec),
+        };
+        parts.extend(self.speed.user_partials(pair.generation, tenant, user)?);
+        Ok(parts)
+    }
+
+    /// `batch ⊕ speed` for one user at `t_ms`.
+    pub fn profile(
+        &self,
+        pair: &Pair,
+        tenant: &str,
+        user: &str,
+        t_ms: i64,
+        features: Option<&[usize]>,
+    ) -> Result<Served, ApiError> {
+        let parts = self.partials(pair, tenant, user)?;
+        Ok(Served {
+            found: !parts.is_empty(),
+            features: parts.evaluate_some(t_ms, features),
+        })
+    }
+
+    /// Recomputes the speed lag from the consumer's counters.
+    pub fn refresh_lag(&self) {
+        let positions = self.speed_metrics.positions();
+        let lag: i64 = self
+            .speed_metrics
+            .high_watermarks()
+            .iter()
+            .map(|(p, high)| (high - positions.get(p).copied().unwrap_or(0)).max(0))
+            .sum();
+        self.lag_messages.store(lag, Ordering::Relaxed);
+    }
+
+    pub fn lag_messages(&self) -> i64 {
+        self.lag_messages.load(Ordering::Relaxed)
+    }
+
+    /// Age of the newest applied event (0 before any).
+    pub fn lag_ms(&self, now: i64) -> i64 {
+        let newest = self.speed_metrics.newest_event_ms.load(Ordering::Relaxed);
+        if newest <= 0 {
+            0
+        } else {
+            (now - newest).max(0)
+        }
+    }
+
+    /// How current an answer read from `pair` at `as_of` is.
+    pub fn freshness(&self, pair: &Pair, as_of: i64) -> v1::Freshness {
+        let created = pair.view.as_ref().map_or(0, |v| v.manifest().created_ms);
+        v1::Freshness {
+            batch_view_version: pair.view_version(),
+            batch_view_created_ms: created,
+            batch_view_age_ms: if created > 0 {
+                (as_of - created).max(0)
+            } else {
+                0
+            },
+            batch_offsets: pair.batch_offsets.clone(),
+            speed_generation: u64::from(pair.generation),
+            speed_lag_messages: self.lag_messages(),
+            speed_lag_ms: self.lag_ms(as_of),
+            as_of_ms: as_of,
+        }
+    }
+}
+
+/// At most `n` bytes of `s`, on a character boundary (for error messages
+/// quoting client input).
+pub fn truncate(s: &str, n: usize) -> &str {
+    if s.len() <= n {
+        return s;
+    }
+    let mut end = n;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A core feature value in the wire format.
+pub fn to_proto(v: &FeatureValue) -> v1::FeatureValue {
+    use v1::feature_value::Value;
+    let value = match v {
+        FeatureValue::Int(i) => Value::IntValue(*i),
+        FeatureValue::Float(f) => Value::FloatValue(*f),
+        FeatureValue::Str(s) => Value::StringValue(s.clone()),
+        FeatureValue::List(l) => Value::StringList(v1::StringList { values: l.clone() }),
+        FeatureValue::Ranked(r) => Value::RankedList(v1::RankedList {
+            entries: r
+                .iter()
+                .map(|(value, count)| v1::RankedEntry {
+                    value: value.clone(),
+                    count: *count,
+                })
+                .collect(),
+        }),
+    };
+    v1::FeatureValue { value: Some(value) }
+}
+
+/// The wire value back in core form (clients and tests).
+pub fn from_proto(v: &v1::FeatureValue) -> Option<FeatureValue> {
+    use v1::feature_value::Value;
+    Some(match v.value.as_ref()? {
+        Value::IntValue(i) => FeatureValue::Int(*i),
+        Value::FloatValue(f) => FeatureValue::Float(*f),
+        Value::StringValue(s) => FeatureValue::Str(s.clone()),
+        Value::StringList(l) => FeatureValue::List(l.values.clone()),
+        Value::RankedList(r) => FeatureValue::Ranked(
+            r.entries
+                .iter()
+                .map(|e| (e.value.clone(), e.count))
+                .collect(),
+        ),
+    })
+}

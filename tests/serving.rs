@@ -1,0 +1,946 @@
+//! The serving layer against a live broker, in-process (`weft_serving::start`
+//! on port 0), read through a real tonic client:
+//!
+//! * `GetProfile` == reference for every user before any batch view, after
+//!   one, and while and after it switches to a second (requests in flight
+//!   across the switch are checked one by one);
+//! * 10k randomly malformed requests get their documented status, never
+//!   INTERNAL, and no key reads another tenant's data.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+use weft_core::Event;
+use weft_core::eval::{Profile, compare_profiles};
+use weft_core::generator::GenConfig;
+use weft_core::reference;
+use weft_proto::v1;
+use weft_proto::v1::profile_service_client::ProfileServiceClient;
+use weft_serving::config::{KeyConfig, TenantConfig};
+use weft_serving::state::from_proto;
+use weft_serving::{Running, ServeConfig};
+use weft_speed::kafka::Produced;
+
+use crate::generation_switch::{Fixture, PARTITIONS, consumed_everything, fixture, wait_for};
+
+pub(crate) fn server_key(tenant: &str) -> String {
+    format!("srv-{tenant}-0123456789abcdef")
+}
+
+pub(crate) fn widget_key(tenant: &str) -> String {
+    format!("pub-{tenant}-0123456789abcdef")
+}
+
+/// Two keys per tenant: a server key (profiles and recommendations) and a
+/// publishable widget key (recommendations only).
+pub(crate) fn tenants(names: &[&str]) -> Vec<TenantConfig> {
+    names
+        .iter()
+        .map(|t| TenantConfig {
+            name: t.to_string(),
+            allowed_origins: vec![format!("https://{t}.example")],
+            keys: vec![
+                KeyConfig {
+                    name: format!("{t}-server"),
+                    key: server_key(t),
+                    scopes: vec!["profile:read".into(), "recommendations:read".into()],
+                    publishable: false,
+                },
+                KeyConfig {
+                    name: format!("{t}-widget"),
+                    key: widget_key(t),
+                    scopes: vec!["recommendations:read".into()],
+                    publishable: true,
+                },
+            ],
+        })
+        .collect()
+}
+
+fn config(f: &Fixture, tenant_names: &[&str]) -> ServeConfig {
+    let views = f.dir.path().join("views");
+    std::fs::create_dir_all(&views).unwrap();
+    let mut c = ServeConfig {
+        features: f.spec_path.into(),
+        ..Default::default()
+    };
+    c.kafka.bootstrap = f.broker.bootstrap().to_string();
+    c.speed.data_dir = f.dir.path().join("serve-speed");
+    c.speed.dedup_horizon_secs = 24 * 3_600;
+    c.views.store = Some(views.to_str().unwrap().to_string());
+    c.views.poll_secs = 1;
+    c.views.work_dir = f.dir.path().join("serve-views");
+    c.serve.grpc_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.serve.http_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.serve.drain_secs = 0;
+    c.tenants = tenants(tenant_names);
+    c
+}
+
+fn tenant_names(produced: &Produced) -> Vec<String> {
+    let mut names: Vec<String> = produced
+        .valid
+        .iter()
+        .map(|(_, _, e)| e.tenant.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+pub(crate) fn with_key<T>(msg: T, key: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+pub(crate) fn served_features(p: &v1::Profile) -> Profile {
+    p.features
+        .iter()
+        .map(|(k, v)| (k.clone(), from_proto(v).unwrap()))
+        .collect()
+}
+
+pub(crate) async fn try_connect(
+    addr: &str,
+) -> Result<ProfileServiceClient<Channel>, tonic::transport::Error> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("a valid address")
+        .connect()
+        .await?;
+    Ok(ProfileServiceClient::new(channel))
+}
+
+async fn connect(addr: SocketAddr) -> ProfileServiceClient<Channel> {
+    try_connect(&addr.to_string()).await.unwrap()
+}
+
+/// Waits until the served pair is `view` and everything produced is applied.
+fn wait_served(running: &Running, produced: &Produced, view: u64) {
+    let serving = running.serving.clone();
+    wait_for(
+        &format!("view {view} served and the topic consumed"),
+        Duration::from_secs(120),
+        || {
+            serving
+                .current_pair()
+                .is_some_and(|p| p.view_version() == view && p.generation as u64 == view)
+                && consumed_everything(serving.speed_metrics(), produced)
+        },
+    );
+}
+
+/// GetProfile (and BatchGetProfiles) == reference for every user.
+fn assert_every_user(f: &Fixture, addr: SocketAddr, produced: &Produced, view: u64) {
+    let by_user = produced.by_user();
+    let spec = f.spec.clone();
+    f.rt.block_on(async {
+        let mut client = connect(addr).await;
+        for ((tenant, user), events) in &by_user {
+            let r = client
+                .get_profile(with_key(
+                    v1::GetProfileRequest {
+                        user_id: user.clone(),
+                        features: vec![],
+                    },
+                    &server_key(tenant),
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            let fresh = r.freshness.unwrap();
+            assert_eq!(fresh.batch_view_version, view);
+            assert_eq!(fresh.speed_generation, view);
+            let profile = r.profile.unwrap();
+            assert!(profile.found, "{tenant}/{user} not found");
+            let expected = reference::evaluate(&spec, events, fresh.as_of_ms);
+            if let Err(d) = compare_profiles(&spec, &served_features(&profile), &expected) {
+                panic!("view {view}: {tenant}/{user} at {}: {d}", fresh.as_of_ms);
+            }
+        }
+        // The same through BatchGetProfiles, 100 ids a call, per tenant.
+        let mut per_tenant: BTreeMap<&str, Vec<(&str, &Vec<Event>)>> = BTreeMap::new();
+        for ((t, u), events) in &by_user {
+            per_tenant.entry(t).or_default().push((u, events));
+        }
+        for (tenant, users) in per_tenant {
+            for chunk in users.chunks(100) {
+                let r = client
+                    .batch_get_profiles(with_key(
+                        v1::BatchGetProfilesRequest {
+                            user_ids: chunk.iter().map(|(u, _)| u.to_string()).collect(),
+                            features: vec![],
+                        },
+                        &server_key(tenant),
+                    ))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let t = r.freshness.unwrap().as_of_ms;
+                assert_eq!(r.profiles.len(), chunk.len());
+                for ((user, events), p) in chunk.iter().zip(&r.profiles) {
+                    assert_eq!(&p.user_id, user);
+                    let expected = reference::evaluate(&spec, events, t);
+                    if let Err(d) = compare_profiles(&spec, &served_features(p), &expected) {
+                        panic!("batch get, view {view}: {tenant}/{user}: {d}");
+                    }
+                }
+            }
+        }
+    });
+    assert!(by_user.len() > 1_000, "{} users checked", by_user.len());
+}
+
+#[test]
+fn get_profile_equals_the_reference_before_after_and_across_view_switches() {
+    let f = fixture();
+    let mut topic = f.topic(GenConfig::new(77, 120_000, 4, 4_000), 5);
+    topic.produce(Vec::new(), 40_000, 0.005);
+    let names = tenant_names(&topic.produced);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let running =
+        f.rt.block_on(weft_serving::start(config(&f, &names)))
+            .unwrap();
+    let addr = running.grpc_addr;
+
+    // 1. No batch view: generation 0 of the speed layer holds everything.
+    wait_served(&running, &topic.produced, 0);
+    assert_every_user(&f, addr, &topic.produced, 0);
+
+    // 2. A view whose boundary is behind the speed layer (the archiver lags
+    //    ~300 offsets per partition); then redeliveries and more events.
+    let ends = topic.produced.end_offsets(PARTITIONS);
+    let committed: HashMap<i32, i64> = ends
+        .iter()
+        .enumerate()
+        .map(|(p, end)| (p as i32, (end - 300).max(0)))
+        .collect();
+    let (_, summary) = f.publish_view(&topic.produced, &committed);
+    assert_eq!(summary.version, 1);
+    let again: Vec<Event> = topic
+        .produced
+        .valid
+        .iter()
+        .step_by(211)
+        .take(150)
+        .map(|(_, _, e)| e.clone())
+        .collect();
+    topic.produce(again, 30_000, 0.005);
+    wait_served(&running, &topic.produced, 1);
+    assert_every_user(&f, addr, &topic.produced, 1);
+
+    // 3. More events, then a second view, switched while requests run;
+    //    every answer in flight equals the reference (old pair or new).
+    topic.produce(Vec::new(), 30_000, 0.005);
+    wait_served(&running, &topic.produced, 1);
+    let by_user = Arc::new(topic.produced.by_user());
+    let users: Vec<(String, String)> = by_user.keys().cloned().collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
+    let checker = {
+        let (by_user, stop, seen, spec) =
+            (by_user.clone(), stop.clone(), seen.clone(), f.spec.clone());
+        f.rt.spawn(async move {
+            let mut client = connect(addr).await;
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+            while !stop.load(Ordering::Relaxed) {
+                let (tenant, user) = &users[rng.random_range(0..users.len())];
+                let r = client
+                    .get_profile(with_key(
+                        v1::GetProfileRequest {
+                            user_id: user.clone(),
+                            features: vec![],
+                        },
+                        &server_key(tenant),
+                    ))
+                    .await
+                    .expect("no request fails across a switch")
+                    .into_inner();
+                let fresh = r.freshness.unwrap();
+                let expected = reference::evaluate(
+                    &spec,
+                    &by_user[&(tenant.clone(), user.clone())],
+                    fresh.as_of_ms,
+                );
+                if let Err(d) =
+                    compare_profiles(&spec, &served_features(&r.profile.unwrap()), &expected)
+                {
+                    panic!(
+                        "across the switch (view {}): {tenant}/{user}: {d}",
+                        fresh.batch_view_version
+                    );
+                }
+                seen[fresh.batch_view_version.min(2) as usize].fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let ends = topic.produced.end_offsets(PARTITIONS);
+    let committed: HashMap<i32, i64> = ends
+        .iter()
+        .enumerate()
+        .map(|(p, end)| (p as i32, (end - 150).max(0)))
+        .collect();
+    let (_, summary) = f.publish_view(&topic.produced, &committed);
+    assert_eq!(summary.version, 2);
+    wait_served(&running, &topic.produced, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    f.rt.block_on(checker).unwrap();
+    let (on_1, on_2) = (
+        seen[1].load(Ordering::Relaxed),
+        seen[2].load(Ordering::Relaxed),
+    );
+    assert!(
+        on_1 > 0 && on_2 > 0,
+        "answers on view 1: {on_1}, on view 2: {on_2}"
+    );
+    assert_every_user(&f, addr, &topic.produced, 2);
+
+    // Recommendations for a known user come with reasons and exclude what
+    // the user bought.
+    f.rt.block_on(async {
+        let mut client = connect(addr).await;
+        let ((tenant, user), _) = by_user.iter().max_by_key(|(_, e)| e.len()).unwrap();
+        let r = client
+            .get_recommendations(with_key(
+                v1::GetRecommendationsRequest {
+                    user_id: user.clone(),
+                    n: 10,
+                    ..Default::default()
+                },
+                &widget_key(tenant),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!r.items.is_empty(), "recommendations for {tenant}/{user}");
+        let bought: Vec<&str> = by_user[&(tenant.clone(), user.clone())]
+            .iter()
+            .filter(|e| e.kind == weft_core::EventKind::Purchase)
+            .map(|e| e.item_id.as_str())
+            .collect();
+        for item in &r.items {
+            assert!(item.reason != 0, "{item:?} has a reason");
+            assert!(
+                !bought.contains(&item.item_id.as_str()),
+                "{item:?} was bought"
+            );
+        }
+    });
+    f.rt.block_on(running.stop());
+}
+
+/// One malformed request and the codes it may get.
+fn malformed(rng: &mut impl Rng, tenant: &str, other_tenant: &str) -> Malformed {
+    let key = server_key(tenant);
+    let random_id = |rng: &mut dyn rand::RngCore, len: usize| -> String {
+        (0..len)
+            .map(|_| char::from(b'a' + (rng.next_u32() % 26) as u8))
+            .collect()
+    };
+    match rng.random_range(0..14) {
+        0 => (
+            "no key",
+            get(String::new(), "u1", vec![]),
+            &[Code::Unauthenticated],
+        ),
+        1 => (
+            "unknown key",
+            get(format!("nope-{}", random_id(rng, 20)), "u1", vec![]),
+            &[Code::Unauthenticated],
+        ),
+        2 => (
+            "widget key reads a profile",
+            get(widget_key(tenant), "u1", vec![]),
+            &[Code::PermissionDenied],
+        ),
+        3 => ("empty id", get(key, "", vec![]), &[Code::InvalidArgument]),
+        4 => {
+            let n = rng.random_range(257..4_000);
+            (
+                "oversized id",
+                get(key, &random_id(rng, n), vec![]),
+                &[Code::InvalidArgument],
+            )
+        }
+        5 => (
+            "control character",
+            get(key, "user\u{0}1", vec![]),
+            &[Code::InvalidArgument],
+        ),
+        6 => {
+            let f = random_id(rng, 12);
+            (
+                "unknown feature",
+                get(key, "u1", vec![f]),
+                &[Code::InvalidArgument],
+            )
+        }
+        7 => ("no ids", batch(key, vec![]), &[Code::InvalidArgument]),
+        8 => {
+            let n = rng.random_range(101..400);
+            (
+                "too many ids",
+                batch(key, (0..n).map(|i| format!("u{i}")).collect()),
+                &[Code::InvalidArgument],
+            )
+        }
+        9 => (
+            "one empty id among many",
+            batch(key, vec!["a".into(), String::new(), "b".into()]),
+            &[Code::InvalidArgument],
+        ),
+        10 => {
+            let n = if rng.random_bool(0.5) {
+                0
+            } else {
+                rng.random_range(101..=u32::MAX)
+            };
+            (
+                "n out of range",
+                recs(key, n, vec![]),
+                &[Code::InvalidArgument],
+            )
+        }
+        11 => (
+            "too many exclusions",
+            recs(key, 5, (0..1_001).map(|i| format!("i{i}")).collect()),
+            &[Code::InvalidArgument],
+        ),
+        12 => (
+            "another tenant's key, wrong scope",
+            get(widget_key(other_tenant), "u1", vec![]),
+            &[Code::PermissionDenied],
+        ),
+        _ => {
+            let len = rng.random_range(1..64);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            // Garbage bodies: undecodable is INVALID_ARGUMENT; bytes that
+            // happen to decode reach the handler without a key.
+            (
+                "garbage body",
+                raw(bytes),
+                &[Code::InvalidArgument, Code::Unauthenticated],
+            )
+        }
+    }
+}
+
+/// A malformed call: what it is, how to send it, the codes it may get.
+type Malformed = (&'static str, Sender, &'static [Code]);
+type Sender = Box<dyn FnOnce(ProfileServiceClient<Channel>) -> Call>;
+
+type Call = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), tonic::Status>> + Send>>;
+
+fn get(key: String, user: &str, features: Vec<String>) -> Sender {
+    let user = user.to_string();
+    Box::new(move |mut c| {
+        Box::pin(async move {
+            let mut r = Request::new(v1::GetProfileRequest {
+                user_id: user,
+                features,
+            });
+            if !key.is_empty() {
+                r.metadata_mut()
+                    .insert("authorization", format!("Bearer {key}").parse().unwrap());
+            }
+            c.get_profile(r).await.map(|_| ())
+        })
+    })
+}
+
+fn batch(key: String, ids: Vec<String>) -> Sender {
+    Box::new(move |mut c| {
+        Box::pin(async move {
+            c.batch_get_profiles(with_key(
+                v1::BatchGetProfilesRequest {
+                    user_ids: ids,
+                    features: vec![],
+                },
+                &key,
+            ))
+            .await
+            .map(|_| ())
+        })
+    })
+}
+
+fn recs(key: String, n: u32, exclude: Vec<String>) -> Sender {
+    Box::new(move |mut c| {
+        Box::pin(async move {
+            c.get_recommendations(with_key(
+                v1::GetRecommendationsRequest {
+                    user_id: "u1".into(),
+                    n,
+                    context_item_id: String::new(),
+                    exclude_item_ids: exclude,
+                },
+                &key,
+            ))
+            .await
+            .map(|_| ())
+        })
+    })
+}
+
+/// Sends `bytes` as the body of a GetProfile call.
+fn raw(bytes: Vec<u8>) -> Sender {
+    Box::new(move |_| {
+        Box::pin(async move {
+            let addr = RAW_ADDR.get().copied().unwrap();
+            let channel = Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.unwrap();
+            let path = http::uri::PathAndQuery::from_static("/weft.v1.ProfileService/GetProfile");
+            grpc.unary(Request::new(bytes), path, RawCodec)
+                .await
+                .map(|_: tonic::Response<Vec<u8>>| ())
+        })
+    })
+}
+
+static RAW_ADDR: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+
+/// Sends and receives message bodies as raw bytes.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        let mut out = vec![0; src.remaining()];
+        src.copy_to_slice(&mut out);
+        Ok(Some(out))
+    }
+}
+
+/// Minimal HTTP/1.1 GET: (status, body).
+pub(crate) fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+#[test]
+fn malformed_requests_get_their_status_and_tenants_stay_apart() {
+    let f = fixture();
+    let mut topic = f.topic(GenConfig::new(78, 20_000, 3, 1_500), 6);
+    topic.produce(Vec::new(), 20_000, 0.0);
+    let names = tenant_names(&topic.produced);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    assert!(names.len() >= 2);
+    let running =
+        f.rt.block_on(weft_serving::start(config(&f, &names)))
+            .unwrap();
+    wait_served(&running, &topic.produced, 0);
+    let addr = running.grpc_addr;
+    RAW_ADDR.set(addr).unwrap();
+
+    // 10k random malformed gRPC requests.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    f.rt.block_on(async {
+        let client = connect(addr).await;
+        for _ in 0..10_000 {
+            let t = rng.random_range(0..names.len());
+            let (kind, call, codes) = malformed(&mut rng, names[t], names[(t + 1) % names.len()]);
+            let status = call(client.clone()).await.expect_err(kind);
+            assert!(
+                codes.contains(&status.code()),
+                "{kind}: got {:?} {:?}, expected one of {codes:?}",
+                status.code(),
+                status.message()
+            );
+            assert!(!status.message().is_empty(), "{kind}: the status says why");
+            *by_kind.entry(kind).or_default() += 1;
+        }
+    });
+    assert!(by_kind.len() >= 13, "{by_kind:?}");
+
+    // The same rules over HTTP.
+    let http = running.http_addr;
+    let auth = format!("Bearer {}", server_key(names[0]));
+    let widget = format!("Bearer {}", widget_key(names[0]));
+    let origin = format!("https://{}.example", names[0]);
+    let other_origin = format!("https://{}.example", names[1]);
+    for (path, headers, status) in [
+        ("/v1/profiles/u1", vec![], 401),
+        (
+            "/v1/profiles/u1",
+            vec![("Authorization", "Bearer wrong-key-0123456789")],
+            401,
+        ),
+        (
+            "/v1/profiles/u1",
+            vec![("Authorization", widget.as_str())],
+            403,
+        ),
+        (
+            "/v1/profiles/u1?features=nope",
+            vec![("Authorization", auth.as_str())],
+            400,
+        ),
+        (
+            "/v1/profiles/u1?bogus=1",
+            vec![("Authorization", auth.as_str())],
+            400,
+        ),
+        (
+            "/v1/profiles/u1",
+            vec![("Authorization", auth.as_str())],
+            200,
+        ),
+        (
+            "/v1/recommendations?user_id=u1&n=0",
+            vec![("Authorization", widget.as_str())],
+            400,
+        ),
+        (
+            "/v1/recommendations?user_id=u1&n=ten",
+            vec![("Authorization", widget.as_str())],
+            400,
+        ),
+        (
+            "/v1/recommendations?n=3",
+            vec![("Authorization", widget.as_str())],
+            400,
+        ),
+        (
+            "/v1/recommendations?user_id=u1&n=3",
+            vec![
+                ("Authorization", widget.as_str()),
+                ("Origin", origin.as_str()),
+            ],
+            200,
+        ),
+        (
+            "/v1/recommendations?user_id=u1&n=3",
+            vec![
+                ("Authorization", widget.as_str()),
+                ("Origin", other_origin.as_str()),
+            ],
+            403,
+        ),
+        ("/v1/nothing", vec![], 404),
+    ] {
+        let (got, body) = http_get(http, path, &headers);
+        assert_eq!(got, status, "{path} {headers:?}: {body}");
+        if status != 200 {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert!(
+                v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+                "{body}"
+            );
+        }
+    }
+
+    // Cross-tenant reads: with tenant A's key, every user id of tenant B
+    // reads A's user of that id (the reference over A's events, usually
+    // none), never B's data.
+    let by_user = topic.produced.by_user();
+    let spec = f.spec.clone();
+    f.rt.block_on(async {
+        let mut client = connect(addr).await;
+        for ((tenant, user), _) in by_user.iter().step_by(3) {
+            let other = names.iter().find(|n| **n != tenant.as_str()).unwrap();
+            let r = client
+                .get_profile(with_key(
+                    v1::GetProfileRequest {
+                        user_id: user.clone(),
+                        features: vec![],
+                    },
+                    &server_key(other),
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            let t = r.freshness.unwrap().as_of_ms;
+            let own = by_user
+                .get(&(other.to_string(), user.clone()))
+                .cloned()
+                .unwrap_or_default();
+            let p = r.profile.unwrap();
+            assert_eq!(p.found, !own.is_empty(), "{other} reading {user}");
+            compare_profiles(
+                &spec,
+                &served_features(&p),
+                &reference::evaluate(&spec, &own, t),
+            )
+            .unwrap_or_else(|d| panic!("{other} reading {tenant}'s {user}: {d}"));
+        }
+    });
+    f.rt.block_on(running.stop());
+}
+
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-S", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// `weft serve` as a user runs it, from a TOML config: a Python grpcio
+/// client generated from the project's .proto, and curl.
+#[test]
+fn weft_serve_answers_python_grpcio_and_curl() {
+    let f = fixture();
+    let mut topic = f.topic(GenConfig::new(79, 5_000, 2, 300), 7);
+    topic.produce(Vec::new(), 5_000, 0.0);
+    let names = tenant_names(&topic.produced);
+    let tenant = names[0].clone();
+    let by_user = topic.produced.by_user();
+    let (user, events) = by_user
+        .iter()
+        .filter(|((t, _), _)| *t == tenant)
+        .max_by_key(|(_, e)| e.len())
+        .map(|((_, u), e)| (u.clone(), e.clone()))
+        .unwrap();
+    let key = server_key(&tenant);
+    let config = f.dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"features = "{spec}"
+[kafka]
+bootstrap = "{bootstrap}"
+[speed]
+data_dir = "{dir}/cli-speed"
+[views]
+work_dir = "{dir}/cli-views"
+[serve]
+grpc_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+drain_secs = 0
+[[tenants]]
+name = "{tenant}"
+allowed_origins = ["https://{tenant}.example"]
+[[tenants.keys]]
+name = "server"
+key = "{key}"
+scopes = ["profile:read", "recommendations:read"]
+"#,
+            spec = f.spec_path,
+            bootstrap = f.broker.bootstrap(),
+            dir = f.dir.path().display(),
+        ),
+    )
+    .unwrap();
+    let log = f.dir.path().join("serve.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut addr = |prefix: &str| -> String {
+        let line = lines.next().unwrap().unwrap();
+        line.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{line:?}; log:\n{}", crate::common::log_text(&log)))
+            .trim()
+            .to_string()
+    };
+    let grpc = addr("gRPC");
+    let http = addr("HTTP");
+
+    // Wait until the user's served profile is complete.
+    let spec = f.spec.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let grpc_addr: SocketAddr = grpc.parse().unwrap();
+    f.rt.block_on(async {
+        let mut client = loop {
+            if let Ok(c) = try_connect(&grpc).await {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "log:\n{}",
+                crate::common::log_text(&log)
+            );
+            if let Ok(r) = client
+                .get_profile(with_key(
+                    v1::GetProfileRequest {
+                        user_id: user.clone(),
+                        features: vec![],
+                    },
+                    &key,
+                ))
+                .await
+            {
+                let r = r.into_inner();
+                let fresh = r.freshness.unwrap();
+                if compare_profiles(
+                    &spec,
+                    &served_features(&r.profile.unwrap()),
+                    &reference::evaluate(&spec, &events, fresh.as_of_ms),
+                )
+                .is_ok()
+                    && fresh.speed_lag_messages == 0
+                {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let _ = grpc_addr;
+
+    // Python grpcio.
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/profile_client.py"
+        ))
+        .args(["--addr", &grpc, "--key", &key, "--user", &user])
+        .args([
+            "--proto-root",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/proto"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let py: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(py["found"], true);
+    let t = py["freshness"]["as_of_ms"].as_i64().unwrap();
+    // JSON cannot tell an empty top-k list from an empty list: the spec can.
+    let mut from_python: Profile = serde_json::from_value(py["features"].clone()).unwrap();
+    for (name, v) in from_python.iter_mut() {
+        let top_k = spec
+            .feature(name)
+            .is_some_and(|f| f.aggregate.name() == "top_k");
+        if top_k && *v == weft_core::agg::FeatureValue::List(vec![]) {
+            *v = weft_core::agg::FeatureValue::Ranked(vec![]);
+        }
+    }
+    compare_profiles(&spec, &from_python, &reference::evaluate(&spec, &events, t))
+        .unwrap_or_else(|d| panic!("python's profile: {d}"));
+    assert_eq!(py["no_key"], "UNAUTHENTICATED");
+    assert_eq!(py["empty_id"], "INVALID_ARGUMENT");
+    assert_eq!(py["health"], "SERVING");
+    let services: Vec<&str> = py["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    assert!(services.contains(&"weft.v1.ProfileService"), "{services:?}");
+    assert!(services.contains(&"grpc.health.v1.Health"), "{services:?}");
+
+    // curl.
+    let auth = format!("Authorization: Bearer {key}");
+    let (code, body) = curl(&["-H", &auth, &format!("{http}/v1/profiles/{user}")]);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["found"], true);
+    assert_eq!(v["user_id"], user.as_str());
+    assert!(v["freshness"]["as_of_ms"].as_i64().unwrap() > 0);
+    let count = |name: &str| v["features"][name].as_i64();
+    let expected =
+        reference::evaluate(&spec, &events, v["freshness"]["as_of_ms"].as_i64().unwrap());
+    if let Some(weft_core::agg::FeatureValue::Int(n)) = expected.get("views_7d") {
+        assert_eq!(count("views_7d"), Some(*n));
+    }
+    let (code, body) = curl(&[&format!("{http}/v1/profiles/{user}")]);
+    assert_eq!(code, 401, "{body}");
+    let (code, _) = curl(&[
+        "-H",
+        &auth,
+        &format!("{http}/v1/recommendations?user_id={user}&n=5"),
+    ]);
+    assert_eq!(code, 200);
+    let origin = format!("Origin: https://{tenant}.example");
+    let (code, _) = curl(&[
+        "-X",
+        "OPTIONS",
+        "-H",
+        &origin,
+        "-H",
+        "Access-Control-Request-Method: GET",
+        &format!("{http}/v1/recommendations"),
+    ]);
+    assert_eq!(code, 204);
+    let (code, metrics) = curl(&[&format!("{http}/metrics")]);
+    assert_eq!(code, 200);
+    for name in [
+        "weft_serving_request_seconds_bucket",
+        "weft_speed_records_total",
+        "weft_serving_speed_lag_messages",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    assert!(
+        metrics.contains("code=\"UNAUTHENTICATED\""),
+        "statuses are labelled"
+    );
+    let (code, _) = curl(&[&format!("{http}/readyz")]);
+    assert_eq!(code, 200);
+    crate::common::stop_cleanly(child, &log);
+}
