@@ -249,3 +249,166 @@ fn profile_message(user_id: &str, served: crate::state::Served) -> v1::Profile {
         segments: Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::config::{KeyConfig, ServeConfig, TenantConfig};
+    use crate::state::Pair;
+
+    fn key(name: &str, scopes: &[&str], publishable: bool) -> KeyConfig {
+        KeyConfig {
+            name: name.into(),
+            key: format!("{name}-0123456789abcdef"),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            publishable,
+        }
+    }
+
+    /// An API over an empty speed view (no broker needed).
+    fn api(dir: &std::path::Path) -> Api {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/features.example.toml"
+        );
+        let spec = weft_core::FeatureSpec::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let store = weft_speed::store::SpeedStore::open(dir, Arc::new(spec), false).unwrap();
+        let serving = Arc::new(Serving::new(
+            Arc::new(store),
+            Arc::new(weft_speed::consumer::SpeedMetrics::default()),
+        ));
+        serving.switch(Pair::new(None, 0));
+        let config = ServeConfig::default();
+        let tenants = vec![TenantConfig {
+            name: "acme".into(),
+            allowed_origins: vec![],
+            keys: vec![
+                key("server", &["profile:read"], false),
+                key("widget", &["recommendations:read"], true),
+                key("ops", &["admin"], false),
+            ],
+        }];
+        Api {
+            recs: RecsFeatures::resolve(&serving, &config.recommendations).unwrap(),
+            serving,
+            keys: Keys::new(&tenants).unwrap(),
+            limits: config.serve,
+            metrics: Arc::default(),
+        }
+    }
+
+    fn call<'a>(method: Method, key: &'a str, timeout: Option<&'a str>, age: Duration) -> Call<'a> {
+        Call {
+            method,
+            authorization: Some(key),
+            timeout,
+            arrival: Instant::now() - age,
+        }
+    }
+
+    #[test]
+    fn deadlines_are_refused_at_once_when_already_spent() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(dir.path());
+        let key = "Bearer server-0123456789abcdef";
+        // A request that waited 2 ms for a 1 ms budget: refused before work.
+        let c = call(
+            Method::GetProfile,
+            key,
+            Some("1m"),
+            Duration::from_millis(2),
+        );
+        let started = Instant::now();
+        assert!(matches!(api.begin(&c), Err(ApiError::DeadlineExceeded(_))));
+        assert!(started.elapsed() < Duration::from_millis(50));
+        let c = call(Method::GetProfile, key, Some("5S"), Duration::ZERO);
+        assert!(api.begin(&c).is_ok());
+        let c = call(Method::GetProfile, key, Some("soon"), Duration::ZERO);
+        assert!(matches!(api.begin(&c), Err(ApiError::InvalidArgument(_))));
+        // No grpc-timeout: serve.default_deadline_ms applies.
+        let c = call(Method::GetProfile, key, None, Duration::from_secs(2));
+        assert!(matches!(api.begin(&c), Err(ApiError::DeadlineExceeded(_))));
+    }
+
+    #[test]
+    fn scopes_and_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(dir.path());
+        let begin = |m, k| api.begin(&call(m, k, None, Duration::ZERO)).map(|(p, _)| p);
+        let widget = "Bearer widget-0123456789abcdef";
+        assert!(matches!(
+            begin(Method::GetProfile, widget),
+            Err(ApiError::PermissionDenied(_))
+        ));
+        assert!(begin(Method::GetRecommendations, widget).is_ok());
+        let server = "server-0123456789abcdef"; // the bare key works too
+        assert!(matches!(
+            begin(Method::GetRecommendations, server),
+            Err(ApiError::PermissionDenied(_))
+        ));
+        let ops = "Bearer ops-0123456789abcdef";
+        assert_eq!(
+            &*begin(Method::BatchGetProfiles, ops).unwrap().tenant,
+            "acme"
+        );
+        assert!(matches!(
+            begin(Method::GetProfile, "Bearer server-0123456789abcdeF"),
+            Err(ApiError::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            begin(Method::GetProfile, ""),
+            Err(ApiError::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn an_unknown_user_is_found_false_with_freshness() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(dir.path());
+        let (p, _) = api
+            .begin(&call(
+                Method::GetProfile,
+                "Bearer server-0123456789abcdef",
+                None,
+                Duration::ZERO,
+            ))
+            .unwrap();
+        let r = api
+            .get_profile(
+                &p,
+                &v1::GetProfileRequest {
+                    user_id: "nobody".into(),
+                    features: vec!["views_7d".into()],
+                },
+            )
+            .unwrap();
+        let profile = r.profile.unwrap();
+        assert!(!profile.found);
+        assert!(profile.features.keys().all(|k| k == "views_7d"));
+        let f = r.freshness.unwrap();
+        assert_eq!((f.batch_view_version, f.speed_generation), (0, 0));
+        assert!(f.as_of_ms > 0);
+        // No batch view yet: no recommendation data, an empty answer.
+        let (w, _) = api
+            .begin(&call(
+                Method::GetRecommendations,
+                "Bearer widget-0123456789abcdef",
+                None,
+                Duration::ZERO,
+            ))
+            .unwrap();
+        let r = api
+            .get_recommendations(
+                &w,
+                &v1::GetRecommendationsRequest {
+                    user_id: "nobody".into(),
+                    n: 3,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert!(r.items.is_empty());
+    }
+}

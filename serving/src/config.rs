@@ -335,6 +335,30 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/serve.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        // The example reads two keys from the environment.
+        let e = ServeConfig::from_toml(&text).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "tenants[0].keys[0].key: environment variable WEFT_ACME_BIDDER_KEY is not set"
+        );
+        let text = text.replace("env:WEFT_ACME_BIDDER_KEY", "bidder-key-0123456789");
+        let text = text.replace("env:WEFT_ACME_ADMIN_KEY", "admin-key-0123456789");
+        let c = ServeConfig::from_toml(&text).unwrap();
+        assert_eq!(c.tenants[0].keys.len(), 3);
+        assert_eq!(c.views.store.as_deref(), Some("weft-data/views"));
+        let spec = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../",
+            "deploy/features.example.toml"
+        );
+        assert!(std::path::Path::new(spec).exists());
+        assert_eq!(c.features, PathBuf::from("deploy/features.example.toml"));
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = ServeConfig::from_toml("[serve]\nmax_batch_ids = \"many\"\n").unwrap_err();
         assert!(e.to_string().contains("max_batch_ids"), "{e}");
