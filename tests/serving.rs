@@ -141,6 +141,8 @@ fn wait_served(running: &Running, produced: &Produced, view: u64) {
 fn assert_every_user(f: &Fixture, addr: SocketAddr, produced: &Produced, view: u64) {
     let by_user = produced.by_user();
     let spec = f.spec.clone();
+    let mut in_segments = 0;
+    let segments = &mut in_segments;
     f.rt.block_on(async {
         let mut client = connect(addr).await;
         for ((tenant, user), events) in &by_user {
@@ -164,6 +166,12 @@ fn assert_every_user(f: &Fixture, addr: SocketAddr, produced: &Produced, view: u
             if let Err(d) = compare_profiles(&spec, &served_features(&profile), &expected) {
                 panic!("view {view}: {tenant}/{user} at {}: {d}", fresh.as_of_ms);
             }
+            assert_eq!(
+                profile.segments,
+                weft_core::segment::segments_of(&spec.segments, &expected),
+                "{tenant}/{user}: segments"
+            );
+            *segments += profile.segments.len();
         }
         // The same through BatchGetProfiles, 100 ids a call, per tenant.
         let mut per_tenant: BTreeMap<&str, Vec<(&str, &Vec<Event>)>> = BTreeMap::new();
@@ -196,6 +204,7 @@ fn assert_every_user(f: &Fixture, addr: SocketAddr, produced: &Produced, view: u
         }
     });
     assert!(by_user.len() > 1_000, "{} users checked", by_user.len());
+    assert!(in_segments > 0, "some users are in segments");
 }
 
 #[test]

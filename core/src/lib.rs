@@ -27,6 +27,7 @@ pub mod generator;
 pub mod keys;
 pub mod partition;
 pub mod reference;
+pub mod segment;
 pub mod spec;
 pub mod time;
 

@@ -373,10 +373,12 @@ pub struct Feature {
     pub window: Window,
 }
 
-/// A validated set of features.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A validated set of features, and the segments defined over them.
+#[derive(Debug, Clone, PartialEq)]
 pub struct FeatureSpec {
     pub features: Vec<Feature>,
+    /// Evaluated on served profiles; not part of [`FeatureSpec::hash`].
+    pub segments: Vec<crate::segment::Segment>,
     hash: String,
 }
 
@@ -413,15 +415,21 @@ impl FeatureSpec {
                         features.push(parse_feature(i, t)?);
                     }
                 }
+                "segment" => {}
                 other => {
                     return Err(file_err(
                         other,
-                        "unknown top-level key (expected only [[feature]] tables)".into(),
+                        "unknown top-level key (expected [[feature]] and [[segment]] tables)"
+                            .into(),
                     ));
                 }
             }
         }
-        FeatureSpec::new(features)
+        let mut spec = FeatureSpec::new(features)?;
+        if let Some(segments) = table.get("segment") {
+            spec.segments = crate::segment::parse_segments(segments, &spec.features)?;
+        }
+        Ok(spec)
     }
 
     /// Builds a spec from already-typed features (checks names are unique).
@@ -450,7 +458,11 @@ impl FeatureSpec {
         })?;
         let digest = Sha256::digest(&canonical);
         let hash = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        Ok(FeatureSpec { features, hash })
+        Ok(FeatureSpec {
+            features,
+            segments: Vec::new(),
+            hash,
+        })
     }
 
     /// A short, stable hash of the spec's meaning (not its formatting).

@@ -246,7 +246,7 @@ fn profile_message(user_id: &str, served: crate::state::Served) -> v1::Profile {
             .iter()
             .map(|(k, v)| (k.clone(), to_proto(v)))
             .collect(),
-        segments: Vec::new(),
+        segments: served.segments,
     }
 }
 

@@ -18,6 +18,7 @@ use weft_batch::OpenedView;
 use weft_core::FeatureSpec;
 use weft_core::agg::FeatureValue;
 use weft_core::eval::{Profile, StoredPartials};
+use weft_core::segment::segments_of;
 use weft_proto::v1;
 use weft_speed::consumer::SpeedMetrics;
 use weft_speed::store::{Generation, SpeedStore};
@@ -66,12 +67,16 @@ impl Pair {
 pub struct Served {
     pub found: bool,
     pub features: Profile,
+    /// The spec's segments the profile is in.
+    pub segments: Vec<String>,
 }
 
 /// The serving state shared by both APIs.
 pub struct Serving {
     spec: Arc<FeatureSpec>,
     index: HashMap<String, usize>,
+    /// Features the segments read (evaluated even when not requested).
+    segment_features: Vec<usize>,
     speed: Arc<SpeedStore>,
     speed_metrics: Arc<SpeedMetrics>,
     pair: ArcSwapOption<Pair>,
@@ -104,15 +109,24 @@ pub fn now_ms() -> i64 {
 impl Serving {
     pub fn new(speed: Arc<SpeedStore>, speed_metrics: Arc<SpeedMetrics>) -> Serving {
         let spec = speed.spec().clone();
-        let index = spec
+        let index: HashMap<String, usize> = spec
             .features
             .iter()
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
+        let mut segment_features: Vec<usize> = spec
+            .segments
+            .iter()
+            .flat_map(|s| &s.all)
+            .filter_map(|p| index.get(&p.feature).copied())
+            .collect();
+        segment_features.sort_unstable();
+        segment_features.dedup();
         Serving {
             spec,
             index,
+            segment_features,
             speed,
             speed_metrics,
             pair: ArcSwapOption::empty(),
@@ -213,9 +227,33 @@ impl Serving {
         features: Option<&[usize]>,
     ) -> Result<Served, ApiError> {
         let parts = self.partials(pair, tenant, user)?;
+        let found = !parts.is_empty();
+        let Some(selected) = features else {
+            let features = parts.evaluate(t_ms);
+            let segments = segments_of(&self.spec.segments, &features);
+            return Ok(Served {
+                found,
+                features,
+                segments,
+            });
+        };
+        // Evaluate what the segments read too, then keep what was asked.
+        let mut needed = selected.to_vec();
+        needed.extend(
+            self.segment_features
+                .iter()
+                .filter(|i| !selected.contains(i)),
+        );
+        let mut features = parts.evaluate_some(t_ms, Some(&needed));
+        let segments = segments_of(&self.spec.segments, &features);
+        if needed.len() > selected.len() {
+            let spec = &self.spec;
+            features.retain(|name, _| selected.iter().any(|&i| spec.features[i].name == *name));
+        }
         Ok(Served {
-            found: !parts.is_empty(),
-            features: parts.evaluate_some(t_ms, features),
+            found,
+            features,
+            segments,
         })
     }
 
