@@ -218,13 +218,13 @@ fn parse_segment(at: &str, t: &Table, features: &[Feature]) -> Result<Segment, S
             Some(Value::String(s)) => Operand::Str(s.clone()),
             Some(_) => return Err(err(format!("{at}.value"), "expected a number or a string")),
         };
-        let fits = match (op, &value) {
-            (Op::Exists | Op::Missing, Operand::None) => true,
-            (Op::Gt | Op::Gte | Op::Lt | Op::Lte, Operand::Number(_)) => true,
-            (Op::Eq | Op::Ne, Operand::Number(_) | Operand::Str(_)) => true,
-            (Op::Contains, Operand::Str(_)) => true,
-            _ => false,
-        };
+        let fits = matches!(
+            (op, &value),
+            (Op::Exists | Op::Missing, Operand::None)
+                | (Op::Gt | Op::Gte | Op::Lt | Op::Lte, Operand::Number(_))
+                | (Op::Eq | Op::Ne, Operand::Number(_) | Operand::Str(_))
+                | (Op::Contains, Operand::Str(_))
+        );
         if !fits {
             return Err(err(
                 format!("{at}.value"),
