@@ -8,6 +8,7 @@ mod bench_cmd;
 mod gen_cmd;
 mod serve_cmd;
 mod speed_cmd;
+mod up_cmd;
 
 /// mimalloc: events are built on one thread and freed on another, which
 /// glibc's allocator handles poorly (it halved `weft gen`'s throughput).
@@ -35,6 +36,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole platform on this machine: a local broker (unless
+    /// --bootstrap), serving + speed, the archiver, scheduled batch runs and
+    /// demo traffic, until Ctrl-C.
+    Up(up_cmd::UpArgs),
     /// Generate realistic, deterministic e-commerce events (Parquet archive,
     /// JSONL, or a Kafka topic).
     Gen(gen_cmd::GenArgs),
@@ -132,6 +137,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Up(args) => up_cmd::run_up(args),
         Command::Gen(args) => gen_cmd::run(args),
         Command::Speed(args) => speed_cmd::run_speed(args),
         Command::Serve(args) => serve_cmd::run_serve(args),

@@ -134,18 +134,23 @@ impl StopSignals {
 
     /// Blocks until a stop signal, calling `report` every 5 s.
     pub(crate) fn wait_forever(self, report: impl Fn()) {
-        self.wait_until(|| false, report);
+        self.wait_until(Duration::from_secs(5), || false, report);
+    }
+
+    /// Blocks until a stop signal, calling `report` every `every`.
+    pub(crate) fn wait_forever_every(self, every: Duration, report: impl Fn()) {
+        self.wait_until(every, || false, report);
     }
 
     /// Blocks until a stop signal or the worker's end, calling `report`
     /// every 5 s.
     pub(crate) fn wait<T>(self, worker: &std::thread::JoinHandle<T>, report: impl Fn()) {
-        self.wait_until(|| worker.is_finished(), report);
+        self.wait_until(Duration::from_secs(5), || worker.is_finished(), report);
     }
 
-    fn wait_until(mut self, done: impl Fn() -> bool, report: impl Fn()) {
+    fn wait_until(mut self, every: Duration, done: impl Fn() -> bool, report: impl Fn()) {
         self.rt.block_on(async {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            let mut tick = tokio::time::interval(every);
             loop {
                 tokio::select! {
                     _ = self.term.recv() => break,

@@ -242,7 +242,7 @@ fn help_lists_only_working_subcommands() {
     assert_eq!(
         commands,
         [
-            "gen", "speed", "archive", "serve", "batch", "bench", "features", "help"
+            "up", "gen", "speed", "archive", "serve", "batch", "bench", "features", "help"
         ]
     );
     let out = weft(&["gen"]);

@@ -14,7 +14,7 @@
 //!
 //! Plus every `weft_speed_*` metric (`weft_speed::metrics`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus_client::collector::Collector;
@@ -39,16 +39,19 @@ fn new_histogram() -> Histogram {
     Histogram::new(exponential_buckets(25e-6, 2.0, 16))
 }
 
-/// Request latency by protocol, method and status.
+/// Request latency by protocol, method and status, and a recent-window
+/// histogram of successful requests for status lines (`weft up`).
 #[derive(Debug)]
 pub struct RequestMetrics {
     latency: Family<Labels, Histogram, fn() -> Histogram>,
+    recent: Mutex<Option<hdrhistogram::Histogram<u64>>>,
 }
 
 impl Default for RequestMetrics {
     fn default() -> RequestMetrics {
         RequestMetrics {
             latency: Family::new_with_constructor(new_histogram),
+            recent: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2).ok()),
         }
     }
 }
@@ -61,13 +64,33 @@ impl RequestMetrics {
         code: Code,
         since: Instant,
     ) {
+        let elapsed = since.elapsed();
         self.latency
             .get_or_create(&[
                 ("protocol", protocol),
                 ("method", method),
                 ("code", code_name(code)),
             ])
-            .observe(since.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
+        if code == Code::Ok
+            && let Ok(mut recent) = self.recent.lock()
+            && let Some(h) = recent.as_mut()
+        {
+            h.saturating_record(elapsed.as_micros() as u64);
+        }
+    }
+
+    /// The p99 in microseconds of the successful requests since the last
+    /// call (None: there were none), resetting the window.
+    pub fn take_recent_p99_micros(&self) -> Option<u64> {
+        let mut recent = self.recent.lock().ok()?;
+        let h = recent.as_mut()?;
+        if h.is_empty() {
+            return None;
+        }
+        let p99 = h.value_at_quantile(0.99);
+        h.reset();
+        Some(p99)
     }
 }
 

@@ -100,6 +100,7 @@ pub struct Running {
     speed_shutdown: Arc<AtomicBool>,
     speed_thread: Option<std::thread::JoinHandle<()>>,
     watcher_stop: Arc<AtomicBool>,
+    requests: Arc<RequestMetrics>,
 }
 
 /// Starts everything on the current tokio runtime; returns once both
@@ -413,10 +414,16 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         speed_shutdown,
         speed_thread: Some(speed_thread),
         watcher_stop,
+        requests,
     })
 }
 
 impl Running {
+    /// p99 in µs of the requests answered OK since the last call.
+    pub fn p99_micros(&self) -> Option<u64> {
+        self.requests.take_recent_p99_micros()
+    }
+
     /// Waits until a (view, generation) pair is served.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let until = tokio::time::Instant::now() + timeout;
@@ -447,7 +454,18 @@ impl Running {
         self.watcher_stop.store(true, Ordering::Relaxed);
         self.speed_shutdown.store(true, Ordering::Relaxed);
         if let Some(t) = self.speed_thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            // The loop stops at a batch boundary (state is committed); only
+            // closing the Kafka client can hang on an unresponsive broker.
+            let joined = tokio::time::timeout(
+                Duration::from_secs(15),
+                tokio::task::spawn_blocking(move || t.join()),
+            )
+            .await;
+            if joined.is_err() {
+                tracing::warn!(
+                    "the speed layer's Kafka client did not close within 15 s; exiting anyway (its state is committed)"
+                );
+            }
         }
         tracing::info!("weft serve stopped");
     }

@@ -416,11 +416,13 @@ pub fn run_with_store(
         }
         if polled.is_empty() {
             cursor.probe_silent(&consumer)?;
-            // Idle: make sure the informational group offsets caught up (an
-            // async commit after the last batch may have failed).
+            // Idle: commit the informational group offsets once more (an
+            // async commit after the last batch may have failed). Async: a
+            // synchronous commit has no timeout in librdkafka and, against a
+            // slow group coordinator, stalled this loop (and shutdown).
             if commit_pending
                 && let Ok(positions) = consumer.position()
-                && consumer.commit(&positions, CommitMode::Sync).is_ok()
+                && consumer.commit(&positions, CommitMode::Async).is_ok()
             {
                 commit_pending = false;
             }

@@ -1,0 +1,404 @@
+//! `weft up`: the whole platform on one machine, on embedded defaults.
+//!
+//! Under a data directory (`./weft-data` unless `--data-dir`): a local Tansu
+//! broker (in memory) when no broker is given (`broker/` holds its log), the
+//! `events` topic, `weft serve` with its speed layer (`speed/`, `serving/`),
+//! the archiver (`archive/`), a batch run every `--batch-every-secs` into the
+//! view store (`views/`), and demo traffic from the generator unless
+//! `--demo-rate 0`. It prints the endpoints with ready-to-paste grpcurl and
+//! curl lines, a short status every few seconds, and stops cleanly on
+//! Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use rand::Rng;
+use weft_core::generator::{GenConfig, Generator};
+use weft_core::spec::DAY_MS;
+use weft_serving::ServeConfig;
+use weft_serving::config::{KeyConfig, TenantConfig};
+use weft_speed::archiver::{ArchiverConfig, ArchiverMetrics};
+use weft_speed::broker::LocalBroker;
+use weft_speed::kafka::{EventProducer, ensure_topic};
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// Where everything lives.
+    #[arg(long, default_value = "weft-data")]
+    data_dir: PathBuf,
+    /// A `weft serve` config to start from (tenants, keys, limits); its
+    /// paths under the data directory are replaced.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Use this Kafka broker instead of starting a local Tansu.
+    #[arg(long)]
+    bootstrap: Option<String>,
+    /// The Tansu binary (default: PATH, then ~/.cargo/bin).
+    #[arg(long)]
+    tansu: Option<PathBuf>,
+    /// The feature spec.
+    #[arg(long, default_value = "deploy/features.example.toml")]
+    features: PathBuf,
+    /// Seconds between batch runs (the first runs after one interval).
+    #[arg(long, default_value_t = 180)]
+    batch_every_secs: u64,
+    /// Demo events per second from the generator (0: none).
+    #[arg(long, default_value_t = 500)]
+    demo_rate: u64,
+    /// Users in the demo traffic.
+    #[arg(long, default_value_t = 5_000)]
+    demo_users: u32,
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    grpc_listen: String,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http_listen: String,
+    /// Seconds between status lines.
+    #[arg(long, default_value_t = 5)]
+    status_every_secs: u64,
+}
+
+/// Demo tenants: the generator's first three, each with a server key
+/// (profiles and recommendations) and a publishable widget key, kept in
+/// `keys.json` so they survive restarts.
+fn demo_tenants(data_dir: &Path) -> Result<Vec<TenantConfig>> {
+    let path = data_dir.join("keys.json");
+    let names = GenConfig::new(0, 1, 3, 3)
+        .tenants
+        .iter()
+        .map(|t| t.name.clone())
+        .collect::<Vec<_>>();
+    let keys: Vec<(String, String, String)> = match std::fs::read(&path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))?
+        }
+        Err(_) => {
+            let mut rng = rand::rng();
+            let mut secret = |prefix: &str| {
+                let hex: String = (0..24)
+                    .map(|_| format!("{:x}", rng.random_range(0..16u8)))
+                    .collect();
+                format!("{prefix}_{hex}")
+            };
+            let keys: Vec<_> = names
+                .iter()
+                .map(|t| (t.clone(), secret("sk"), secret("pk")))
+                .collect();
+            std::fs::write(&path, serde_json::to_vec_pretty(&keys)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            keys
+        }
+    };
+    Ok(keys
+        .into_iter()
+        .map(|(tenant, server, widget)| TenantConfig {
+            allowed_origins: vec!["http://localhost:3000".into()],
+            keys: vec![
+                KeyConfig {
+                    name: format!("{tenant}-server"),
+                    key: server,
+                    scopes: vec!["profile:read".into(), "recommendations:read".into()],
+                    publishable: false,
+                },
+                KeyConfig {
+                    name: format!("{tenant}-widget"),
+                    key: widget,
+                    scopes: vec!["recommendations:read".into()],
+                    publishable: true,
+                },
+            ],
+            name: tenant,
+        })
+        .collect())
+}
+
+fn config(args: &UpArgs, bootstrap: &str) -> Result<ServeConfig> {
+    let d = &args.data_dir;
+    let overrides = serde_json::json!({
+        "features": args.features.display().to_string(),
+        "kafka": { "bootstrap": bootstrap },
+        "speed": { "data_dir": d.join("speed").display().to_string() },
+        "views": {
+            "store": d.join("views").display().to_string(),
+            "work_dir": d.join("serving").display().to_string(),
+            "poll_secs": 2,
+        },
+        "serve": { "grpc_listen": args.grpc_listen, "http_listen": args.http_listen },
+    });
+    let mut config = ServeConfig::load(args.config.as_deref(), overrides)?;
+    if config.tenants.is_empty() {
+        config.tenants = demo_tenants(d)?;
+        config.validate()?;
+    }
+    Ok(config)
+}
+
+/// Produces generated events at `rate` per second until `stop`.
+fn demo_traffic(
+    bootstrap: String,
+    rate: u64,
+    users: u32,
+    stop: Arc<AtomicBool>,
+    produced: Arc<AtomicU64>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let mut producer = EventProducer::new(&bootstrap, "events")?;
+    let now = weft_serving::state::now_ms();
+    let mut cfg = GenConfig::new(now as u64, u64::MAX / 2, 3, users);
+    cfg.start_ms = now - DAY_MS;
+    cfg.days = 1;
+    let generator = Generator::new(cfg).map_err(anyhow::Error::msg)?;
+    Ok(std::thread::Builder::new()
+        .name("weft-demo".into())
+        .spawn(move || {
+            let started = Instant::now();
+            let mut sent = 0u64;
+            for e in generator {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                // Pace: event n goes out at n / rate seconds.
+                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+                // Demo events happen now, so every window has data.
+                let mut e = e;
+                e.ts_ms = weft_serving::state::now_ms();
+                if let Err(err) = producer.send_event(&e) {
+                    tracing::warn!(error = %err, "demo traffic: produce failed; retrying in 1 s");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+                sent += 1;
+                produced.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = producer.flush(Duration::from_secs(5));
+        })?)
+}
+
+/// Runs the batch job every `every` until `stop`.
+fn batch_schedule(
+    archive: PathBuf,
+    views: PathBuf,
+    spec_path: PathBuf,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let (spec, text) = crate::load_spec(&spec_path)?;
+    let spec = Arc::new(spec);
+    std::fs::create_dir_all(&views)?;
+    Ok(std::thread::Builder::new()
+        .name("weft-batch-schedule".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "batch schedule: no runtime");
+                    return;
+                }
+            };
+            let mut next = Instant::now() + every;
+            while !stop.load(Ordering::Relaxed) {
+                if Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+                next = Instant::now() + every;
+                let has_files = std::fs::read_dir(&archive)
+                    .map(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("tenant="))))
+                    .unwrap_or(false);
+                if !has_files {
+                    tracing::info!("batch schedule: the archive is still empty");
+                    continue;
+                }
+                let config = weft_batch::BatchConfig::new(
+                    &archive.display().to_string(),
+                    &views.display().to_string(),
+                    spec.clone(),
+                    text.clone(),
+                );
+                let progress = Arc::new(weft_batch::JobProgress::default());
+                match rt.block_on(weft_batch::run(&config, progress)) {
+                    Ok(s) => tracing::info!(
+                        view = s.version,
+                        seconds = format!("{:.1}", s.seconds),
+                        users = s.manifest.counts.users,
+                        "batch view published"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "batch run failed; serving keeps the previous view"),
+                }
+            }
+        })?)
+}
+
+/// State directories that hold offsets of a topic.
+const STATE_DIRS: [&str; 4] = ["speed", "serving", "archive", "views"];
+
+/// The local broker keeps its topics in memory, so state from an earlier
+/// run refers to offsets that no longer exist: it moves to
+/// `<data>/previous/` (replacing an older one) and this run starts clean.
+fn set_aside_previous_state(data_dir: &Path) -> Result<()> {
+    let present: Vec<&str> = STATE_DIRS
+        .iter()
+        .copied()
+        .filter(|d| data_dir.join(d).exists())
+        .collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    let previous = data_dir.join("previous");
+    if previous.exists() {
+        std::fs::remove_dir_all(&previous)
+            .with_context(|| format!("removing {}", previous.display()))?;
+    }
+    std::fs::create_dir_all(&previous)?;
+    for d in present {
+        std::fs::rename(data_dir.join(d), previous.join(d))
+            .with_context(|| format!("moving {} aside", data_dir.join(d).display()))?;
+    }
+    println!(
+        "note     the local broker keeps topics in memory: the previous run's state is in {} and this run starts clean (give --bootstrap to keep state across runs)",
+        previous.display()
+    );
+    Ok(())
+}
+
+pub(crate) fn run_up(args: &UpArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let signals = crate::speed_cmd::StopSignals::install()?;
+
+    // The broker: the configured one, or a local Tansu.
+    let mut local = None;
+    let bootstrap = match &args.bootstrap {
+        Some(b) => b.clone(),
+        None => {
+            set_aside_previous_state(&args.data_dir)?;
+            let dir = args.data_dir.join("broker");
+            std::fs::create_dir_all(&dir)?;
+            let broker = LocalBroker::start(args.tansu.as_deref(), &dir)
+                .context("no --bootstrap given, so weft up starts a local Tansu broker")?;
+            println!(
+                "broker   local Tansu {} at {} (in memory; log {})",
+                broker.binary().display(),
+                broker.bootstrap(),
+                broker.log_path().display()
+            );
+            let b = broker.bootstrap().to_string();
+            local = Some(broker);
+            b
+        }
+    };
+    let config = config(args, &bootstrap)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("weft-up")
+        .enable_all()
+        .build()?;
+    rt.block_on(ensure_topic(&bootstrap, &config.kafka.topic, 8))
+        .with_context(|| format!("creating topic {} on {bootstrap}", config.kafka.topic))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let archive = args.data_dir.join("archive");
+    let archiver = {
+        let mut c = ArchiverConfig::new(&bootstrap, archive.clone());
+        c.topic = config.kafka.topic.clone();
+        c.max_delay = Duration::from_secs(10);
+        let (metrics, stop) = (Arc::new(ArchiverMetrics::default()), stop.clone());
+        std::thread::Builder::new()
+            .name("weft-archive".into())
+            .spawn(move || weft_speed::archiver::run(&c, metrics, stop))?
+    };
+    let batch = batch_schedule(
+        archive,
+        args.data_dir.join("views"),
+        config.features.clone(),
+        Duration::from_secs(args.batch_every_secs.max(1)),
+        stop.clone(),
+    )?;
+    let produced = Arc::new(AtomicU64::new(0));
+    let demo = match args.demo_rate {
+        0 => None,
+        rate => Some(demo_traffic(
+            bootstrap.clone(),
+            rate,
+            args.demo_users.max(10),
+            stop.clone(),
+            produced.clone(),
+        )?),
+    };
+    let tenant = config.tenants.first().cloned();
+    let running = rt
+        .block_on(weft_serving::start(config))
+        .context("starting the serving layer")?;
+
+    let (grpc, http) = (running.grpc_addr, running.http_addr);
+    println!("gRPC     {grpc}   (weft.v1.ProfileService, health, reflection)");
+    println!("HTTP     http://{http}   (/v1/profiles, /v1/recommendations, /metrics, /readyz)");
+    println!("data     {}", args.data_dir.display());
+    if let Some(t) = &tenant
+        && let Some(server) = t.keys.iter().find(|k| !k.publishable)
+    {
+        let key = server.secret().unwrap_or_default();
+        let user = "u0000001";
+        println!("try it (tenant {}, key {:?}):", t.name, server.name);
+        println!(
+            "  grpcurl -plaintext -H 'authorization: Bearer {key}' -d '{{\"user_id\":\"{user}\"}}' {grpc} weft.v1.ProfileService/GetProfile"
+        );
+        println!("  curl -H 'Authorization: Bearer {key}' http://{http}/v1/profiles/{user}");
+        println!(
+            "  curl -H 'Authorization: Bearer {key}' 'http://{http}/v1/recommendations?user_id={user}&n=5'"
+        );
+    }
+    println!("Ctrl-C stops everything cleanly.");
+
+    let serving = running.serving.clone();
+    let started = Instant::now();
+    let last = std::sync::Mutex::new((Instant::now(), 0u64));
+    signals.wait_forever_every(Duration::from_secs(args.status_every_secs.max(1)), || {
+        let records = serving.speed_metrics().records.load(Ordering::Relaxed);
+        let rate = last
+            .lock()
+            .map(|mut l| {
+                let r = (records - l.1) as f64 / l.0.elapsed().as_secs_f64().max(1e-3);
+                *l = (Instant::now(), records);
+                r
+            })
+            .unwrap_or(0.0);
+        let pair = serving.current_pair();
+        println!(
+            "[{:>5}s] {:>7.0} events/s  applied {}  lag {} msgs  view v{}  produced {}  p99 {}",
+            started.elapsed().as_secs(),
+            rate,
+            serving.speed_metrics().applied.load(Ordering::Relaxed),
+            serving.lag_messages(),
+            pair.as_ref().map_or(0, |p| p.view_version()),
+            produced.load(Ordering::Relaxed),
+            running
+                .p99_micros()
+                .map_or_else(|| "-".to_string(), |us| format!("{us} µs")),
+        );
+    });
+    println!("stopping...");
+    stop.store(true, Ordering::Relaxed);
+    if let Some(d) = demo {
+        let _ = d.join();
+    }
+    rt.block_on(running.stop());
+    let _ = batch.join();
+    match archiver.join() {
+        Ok(Err(e)) => tracing::error!(error = %e, "archiver"),
+        Err(_) => bail!("the archiver thread panicked"),
+        Ok(Ok(())) => {}
+    }
+    drop(local);
+    println!("stopped.");
+    Ok(())
+}
