@@ -335,3 +335,49 @@ fn gen_to_kafka_mixes_malformed_records_at_known_offsets() {
     );
     assert!(stderr.contains(&format!("({bad} malformed)")), "{stderr}");
 }
+
+/// No Docker engine runs here: the Compose file and Kubernetes manifests are
+/// parsed (tests/python/check_deploy.py checks images, ports, volumes and
+/// commands), and every serve config they embed loads as a `ServeConfig`
+/// against the example feature spec, which the image installs at
+/// /etc/weft/features.toml.
+#[test]
+fn deploy_manifests_and_example_configs_load() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("python3")
+        .arg(format!("{root}/tests/python/check_deploy.py"))
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let configs = v["configs"].as_object().unwrap();
+    assert_eq!(configs.len(), 2);
+    let dockerfile = std::fs::read_to_string(format!("{root}/deploy/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("COPY deploy/features.example.toml /etc/weft/features.toml"));
+    assert!(dockerfile.contains("EXPOSE 50051 8080"));
+    for (name, text) in configs {
+        // Keys come from the environment in deployments.
+        let text = text
+            .as_str()
+            .unwrap()
+            .replace("env:WEFT_ACME_SERVER_KEY", "server-key-0123456789")
+            .replace("env:WEFT_ACME_WIDGET_KEY", "widget-key-0123456789");
+        let c =
+            weft_serving::ServeConfig::from_toml(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(c.features, Path::new("/etc/weft/features.toml"), "{name}");
+        assert_eq!(c.serve.grpc_listen.port(), 50051, "{name}");
+        assert_eq!(c.serve.http_listen.port(), 8080, "{name}");
+        assert_eq!(c.speed.data_dir, Path::new("/var/lib/weft/speed"), "{name}");
+        assert_eq!(
+            c.views.store.as_deref(),
+            Some("/var/lib/weft/views"),
+            "{name}"
+        );
+        assert!(c.tenants[0].keys.iter().any(|k| k.publishable), "{name}");
+    }
+}
