@@ -35,6 +35,14 @@ pub(crate) struct BenchArgs {
 enum BenchWhich {
     /// Consume ceiling vs speed layer vs apply path vs archiver.
     Ingest(IngestArgs),
+    /// The floor: a bare tonic ProfileService answering one fixed profile
+    /// (fetched once from `weft serve`), until SIGINT/SIGTERM.
+    Floor(crate::bench_serve::FloorArgs),
+    /// GetProfile latency and throughput: the floor vs Redis vs weft serve,
+    /// at a fixed rate and flat out.
+    Serve(crate::bench_serve::ServeBenchArgs),
+    /// Produce an event for a new user, time until GetProfile finds it.
+    Freshness(crate::bench_serve::FreshnessArgs),
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +70,9 @@ struct IngestArgs {
 pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     match &args.which {
         BenchWhich::Ingest(a) => ingest(a),
+        BenchWhich::Floor(a) => crate::bench_serve::floor(a),
+        BenchWhich::Serve(a) => crate::bench_serve::serve(a),
+        BenchWhich::Freshness(a) => crate::bench_serve::freshness(a),
     }
 }
 

@@ -8,3 +8,4 @@ mod common;
 mod generation_switch;
 mod serving;
 mod speed_crash;
+mod up;

@@ -448,8 +448,14 @@ impl Running {
             .await;
         tokio::time::sleep(self.drain).await;
         let _ = self.stop_servers.send(true);
-        for t in self.tasks.drain(..) {
-            let _ = t.await;
+        // Connections get GOAWAY and finish their requests; a client that
+        // keeps its connection open past the grace period is cut off.
+        let grace = tokio::time::Instant::now() + Duration::from_secs(10);
+        for mut t in self.tasks.drain(..) {
+            if tokio::time::timeout_at(grace, &mut t).await.is_err() {
+                tracing::warn!("connections still open after the grace period; closing them");
+                t.abort();
+            }
         }
         self.watcher_stop.store(true, Ordering::Relaxed);
         self.speed_shutdown.store(true, Ordering::Relaxed);

@@ -226,9 +226,18 @@ impl DeadLetters {
         if self.pending == 0 {
             return Ok(());
         }
-        self.producer
-            .flush(Duration::from_secs(30))
-            .map_err(SpeedError::kafka("flushing dead letters"))?;
+        // rdkafka's flush() sleeps in 100 ms steps; polling in 1 ms steps
+        // keeps a batch with a dead letter from waiting that long.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() >= deadline {
+                return Err(SpeedError::Broker(format!(
+                    "{} dead letters not acknowledged within 30 s",
+                    self.producer.in_flight_count()
+                )));
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
         let failed = self.producer.context().failed();
         if failed > 0 {
             return Err(SpeedError::Broker(format!(
@@ -322,6 +331,10 @@ pub fn run_with_store(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.min.bytes", "1")
+        // Brokers that do not answer a waiting fetch as soon as data
+        // arrives (Tansu 0.6) would otherwise hold every new event for the
+        // default 500 ms: freshness is the point of this layer.
+        .set("fetch.wait.max.ms", "10")
         .set("queued.max.messages.kbytes", "262144")
         .create()
         .map_err(SpeedError::kafka("creating the consumer"))?;

@@ -1,0 +1,1092 @@
+//! `weft bench floor`, `weft bench serve` and `weft bench freshness`: what
+//! the serving layer costs, measured against what it cannot beat.
+//!
+//! * **The floor** (`weft bench floor`) is a tonic server implementing
+//!   `weft.v1.ProfileService` that answers every `GetProfile` with one
+//!   response fetched once from the real `weft serve`: no key check, no
+//!   lookup, no merge, only HTTP/2, protobuf encoding and tonic's own
+//!   dispatch. Same message, same size, same transport: the gap between it
+//!   and `weft serve` is exactly what Weft adds.
+//! * **Redis** is the peer: each user's `GetProfileResponse`, encoded once
+//!   (`--load-redis`), stored under `profile:<user>` and read back with `GET`
+//!   and decoded, so the client pays for decoding as it does over gRPC. It
+//!   is what a team would run instead of Weft if it precomputed profiles
+//!   into a key-value store.
+//! * **weft serve** itself.
+//!
+//! `weft bench serve` measures every target given, one after the other, in
+//! one run, with the same users (uniformly random among `u0000000 ..`), the
+//! same number of workers and of connections, in two phases each:
+//!
+//! 1. *fixed rate*: an open loop at `--rate` requests/s in total. A pacer
+//!    thread releases each request at its scheduled time; a request's
+//!    latency is measured from that *scheduled* time, not from when a worker
+//!    got around to sending it, so a target that stalls is charged for the
+//!    requests it held back (no coordinated omission). The pacer's own delay
+//!    (scheduled → sent, the load generator's overhead) is reported apart.
+//! 2. *max throughput*: a closed loop, every worker sending back to back;
+//!    latency from send to reply.
+//!
+//! Latencies of successful replies go into HDR histograms in microseconds.
+//! A failed request (any non-OK status, a Redis error, a missing Redis key,
+//! a 5 s timeout) counts as an error, reported by kind, and the run goes on;
+//! ratios over phases with errors are flagged as not comparable.
+//!
+//! `weft bench freshness` measures the speed layer end to end: produce one
+//! event for a brand-new user to Kafka, then poll `GetProfile` every
+//! millisecond until the profile is found. The time from starting to
+//! produce to the first reply that has it is what a widget waits before a
+//! click shows. The producer is flushed only after the sample (to confirm
+//! delivery): rust-rdkafka's `flush` polls in 100 ms steps, which would
+//! otherwise put a 100 ms floor under every sample. Samples are spaced by a
+//! random pause, so they sample every phase of any periodic cycle in the
+//! pipeline instead of locking onto one.
+//!
+//! Everything runs on one machine here (`tests/bench/serve_vs_floor.sh`):
+//! load generator and servers share the cores, so absolute figures are
+//! pessimistic and ratios measured in the same run are what to compare.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use futures::{StreamExt, TryStreamExt};
+use hdrhistogram::Histogram;
+use prost::Message;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use redis::aio::MultiplexedConnection;
+use serde::Serialize;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+use weft_core::{Event, EventKind};
+use weft_proto::v1::profile_service_client::ProfileServiceClient;
+use weft_proto::v1::profile_service_server::{ProfileService, ProfileServiceServer};
+use weft_proto::v1::{
+    BatchGetProfilesRequest, BatchGetProfilesResponse, GetProfileRequest, GetProfileResponse,
+    GetRecommendationsRequest, GetRecommendationsResponse, Profile,
+};
+use weft_speed::kafka::EventProducer;
+
+/// A request not answered within this is an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Ids per `BatchGetProfiles` when loading Redis (the server's default
+/// `serve.max_batch_ids`).
+const LOAD_BATCH: u32 = 100;
+/// `BatchGetProfiles` calls in flight when loading Redis.
+const LOAD_IN_FLIGHT: usize = 8;
+/// Longest latency a histogram holds, in microseconds (one hour).
+const MAX_MICROS: u64 = 3_600_000_000;
+
+#[derive(Debug, Args)]
+pub(crate) struct FloorArgs {
+    /// Address to listen on (gRPC, plaintext HTTP/2).
+    #[arg(long, default_value = "127.0.0.1:50061")]
+    listen: SocketAddr,
+    /// The `weft serve` gRPC address to fetch the fixed answers from.
+    #[arg(long)]
+    from: String,
+    /// API key for --from.
+    #[arg(long)]
+    key: String,
+    /// The user whose profile every `GetProfile` returns.
+    #[arg(long, default_value = "u0000000")]
+    user: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeBenchArgs {
+    /// `weft serve`'s gRPC address.
+    #[arg(long)]
+    weft: String,
+    /// API key (its tenant holds the users).
+    #[arg(long)]
+    key: String,
+    /// Users u0000000 .. u{N-1}, picked uniformly at random per request.
+    #[arg(long, default_value_t = 1_000_000)]
+    users: u32,
+    /// `weft bench floor`'s gRPC address.
+    #[arg(long)]
+    floor: Option<String>,
+    /// Redis `host:port` holding `profile:<user>` (see --load-redis).
+    #[arg(long)]
+    redis: Option<String>,
+    /// Workers (requests in flight at most).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections (gRPC) or Redis connections, shared by workers.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Requests/s in total in the fixed-rate phase.
+    #[arg(long, default_value_t = 10_000.0)]
+    rate: f64,
+    /// Length of each measured phase.
+    #[arg(long, default_value_t = 15)]
+    duration_secs: u64,
+    /// Closed-loop warm-up before each target's phases (not recorded).
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// Before measuring, copy every user's GetProfileResponse from weft to
+    /// Redis (skipped when Redis already holds --users keys).
+    #[arg(long, requires = "redis")]
+    load_redis: bool,
+    /// Tokio worker threads of the load generator.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Seed of the user choice (same seed, same user sequence per target).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FreshnessArgs {
+    /// `weft serve`'s gRPC address.
+    #[arg(long)]
+    weft: String,
+    /// API key of --tenant.
+    #[arg(long)]
+    key: String,
+    /// Kafka bootstrap address of the broker `weft serve` consumes.
+    #[arg(long)]
+    bootstrap: String,
+    #[arg(long, default_value = "events")]
+    topic: String,
+    /// The tenant of --key (the events' tenant).
+    #[arg(long)]
+    tenant: String,
+    #[arg(long, default_value_t = 300)]
+    samples: u32,
+    /// Pause between samples.
+    #[arg(long, default_value_t = 20)]
+    interval_ms: u64,
+    /// Plus a uniformly random 0..=this, so that samples do not lock onto
+    /// a periodic cycle in the pipeline (e.g. a consumer's fetch wait) and
+    /// always see the same phase of it.
+    #[arg(long, default_value_t = 500)]
+    jitter_ms: u64,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+// ------------------------------------------------------------------ shared
+
+fn user_id(rank: u32) -> String {
+    format!("u{rank:07}")
+}
+
+fn histogram() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, MAX_MICROS, 3).context("creating a histogram")
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn unix_ms() -> Result<i64> {
+    Ok(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_millis() as i64)
+}
+
+/// `authorization: Bearer <key>`, parsed once.
+fn bearer(key: &str) -> Result<MetadataValue<Ascii>> {
+    format!("Bearer {key}")
+        .parse()
+        .context("the API key is not valid ASCII metadata")
+}
+
+/// One HTTP/2 connection (TCP_NODELAY) to a gRPC address (`host:port` or
+/// `http://host:port`).
+async fn connect(addr: &str) -> Result<Channel> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Endpoint::from_shared(uri.clone())
+        .with_context(|| format!("{uri:?} is not a gRPC address"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {uri}"))
+}
+
+/// A request carrying the key.
+fn authorized<T>(message: T, auth: &MetadataValue<Ascii>) -> Request<T> {
+    let mut req = Request::new(message);
+    req.metadata_mut().insert("authorization", auth.clone());
+    req
+}
+
+fn profile_request(user: &str) -> GetProfileRequest {
+    GetProfileRequest {
+        user_id: user.to_string(),
+        features: Vec::new(),
+    }
+}
+
+fn status_error(what: &str, s: &Status) -> anyhow::Error {
+    anyhow::anyhow!("{what}: {:?}: {}", s.code(), s.message())
+}
+
+fn write_json(path: &PathBuf, value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+// ------------------------------------------------------------------- floor
+
+/// The floor: fixed answers, fetched once.
+#[derive(Debug, Clone)]
+struct Floor {
+    profile: Arc<GetProfileResponse>,
+    /// `BatchGetProfiles` returns this profile once per requested id.
+    batch_profile: Arc<Profile>,
+    /// `None`: the key may not read recommendations; UNIMPLEMENTED.
+    recommendations: Option<Arc<GetRecommendationsResponse>>,
+}
+
+#[tonic::async_trait]
+impl ProfileService for Floor {
+    async fn get_profile(
+        &self,
+        _: Request<GetProfileRequest>,
+    ) -> Result<Response<GetProfileResponse>, Status> {
+        Ok(Response::new((*self.profile).clone()))
+    }
+
+    async fn batch_get_profiles(
+        &self,
+        req: Request<BatchGetProfilesRequest>,
+    ) -> Result<Response<BatchGetProfilesResponse>, Status> {
+        Ok(Response::new(BatchGetProfilesResponse {
+            profiles: req
+                .get_ref()
+                .user_ids
+                .iter()
+                .map(|_| (*self.batch_profile).clone())
+                .collect(),
+            freshness: self.profile.freshness.clone(),
+        }))
+    }
+
+    async fn get_recommendations(
+        &self,
+        _: Request<GetRecommendationsRequest>,
+    ) -> Result<Response<GetRecommendationsResponse>, Status> {
+        match &self.recommendations {
+            Some(r) => Ok(Response::new((**r).clone())),
+            None => Err(Status::unimplemented(
+                "the floor could not fetch recommendations with its key",
+            )),
+        }
+    }
+}
+
+async fn fetch_floor(a: &FloorArgs) -> Result<Floor> {
+    let auth = bearer(&a.key)?;
+    let mut client = ProfileServiceClient::new(connect(&a.from).await?);
+    let profile = client
+        .get_profile(authorized(profile_request(&a.user), &auth))
+        .await
+        .map_err(|s| status_error(&format!("GetProfile {} from {}", a.user, a.from), &s))?
+        .into_inner();
+    match &profile.profile {
+        Some(p) if p.found => {}
+        _ => eprintln!(
+            "warning: {} has no events at {}; the floor answers with an empty profile",
+            a.user, a.from
+        ),
+    }
+    let batch_profile = profile.profile.clone().unwrap_or_default();
+    let recommendations = match client
+        .get_recommendations(authorized(
+            GetRecommendationsRequest {
+                user_id: a.user.clone(),
+                n: 10,
+                ..Default::default()
+            },
+            &auth,
+        ))
+        .await
+    {
+        Ok(r) => Some(Arc::new(r.into_inner())),
+        Err(s) => {
+            eprintln!(
+                "note: GetRecommendations from {} failed ({:?}: {}); the floor answers it UNIMPLEMENTED",
+                a.from,
+                s.code(),
+                s.message()
+            );
+            None
+        }
+    };
+    Ok(Floor {
+        profile: Arc::new(profile),
+        batch_profile: Arc::new(batch_profile),
+        recommendations,
+    })
+}
+
+/// `weft bench floor`: serves the fixed answers until SIGINT/SIGTERM.
+pub(crate) fn floor(a: &FloorArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("weft-floor")
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let floor = fetch_floor(a).await?;
+        let size = floor.profile.encoded_len();
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("binding {}", a.listen))?;
+        let addr = listener.local_addr()?;
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        println!(
+            "floor: gRPC {addr}, answering every GetProfile with {}'s profile ({size} bytes) from {}",
+            a.user, a.from
+        );
+        tonic::transport::Server::builder()
+            .add_service(ProfileServiceServer::new(floor))
+            .serve_with_incoming_shutdown(incoming, async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            })
+            .await
+            .context("serving the floor")
+    })
+}
+
+// ------------------------------------------------------------------- serve
+
+/// One worker's handle on a target (cheap to clone; clones share the
+/// connection).
+#[derive(Clone)]
+enum Conn {
+    Grpc {
+        client: ProfileServiceClient<Channel>,
+        auth: MetadataValue<Ascii>,
+    },
+    Redis(MultiplexedConnection),
+}
+
+impl Conn {
+    /// One `GetProfile` (or `GET` + decode); `Err` names the failure kind.
+    async fn get(&mut self, user: &str) -> Result<(), String> {
+        match self {
+            Conn::Grpc { client, auth } => match client
+                .get_profile(authorized(profile_request(user), auth))
+                .await
+            {
+                // The reply is decoded by now.
+                Ok(_) => Ok(()),
+                Err(s) => Err(format!("{:?}", s.code())),
+            },
+            Conn::Redis(conn) => {
+                let bytes: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(format!("profile:{user}"))
+                    .query_async(conn)
+                    .await
+                    .map_err(|e| format!("redis {:?}", e.kind()))?;
+                let bytes = bytes.ok_or_else(|| "redis: missing key".to_string())?;
+                GetProfileResponse::decode(bytes.as_slice())
+                    .map_err(|_| "redis: undecodable value".to_string())?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A target: its name and one handle per connection.
+struct Target {
+    name: &'static str,
+    conns: Vec<Conn>,
+}
+
+async fn grpc_target(
+    name: &'static str,
+    addr: &str,
+    auth: &MetadataValue<Ascii>,
+    connections: usize,
+) -> Result<Target> {
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        conns.push(Conn::Grpc {
+            client: ProfileServiceClient::new(connect(addr).await?),
+            auth: auth.clone(),
+        });
+    }
+    Ok(Target { name, conns })
+}
+
+async fn redis_conns(addr: &str, connections: usize) -> Result<Vec<MultiplexedConnection>> {
+    let url = if addr.starts_with("redis://") {
+        addr.to_string()
+    } else {
+        format!("redis://{addr}/")
+    };
+    let client = redis::Client::open(url.as_str()).with_context(|| format!("redis {url}"))?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
+        .set_connection_timeout(Duration::from_secs(5))
+        .set_response_timeout(REQUEST_TIMEOUT);
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        conns.push(
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .with_context(|| format!("connecting to {url}"))?,
+        );
+    }
+    Ok(conns)
+}
+
+/// Copies every user's `GetProfileResponse` from weft into Redis.
+async fn load_redis(
+    weft: &mut ProfileServiceClient<Channel>,
+    auth: &MetadataValue<Ascii>,
+    conns: &[MultiplexedConnection],
+    users: u32,
+) -> Result<()> {
+    let mut probe = conns[0].clone();
+    let size: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut probe)
+        .await
+        .context("redis DBSIZE")?;
+    if size >= u64::from(users) {
+        eprintln!("redis already holds {size} keys (>= {users} users): not reloading");
+        return Ok(());
+    }
+    eprintln!(
+        "loading {users} profiles from weft into redis ({LOAD_BATCH} ids per BatchGetProfiles, {LOAD_IN_FLIGHT} in flight, one pipeline per batch)"
+    );
+    let started = Instant::now();
+    let batches = (0..users).step_by(LOAD_BATCH as usize).enumerate();
+    let (loaded, bytes) = futures::stream::iter(batches)
+        .map(|(i, first)| {
+            let mut client = weft.clone();
+            let mut conn = conns[i % conns.len()].clone();
+            async move {
+                let ids: Vec<String> = (first..users.min(first + LOAD_BATCH))
+                    .map(user_id)
+                    .collect();
+                let reply = client
+                    .batch_get_profiles(authorized(
+                        BatchGetProfilesRequest {
+                            user_ids: ids.clone(),
+                            features: Vec::new(),
+                        },
+                        auth,
+                    ))
+                    .await
+                    .map_err(|s| status_error(&format!("BatchGetProfiles from {}", ids[0]), &s))?
+                    .into_inner();
+                if reply.profiles.len() != ids.len() {
+                    bail!(
+                        "BatchGetProfiles returned {} profiles for {} ids",
+                        reply.profiles.len(),
+                        ids.len()
+                    );
+                }
+                let mut pipe = redis::pipe();
+                let mut bytes = 0;
+                for (id, profile) in ids.iter().zip(reply.profiles) {
+                    let value = GetProfileResponse {
+                        profile: Some(profile),
+                        freshness: reply.freshness.clone(),
+                    }
+                    .encode_to_vec();
+                    bytes += value.len();
+                    pipe.cmd("SET")
+                        .arg(format!("profile:{id}"))
+                        .arg(value)
+                        .ignore();
+                }
+                pipe.query_async::<()>(&mut conn)
+                    .await
+                    .context("redis SET pipeline")?;
+                Ok::<_, anyhow::Error>((ids.len(), bytes))
+            }
+        })
+        .buffer_unordered(LOAD_IN_FLIGHT)
+        .try_fold((0usize, 0usize), |(n, b), (dn, db)| async move {
+            Ok((n + dn, b + db))
+        })
+        .await?;
+    let took = started.elapsed();
+    println!(
+        "redis load: {loaded} profiles ({:.1} MiB, {} bytes on average) in {:.2} s = {:.0} profiles/s",
+        bytes as f64 / 1_048_576.0,
+        bytes / loaded.max(1),
+        took.as_secs_f64(),
+        loaded as f64 / took.as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// Closed loop, not recorded.
+    Warmup,
+    /// Open loop at this many requests/s in total.
+    Fixed(f64),
+    /// Closed loop.
+    Max,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Warmup => "warm-up",
+            Phase::Fixed(_) => "fixed rate",
+            Phase::Max => "max throughput",
+        }
+    }
+}
+
+/// What one worker (and, merged, one phase) recorded.
+struct Recorder {
+    /// Microseconds: from the scheduled time (fixed rate) or the send
+    /// (closed loop) to the reply, successful replies only (a target that
+    /// fails fast must not look fast; its errors are counted apart).
+    latency: Histogram<u64>,
+    /// Microseconds from the scheduled time to the send (fixed rate): the
+    /// load generator's own delay.
+    send_lag: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    last_done: Option<Instant>,
+}
+
+impl Recorder {
+    fn new() -> Result<Recorder> {
+        Ok(Recorder {
+            latency: histogram()?,
+            send_lag: histogram()?,
+            ok: 0,
+            errors: BTreeMap::new(),
+            last_done: None,
+        })
+    }
+
+    fn error(&mut self, kind: String) {
+        *self.errors.entry(kind).or_default() += 1;
+    }
+
+    fn finish(
+        &mut self,
+        from: Instant,
+        result: Result<Result<(), String>, tokio::time::error::Elapsed>,
+    ) {
+        let done = Instant::now();
+        match result {
+            Ok(Ok(())) => {
+                self.ok += 1;
+                self.latency.saturating_record(micros(done - from));
+            }
+            Ok(Err(kind)) => self.error(kind),
+            Err(_) => self.error(format!("timeout ({} s)", REQUEST_TIMEOUT.as_secs())),
+        }
+        self.last_done = Some(done);
+    }
+
+    fn merge(&mut self, other: Recorder) -> Result<()> {
+        self.latency
+            .add(&other.latency)
+            .context("merging histograms")?;
+        self.send_lag
+            .add(&other.send_lag)
+            .context("merging histograms")?;
+        self.ok += other.ok;
+        for (k, n) in other.errors {
+            *self.errors.entry(k).or_default() += n;
+        }
+        self.last_done = self.last_done.max(other.last_done);
+        Ok(())
+    }
+}
+
+/// Releases request slots at their scheduled times, `rate` per second from
+/// `start` for `duration`. A thread, not a tokio timer: tokio's timers
+/// round up to whole milliseconds, which would add up to 1 ms to every
+/// latency measured from the schedule.
+fn pace(
+    tx: tokio::sync::mpsc::UnboundedSender<Instant>,
+    start: Instant,
+    rate: f64,
+    duration: Duration,
+) {
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    let at = |i: u64| start + Duration::from_nanos((i as f64 * 1e9 / rate) as u64);
+    let mut i = 0;
+    while i < total {
+        let now = Instant::now();
+        let next = at(i);
+        if next > now {
+            std::thread::sleep(next - now);
+            continue;
+        }
+        while i < total && at(i) <= now {
+            if tx.send(at(i)).is_err() {
+                return;
+            }
+            i += 1;
+        }
+    }
+}
+
+/// Runs one phase against `target` with `workers` workers.
+async fn run_phase(
+    target: &Target,
+    workers: usize,
+    users: u32,
+    duration: Duration,
+    phase: Phase,
+    seed: u64,
+) -> Result<(Recorder, Duration)> {
+    // Workers need a moment to start before the first scheduled request.
+    let start = Instant::now() + Duration::from_millis(20);
+    let end = start + duration;
+    // Past this, queued fixed-rate requests are not sent any more.
+    let give_up = end + duration + Duration::from_secs(5);
+    let (queue, pacer) = match phase {
+        Phase::Fixed(rate) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let pacer = std::thread::Builder::new()
+                .name("weft-bench-pacer".into())
+                .spawn(move || pace(tx, start, rate, duration))
+                .context("starting the pacer")?;
+            (Some(Arc::new(tokio::sync::Mutex::new(rx))), Some(pacer))
+        }
+        Phase::Warmup | Phase::Max => (None, None),
+    };
+    let mut handles = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let mut conn = target.conns[w % target.conns.len()].clone();
+        let queue = queue.clone();
+        let mut rec = Recorder::new()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(w as u64));
+        handles.push(tokio::spawn(async move {
+            match queue {
+                Some(queue) => loop {
+                    let scheduled = queue.lock().await.recv().await;
+                    let Some(scheduled) = scheduled else { break };
+                    let user = user_id(rng.random_range(0..users));
+                    let sent = Instant::now();
+                    if sent > give_up {
+                        rec.error("not sent: the target fell too far behind the rate".into());
+                        continue;
+                    }
+                    rec.send_lag
+                        .saturating_record(micros(sent.saturating_duration_since(scheduled)));
+                    let result = tokio::time::timeout(REQUEST_TIMEOUT, conn.get(&user)).await;
+                    rec.finish(scheduled, result);
+                },
+                None => {
+                    tokio::time::sleep_until(start.into()).await;
+                    while Instant::now() < end {
+                        let user = user_id(rng.random_range(0..users));
+                        let sent = Instant::now();
+                        let result = tokio::time::timeout(REQUEST_TIMEOUT, conn.get(&user)).await;
+                        rec.finish(sent, result);
+                    }
+                }
+            }
+            rec
+        }));
+    }
+    let mut all = Recorder::new()?;
+    for h in handles {
+        all.merge(h.await.context("a worker panicked")?)?;
+    }
+    if let Some(p) = pacer {
+        p.join()
+            .map_err(|_| anyhow::anyhow!("the pacer panicked"))?;
+    }
+    let elapsed = all
+        .last_done
+        .map_or(duration, |d| d.saturating_duration_since(start))
+        .max(Duration::from_millis(1));
+    Ok((all, elapsed))
+}
+
+/// One row of the results table.
+#[derive(Debug, Serialize)]
+struct Row {
+    target: &'static str,
+    phase: &'static str,
+    /// Successful replies per second.
+    qps: f64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    max_us: u64,
+    ok: u64,
+    errors: u64,
+    error_kinds: BTreeMap<String, u64>,
+    /// Fixed rate only: the pacer's delay, scheduled → sent.
+    send_lag_p50_us: Option<u64>,
+    send_lag_p99_us: Option<u64>,
+    elapsed_secs: f64,
+}
+
+impl Row {
+    fn new(target: &'static str, phase: Phase, rec: &Recorder, elapsed: Duration) -> Row {
+        let h = &rec.latency;
+        let fixed = matches!(phase, Phase::Fixed(_));
+        Row {
+            target,
+            phase: phase.name(),
+            qps: rec.ok as f64 / elapsed.as_secs_f64(),
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+            ok: rec.ok,
+            errors: rec.errors.values().sum(),
+            error_kinds: rec.errors.clone(),
+            send_lag_p50_us: fixed.then(|| rec.send_lag.value_at_quantile(0.5)),
+            send_lag_p99_us: fixed.then(|| rec.send_lag.value_at_quantile(0.99)),
+            elapsed_secs: elapsed.as_secs_f64(),
+        }
+    }
+}
+
+/// A ratio between two targets (e.g. weft's p99 over the floor's).
+#[derive(Debug, Serialize)]
+struct Ratio {
+    what: String,
+    value: f64,
+    /// Either side had errors: the figures do not compare like with like.
+    errors: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct ServeReport {
+    users: u32,
+    concurrency: usize,
+    connections: usize,
+    rate: f64,
+    duration_secs: u64,
+    warmup_secs: u64,
+    client_threads: usize,
+    cores: usize,
+    rows: Vec<Row>,
+    ratios: Vec<Ratio>,
+}
+
+/// Checks a target answers before measuring it.
+async fn probe(target: &Target) -> Result<()> {
+    let mut conn = target.conns[0].clone();
+    let user = user_id(0);
+    match tokio::time::timeout(REQUEST_TIMEOUT, conn.get(&user)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(kind)) if kind == "redis: missing key" => {
+            bail!("redis has no profile:{user}: load it first (--load-redis)")
+        }
+        Ok(Err(kind)) => bail!("{}: GetProfile {user} failed: {kind}", target.name),
+        Err(_) => bail!("{}: GetProfile {user} timed out", target.name),
+    }
+}
+
+fn ratios(rows: &[Row]) -> Vec<Ratio> {
+    let find = |target: &str, phase: Phase| {
+        rows.iter()
+            .find(|r| r.target == target && r.phase == phase.name())
+    };
+    let mut out = Vec::new();
+    for peer in ["floor", "redis"] {
+        if let (Some(w), Some(p)) = (
+            find("weft", Phase::Fixed(0.0)),
+            find(peer, Phase::Fixed(0.0)),
+        ) {
+            out.push(Ratio {
+                what: format!("weft p99 / {peer} p99 at the fixed rate"),
+                value: w.p99_us as f64 / (p.p99_us as f64).max(1.0),
+                errors: w.errors + p.errors > 0,
+            });
+        }
+        if let (Some(w), Some(p)) = (find("weft", Phase::Max), find(peer, Phase::Max)) {
+            out.push(Ratio {
+                what: format!("weft max QPS / {peer} max QPS"),
+                value: w.qps / p.qps.max(1e-9),
+                errors: w.errors + p.errors > 0,
+            });
+        }
+    }
+    out
+}
+
+/// `weft bench serve`: floor, Redis and weft at the same load.
+pub(crate) fn serve(a: &ServeBenchArgs) -> Result<()> {
+    if a.users == 0 || a.concurrency == 0 || a.connections == 0 || a.threads == 0 {
+        bail!("--users, --concurrency, --connections and --threads must be at least 1");
+    }
+    if !(a.rate.is_finite() && a.rate > 0.0) {
+        bail!("--rate must be a positive number");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(a.threads)
+        .thread_name("weft-bench")
+        .enable_all()
+        .build()?;
+    rt.block_on(serve_async(a))
+}
+
+async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
+    let auth = bearer(&a.key)?;
+    let weft = grpc_target("weft", &a.weft, &auth, a.connections).await?;
+    let mut targets = Vec::new();
+    if let Some(addr) = &a.floor {
+        targets.push(grpc_target("floor", addr, &auth, a.connections).await?);
+    }
+    if let Some(addr) = &a.redis {
+        let conns = redis_conns(addr, a.connections).await?;
+        if a.load_redis {
+            let mut client = ProfileServiceClient::new(connect(&a.weft).await?);
+            load_redis(&mut client, &auth, &conns, a.users).await?;
+        }
+        targets.push(Target {
+            name: "redis",
+            conns: conns.into_iter().map(Conn::Redis).collect(),
+        });
+    }
+    targets.push(weft);
+    for t in &targets {
+        probe(t).await?;
+    }
+
+    let duration = Duration::from_secs(a.duration_secs);
+    let cores = std::thread::available_parallelism().map_or(0, |p| p.get());
+    let mut rows = Vec::new();
+    for t in &targets {
+        for phase in [Phase::Warmup, Phase::Fixed(a.rate), Phase::Max] {
+            let length = match phase {
+                Phase::Warmup if a.warmup_secs == 0 => continue,
+                Phase::Warmup => Duration::from_secs(a.warmup_secs),
+                _ => duration,
+            };
+            eprintln!(
+                "{}: {}{} for {} s, {} workers, {} connections",
+                t.name,
+                phase.name(),
+                match phase {
+                    Phase::Fixed(r) => format!(" ({r:.0}/s)"),
+                    _ => String::new(),
+                },
+                length.as_secs(),
+                a.concurrency,
+                a.connections
+            );
+            let (rec, elapsed) =
+                run_phase(t, a.concurrency, a.users, length, phase, a.seed).await?;
+            if phase != Phase::Warmup {
+                rows.push(Row::new(t.name, phase, &rec, elapsed));
+            }
+        }
+    }
+
+    println!(
+        "weft bench serve: {} users, {} workers, {} connections per target, fixed rate {:.0}/s, {} s per phase ({} s warm-up), load generator on {} threads, {cores} cores shared with the servers",
+        a.users, a.concurrency, a.connections, a.rate, a.duration_secs, a.warmup_secs, a.threads
+    );
+    println!("| target | phase | QPS | p50 µs | p99 µs | p99.9 µs | max µs | errors |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} |",
+            r.target, r.phase, r.qps, r.p50_us, r.p99_us, r.p999_us, r.max_us, r.errors
+        );
+    }
+    for r in &rows {
+        if let (Some(p50), Some(p99)) = (r.send_lag_p50_us, r.send_lag_p99_us) {
+            println!(
+                "{} {}: load generator delay (scheduled → sent) p50 {p50} µs, p99 {p99} µs",
+                r.target, r.phase
+            );
+        }
+        for (kind, n) in &r.error_kinds {
+            println!("{} {}: {n} errors: {kind}", r.target, r.phase);
+        }
+    }
+    let ratios = ratios(&rows);
+    for r in &ratios {
+        let caveat = if r.errors {
+            " (errors in these phases: not comparable)"
+        } else {
+            ""
+        };
+        println!("{}: {:.2}{caveat}", r.what, r.value);
+    }
+    if let Some(path) = &a.json {
+        write_json(
+            path,
+            &ServeReport {
+                users: a.users,
+                concurrency: a.concurrency,
+                connections: a.connections,
+                rate: a.rate,
+                duration_secs: a.duration_secs,
+                warmup_secs: a.warmup_secs,
+                client_threads: a.threads,
+                cores,
+                rows,
+                ratios,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+// --------------------------------------------------------------- freshness
+
+#[derive(Debug, Serialize)]
+struct FreshnessReport {
+    samples: u32,
+    seen: u64,
+    timeouts: u32,
+    poll_errors: u64,
+    /// Produce start → first GetProfile reply with the user found.
+    visible_p50_us: u64,
+    visible_p99_us: u64,
+    visible_max_us: u64,
+}
+
+/// Polls `GetProfile` every millisecond until `user` is found; the time
+/// of that reply, or `None` at `deadline`.
+async fn wait_found(
+    client: &mut ProfileServiceClient<Channel>,
+    auth: &MetadataValue<Ascii>,
+    user: &str,
+    deadline: Instant,
+    poll_errors: &mut u64,
+) -> Option<Instant> {
+    loop {
+        match client
+            .get_profile(authorized(profile_request(user), auth))
+            .await
+        {
+            Ok(r) if r.get_ref().profile.as_ref().is_some_and(|p| p.found) => {
+                return Some(Instant::now());
+            }
+            Ok(_) => {}
+            Err(_) => *poll_errors += 1,
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// `weft bench freshness`: produce → visible in GetProfile.
+pub(crate) fn freshness(a: &FreshnessArgs) -> Result<()> {
+    const GIVE_UP: Duration = Duration::from_secs(5);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let auth = bearer(&a.key)?;
+    let mut client = ProfileServiceClient::new(rt.block_on(connect(&a.weft))?);
+    // The key works (and a never-seen user is simply not found).
+    rt.block_on(client.get_profile(authorized(profile_request("fresh-probe"), &auth)))
+        .map_err(|s| status_error(&format!("GetProfile from {}", a.weft), &s))?;
+    let mut producer = EventProducer::new(&a.bootstrap, &a.topic)
+        .with_context(|| format!("producing to {} on {}", a.topic, a.bootstrap))?;
+    let run = unix_ms()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(run as u64);
+    let mut visible = histogram()?;
+    let (mut timeouts, mut poll_errors) = (0u32, 0u64);
+    eprintln!(
+        "freshness: {} samples, one view event each for a new user of {}, {} ms + 0..={} ms apart",
+        a.samples, a.tenant, a.interval_ms, a.jitter_ms
+    );
+    for i in 0..a.samples {
+        let user = format!("fresh-{run}-{i}");
+        let event = Event {
+            event_id: format!("{user}-0"),
+            tenant: a.tenant.clone(),
+            user_id: user.clone(),
+            ts_ms: unix_ms()?,
+            kind: EventKind::View,
+            item_id: "i000001".into(),
+            category: String::new(),
+            price_minor: 0,
+            quantity: 1,
+            attributes: BTreeMap::new(),
+        };
+        let started = Instant::now();
+        producer.send_event(&event)?;
+        // librdkafka sends it within the producer's linger (5 ms) while we
+        // poll; no flush on the measured path.
+        match rt.block_on(wait_found(
+            &mut client,
+            &auth,
+            &user,
+            started + GIVE_UP,
+            &mut poll_errors,
+        )) {
+            Some(seen) => visible.saturating_record(micros(seen - started)),
+            None => timeouts += 1,
+        }
+        producer
+            .flush(GIVE_UP)
+            .with_context(|| format!("delivering sample {i}"))?;
+        std::thread::sleep(Duration::from_millis(
+            a.interval_ms + rng.random_range(0..=a.jitter_ms),
+        ));
+    }
+    let report = FreshnessReport {
+        samples: a.samples,
+        seen: visible.len(),
+        timeouts,
+        poll_errors,
+        visible_p50_us: visible.value_at_quantile(0.5),
+        visible_p99_us: visible.value_at_quantile(0.99),
+        visible_max_us: visible.max(),
+    };
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!(
+        "weft bench freshness: {} samples to {} ({}), tenant {}, {} ms + 0..={} ms apart, polling GetProfile every 1 ms",
+        a.samples, a.topic, a.bootstrap, a.tenant, a.interval_ms, a.jitter_ms
+    );
+    println!("| produce start → | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|");
+    println!(
+        "| visible in GetProfile | {:.1} | {:.1} | {:.1} |",
+        ms(report.visible_p50_us),
+        ms(report.visible_p99_us),
+        ms(report.visible_max_us)
+    );
+    println!(
+        "seen {} of {}, timeouts (> {} s) {timeouts}, poll errors {poll_errors}",
+        report.seen,
+        a.samples,
+        GIVE_UP.as_secs()
+    );
+    if let Some(path) = &a.json {
+        write_json(path, &report)?;
+    }
+    Ok(())
+}

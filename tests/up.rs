@@ -1,0 +1,116 @@
+//! `weft up` as a newcomer runs it: a local broker, demo traffic, a batch
+//! view, and a GetProfile for a demo user with features and freshness.
+
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+use weft_proto::v1;
+
+use crate::common::{log_text, stop_cleanly};
+use crate::serving::{try_connect, with_key};
+
+#[test]
+fn weft_up_serves_demo_profiles_with_freshness() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("weft-data");
+    let log = dir.path().join("up.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["up", "--data-dir", data.to_str().unwrap()])
+        .args([
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--batch-every-secs",
+            "4",
+            "--demo-rate",
+            "3000",
+            "--demo-users",
+            "500",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut grpc = None;
+    let mut key = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while grpc.is_none() || key.is_none() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no endpoints printed; log:\n{}", log_text(&log)));
+        if let Some(rest) = line.strip_prefix("gRPC") {
+            grpc = rest.split_whitespace().next().map(str::to_string);
+        }
+        if let Some(at) = line.find("Bearer ") {
+            key = line[at + 7..].split('\'').next().map(str::to_string);
+        }
+    }
+    let (grpc, key) = (grpc.unwrap(), key.unwrap());
+
+    // Wait until a batch view is served, then read a demo user.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (profile, fresh) = rt.block_on(async {
+        let mut client = loop {
+            if let Ok(c) = try_connect(&grpc).await {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no view served in time; log:\n{}",
+                log_text(&log)
+            );
+            if let Ok(r) = client
+                .get_profile(with_key(
+                    v1::GetProfileRequest {
+                        user_id: "u0000001".into(),
+                        features: vec![],
+                    },
+                    &key,
+                ))
+                .await
+            {
+                let r = r.into_inner();
+                let fresh = r.freshness.unwrap();
+                let profile = r.profile.unwrap();
+                if fresh.batch_view_version >= 1 && profile.found {
+                    break (profile, fresh);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    assert!(profile.features.contains_key("last_seen"), "{profile:?}");
+    assert_eq!(fresh.speed_generation, fresh.batch_view_version);
+    assert!(!fresh.batch_offsets.is_empty());
+    assert!(fresh.as_of_ms > 0);
+    // Demo events happen now: the newest applied one is seconds old.
+    assert!(fresh.speed_lag_ms < 60_000, "{fresh:?}");
+    assert!(data.join("keys.json").exists());
+    drop(rt); // closes the client's connection
+    stop_cleanly(child, &log);
+    // The next start sets the in-memory broker's old state aside.
+    assert!(data.join("archive").exists());
+}
