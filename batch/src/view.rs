@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use weft_core::FeatureSpec;
 use weft_core::eval::{Profile, StoredPartials};
-use weft_core::keys::{prefix_upper_bound, user_prefix};
+use weft_core::keys::{decode_partial_suffix, prefix_upper_bound, user_prefix};
 
 use crate::recs::{Ranked, RecsConfig, decode_ranked, neighbours_key, popular_key};
 use crate::source::{Boundary, Location};
@@ -593,10 +593,13 @@ impl OpenedView {
             .iterator_opt(IteratorMode::From(&prefix, Direction::Forward), ro)
         {
             let (k, v) = item.map_err(BatchError::rocks("reading partials"))?;
-            out.push(&k, &v).map_err(|problem| BatchError::BadFile {
+            let bad = |problem: String| BatchError::BadFile {
                 file: self.db_path.display().to_string(),
-                problem,
-            })?;
+                problem: format!("{tenant}/{user}: {problem}"),
+            };
+            let (feature, bucket) = decode_partial_suffix(&k[prefix.len()..])
+                .map_err(|e| bad(format!("bad partial key: {e}")))?;
+            out.push_feature(&feature, bucket, &v).map_err(bad)?;
         }
         Ok(out)
     }

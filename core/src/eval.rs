@@ -124,12 +124,19 @@ impl<'s> StoredPartials<'s> {
 
     /// [`StoredPartials::push`] for a key the caller has decoded already.
     pub fn push_key(&mut self, key: &PartialKey, value: &[u8]) -> Result<(), String> {
-        let Some(&i) = self.index.get(key.feature.as_str()) else {
+        self.push_feature(&key.feature, key.bucket, value)
+            .map_err(|e| format!("{}/{} {e}", key.tenant, key.user_id))
+    }
+
+    /// Adds one stored partial of the named feature (skipped if the spec
+    /// has no such feature).
+    pub fn push_feature(&mut self, feature: &str, bucket: i64, value: &[u8]) -> Result<(), String> {
+        let Some(&i) = self.index.get(feature) else {
             return Ok(());
         };
         let p = decode_partial_for(&self.spec.features[i].aggregate, value)
-            .map_err(|e| format!("{}/{} {}: {e}", key.tenant, key.user_id, key.feature))?;
-        self.partials[i].push((key.bucket, p));
+            .map_err(|e| format!("{feature}: {e}"))?;
+        self.partials[i].push((bucket, p));
         Ok(())
     }
 

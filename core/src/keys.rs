@@ -135,6 +135,27 @@ impl Reader<'_> {
     }
 }
 
+/// Decodes the `str(feature) ‖ i64(bucket)` end of a partial key (what
+/// follows [`user_prefix`]), borrowing the name when it needs no unescaping:
+/// the read path of a point lookup allocates nothing per entry.
+pub fn decode_partial_suffix(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, str>, i64), KeyError> {
+    let mut r = Reader { bytes, at: 0 };
+    let feature = match bytes.iter().position(|&b| b == 0) {
+        Some(end) if bytes.get(end + 1) == Some(&0x01) => {
+            r.at = end + 2;
+            std::borrow::Cow::Borrowed(
+                std::str::from_utf8(&bytes[..end]).map_err(|_| r.err("string is not UTF-8"))?,
+            )
+        }
+        _ => std::borrow::Cow::Owned(r.string()?),
+    };
+    let bucket = r.i64()?;
+    if r.at != bytes.len() {
+        return Err(r.err("trailing bytes"));
+    }
+    Ok((feature, bucket))
+}
+
 /// Decodes a key made by [`partial_key`].
 pub fn decode_partial_key(bytes: &[u8]) -> Result<PartialKey, KeyError> {
     let mut r = Reader { bytes, at: 1 };
@@ -154,4 +175,28 @@ pub fn decode_partial_key(bytes: &[u8]) -> Result<PartialKey, KeyError> {
         return Err(r.err("trailing bytes"));
     }
     Ok(key)
+}
+
+#[cfg(test)]
+mod suffix_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn suffixes_decode_with_and_without_escapes() {
+        for feature in ["views_7d", "odd\u{0}name", ""] {
+            let key = partial_key("t", "u", feature, -42);
+            let prefix = user_prefix("t", "u");
+            let (f, b) = decode_partial_suffix(&key[prefix.len()..]).unwrap();
+            assert_eq!((f.as_ref(), b), (feature, -42));
+            assert_eq!(
+                matches!(f, std::borrow::Cow::Borrowed(_)),
+                !feature.contains('\0')
+            );
+        }
+        let key = partial_key("t", "u", "f", 1);
+        let prefix = user_prefix("t", "u");
+        assert!(decode_partial_suffix(&key[prefix.len()..key.len() - 1]).is_err());
+    }
 }

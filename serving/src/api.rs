@@ -243,8 +243,8 @@ fn profile_message(user_id: &str, served: crate::state::Served) -> v1::Profile {
         found: served.found,
         features: served
             .features
-            .iter()
-            .map(|(k, v)| (k.clone(), to_proto(v)))
+            .into_iter()
+            .map(|(k, v)| (k, to_proto(v)))
             .collect(),
         segments: served.segments,
     }

@@ -316,21 +316,18 @@ pub fn truncate(s: &str, n: usize) -> &str {
     &s[..end]
 }
 
-/// A core feature value in the wire format.
-pub fn to_proto(v: &FeatureValue) -> v1::FeatureValue {
+/// A core feature value in the wire format (moved, not copied).
+pub fn to_proto(v: FeatureValue) -> v1::FeatureValue {
     use v1::feature_value::Value;
     let value = match v {
-        FeatureValue::Int(i) => Value::IntValue(*i),
-        FeatureValue::Float(f) => Value::FloatValue(*f),
-        FeatureValue::Str(s) => Value::StringValue(s.clone()),
-        FeatureValue::List(l) => Value::StringList(v1::StringList { values: l.clone() }),
+        FeatureValue::Int(i) => Value::IntValue(i),
+        FeatureValue::Float(f) => Value::FloatValue(f),
+        FeatureValue::Str(s) => Value::StringValue(s),
+        FeatureValue::List(values) => Value::StringList(v1::StringList { values }),
         FeatureValue::Ranked(r) => Value::RankedList(v1::RankedList {
             entries: r
-                .iter()
-                .map(|(value, count)| v1::RankedEntry {
-                    value: value.clone(),
-                    count: *count,
-                })
+                .into_iter()
+                .map(|(value, count)| v1::RankedEntry { value, count })
                 .collect(),
         }),
     };
