@@ -203,6 +203,8 @@ pub fn export(view: &OpenedView, out: &Path, at_ms: i64) -> Result<ExportSummary
     };
     let mut ro = ReadOptions::default();
     ro.set_iterate_upper_bound(vec![PARTIAL_TAG + 1]);
+    // A scan across users: the view's prefix bloom filters must not apply.
+    ro.set_total_order_seek(true);
     let mut current: Option<(String, String)> = None;
     let mut partials = StoredPartials::new(spec);
     for item in view

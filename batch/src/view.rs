@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use weft_core::FeatureSpec;
 use weft_core::eval::{Profile, StoredPartials};
-use weft_core::keys::{decode_partial_suffix, prefix_upper_bound, user_prefix};
+use weft_core::keys::{decode_partial_suffix, prefix_upper_bound, user_prefix, user_prefix_len};
 
 use crate::recs::{Ranked, RecsConfig, decode_ranked, neighbours_key, popular_key};
 use crate::source::{Boundary, Location};
@@ -109,9 +109,47 @@ fn parse_version(name: &str) -> Option<u64> {
 }
 
 /// SST options shared by the writer (batch job) and any reader.
+fn user_prefix_of(key: &[u8]) -> &[u8] {
+    &key[..user_prefix_len(key).unwrap_or(key.len())]
+}
+
+fn in_user_domain(key: &[u8]) -> bool {
+    user_prefix_len(key).is_some()
+}
+
+/// The block cache every opened view shares (uncompressed blocks).
+static BLOCK_CACHE: std::sync::OnceLock<rust_rocksdb::Cache> = std::sync::OnceLock::new();
+/// Its size, settable before the first view opens.
+static BLOCK_CACHE_BYTES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(1 << 30);
+
+/// Sets the size of the block cache opened views share (default 1 GiB);
+/// effective if called before the first view is opened.
+pub fn set_block_cache_bytes(bytes: usize) {
+    BLOCK_CACHE_BYTES.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Options of view SST files, for writing and reading: LZ4 blocks, a bloom
+/// filter on whole keys (recommendation lookups) and on user prefixes (a
+/// profile lookup skips the files that lack the user), and the shared block
+/// cache.
 pub(crate) fn sst_options() -> Options {
     let mut opts = Options::default();
     opts.set_compression_type(rust_rocksdb::DBCompressionType::Lz4);
+    opts.set_prefix_extractor(rust_rocksdb::SliceTransform::create(
+        "weft.user_prefix.v1",
+        user_prefix_of,
+        Some(in_user_domain),
+    ));
+    let mut table = rust_rocksdb::BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    table.set_whole_key_filtering(true);
+    table.set_block_cache(BLOCK_CACHE.get_or_init(|| {
+        rust_rocksdb::Cache::new_lru_cache(
+            BLOCK_CACHE_BYTES.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }));
+    opts.set_block_based_table_factory(&table);
     opts
 }
 
@@ -587,6 +625,7 @@ impl OpenedView {
         let prefix = user_prefix(tenant, user);
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(prefix_upper_bound(&prefix));
+        ro.set_prefix_same_as_start(true);
         let mut out = StoredPartials::new(&self.spec);
         for item in self
             .db

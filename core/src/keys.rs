@@ -135,6 +135,29 @@ impl Reader<'_> {
     }
 }
 
+/// The length of a partial key's [`user_prefix`] (tag, tenant, user), or
+/// None for other keys: the prefix extractor of batch views, so a lookup
+/// skips every SST file whose prefix bloom filter lacks the user.
+pub fn user_prefix_len(key: &[u8]) -> Option<usize> {
+    if key.first() != Some(&PARTIAL_TAG) {
+        return None;
+    }
+    let mut at = 1;
+    for _ in 0..2 {
+        loop {
+            match key.get(at..at + 2)? {
+                [0, 0x01] => {
+                    at += 2;
+                    break;
+                }
+                [0, _] => at += 2,
+                _ => at += 1,
+            }
+        }
+    }
+    Some(at)
+}
+
 /// Decodes the `str(feature) ‖ i64(bucket)` end of a partial key (what
 /// follows [`user_prefix`]), borrowing the name when it needs no unescaping:
 /// the read path of a point lookup allocates nothing per entry.
@@ -198,5 +221,12 @@ mod suffix_tests {
         let key = partial_key("t", "u", "f", 1);
         let prefix = user_prefix("t", "u");
         assert!(decode_partial_suffix(&key[prefix.len()..key.len() - 1]).is_err());
+        for (t, u) in [("t", "u"), ("a\u{0}b", ""), ("", "x\u{0}")] {
+            let prefix = user_prefix(t, u);
+            assert_eq!(user_prefix_len(&prefix), Some(prefix.len()));
+            assert_eq!(user_prefix_len(&partial_key(t, u, "f", 3)), Some(prefix.len()));
+        }
+        assert_eq!(user_prefix_len(b"n\x00\x01"), None);
+        assert_eq!(user_prefix_len(&prefix[..prefix.len() - 1]), None);
     }
 }

@@ -61,6 +61,8 @@ pub struct ViewsConfig {
     pub work_dir: PathBuf,
     /// Check every view file's SHA-256 when opening it.
     pub verify: bool,
+    /// Block cache (uncompressed blocks) shared by the open views, in MiB.
+    pub block_cache_mb: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +151,7 @@ impl Default for ServeConfig {
                 poll_secs: 10,
                 work_dir: PathBuf::from("weft-data/serving"),
                 verify: false,
+                block_cache_mb: 1024,
             },
             serve: ServerConfig {
                 grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),

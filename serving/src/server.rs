@@ -108,6 +108,7 @@ pub struct Running {
 /// see [`Running::wait_ready`]).
 pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     let spec = Arc::new(load_spec(&config.features)?);
+    weft_batch::view::set_block_cache_bytes(config.views.block_cache_mb << 20);
     std::fs::create_dir_all(&config.speed.data_dir)
         .map_err(io(format!("creating {}", config.speed.data_dir.display())))?;
     let store = Arc::new(SpeedStore::open(
