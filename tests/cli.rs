@@ -208,22 +208,13 @@ fn batch_run_inspect_and_export_from_the_command_line() {
         .iter()
         .map(|(_, _, e)| (e.tenant.clone(), e.user_id.clone()))
         .collect();
-    let duck = Command::new("python3")
-        .arg("-c")
-        .arg("import duckdb,sys; print(duckdb.sql(f\"select count(*), count(distinct tenant || '/' || user_id) from '{sys.argv[1]}'\").fetchone())")
-        .arg(&export)
-        .output()
-        .unwrap();
-    assert!(
-        duck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&duck.stderr)
-    );
+    let duck = crate::common::python(&[
+        "-c",
+        "import duckdb,sys; print(duckdb.sql(f\"select count(*), count(distinct tenant || '/' || user_id) from '{sys.argv[1]}'\").fetchone())",
+        export.to_str().unwrap(),
+    ]);
     let n = users.len();
-    assert_eq!(
-        String::from_utf8_lossy(&duck.stdout).trim(),
-        format!("({n}, {n})")
-    );
+    assert_eq!(duck.trim(), format!("({n}, {n})"));
     let out = ok(&["batch", "list", "--views", views.to_str().unwrap()]);
     assert!(out.starts_with("* v000001"), "{out}");
 }
@@ -344,17 +335,8 @@ fn gen_to_kafka_mixes_malformed_records_at_known_offsets() {
 #[test]
 fn deploy_manifests_and_example_configs_load() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new("python3")
-        .arg(format!("{root}/tests/python/check_deploy.py"))
-        .arg(root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = crate::common::python(&[&format!("{root}/tests/python/check_deploy.py"), root]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let configs = v["configs"].as_object().unwrap();
     assert_eq!(configs.len(), 2);
     let dockerfile = std::fs::read_to_string(format!("{root}/deploy/Dockerfile")).unwrap();

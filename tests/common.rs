@@ -97,3 +97,15 @@ pub(crate) fn wait_while_running(
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Runs `python3` with `args` (a script of tests/python and its arguments,
+/// or `-c CODE ...`), asserts it succeeded and returns its stdout.
+pub(crate) fn python(args: &[&str]) -> String {
+    let out = Command::new("python3").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "python3 {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

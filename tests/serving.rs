@@ -859,24 +859,19 @@ scopes = ["profile:read", "recommendations:read"]
     let _ = grpc_addr;
 
     // Python grpcio.
-    let out = std::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/profile_client.py"
-        ))
-        .args(["--addr", &grpc, "--key", &key, "--user", &user])
-        .args([
-            "--proto-root",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/proto"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let py: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = crate::common::python(&[
+        &format!("{root}/tests/python/profile_client.py"),
+        "--addr",
+        &grpc,
+        "--key",
+        &key,
+        "--user",
+        &user,
+        "--proto-root",
+        &format!("{root}/proto"),
+    ]);
+    let py: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(py["found"], true);
     let t = py["freshness"]["as_of_ms"].as_i64().unwrap();
     // JSON cannot tell an empty top-k list from an empty list: the spec can.
