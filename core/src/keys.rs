@@ -224,7 +224,10 @@ mod suffix_tests {
         for (t, u) in [("t", "u"), ("a\u{0}b", ""), ("", "x\u{0}")] {
             let prefix = user_prefix(t, u);
             assert_eq!(user_prefix_len(&prefix), Some(prefix.len()));
-            assert_eq!(user_prefix_len(&partial_key(t, u, "f", 3)), Some(prefix.len()));
+            assert_eq!(
+                user_prefix_len(&partial_key(t, u, "f", 3)),
+                Some(prefix.len())
+            );
         }
         assert_eq!(user_prefix_len(b"n\x00\x01"), None);
         assert_eq!(user_prefix_len(&prefix[..prefix.len() - 1]), None);
