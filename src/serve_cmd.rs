@@ -98,7 +98,7 @@ pub(crate) fn run_serve(args: &ServeArgs) -> Result<()> {
     println!("gRPC  {}", running.grpc_addr);
     println!("HTTP  http://{}", running.http_addr);
     let serving = running.serving.clone();
-    signals.wait_forever(|| {
+    signals.wait_forever_every(Duration::from_secs(5), || {
         let pair = serving.current_pair();
         tracing::info!(
             view = pair.as_ref().map_or(0, |p| p.view_version()),

@@ -132,11 +132,6 @@ impl StopSignals {
         Ok(StopSignals { rt, term, int })
     }
 
-    /// Blocks until a stop signal, calling `report` every 5 s.
-    pub(crate) fn wait_forever(self, report: impl Fn()) {
-        self.wait_until(Duration::from_secs(5), || false, report);
-    }
-
     /// Blocks until a stop signal, calling `report` every `every`.
     pub(crate) fn wait_forever_every(self, every: Duration, report: impl Fn()) {
         self.wait_until(every, || false, report);
