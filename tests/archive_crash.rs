@@ -22,7 +22,7 @@ const EVENTS: u64 = 200_000;
 const KILLS: usize = 10;
 const PARTITIONS: u32 = 8;
 
-fn start_archiver(bootstrap: &str, root: &Path, log: &Path) -> Child {
+pub(crate) fn start_archiver(bootstrap: &str, root: &Path, log: &Path) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -92,10 +92,25 @@ fn archiver_survives_kill_9_with_no_gap_and_no_duplicate() {
                 .unwrap_or_else(|e| panic!("a visible file does not read after kill -9: {e}"));
         }
     };
-    kill_9_repeatedly(KILLS, &mut rng, || {
-        visible_files_read_whole(); // after the previous kill
-        start_archiver(broker.bootstrap(), &root, &log)
-    });
+    // A run has progressed once it completed a flush (or nothing is left).
+    let mut last_flush = 0;
+    let flushed = || {
+        let state = read_state(&root).unwrap();
+        let done = (0..PARTITIONS as i32)
+            .all(|p| state.offsets.get(&p).copied().unwrap_or(0) == end[p as usize]);
+        let progressed = state.flush > last_flush || done;
+        last_flush = state.flush;
+        progressed
+    };
+    kill_9_repeatedly(
+        KILLS,
+        &mut rng,
+        || {
+            visible_files_read_whole(); // after the previous kill
+            start_archiver(broker.bootstrap(), &root, &log)
+        },
+        flushed,
+    );
     visible_files_read_whole(); // after the last kill
     let starts_before = log_text(&log).matches("archiver consuming").count();
     let mut child = start_archiver(broker.bootstrap(), &root, &log);

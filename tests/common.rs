@@ -42,20 +42,40 @@ pub(crate) fn stop_cleanly(mut child: Child, log: &Path) {
     );
 }
 
-/// Starts a process with `start` and kill -9s it after a random 0.3-1.5 s,
-/// `kills` times.
+/// Starts a process with `start` and kill -9s it `kills` times: each time
+/// once `progressed` says the run got somewhere (so the kill lands mid-work,
+/// not before the work began; at most 60 s, or until the process exits),
+/// then a random 0-800 ms later.
 pub(crate) fn kill_9_repeatedly(
     kills: usize,
     rng: &mut impl rand::Rng,
     mut start: impl FnMut() -> Child,
+    mut progressed: impl FnMut() -> bool,
 ) {
     for _ in 0..kills {
         let mut child = start();
-        std::thread::sleep(std::time::Duration::from_millis(
-            rng.random_range(300..1_500),
-        ));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !progressed()
+            && child.try_wait().unwrap().is_none()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(rng.random_range(0..800)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+    }
+}
+
+/// A `progressed` check for [`kill_9_repeatedly`]: true once `log` holds
+/// `needle` more often than when last true (a new run logged its start).
+pub(crate) fn logged_again<'a>(log: &'a Path, needle: &'a str) -> impl FnMut() -> bool + 'a {
+    let mut seen = log_text(log).matches(needle).count();
+    move || {
+        let n = log_text(log).matches(needle).count();
+        let again = n > seen;
+        seen = n;
+        again
     }
 }
 

@@ -9,3 +9,4 @@ mod generation_switch;
 mod serving;
 mod speed_crash;
 mod up;
+mod whole_loop;

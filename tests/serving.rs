@@ -83,7 +83,7 @@ fn config(f: &Fixture, tenant_names: &[&str]) -> ServeConfig {
     c
 }
 
-fn tenant_names(produced: &Produced) -> Vec<String> {
+pub(crate) fn tenant_names(produced: &Produced) -> Vec<String> {
     let mut names: Vec<String> = produced
         .valid
         .iter()
@@ -138,7 +138,7 @@ fn wait_served(running: &Running, produced: &Produced, view: u64) {
 }
 
 /// GetProfile (and BatchGetProfiles) == reference for every user.
-fn assert_every_user(f: &Fixture, addr: SocketAddr, produced: &Produced, view: u64) {
+pub(crate) fn assert_every_user(f: &Fixture, addr: SocketAddr, produced: &Produced, view: u64) {
     let by_user = produced.by_user();
     let spec = f.spec.clone();
     let mut in_segments = 0;
@@ -738,6 +738,93 @@ fn malformed_requests_get_their_status_and_tenants_stay_apart() {
     f.rt.block_on(running.stop());
 }
 
+/// Writes a `weft serve` config for `f`'s broker: speed and view state
+/// under `state`, the view store `views` (if any), ports chosen by the OS,
+/// and a server key (`server_key`) per tenant.
+pub(crate) fn write_serve_config(
+    f: &Fixture,
+    state: &std::path::Path,
+    views: Option<&std::path::Path>,
+    tenants: &[&str],
+) -> std::path::PathBuf {
+    let mut toml = format!(
+        r#"features = "{spec}"
+[kafka]
+bootstrap = "{bootstrap}"
+[speed]
+data_dir = "{state}/speed"
+[views]
+work_dir = "{state}/views"
+poll_secs = 1
+"#,
+        spec = f.spec_path,
+        bootstrap = f.broker.bootstrap(),
+        state = state.display(),
+    );
+    if let Some(views) = views {
+        toml += &format!("store = \"{}\"\n", views.display());
+    }
+    toml +=
+        "[serve]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndrain_secs = 0\n";
+    for t in tenants {
+        toml += &format!(
+            r#"[[tenants]]
+name = "{t}"
+allowed_origins = ["https://{t}.example"]
+[[tenants.keys]]
+name = "{t}-server"
+key = "{key}"
+scopes = ["profile:read", "recommendations:read"]
+"#,
+            key = server_key(t)
+        );
+    }
+    std::fs::create_dir_all(state).unwrap();
+    let path = state.join("serve.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// A running `weft serve` process and the addresses it printed.
+pub(crate) struct ServeProcess {
+    pub(crate) child: std::process::Child,
+    /// `host:port`.
+    pub(crate) grpc: String,
+    /// `http://host:port`.
+    pub(crate) http: String,
+}
+
+/// Starts `weft serve --config config`, its log appended to `log`, and
+/// reads the addresses it prints once listening.
+pub(crate) fn start_serve(config: &std::path::Path, log: &std::path::Path) -> ServeProcess {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut addr = |prefix: &str| -> String {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("weft serve exited; log:\n{}", crate::common::log_text(log)))
+            .unwrap();
+        line.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{line:?}; log:\n{}", crate::common::log_text(log)))
+            .trim()
+            .to_string()
+    };
+    let grpc = addr("gRPC");
+    let http = addr("HTTP");
+    ServeProcess { child, grpc, http }
+}
+
 fn curl(args: &[&str]) -> (u16, String) {
     let out = std::process::Command::new("curl")
         .args(["-s", "-S", "-o", "-", "-w", "\n%{http_code}"])
@@ -766,57 +853,13 @@ fn weft_serve_answers_python_grpcio_and_curl() {
         .map(|((_, u), e)| (u.clone(), e.clone()))
         .unwrap();
     let key = server_key(&tenant);
-    let config = f.dir.path().join("serve.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"features = "{spec}"
-[kafka]
-bootstrap = "{bootstrap}"
-[speed]
-data_dir = "{dir}/cli-speed"
-[views]
-work_dir = "{dir}/cli-views"
-[serve]
-grpc_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-drain_secs = 0
-[[tenants]]
-name = "{tenant}"
-allowed_origins = ["https://{tenant}.example"]
-[[tenants.keys]]
-name = "server"
-key = "{key}"
-scopes = ["profile:read", "recommendations:read"]
-"#,
-            spec = f.spec_path,
-            bootstrap = f.broker.bootstrap(),
-            dir = f.dir.path().display(),
-        ),
-    )
-    .unwrap();
+    let config = write_serve_config(&f, &f.dir.path().join("cli"), None, &[tenant.as_str()]);
     let log = f.dir.path().join("serve.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
-    let mut addr = |prefix: &str| -> String {
-        let line = lines.next().unwrap().unwrap();
-        line.strip_prefix(prefix)
-            .unwrap_or_else(|| panic!("{line:?}; log:\n{}", crate::common::log_text(&log)))
-            .trim()
-            .to_string()
-    };
-    let grpc = addr("gRPC");
-    let http = addr("HTTP");
+    let ServeProcess { child, grpc, http } = start_serve(&config, &log);
 
     // Wait until the user's served profile is complete.
     let spec = f.spec.clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let grpc_addr: SocketAddr = grpc.parse().unwrap();
     f.rt.block_on(async {
         let mut client = loop {
             if let Ok(c) = try_connect(&grpc).await {
@@ -856,7 +899,6 @@ scopes = ["profile:read", "recommendations:read"]
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let _ = grpc_addr;
 
     // Python grpcio.
     let root = env!("CARGO_MANIFEST_DIR");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    kill_9_repeatedly, log_text, stop_cleanly, wait_for_start, wait_while_running,
+    kill_9_repeatedly, log_text, logged_again, stop_cleanly, wait_for_start, wait_while_running,
 };
 use rand::SeedableRng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -101,9 +101,12 @@ fn speed_layer_survives_kill_9() {
     let data = dir.path().join("speed");
     let log = dir.path().join("speed.log");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    kill_9_repeatedly(KILLS, &mut rng, || {
-        start_speed(broker.bootstrap(), &data, &log)
-    });
+    kill_9_repeatedly(
+        KILLS,
+        &mut rng,
+        || start_speed(broker.bootstrap(), &data, &log),
+        logged_again(&log, "speed layer consuming"),
+    );
     // Last run: let it finish, then stop it cleanly.
     let starts_before = log_text(&log).matches("speed layer consuming").count();
     let mut child = start_speed(broker.bootstrap(), &data, &log);

@@ -364,7 +364,9 @@ pub fn run_with_store(
             if request.generation <= building.unwrap_or(ready) {
                 tracing::info!(
                     generation = request.generation,
-                    "ignoring a request for an older generation"
+                    building = ?building,
+                    ready,
+                    "generation already built or being built; nothing to do"
                 );
                 continue;
             }
