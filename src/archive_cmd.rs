@@ -25,6 +25,29 @@ pub(crate) struct ArchiveArgs {
     /// Flush when the oldest buffered event has waited this long.
     #[arg(long, default_value_t = 60_000)]
     max_delay_ms: u64,
+    /// Archive partition P again from OFFSET, e.g. `--replay-from 3=120000`
+    /// (repeatable): restores lost archive files while the topic still holds
+    /// the records. The batch job drops the copies (same event id).
+    #[arg(long, value_name = "P=OFFSET", value_parser = parse_replay_from)]
+    replay_from: Vec<(i32, i64)>,
+}
+
+fn parse_replay_from(s: &str) -> Result<(i32, i64), String> {
+    let (p, o) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected PARTITION=OFFSET, e.g. 3=120000"))?;
+    let p: i32 = p
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?}: partition: {e}"))?;
+    let o: i64 = o
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?}: offset: {e}"))?;
+    if p < 0 || o < 0 {
+        return Err(format!("{s:?}: partition and offset must be at least 0"));
+    }
+    Ok((p, o))
 }
 
 pub(crate) fn run_archive(args: &ArchiveArgs) -> Result<()> {
@@ -32,6 +55,7 @@ pub(crate) fn run_archive(args: &ArchiveArgs) -> Result<()> {
     config.topic = args.topic.clone();
     config.max_rows = args.max_rows;
     config.max_delay = Duration::from_millis(args.max_delay_ms);
+    config.replay_from = args.replay_from.iter().copied().collect();
     let metrics = Arc::new(ArchiverMetrics::default());
     let worker_metrics = metrics.clone();
     crate::speed_cmd::run_until_stopped(

@@ -40,9 +40,10 @@ pub(crate) struct UpArgs {
     /// The Tansu binary (default: PATH, then ~/.cargo/bin).
     #[arg(long)]
     tansu: Option<PathBuf>,
-    /// The feature spec.
-    #[arg(long, default_value = "deploy/features.example.toml")]
-    features: PathBuf,
+    /// The feature spec (default: the built-in example spec, written to
+    /// DATA_DIR/features.toml so you can read and copy it).
+    #[arg(long)]
+    features: Option<PathBuf>,
     /// Seconds between batch runs (the first runs after one interval).
     #[arg(long, default_value_t = 180)]
     batch_every_secs: u64,
@@ -115,10 +116,30 @@ fn demo_tenants(data_dir: &Path) -> Result<Vec<TenantConfig>> {
         .collect())
 }
 
-fn config(args: &UpArgs, bootstrap: &str) -> Result<ServeConfig> {
+/// The example spec built into the binary: `weft up` needs no file from the
+/// source tree.
+const EMBEDDED_SPEC: &str = include_str!("../deploy/features.example.toml");
+
+/// The spec to run with: `--features`, or the embedded example written to
+/// the data directory. Checked before anything starts.
+fn features_path(args: &UpArgs) -> Result<PathBuf> {
+    let path = match &args.features {
+        Some(p) => p.clone(),
+        None => {
+            let p = args.data_dir.join("features.toml");
+            std::fs::write(&p, EMBEDDED_SPEC)
+                .with_context(|| format!("writing the built-in spec to {}", p.display()))?;
+            p
+        }
+    };
+    crate::load_spec(&path)?;
+    Ok(path)
+}
+
+fn config(args: &UpArgs, features: &Path, bootstrap: &str) -> Result<ServeConfig> {
     let d = &args.data_dir;
     let overrides = serde_json::json!({
-        "features": args.features.display().to_string(),
+        "features": features.display().to_string(),
         "kafka": { "bootstrap": bootstrap },
         "speed": { "data_dir": d.join("speed").display().to_string() },
         "views": {
@@ -274,6 +295,7 @@ pub(crate) fn run_up(args: &UpArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let signals = crate::speed_cmd::StopSignals::install()?;
+    let features = features_path(args)?;
 
     // The broker: the configured one, or a local Tansu.
     let mut local = None;
@@ -296,7 +318,7 @@ pub(crate) fn run_up(args: &UpArgs) -> Result<()> {
             b
         }
     };
-    let config = config(args, &bootstrap)?;
+    let config = config(args, &features, &bootstrap)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("weft-up")
@@ -343,6 +365,7 @@ pub(crate) fn run_up(args: &UpArgs) -> Result<()> {
     println!("gRPC     {grpc}   (weft.v1.ProfileService, health, reflection)");
     println!("HTTP     http://{http}   (/v1/profiles, /v1/recommendations, /metrics, /readyz)");
     println!("data     {}", args.data_dir.display());
+    println!("features {}", features.display());
     if let Some(t) = &tenant
         && let Some(server) = t.keys.iter().find(|k| !k.publishable)
     {

@@ -135,6 +135,14 @@ impl Fixture {
             serde_json::to_vec(&state).unwrap(),
         )
         .unwrap();
+        self.run_batch(&archive)
+    }
+
+    /// Runs the batch job over `archive` into the view store `views`.
+    pub(crate) fn run_batch(
+        &self,
+        archive: &std::path::Path,
+    ) -> (std::path::PathBuf, weft_batch::JobSummary) {
         let views = self.dir.path().join("views");
         let batch = BatchConfig::new(
             archive.to_str().unwrap(),
@@ -150,7 +158,7 @@ impl Fixture {
     }
 
     /// Asserts view ⊕ generation `g` == reference for every user at `times`.
-    fn assert_view_plus_generation(
+    pub(crate) fn assert_view_plus_generation(
         &self,
         views: &std::path::Path,
         store: &SpeedStore,

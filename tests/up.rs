@@ -1,5 +1,6 @@
 //! `weft up` as a newcomer runs it: a local broker, demo traffic, a batch
-//! view, and a GetProfile for a demo user with features and freshness.
+//! view, and a GetProfile for a demo user with features and freshness. It
+//! runs outside the source tree: everything it needs is built in.
 
 use std::io::BufRead;
 use std::time::{Duration, Instant};
@@ -15,8 +16,8 @@ fn weft_up_serves_demo_profiles_with_freshness() {
     let data = dir.path().join("weft-data");
     let log = dir.path().join("up.log");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["up", "--data-dir", data.to_str().unwrap()])
+        .current_dir(dir.path())
+        .args(["up"])
         .args([
             "--grpc-listen",
             "127.0.0.1:0",

@@ -52,7 +52,7 @@ struct Loop<'f> {
 }
 
 fn start_archiver(f: &Fixture, root: &Path, log: &Path) -> Child {
-    crate::archive_crash::start_archiver(f.broker.bootstrap(), root, log)
+    crate::archive_crash::start_archiver(f.broker.bootstrap(), root, log, &[])
 }
 
 /// Values of the `name` metric by label set, from Prometheus text.

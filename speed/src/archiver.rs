@@ -18,6 +18,7 @@
 //! archived (the speed layer sends them to the dead-letter topic); their
 //! offsets are simply passed.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,10 @@ pub struct ArchiverConfig {
     /// Flush when the oldest buffered event has waited this long: the
     /// bound on how late an event reaches the archive.
     pub max_delay: Duration,
+    /// Partitions to archive again from an earlier offset (to restore lost
+    /// files; the batch job drops the copies by event id). Offsets at or
+    /// past the recorded ones change nothing.
+    pub replay_from: BTreeMap<i32, i64>,
 }
 
 impl ArchiverConfig {
@@ -62,6 +67,7 @@ impl ArchiverConfig {
             root,
             max_rows: 500_000,
             max_delay: Duration::from_secs(60),
+            replay_from: BTreeMap::new(),
         }
     }
 }
@@ -179,6 +185,40 @@ impl Buffer {
     }
 }
 
+/// Moves the resume offsets of `replay_from`'s partitions back (in memory:
+/// the next flush records them).
+fn replay(
+    state: &mut ArchiverState,
+    replay_from: &BTreeMap<i32, i64>,
+    partitions: u32,
+) -> Result<(), SpeedError> {
+    for (&p, &from) in replay_from {
+        if p < 0 || p as u32 >= partitions || from < 0 {
+            return Err(SpeedError::Broker(format!(
+                "cannot replay partition {p} from offset {from}: the topic has partitions 0..{partitions} and offsets start at 0"
+            )));
+        }
+        let next = state.offsets.get(&p).copied().unwrap_or(0);
+        if from < next {
+            tracing::warn!(
+                partition = p,
+                from,
+                was = next,
+                "archiving a partition again"
+            );
+            state.offsets.insert(p, from);
+        } else {
+            tracing::info!(
+                partition = p,
+                from,
+                next,
+                "nothing to replay: not archived that far yet"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Runs the archiver until `shutdown` is set (then flushes what it has).
 /// Blocks: call it on a dedicated thread.
 pub fn run(
@@ -196,6 +236,7 @@ pub fn run(
         );
     }
     let partitions = partition_count(&config.bootstrap, &config.topic, Duration::from_secs(30))?;
+    replay(&mut state, &config.replay_from, partitions)?;
     let consumer: BaseConsumer = base_config(&config.bootstrap)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
