@@ -164,6 +164,7 @@ fn demo_traffic(
     users: u32,
     stop: Arc<AtomicBool>,
     produced: Arc<AtomicU64>,
+    first_user: Arc<(String, std::sync::OnceLock<String>)>,
 ) -> Result<std::thread::JoinHandle<()>> {
     let mut producer = EventProducer::new(&bootstrap, "events")?;
     let now = weft_serving::state::now_ms();
@@ -195,6 +196,9 @@ fn demo_traffic(
                 }
                 sent += 1;
                 produced.fetch_add(1, Ordering::Relaxed);
+                if e.tenant == first_user.0 {
+                    let _ = first_user.1.set(e.user_id);
+                }
             }
             let _ = producer.flush(Duration::from_secs(5));
         })?)
@@ -346,6 +350,13 @@ pub(crate) fn run_up(args: &UpArgs) -> Result<()> {
         stop.clone(),
     )?;
     let produced = Arc::new(AtomicU64::new(0));
+    let tenant = config.tenants.first().cloned();
+    // The first demo user of the first tenant: the one the "try it" lines
+    // query, so that they show a profile at once.
+    let first_user = Arc::new((
+        tenant.as_ref().map_or_else(String::new, |t| t.name.clone()),
+        std::sync::OnceLock::new(),
+    ));
     let demo = match args.demo_rate {
         0 => None,
         rate => Some(demo_traffic(
@@ -354,9 +365,9 @@ pub(crate) fn run_up(args: &UpArgs) -> Result<()> {
             args.demo_users.max(10),
             stop.clone(),
             produced.clone(),
+            first_user.clone(),
         )?),
     };
-    let tenant = config.tenants.first().cloned();
     let running = rt
         .block_on(weft_serving::start(config))
         .context("starting the serving layer")?;
@@ -370,7 +381,14 @@ pub(crate) fn run_up(args: &UpArgs) -> Result<()> {
         && let Some(server) = t.keys.iter().find(|k| !k.publishable)
     {
         let key = server.secret().unwrap_or_default();
-        let user = "u0000001";
+        let waited = Instant::now();
+        while demo.is_some()
+            && first_user.1.get().is_none()
+            && waited.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let user = first_user.1.get().map_or("u0000001", String::as_str);
         println!("try it (tenant {}, key {:?}):", t.name, server.name);
         println!(
             "  grpcurl -plaintext -H 'authorization: Bearer {key}' -d '{{\"user_id\":\"{user}\"}}' {grpc} weft.v1.ProfileService/GetProfile"

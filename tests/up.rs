@@ -50,8 +50,9 @@ fn weft_up_serves_demo_profiles_with_freshness() {
     });
     let mut grpc = None;
     let mut key = None;
+    let mut user = None;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while grpc.is_none() || key.is_none() {
+    while grpc.is_none() || key.is_none() || user.is_none() {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .unwrap_or_else(|_| panic!("no endpoints printed; log:\n{}", log_text(&log)));
@@ -61,10 +62,14 @@ fn weft_up_serves_demo_profiles_with_freshness() {
         if let Some(at) = line.find("Bearer ") {
             key = line[at + 7..].split('\'').next().map(str::to_string);
         }
+        if let Some(at) = line.find("\"user_id\":\"") {
+            user = line[at + 11..].split('"').next().map(str::to_string);
+        }
     }
-    let (grpc, key) = (grpc.unwrap(), key.unwrap());
+    let (grpc, key, user) = (grpc.unwrap(), key.unwrap(), user.unwrap());
 
-    // Wait until a batch view is served, then read a demo user.
+    // Wait until a batch view is served, then read the user of the printed
+    // lines (one the demo traffic has sent events for).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -86,7 +91,7 @@ fn weft_up_serves_demo_profiles_with_freshness() {
             if let Ok(r) = client
                 .get_profile(with_key(
                     v1::GetProfileRequest {
-                        user_id: "u0000001".into(),
+                        user_id: user.clone(),
                         features: vec![],
                     },
                     &key,
