@@ -76,6 +76,16 @@ pub(crate) struct Topic {
 }
 
 impl Topic {
+    /// The newest event time produced so far.
+    pub(crate) fn latest_ts(&self) -> i64 {
+        self.produced
+            .valid
+            .iter()
+            .map(|(_, _, e)| e.ts_ms)
+            .max()
+            .unwrap()
+    }
+
     /// Produces `first`, then up to `take` more generated events, with
     /// malformed records mixed in at `malformed_rate`.
     pub(crate) fn produce(&mut self, first: Vec<Event>, take: usize, malformed_rate: f64) {
@@ -289,13 +299,7 @@ fn view_plus_new_generation_equals_the_reference_for_every_user() {
     }
     assert!(across >= 300, "{across} redeliveries across the boundary");
 
-    let end = topic
-        .produced
-        .valid
-        .iter()
-        .map(|(_, _, e)| e.ts_ms)
-        .max()
-        .unwrap();
+    let end = topic.latest_ts();
     f.assert_view_plus_generation(
         &views,
         &store,
@@ -368,12 +372,6 @@ fn weft_speed_follows_a_view_store() {
         "log:\n{}",
         log_text(&log)
     );
-    let end = topic
-        .produced
-        .valid
-        .iter()
-        .map(|(_, _, e)| e.ts_ms)
-        .max()
-        .unwrap();
+    let end = topic.latest_ts();
     f.assert_view_plus_generation(&views, &store, 1, &topic.produced, &[end]);
 }
