@@ -142,8 +142,13 @@ pub fn user_prefix_len(key: &[u8]) -> Option<usize> {
     if key.first() != Some(&PARTIAL_TAG) {
         return None;
     }
-    let mut at = 1;
-    for _ in 0..2 {
+    escaped_strings_end(key, 1, 2)
+}
+
+/// Where `count` strings encoded by [`push_str`] from `at` end in `key`
+/// (None if the key ends first).
+pub fn escaped_strings_end(key: &[u8], mut at: usize, count: usize) -> Option<usize> {
+    for _ in 0..count {
         loop {
             match key.get(at..at + 2)? {
                 [0, 0x01] => {

@@ -97,6 +97,17 @@ fn first_delivery_position(value: &[u8]) -> Option<(i32, i64)> {
 /// Key tag of bucket groups in the `partials` column family.
 const GROUP_TAG: u8 = b'u';
 
+/// The length of a bucket group key's [`group_user_prefix`] (generation,
+/// tag, tenant, user), or None for other keys: the prefix extractor of the
+/// `partials` column family. A seek key that is itself a user prefix maps
+/// to itself.
+fn group_user_prefix_len(key: &[u8]) -> Option<usize> {
+    if key.get(4) != Some(&GROUP_TAG) {
+        return None;
+    }
+    weft_core::keys::escaped_strings_end(key, 5, 2)
+}
+
 /// The key prefix of one user's bucket groups in generation `g`.
 fn group_user_prefix(g: Generation, tenant: &str, user: &str) -> Vec<u8> {
     let mut k = gen_prefix(g).to_vec();
@@ -259,6 +270,19 @@ impl SpeedStore {
             },
         );
         partials.set_compression_type(rust_rocksdb::DBCompressionType::Lz4);
+        // A lookup reads one user's groups: prefix bloom filters (in SST
+        // files and the memtable) let it skip every file without the user,
+        // which is most of them for most users.
+        partials.set_prefix_extractor(rust_rocksdb::SliceTransform::create(
+            "weft.speed_user_prefix.v1",
+            |key: &[u8]| &key[..group_user_prefix_len(key).unwrap_or(key.len())],
+            Some(|key: &[u8]| group_user_prefix_len(key).is_some()),
+        ));
+        partials.set_memtable_prefix_bloom_ratio(0.1);
+        let mut partials_table = BlockBasedOptions::default();
+        partials_table.set_bloom_filter(10.0, false);
+        partials_table.set_whole_key_filtering(false);
+        partials.set_block_based_table_factory(&partials_table);
         let mut dedup = Options::default();
         let mut bloom = BlockBasedOptions::default();
         bloom.set_bloom_filter(10.0, false);
@@ -436,6 +460,7 @@ impl SpeedStore {
         let prefix = group_user_prefix(g, tenant, user);
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(prefix_upper_bound(&prefix));
+        ro.set_prefix_same_as_start(true);
         let mut out = StoredPartials::new(&self.spec);
         let bad = |problem: String| SpeedError::Store(format!("{tenant}/{user}: {problem}"));
         for item in self
@@ -573,10 +598,12 @@ impl SpeedStore {
     pub fn partial_count(&self, g: Generation) -> Result<usize, SpeedError> {
         let cf = self.cf(CF_PARTIALS)?;
         let prefix = gen_prefix(g);
+        let mut ro = ReadOptions::default();
+        ro.set_total_order_seek(true); // across users: no prefix filtering
         let mut n = 0;
         for item in self
             .db
-            .iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward))
+            .iterator_cf_opt(cf, ro, IteratorMode::From(&prefix, Direction::Forward))
         {
             let (k, _) = item.map_err(db_err("reading partials"))?;
             if !k.starts_with(&prefix) {
@@ -653,5 +680,22 @@ impl SpeedStore {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefix_extractor_maps_a_group_key_and_its_user_prefix_alike() {
+        let prefix = group_user_prefix(7, "acme", "u\u{0}01");
+        let mut key = prefix.clone();
+        push_i64(&mut key, 86_400_000);
+        push_i64(&mut key, 20_000);
+        assert_eq!(group_user_prefix_len(&key), Some(prefix.len()));
+        assert_eq!(group_user_prefix_len(&prefix), Some(prefix.len()));
+        assert_eq!(group_user_prefix_len(&gen_prefix(7)), None);
+        assert_eq!(group_user_prefix_len(&offset_key(7, 3)), None);
     }
 }
