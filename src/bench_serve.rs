@@ -27,6 +27,18 @@
 //! 2. *max throughput*: a closed loop, every worker sending back to back;
 //!    latency from send to reply.
 //!
+//! `--phases` picks which of the two run (`fixed`, `max` or both, the
+//! default), e.g. `--phases fixed` for a steady load while something else
+//! happens to the server (`tests/bench/swaps_and_outage.sh`). With
+//! `--timeline-secs W` the fixed-rate phase is also reported per window of
+//! W seconds from the phase start (a request falls into the window of its
+//! scheduled time): successes, errors, p99 and max latency, and for weft the
+//! freshness its replies carried (the largest `speed_lag_ms` and
+//! `speed_lag_messages`, the batch view versions seen). Workers keep their
+//! own windows, merged at the end like the rest of their records; each row
+//! also carries its phase's start as Unix milliseconds, so outside events
+//! can be placed on the timeline.
+//!
 //! Latencies of successful replies go into HDR histograms in microseconds.
 //! A failed request (any non-OK status, a Redis error, a missing Redis key,
 //! a 5 s timeout) counts as an error, reported by kind, and the run goes on;
@@ -46,14 +58,14 @@
 //! load generator and servers share the cores, so absolute figures are
 //! pessimistic and ratios measured in the same run are what to compare.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use prost::Message;
@@ -68,8 +80,8 @@ use weft_core::{Event, EventKind};
 use weft_proto::v1::profile_service_client::ProfileServiceClient;
 use weft_proto::v1::profile_service_server::{ProfileService, ProfileServiceServer};
 use weft_proto::v1::{
-    BatchGetProfilesRequest, BatchGetProfilesResponse, GetProfileRequest, GetProfileResponse,
-    GetRecommendationsRequest, GetRecommendationsResponse, Profile,
+    BatchGetProfilesRequest, BatchGetProfilesResponse, Freshness, GetProfileRequest,
+    GetProfileResponse, GetRecommendationsRequest, GetRecommendationsResponse, Profile,
 };
 use weft_speed::kafka::EventProducer;
 
@@ -125,6 +137,12 @@ pub(crate) struct ServeBenchArgs {
     /// Requests/s in total in the fixed-rate phase.
     #[arg(long, default_value_t = 10_000.0)]
     rate: f64,
+    /// The measured phases to run, in this order whatever the order given.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "fixed,max")]
+    phases: Vec<PhaseArg>,
+    /// Also report the fixed-rate phase per window of this many seconds.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    timeline_secs: Option<u64>,
     /// Length of each measured phase.
     #[arg(long, default_value_t = 15)]
     duration_secs: u64,
@@ -391,15 +409,16 @@ enum Conn {
 }
 
 impl Conn {
-    /// One `GetProfile` (or `GET` + decode); `Err` names the failure kind.
-    async fn get(&mut self, user: &str) -> Result<(), String> {
+    /// One `GetProfile` (or `GET` + decode): the reply's freshness (gRPC;
+    /// `None` from Redis), or `Err` naming the failure kind.
+    async fn get(&mut self, user: &str) -> Result<Option<Freshness>, String> {
         match self {
             Conn::Grpc { client, auth } => match client
                 .get_profile(authorized(profile_request(user), auth))
                 .await
             {
                 // The reply is decoded by now.
-                Ok(_) => Ok(()),
+                Ok(reply) => Ok(reply.into_inner().freshness),
                 Err(s) => Err(format!("{:?}", s.code())),
             },
             Conn::Redis(conn) => {
@@ -411,7 +430,8 @@ impl Conn {
                 let bytes = bytes.ok_or_else(|| "redis: missing key".to_string())?;
                 GetProfileResponse::decode(bytes.as_slice())
                     .map_err(|_| "redis: undecodable value".to_string())?;
-                Ok(())
+                // A copy made at load time: its freshness is not live.
+                Ok(None)
             }
         }
     }
@@ -421,6 +441,9 @@ impl Conn {
 struct Target {
     name: &'static str,
     conns: Vec<Conn>,
+    /// Its replies' freshness describes the server's live state (weft; the
+    /// floor replays one stored reply), so the timeline reports it.
+    live_freshness: bool,
 }
 
 async fn grpc_target(
@@ -428,6 +451,7 @@ async fn grpc_target(
     addr: &str,
     auth: &MetadataValue<Ascii>,
     connections: usize,
+    live_freshness: bool,
 ) -> Result<Target> {
     let mut conns = Vec::with_capacity(connections);
     for _ in 0..connections {
@@ -436,7 +460,11 @@ async fn grpc_target(
             auth: auth.clone(),
         });
     }
-    Ok(Target { name, conns })
+    Ok(Target {
+        name,
+        conns,
+        live_freshness,
+    })
 }
 
 async fn redis_conns(addr: &str, connections: usize) -> Result<Vec<MultiplexedConnection>> {
@@ -565,6 +593,108 @@ impl Phase {
     }
 }
 
+/// A measured phase, as `--phases` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PhaseArg {
+    Fixed,
+    Max,
+}
+
+/// One window of the timeline: what one worker (merged: all of them)
+/// recorded for the requests scheduled in it.
+#[derive(Default)]
+struct Window {
+    /// Microseconds, successful replies only, kept raw: at the rates one
+    /// machine drives, 4 bytes a request cost less than a histogram per
+    /// worker and window (the report builds one histogram per window).
+    latencies: Vec<u32>,
+    errors: u64,
+    /// Live freshness only (see [`Target::live_freshness`]).
+    max_speed_lag_ms: Option<i64>,
+    max_speed_lag_messages: Option<i64>,
+    batch_view_versions: BTreeSet<u64>,
+}
+
+/// Per-window records of the fixed-rate phase (`--timeline-secs`).
+struct Timeline {
+    start: Instant,
+    window: Duration,
+    /// Record the replies' freshness.
+    freshness: bool,
+    windows: Vec<Window>,
+}
+
+impl Timeline {
+    fn new(start: Instant, window: Duration, freshness: bool) -> Timeline {
+        Timeline {
+            start,
+            window,
+            freshness,
+            windows: Vec::new(),
+        }
+    }
+
+    /// The window of a request scheduled (or sent) at `at`.
+    fn at(&mut self, at: Instant) -> &mut Window {
+        let i = at.saturating_duration_since(self.start).as_nanos() / self.window.as_nanos();
+        let i = usize::try_from(i).unwrap_or(usize::MAX);
+        if i >= self.windows.len() {
+            self.windows.resize_with(i + 1, Window::default);
+        }
+        &mut self.windows[i]
+    }
+
+    fn ok(&mut self, from: Instant, micros: u64, freshness: Option<&Freshness>) {
+        let freshness = freshness.filter(|_| self.freshness);
+        let w = self.at(from);
+        w.latencies.push(u32::try_from(micros).unwrap_or(u32::MAX));
+        if let Some(f) = freshness {
+            w.max_speed_lag_ms = w.max_speed_lag_ms.max(Some(f.speed_lag_ms));
+            w.max_speed_lag_messages = w.max_speed_lag_messages.max(Some(f.speed_lag_messages));
+            w.batch_view_versions.insert(f.batch_view_version);
+        }
+    }
+
+    fn merge(&mut self, other: Timeline) {
+        if other.windows.len() > self.windows.len() {
+            self.windows
+                .resize_with(other.windows.len(), Window::default);
+        }
+        for (w, o) in self.windows.iter_mut().zip(other.windows) {
+            w.latencies.extend(o.latencies);
+            w.errors += o.errors;
+            w.max_speed_lag_ms = w.max_speed_lag_ms.max(o.max_speed_lag_ms);
+            w.max_speed_lag_messages = w.max_speed_lag_messages.max(o.max_speed_lag_messages);
+            w.batch_view_versions.extend(o.batch_view_versions);
+        }
+    }
+
+    /// The report's rows, one per window.
+    fn rows(&self) -> Result<Vec<WindowRow>> {
+        let mut h = histogram()?;
+        let secs = self.window.as_secs_f64();
+        let mut rows = Vec::with_capacity(self.windows.len());
+        for (i, w) in self.windows.iter().enumerate() {
+            h.reset();
+            for &us in &w.latencies {
+                h.saturating_record(u64::from(us));
+            }
+            let ok = !w.latencies.is_empty();
+            rows.push(WindowRow {
+                from_secs: i as f64 * secs,
+                ok: w.latencies.len() as u64,
+                errors: w.errors,
+                p99_us: ok.then(|| h.value_at_quantile(0.99)),
+                max_us: ok.then(|| h.max()),
+                max_speed_lag_ms: w.max_speed_lag_ms,
+                max_speed_lag_messages: w.max_speed_lag_messages,
+                batch_view_versions: w.batch_view_versions.iter().copied().collect(),
+            });
+        }
+        Ok(rows)
+    }
+}
+
 /// What one worker (and, merged, one phase) recorded.
 struct Recorder {
     /// Microseconds: from the scheduled time (fixed rate) or the send
@@ -577,36 +707,47 @@ struct Recorder {
     ok: u64,
     errors: BTreeMap<String, u64>,
     last_done: Option<Instant>,
+    /// Fixed-rate phase with `--timeline-secs` only.
+    timeline: Option<Timeline>,
 }
 
 impl Recorder {
-    fn new() -> Result<Recorder> {
+    fn new(timeline: Option<Timeline>) -> Result<Recorder> {
         Ok(Recorder {
             latency: histogram()?,
             send_lag: histogram()?,
             ok: 0,
             errors: BTreeMap::new(),
             last_done: None,
+            timeline,
         })
     }
 
-    fn error(&mut self, kind: String) {
+    /// A failed request scheduled (or sent) at `from`.
+    fn error(&mut self, from: Instant, kind: String) {
         *self.errors.entry(kind).or_default() += 1;
+        if let Some(t) = &mut self.timeline {
+            t.at(from).errors += 1;
+        }
     }
 
     fn finish(
         &mut self,
         from: Instant,
-        result: Result<Result<(), String>, tokio::time::error::Elapsed>,
+        result: Result<Result<Option<Freshness>, String>, tokio::time::error::Elapsed>,
     ) {
         let done = Instant::now();
         match result {
-            Ok(Ok(())) => {
+            Ok(Ok(freshness)) => {
                 self.ok += 1;
-                self.latency.saturating_record(micros(done - from));
+                let us = micros(done - from);
+                self.latency.saturating_record(us);
+                if let Some(t) = &mut self.timeline {
+                    t.ok(from, us, freshness.as_ref());
+                }
             }
-            Ok(Err(kind)) => self.error(kind),
-            Err(_) => self.error(format!("timeout ({} s)", REQUEST_TIMEOUT.as_secs())),
+            Ok(Err(kind)) => self.error(from, kind),
+            Err(_) => self.error(from, format!("timeout ({} s)", REQUEST_TIMEOUT.as_secs())),
         }
         self.last_done = Some(done);
     }
@@ -623,6 +764,11 @@ impl Recorder {
             *self.errors.entry(k).or_default() += n;
         }
         self.last_done = self.last_done.max(other.last_done);
+        match (&mut self.timeline, other.timeline) {
+            (Some(t), Some(o)) => t.merge(o),
+            (t @ None, o) => *t = o,
+            (Some(_), None) => {}
+        }
         Ok(())
     }
 }
@@ -656,7 +802,17 @@ fn pace(
     }
 }
 
-/// Runs one phase against `target` with `workers` workers.
+/// What a phase recorded, merged over its workers.
+struct PhaseRun {
+    rec: Recorder,
+    /// Start to the last reply.
+    elapsed: Duration,
+    /// The phase's start, Unix milliseconds.
+    started_unix_ms: i64,
+}
+
+/// Runs one phase against `target` with `workers` workers; with `window`,
+/// keeps a timeline of windows that long.
 async fn run_phase(
     target: &Target,
     workers: usize,
@@ -664,9 +820,12 @@ async fn run_phase(
     duration: Duration,
     phase: Phase,
     seed: u64,
-) -> Result<(Recorder, Duration)> {
+    window: Option<Duration>,
+) -> Result<PhaseRun> {
     // Workers need a moment to start before the first scheduled request.
-    let start = Instant::now() + Duration::from_millis(20);
+    const LEAD: Duration = Duration::from_millis(20);
+    let started_unix_ms = unix_ms()? + LEAD.as_millis() as i64;
+    let start = Instant::now() + LEAD;
     let end = start + duration;
     // Past this, queued fixed-rate requests are not sent any more.
     let give_up = end + duration + Duration::from_secs(5);
@@ -685,7 +844,8 @@ async fn run_phase(
     for w in 0..workers {
         let mut conn = target.conns[w % target.conns.len()].clone();
         let queue = queue.clone();
-        let mut rec = Recorder::new()?;
+        let timeline = window.map(|w| Timeline::new(start, w, target.live_freshness));
+        let mut rec = Recorder::new(timeline)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(w as u64));
         handles.push(tokio::spawn(async move {
             match queue {
@@ -695,7 +855,10 @@ async fn run_phase(
                     let user = user_id(rng.random_range(0..users));
                     let sent = Instant::now();
                     if sent > give_up {
-                        rec.error("not sent: the target fell too far behind the rate".into());
+                        rec.error(
+                            scheduled,
+                            "not sent: the target fell too far behind the rate".into(),
+                        );
                         continue;
                     }
                     rec.send_lag
@@ -716,7 +879,7 @@ async fn run_phase(
             rec
         }));
     }
-    let mut all = Recorder::new()?;
+    let mut all = Recorder::new(None)?;
     for h in handles {
         all.merge(h.await.context("a worker panicked")?)?;
     }
@@ -728,7 +891,11 @@ async fn run_phase(
         .last_done
         .map_or(duration, |d| d.saturating_duration_since(start))
         .max(Duration::from_millis(1));
-    Ok((all, elapsed))
+    Ok(PhaseRun {
+        rec: all,
+        elapsed,
+        started_unix_ms,
+    })
 }
 
 /// One row of the results table.
@@ -749,13 +916,35 @@ struct Row {
     send_lag_p50_us: Option<u64>,
     send_lag_p99_us: Option<u64>,
     elapsed_secs: f64,
+    /// The phase's start, Unix milliseconds.
+    started_unix_ms: i64,
+    /// `--timeline-secs`, fixed rate only: one row per window.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    timeline: Vec<WindowRow>,
+}
+
+/// One window of a phase's timeline.
+#[derive(Debug, Serialize)]
+struct WindowRow {
+    /// Seconds from the phase start to the window's start.
+    from_secs: f64,
+    ok: u64,
+    errors: u64,
+    /// `None` without successful replies.
+    p99_us: Option<u64>,
+    max_us: Option<u64>,
+    /// Live freshness in the window's replies (weft only).
+    max_speed_lag_ms: Option<i64>,
+    max_speed_lag_messages: Option<i64>,
+    batch_view_versions: Vec<u64>,
 }
 
 impl Row {
-    fn new(target: &'static str, phase: Phase, rec: &Recorder, elapsed: Duration) -> Row {
+    fn new(target: &'static str, phase: Phase, run: &PhaseRun) -> Result<Row> {
+        let (rec, elapsed) = (&run.rec, run.elapsed);
         let h = &rec.latency;
         let fixed = matches!(phase, Phase::Fixed(_));
-        Row {
+        Ok(Row {
             target,
             phase: phase.name(),
             qps: rec.ok as f64 / elapsed.as_secs_f64(),
@@ -769,7 +958,12 @@ impl Row {
             send_lag_p50_us: fixed.then(|| rec.send_lag.value_at_quantile(0.5)),
             send_lag_p99_us: fixed.then(|| rec.send_lag.value_at_quantile(0.99)),
             elapsed_secs: elapsed.as_secs_f64(),
-        }
+            started_unix_ms: run.started_unix_ms,
+            timeline: match &rec.timeline {
+                Some(t) => t.rows()?,
+                None => Vec::new(),
+            },
+        })
     }
 }
 
@@ -790,6 +984,7 @@ struct ServeReport {
     rate: f64,
     duration_secs: u64,
     warmup_secs: u64,
+    timeline_secs: Option<u64>,
     client_threads: usize,
     cores: usize,
     rows: Vec<Row>,
@@ -801,7 +996,7 @@ async fn probe(target: &Target) -> Result<()> {
     let mut conn = target.conns[0].clone();
     let user = user_id(0);
     match tokio::time::timeout(REQUEST_TIMEOUT, conn.get(&user)).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(_)) => Ok(()),
         Ok(Err(kind)) if kind == "redis: missing key" => {
             bail!("redis has no profile:{user}: load it first (--load-redis)")
         }
@@ -838,6 +1033,43 @@ fn ratios(rows: &[Row]) -> Vec<Ratio> {
     out
 }
 
+/// Prints each row's timeline as a markdown table.
+fn print_timelines(rows: &[Row]) {
+    fn cell<T: ToString>(v: Option<T>) -> String {
+        v.map_or_else(|| "-".to_string(), |v| v.to_string())
+    }
+    for r in rows.iter().filter(|r| !r.timeline.is_empty()) {
+        println!();
+        println!(
+            "{} {}, per window from the phase start (requests by scheduled time; the phase started at Unix ms {}):",
+            r.target, r.phase, r.started_unix_ms
+        );
+        println!(
+            "| from s | ok | errors | p99 µs | max µs | max speed_lag_ms | max speed_lag_messages | batch views |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for w in &r.timeline {
+            let versions = w
+                .batch_view_versions
+                .iter()
+                .map(|v| format!("v{v}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                w.from_secs,
+                w.ok,
+                w.errors,
+                cell(w.p99_us),
+                cell(w.max_us),
+                cell(w.max_speed_lag_ms),
+                cell(w.max_speed_lag_messages),
+                cell((!versions.is_empty()).then_some(versions))
+            );
+        }
+    }
+}
+
 /// `weft bench serve`: floor, Redis and weft at the same load.
 pub(crate) fn serve(a: &ServeBenchArgs) -> Result<()> {
     if a.users == 0 || a.concurrency == 0 || a.connections == 0 || a.threads == 0 {
@@ -856,10 +1088,10 @@ pub(crate) fn serve(a: &ServeBenchArgs) -> Result<()> {
 
 async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
     let auth = bearer(&a.key)?;
-    let weft = grpc_target("weft", &a.weft, &auth, a.connections).await?;
+    let weft = grpc_target("weft", &a.weft, &auth, a.connections, true).await?;
     let mut targets = Vec::new();
     if let Some(addr) = &a.floor {
-        targets.push(grpc_target("floor", addr, &auth, a.connections).await?);
+        targets.push(grpc_target("floor", addr, &auth, a.connections, false).await?);
     }
     if let Some(addr) = &a.redis {
         let conns = redis_conns(addr, a.connections).await?;
@@ -870,6 +1102,7 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
         targets.push(Target {
             name: "redis",
             conns: conns.into_iter().map(Conn::Redis).collect(),
+            live_freshness: false,
         });
     }
     targets.push(weft);
@@ -879,9 +1112,16 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
 
     let duration = Duration::from_secs(a.duration_secs);
     let cores = std::thread::available_parallelism().map_or(0, |p| p.get());
+    let mut phases = vec![Phase::Warmup];
+    if a.phases.contains(&PhaseArg::Fixed) {
+        phases.push(Phase::Fixed(a.rate));
+    }
+    if a.phases.contains(&PhaseArg::Max) {
+        phases.push(Phase::Max);
+    }
     let mut rows = Vec::new();
     for t in &targets {
-        for phase in [Phase::Warmup, Phase::Fixed(a.rate), Phase::Max] {
+        for &phase in &phases {
             let length = match phase {
                 Phase::Warmup if a.warmup_secs == 0 => continue,
                 Phase::Warmup => Duration::from_secs(a.warmup_secs),
@@ -899,10 +1139,13 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
                 a.concurrency,
                 a.connections
             );
-            let (rec, elapsed) =
-                run_phase(t, a.concurrency, a.users, length, phase, a.seed).await?;
+            let window = match phase {
+                Phase::Fixed(_) => a.timeline_secs.map(Duration::from_secs),
+                Phase::Warmup | Phase::Max => None,
+            };
+            let run = run_phase(t, a.concurrency, a.users, length, phase, a.seed, window).await?;
             if phase != Phase::Warmup {
-                rows.push(Row::new(t.name, phase, &rec, elapsed));
+                rows.push(Row::new(t.name, phase, &run)?);
             }
         }
     }
@@ -939,6 +1182,7 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
         };
         println!("{}: {:.2}{caveat}", r.what, r.value);
     }
+    print_timelines(&rows);
     if let Some(path) = &a.json {
         write_json(
             path,
@@ -949,6 +1193,7 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
                 rate: a.rate,
                 duration_secs: a.duration_secs,
                 warmup_secs: a.warmup_secs,
+                timeline_secs: a.timeline_secs,
                 client_threads: a.threads,
                 cores,
                 rows,
