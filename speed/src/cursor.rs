@@ -29,8 +29,11 @@ use crate::SpeedError;
 /// How far before the stored offset a resume starts reading (larger than a
 /// producer batch normally holds).
 pub const REWIND: i64 = 10_000;
-/// How long a resuming partition may stay silent before it is probed.
-const SILENCE: Duration = Duration::from_millis(500);
+/// How long a resuming partition may stay silent before it is probed. A
+/// busy machine's first fetch after a seek can take over 500 ms, which was
+/// taken for a skip and re-read further back (docs/benchmarks.md, batch
+/// swaps); a real skip only costs this much delay.
+const SILENCE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
