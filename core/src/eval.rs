@@ -4,7 +4,7 @@
 //! result. `docs/semantics.md` states the rules; the reference evaluator
 //! restates them over raw events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::agg::{FeatureValue, Partial};
 use crate::codec::decode_partial_for;
@@ -96,7 +96,6 @@ impl<'s> UserBuckets<'s> {
 #[derive(Debug, Clone)]
 pub struct StoredPartials<'s> {
     spec: &'s FeatureSpec,
-    index: HashMap<&'s str, usize>,
     /// Indexed like `spec.features`: (bucket, partial) in any order.
     pub partials: Vec<Vec<(i64, Partial)>>,
 }
@@ -105,12 +104,6 @@ impl<'s> StoredPartials<'s> {
     pub fn new(spec: &'s FeatureSpec) -> StoredPartials<'s> {
         StoredPartials {
             spec,
-            index: spec
-                .features
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (f.name.as_str(), i))
-                .collect(),
             partials: vec![Vec::new(); spec.features.len()],
         }
     }
@@ -131,7 +124,7 @@ impl<'s> StoredPartials<'s> {
     /// Adds one stored partial of the named feature (skipped if the spec
     /// has no such feature).
     pub fn push_feature(&mut self, feature: &str, bucket: i64, value: &[u8]) -> Result<(), String> {
-        let Some(&i) = self.index.get(feature) else {
+        let Some(i) = self.spec.feature_index(feature) else {
             return Ok(());
         };
         let p = decode_partial_for(&self.spec.features[i].aggregate, value)

@@ -380,6 +380,9 @@ pub struct FeatureSpec {
     /// Evaluated on served profiles; not part of [`FeatureSpec::hash`].
     pub segments: Vec<crate::segment::Segment>,
     hash: String,
+    /// Feature index by name (built once: read paths look names up for
+    /// every stored entry).
+    by_name: std::collections::HashMap<String, usize>,
 }
 
 impl FeatureSpec {
@@ -458,10 +461,16 @@ impl FeatureSpec {
         })?;
         let digest = Sha256::digest(&canonical);
         let hash = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let by_name = features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
         Ok(FeatureSpec {
             features,
             segments: Vec::new(),
             hash,
+            by_name,
         })
     }
 
@@ -473,7 +482,12 @@ impl FeatureSpec {
     }
 
     pub fn feature(&self, name: &str) -> Option<&Feature> {
-        self.features.iter().find(|f| f.name == name)
+        self.feature_index(name).map(|i| &self.features[i])
+    }
+
+    /// The position of the named feature in `features`.
+    pub fn feature_index(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
     }
 }
 
