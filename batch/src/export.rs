@@ -22,7 +22,7 @@ use parquet::file::properties::WriterProperties;
 use rust_rocksdb::{Direction, IteratorMode, ReadOptions};
 use weft_core::FeatureValue;
 use weft_core::eval::StoredPartials;
-use weft_core::keys::{PARTIAL_TAG, decode_partial_key};
+use weft_core::keys::{PARTIAL_TAG, decode_user_key, unpack};
 use weft_core::spec::{Aggregate, Feature};
 
 use crate::view::OpenedView;
@@ -205,39 +205,29 @@ pub fn export(view: &OpenedView, out: &Path, at_ms: i64) -> Result<ExportSummary
     ro.set_iterate_upper_bound(vec![PARTIAL_TAG + 1]);
     // A scan across users: the view's prefix bloom filters must not apply.
     ro.set_total_order_seek(true);
-    let mut current: Option<(String, String)> = None;
     let mut partials = StoredPartials::new(spec);
     for item in view
         .db()
         .iterator_opt(IteratorMode::From(&[PARTIAL_TAG], Direction::Forward), ro)
     {
         let (k, v) = item.map_err(BatchError::rocks("reading the view"))?;
-        let key = decode_partial_key(&k).map_err(|e| BatchError::BadFile {
+        let bad = |problem: String| BatchError::BadFile {
             file: "view".into(),
-            problem: e.to_string(),
-        })?;
-        let same = current
-            .as_ref()
-            .is_some_and(|(t, u)| *t == key.tenant && *u == key.user_id);
-        if !same {
-            if let Some((t, u)) = current.take() {
-                sink.push(&t, &u, &partials, view, at_ms);
-                if sink.tenant.len() >= ROWS_PER_BATCH {
-                    sink.flush(&tmp)?;
-                }
-            }
-            partials.clear();
-            current = Some((key.tenant.clone(), key.user_id.clone()));
+            problem,
+        };
+        let (tenant, user) = decode_user_key(&k).map_err(|e| bad(e.to_string()))?;
+        partials.clear();
+        for entry in unpack(&v) {
+            let (feature, bucket, partial) =
+                entry.map_err(|e| bad(format!("{tenant}/{user}: bad packed value: {e}")))?;
+            partials
+                .push_feature(&feature, bucket, partial)
+                .map_err(|e| bad(format!("{tenant}/{user}: {e}")))?;
         }
-        partials
-            .push_key(&key, &v)
-            .map_err(|problem| BatchError::BadFile {
-                file: "view".into(),
-                problem,
-            })?;
-    }
-    if let Some((t, u)) = current.take() {
-        sink.push(&t, &u, &partials, view, at_ms);
+        sink.push(&tenant, &user, &partials, view, at_ms);
+        if sink.tenant.len() >= ROWS_PER_BATCH {
+            sink.flush(&tmp)?;
+        }
     }
     sink.flush(&tmp)?;
     let Sink { writer, users, .. } = sink;

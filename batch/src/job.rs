@@ -18,7 +18,7 @@ use futures::StreamExt;
 use rust_rocksdb::SstFileWriter;
 use weft_core::codec::encode_partial;
 use weft_core::eval::apply_to;
-use weft_core::keys::partial_key;
+use weft_core::keys::{push_packed, user_prefix};
 use weft_core::spec::{DAY_MS, Field};
 use weft_core::{Event, EventKind, FeatureSpec, Partial};
 
@@ -412,9 +412,10 @@ struct FoldOutput {
 }
 
 /// Folds one partition's rows, sorted by (tenant, user, partition, offset),
-/// user by user into the SST writer. Key order: users in sorted order, then
-/// features by name, then buckets ascending, which is the byte order of
-/// [`partial_key`].
+/// user by user into the SST writer: one entry per user, its
+/// [`user_prefix`] (users in sorted order, the byte order of the keys) to
+/// every partial packed ([`push_packed`]: features by name, then buckets
+/// ascending).
 struct Folder<'s, 'w, 'o> {
     spec: &'s FeatureSpec,
     /// Feature indices in name order.
@@ -426,6 +427,8 @@ struct Folder<'s, 'w, 'o> {
     /// Event ids of the current user seen so far (first occurrence wins).
     seen: HashSet<String>,
     buckets: Vec<BTreeMap<i64, Partial>>,
+    /// The current user's packed value (reused between users).
+    packed: Vec<u8>,
     counts: Counts,
     max_ts: Option<i64>,
 }
@@ -454,6 +457,7 @@ impl<'s, 'w, 'o> Folder<'s, 'w, 'o> {
             },
             seen: HashSet::new(),
             buckets: vec![BTreeMap::new(); spec.features.len()],
+            packed: Vec::new(),
             counts: Counts::default(),
             max_ts: None,
         }
@@ -494,26 +498,25 @@ impl<'s, 'w, 'o> Folder<'s, 'w, 'o> {
         if !self.started {
             return Ok(());
         }
+        self.packed.clear();
         for &i in &self.order {
             let feature = &self.spec.features[i];
             for (bucket, p) in std::mem::take(&mut self.buckets[i]) {
-                let key = partial_key(
-                    &self.event.tenant,
-                    &self.event.user_id,
-                    &feature.name,
-                    bucket,
-                );
-                self.writer
-                    .put(&key, encode_partial(&p))
-                    .map_err(|e| BatchError::BadFile {
-                        file: "archive".into(),
-                        problem: format!(
-                            "writing {}/{} to the view: {e}",
-                            self.event.tenant, self.event.user_id
-                        ),
-                    })?;
+                push_packed(&mut self.packed, &feature.name, bucket, &encode_partial(&p));
                 self.counts.partials += 1;
             }
+        }
+        if !self.packed.is_empty() {
+            let key = user_prefix(&self.event.tenant, &self.event.user_id);
+            self.writer
+                .put(&key, &self.packed)
+                .map_err(|e| BatchError::BadFile {
+                    file: "archive".into(),
+                    problem: format!(
+                        "writing {}/{} to the view: {e}",
+                        self.event.tenant, self.event.user_id
+                    ),
+                })?;
         }
         self.recs.finish_user();
         self.seen.clear();

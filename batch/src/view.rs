@@ -1,9 +1,12 @@
 //! Batch views: format, store, publishing, reading.
 //!
 //! A view `vN` is a directory (or object prefix) `vNNNNNN/` holding
-//! * `partials-<i>.sst`: RocksDB SST files of [`weft_core::keys::partial_key`]
-//!   keys (no generation prefix) to [`weft_core::codec`] partials, each
-//!   sorted, together covering every user once;
+//! * `partials-<i>.sst`: RocksDB SST files, one entry per user: its
+//!   [`weft_core::keys::user_prefix`] to every partial of the user packed
+//!   by [`weft_core::keys::push_packed`] (feature, bucket,
+//!   [`weft_core::codec`] partial), each file sorted, together covering
+//!   every user once (format 2; format 1 had one key per feature and
+//!   bucket);
 //! * `recs.sst`: neighbour and popularity lists ([`crate::recs`]);
 //! * `spec.toml`: the feature spec the view was computed with;
 //! * `manifest.json`: [`Manifest`], written last.
@@ -23,12 +26,12 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use rust_rocksdb::{DB, Direction, IngestExternalFileOptions, IteratorMode, Options, ReadOptions};
+use rust_rocksdb::{DB, IngestExternalFileOptions, Options};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use weft_core::FeatureSpec;
 use weft_core::eval::{Profile, StoredPartials};
-use weft_core::keys::{decode_partial_suffix, prefix_upper_bound, user_prefix, user_prefix_len};
+use weft_core::keys::{unpack, user_prefix, user_prefix_len};
 
 use crate::recs::{Ranked, RecsConfig, decode_ranked, neighbours_key, popular_key};
 use crate::source::{Boundary, Location};
@@ -38,7 +41,7 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const SPEC_FILE: &str = "spec.toml";
 pub const CURRENT_FILE: &str = "CURRENT";
 /// The view layout version; readers refuse others.
-pub const VIEW_FORMAT: u32 = 1;
+pub const VIEW_FORMAT: u32 = 2;
 
 /// What a view is: written last, read first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -620,25 +623,26 @@ impl OpenedView {
         &self.db
     }
 
-    /// Every partial of one user.
+    /// Every partial of one user: one point lookup (bloom-filtered) of the
+    /// user's packed value.
     pub fn user_partials(&self, tenant: &str, user: &str) -> Result<StoredPartials<'_>> {
-        let prefix = user_prefix(tenant, user);
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(prefix_upper_bound(&prefix));
-        ro.set_prefix_same_as_start(true);
+        let key = user_prefix(tenant, user);
         let mut out = StoredPartials::new(&self.spec);
-        for item in self
+        let Some(value) = self
             .db
-            .iterator_opt(IteratorMode::From(&prefix, Direction::Forward), ro)
-        {
-            let (k, v) = item.map_err(BatchError::rocks("reading partials"))?;
-            let bad = |problem: String| BatchError::BadFile {
-                file: self.db_path.display().to_string(),
-                problem: format!("{tenant}/{user}: {problem}"),
-            };
-            let (feature, bucket) = decode_partial_suffix(&k[prefix.len()..])
-                .map_err(|e| bad(format!("bad partial key: {e}")))?;
-            out.push_feature(&feature, bucket, &v).map_err(bad)?;
+            .get_pinned(&key)
+            .map_err(BatchError::rocks("reading partials"))?
+        else {
+            return Ok(out);
+        };
+        let bad = |problem: String| BatchError::BadFile {
+            file: self.db_path.display().to_string(),
+            problem: format!("{tenant}/{user}: {problem}"),
+        };
+        for entry in unpack(&value) {
+            let (feature, bucket, partial) =
+                entry.map_err(|e| bad(format!("bad packed value: {e}")))?;
+            out.push_feature(&feature, bucket, partial).map_err(bad)?;
         }
         Ok(out)
     }

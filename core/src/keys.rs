@@ -205,6 +205,127 @@ pub fn decode_partial_key(bytes: &[u8]) -> Result<PartialKey, KeyError> {
     Ok(key)
 }
 
+/// Appends one entry to a packed user value (batch view format 2: one
+/// value per user under [`user_prefix`], holding every partial of the
+/// user): `u32 len ‖ str(feature) ‖ i64(bucket) ‖ u32 len ‖ partial`.
+pub fn push_packed(out: &mut Vec<u8>, feature: &str, bucket: i64, partial: &[u8]) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    push_str(out, feature);
+    push_i64(out, bucket);
+    let suffix = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&suffix.to_be_bytes());
+    out.extend_from_slice(&(partial.len() as u32).to_be_bytes());
+    out.extend_from_slice(partial);
+}
+
+/// The entries of a packed user value ([`push_packed`]): feature (borrowed
+/// unless escaped), bucket and the encoded partial.
+pub fn unpack(bytes: &[u8]) -> Unpacked<'_> {
+    Unpacked { bytes, at: 0 }
+}
+
+/// Iterator of [`unpack`].
+#[derive(Debug)]
+pub struct Unpacked<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Unpacked<'a> {
+    fn chunk(&mut self) -> Result<&'a [u8], KeyError> {
+        let err = |problem| KeyError {
+            at: self.at,
+            problem,
+        };
+        let len: [u8; 4] = self
+            .bytes
+            .get(self.at..self.at + 4)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| err("truncated length"))?;
+        let start = self.at + 4;
+        let end = start + u32::from_be_bytes(len) as usize;
+        let chunk = self
+            .bytes
+            .get(start..end)
+            .ok_or_else(|| err("truncated entry"))?;
+        self.at = end;
+        Ok(chunk)
+    }
+}
+
+impl<'a> Iterator for Unpacked<'a> {
+    type Item = Result<(std::borrow::Cow<'a, str>, i64, &'a [u8]), KeyError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.bytes.len() {
+            return None;
+        }
+        let entry = self.chunk().and_then(|suffix| {
+            let (feature, bucket) = decode_partial_suffix(suffix)?;
+            Ok((feature, bucket, self.chunk()?))
+        });
+        if entry.is_err() {
+            self.at = self.bytes.len(); // stop after the first error
+        }
+        Some(entry)
+    }
+}
+
+/// Decodes a key made by [`user_prefix`] into (tenant, user).
+pub fn decode_user_key(bytes: &[u8]) -> Result<(String, String), KeyError> {
+    let mut r = Reader { bytes, at: 1 };
+    if bytes.first() != Some(&PARTIAL_TAG) {
+        return Err(KeyError {
+            at: 0,
+            problem: "not a user key",
+        });
+    }
+    let user = (r.string()?, r.string()?);
+    if r.at != bytes.len() {
+        return Err(r.err("trailing bytes"));
+    }
+    Ok(user)
+}
+
+#[cfg(test)]
+mod packed_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn packed_values_round_trip_and_truncation_is_an_error() {
+        let entries = [
+            ("views_7d", 3_i64, vec![1_u8, 2]),
+            ("odd\u{0}name", -1, vec![]),
+            ("x", 9, vec![7; 300]),
+        ];
+        let mut packed = Vec::new();
+        for (f, b, p) in &entries {
+            push_packed(&mut packed, f, *b, p);
+        }
+        let back: Vec<(String, i64, Vec<u8>)> = unpack(&packed)
+            .map(|e| e.map(|(f, b, p)| (f.into_owned(), b, p.to_vec())))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let want: Vec<(String, i64, Vec<u8>)> = entries
+            .iter()
+            .map(|(f, b, p)| (f.to_string(), *b, p.clone()))
+            .collect();
+        assert_eq!(back, want);
+        for cut in [1, 5, packed.len() - 1] {
+            assert!(unpack(&packed[..cut]).any(|e| e.is_err()), "cut at {cut}");
+        }
+        let key = user_prefix("t\u{0}", "u");
+        assert_eq!(
+            decode_user_key(&key).unwrap(),
+            ("t\u{0}".into(), "u".into())
+        );
+        assert!(decode_user_key(&partial_key("t", "u", "f", 1)).is_err());
+    }
+}
+
 #[cfg(test)]
 mod suffix_tests {
     #![allow(clippy::unwrap_used)]
