@@ -118,6 +118,51 @@ pub(crate) async fn try_connect(
     Ok(ProfileServiceClient::new(channel))
 }
 
+/// Connects to the gRPC `addr` (retrying until it listens), then asks for
+/// `user`'s profile with `key` every 100 ms until `done` accepts a reply,
+/// which it returns; fails at `deadline` with the server's `log`.
+pub(crate) async fn poll_profile(
+    addr: &str,
+    key: &str,
+    user: &str,
+    deadline: std::time::Instant,
+    log: &std::path::Path,
+    mut done: impl FnMut(&v1::GetProfileResponse) -> bool,
+) -> v1::GetProfileResponse {
+    let mut client = loop {
+        if let Ok(c) = try_connect(addr).await {
+            break c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cannot connect to {addr}; log:\n{}",
+            crate::common::log_text(log)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no satisfying profile of {user} in time; log:\n{}",
+            crate::common::log_text(log)
+        );
+        let request = with_key(
+            v1::GetProfileRequest {
+                user_id: user.to_string(),
+                features: vec![],
+            },
+            key,
+        );
+        if let Ok(r) = client.get_profile(request).await {
+            let r = r.into_inner();
+            if done(&r) {
+                return r;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn connect(addr: SocketAddr) -> ProfileServiceClient<Channel> {
     try_connect(&addr.to_string()).await.unwrap()
 }
@@ -860,45 +905,16 @@ fn weft_serve_answers_python_grpcio_and_curl() {
     // Wait until the user's served profile is complete.
     let spec = f.spec.clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    f.rt.block_on(async {
-        let mut client = loop {
-            if let Ok(c) = try_connect(&grpc).await {
-                break c;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        loop {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "log:\n{}",
-                crate::common::log_text(&log)
-            );
-            if let Ok(r) = client
-                .get_profile(with_key(
-                    v1::GetProfileRequest {
-                        user_id: user.clone(),
-                        features: vec![],
-                    },
-                    &key,
-                ))
-                .await
-            {
-                let r = r.into_inner();
-                let fresh = r.freshness.unwrap();
-                if compare_profiles(
-                    &spec,
-                    &served_features(&r.profile.unwrap()),
-                    &reference::evaluate(&spec, &events, fresh.as_of_ms),
-                )
-                .is_ok()
-                    && fresh.speed_lag_messages == 0
-                {
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    f.rt.block_on(poll_profile(&grpc, &key, &user, deadline, &log, |r| {
+        let fresh = r.freshness.as_ref().unwrap();
+        compare_profiles(
+            &spec,
+            &served_features(r.profile.as_ref().unwrap()),
+            &reference::evaluate(&spec, &events, fresh.as_of_ms),
+        )
+        .is_ok()
+            && fresh.speed_lag_messages == 0
+    }));
 
     // Python grpcio.
     let root = env!("CARGO_MANIFEST_DIR");

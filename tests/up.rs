@@ -5,10 +5,8 @@
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
-use weft_proto::v1;
-
 use crate::common::{log_text, stop_cleanly};
-use crate::serving::{try_connect, with_key};
+use crate::serving::poll_profile;
 
 #[test]
 fn weft_up_serves_demo_profiles_with_freshness() {
@@ -75,39 +73,10 @@ fn weft_up_serves_demo_profiles_with_freshness() {
         .build()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    let (profile, fresh) = rt.block_on(async {
-        let mut client = loop {
-            if let Ok(c) = try_connect(&grpc).await {
-                break c;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "no view served in time; log:\n{}",
-                log_text(&log)
-            );
-            if let Ok(r) = client
-                .get_profile(with_key(
-                    v1::GetProfileRequest {
-                        user_id: user.clone(),
-                        features: vec![],
-                    },
-                    &key,
-                ))
-                .await
-            {
-                let r = r.into_inner();
-                let fresh = r.freshness.unwrap();
-                let profile = r.profile.unwrap();
-                if fresh.batch_view_version >= 1 && profile.found {
-                    break (profile, fresh);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    });
+    let reply = rt.block_on(poll_profile(&grpc, &key, &user, deadline, &log, |r| {
+        r.freshness.as_ref().unwrap().batch_view_version >= 1 && r.profile.as_ref().unwrap().found
+    }));
+    let (profile, fresh) = (reply.profile.unwrap(), reply.freshness.unwrap());
     assert!(profile.features.contains_key("last_seen"), "{profile:?}");
     assert_eq!(fresh.speed_generation, fresh.batch_view_version);
     assert!(!fresh.batch_offsets.is_empty());
