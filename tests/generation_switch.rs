@@ -76,6 +76,17 @@ pub(crate) struct Topic {
 }
 
 impl Topic {
+    /// What an archiver that lags `behind` offsets per partition has
+    /// committed: next offset per partition.
+    pub(crate) fn committed_behind(&self, behind: i64) -> HashMap<i32, i64> {
+        self.produced
+            .end_offsets(PARTITIONS)
+            .iter()
+            .enumerate()
+            .map(|(p, end)| (p as i32, (end - behind).max(0)))
+            .collect()
+    }
+
     /// The newest event time produced so far.
     pub(crate) fn latest_ts(&self) -> i64 {
         self.produced
@@ -232,12 +243,7 @@ fn view_plus_new_generation_equals_the_reference_for_every_user() {
     // The archiver has committed all but the last ~400 offsets of each
     // partition; the batch view's boundary is therefore behind the speed
     // layer, and malformed records below it are no gaps.
-    let ends = topic.produced.end_offsets(PARTITIONS);
-    let committed: HashMap<i32, i64> = ends
-        .iter()
-        .enumerate()
-        .map(|(p, end)| (p as i32, (end - 400).max(0)))
-        .collect();
+    let committed = topic.committed_behind(400);
     let (views, summary) = f.publish_view(&topic.produced, &committed);
     assert_eq!(summary.version, 1);
     for (p, next) in &committed {

@@ -7,7 +7,7 @@
 //! * 10k randomly malformed requests get their documented status, never
 //!   INTERNAL, and no key reads another tenant's data.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,7 +27,7 @@ use weft_serving::state::from_proto;
 use weft_serving::{Running, ServeConfig};
 use weft_speed::kafka::Produced;
 
-use crate::generation_switch::{Fixture, PARTITIONS, consumed_everything, fixture, wait_for};
+use crate::generation_switch::{Fixture, consumed_everything, fixture, wait_for};
 
 pub(crate) fn server_key(tenant: &str) -> String {
     format!("srv-{tenant}-0123456789abcdef")
@@ -270,12 +270,7 @@ fn get_profile_equals_the_reference_before_after_and_across_view_switches() {
 
     // 2. A view whose boundary is behind the speed layer (the archiver lags
     //    ~300 offsets per partition); then redeliveries and more events.
-    let ends = topic.produced.end_offsets(PARTITIONS);
-    let committed: HashMap<i32, i64> = ends
-        .iter()
-        .enumerate()
-        .map(|(p, end)| (p as i32, (end - 300).max(0)))
-        .collect();
+    let committed = topic.committed_behind(300);
     let (_, summary) = f.publish_view(&topic.produced, &committed);
     assert_eq!(summary.version, 1);
     let again: Vec<Event> = topic
@@ -335,12 +330,7 @@ fn get_profile_equals_the_reference_before_after_and_across_view_switches() {
             }
         })
     };
-    let ends = topic.produced.end_offsets(PARTITIONS);
-    let committed: HashMap<i32, i64> = ends
-        .iter()
-        .enumerate()
-        .map(|(p, end)| (p as i32, (end - 150).max(0)))
-        .collect();
+    let committed = topic.committed_behind(150);
     let (_, summary) = f.publish_view(&topic.produced, &committed);
     assert_eq!(summary.version, 2);
     wait_served(&running, &topic.produced, 2);
