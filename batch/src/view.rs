@@ -147,13 +147,27 @@ pub(crate) fn sst_options() -> Options {
     let mut table = rust_rocksdb::BlockBasedOptions::default();
     table.set_bloom_filter(10.0, false);
     table.set_whole_key_filtering(true);
-    table.set_block_cache(BLOCK_CACHE.get_or_init(|| {
+    table.set_block_cache(block_cache());
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
+fn block_cache() -> &'static rust_rocksdb::Cache {
+    BLOCK_CACHE.get_or_init(|| {
         rust_rocksdb::Cache::new_lru_cache(
             BLOCK_CACHE_BYTES.load(std::sync::atomic::Ordering::Relaxed),
         )
-    }));
-    opts.set_block_based_table_factory(&table);
-    opts
+    })
+}
+
+/// What [`OpenedView::warm`] read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Warmed {
+    pub entries: u64,
+    /// Keys and values, uncompressed.
+    pub bytes: u64,
+    /// False when it stopped because the block cache was nearly full.
+    pub complete: bool,
 }
 
 /// Size and SHA-256 of a written file.
@@ -639,12 +653,57 @@ impl OpenedView {
             file: self.db_path.display().to_string(),
             problem: format!("{tenant}/{user}: {problem}"),
         };
+        // Entries come feature by feature: look each name up once.
+        let mut last: Option<(std::borrow::Cow<'_, str>, Option<usize>)> = None;
         for entry in unpack(&value) {
             let (feature, bucket, partial) =
                 entry.map_err(|e| bad(format!("bad packed value: {e}")))?;
-            out.push_feature(&feature, bucket, partial).map_err(bad)?;
+            let index = match &last {
+                Some((name, index)) if *name == feature => *index,
+                _ => {
+                    let index = self.spec.feature_index(&feature);
+                    last = Some((feature, index));
+                    index
+                }
+            };
+            if let Some(index) = index {
+                out.push_encoded(index, bucket, partial).map_err(bad)?;
+            }
         }
         Ok(out)
+    }
+
+    /// Reads the whole view once, in key order, so its blocks are in the
+    /// shared block cache before the first request needs them: without
+    /// this, the first minutes after a switch pay a file read and a
+    /// decompression on most lookups. Stops once the cache is nearly full
+    /// (a view larger than the cache is warmed in part). Returns the
+    /// entries and bytes read.
+    pub fn warm(&self) -> Result<Warmed> {
+        let cache = block_cache();
+        let full = cache.get_capacity() / 10 * 9;
+        let mut ro = rust_rocksdb::ReadOptions::default();
+        ro.fill_cache(true);
+        ro.set_readahead_size(4 << 20);
+        let mut it = self.db.raw_iterator_opt(ro);
+        it.seek_to_first();
+        let mut warmed = Warmed::default();
+        while it.valid() {
+            warmed.entries += 1;
+            warmed.bytes +=
+                (it.key().map_or(0, <[u8]>::len) + it.value().map_or(0, <[u8]>::len)) as u64;
+            if warmed.entries % 4096 == 0 && cache.get_usage() >= full {
+                warmed.complete = false;
+                return Ok(warmed);
+            }
+            it.next();
+        }
+        it.status().map_err(BatchError::rocks(format!(
+            "warming {}",
+            self.db_path.display()
+        )))?;
+        warmed.complete = true;
+        Ok(warmed)
     }
 
     /// A user's profile from the view alone, as of `t_ms`.

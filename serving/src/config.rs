@@ -63,6 +63,8 @@ pub struct ViewsConfig {
     pub verify: bool,
     /// Block cache (uncompressed blocks) shared by the open views, in MiB.
     pub block_cache_mb: usize,
+    /// Read each newly opened view into the block cache before serving it.
+    pub warm: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,6 +154,7 @@ impl Default for ServeConfig {
                 work_dir: PathBuf::from("weft-data/serving"),
                 verify: false,
                 block_cache_mb: 1024,
+                warm: true,
             },
             serve: ServerConfig {
                 grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),

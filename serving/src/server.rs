@@ -74,16 +74,39 @@ pub fn load_spec(path: &Path) -> Result<FeatureSpec, ServeError> {
 /// Views opened and not yet dropped, by version.
 type Opened = Arc<Mutex<BTreeMap<u64, Arc<OpenedView>>>>;
 
+/// How views are opened (`[views]`).
+#[derive(Debug, Clone, Copy)]
+struct OpenOptions {
+    verify: bool,
+    warm: bool,
+}
+
 async fn open_view(
     store: &ViewStore,
     work_dir: &Path,
     version: u64,
-    verify: bool,
+    how: OpenOptions,
 ) -> Result<Arc<OpenedView>, ServeError> {
     let dir = work_dir.join(version_name(version));
-    Ok(Arc::new(
-        OpenedView::open(store, Some(version), &dir, verify).await?,
-    ))
+    let view = Arc::new(OpenedView::open(store, Some(version), &dir, how.verify).await?);
+    if how.warm {
+        let started = std::time::Instant::now();
+        let warming = view.clone();
+        match tokio::task::spawn_blocking(move || warming.warm()).await {
+            Ok(Ok(w)) => tracing::info!(
+                view = version,
+                entries = w.entries,
+                mib = w.bytes >> 20,
+                complete = w.complete,
+                ms = started.elapsed().as_millis() as u64,
+                "warmed the view's block cache"
+            ),
+            // A view that cannot be read whole is not served.
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => tracing::warn!(error = %e, view = version, "warming the view failed"),
+        }
+    }
+    Ok(view)
 }
 
 /// A running `weft serve`.
@@ -130,6 +153,10 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         tracing::warn!("no API keys are configured: every request will be UNAUTHENTICATED");
     }
 
+    let how = OpenOptions {
+        verify: config.views.verify,
+        warm: config.views.warm,
+    };
     // The pair at start.
     let views = match &config.views.store {
         Some(s) => Some(ViewStore::open(s)?),
@@ -145,22 +172,20 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                 config.speed.data_dir.display()
             )));
         }
-        (g, Some(views)) => {
-            match open_view(views, &work_dir, u64::from(g), config.views.verify).await {
-                Ok(view) => {
-                    opened
-                        .lock()
-                        .map_err(|_| ServeError::Config("poisoned".into()))?
-                        .insert(u64::from(g), view.clone());
-                    serving.switch(Pair::new(Some(view), g));
-                }
-                Err(e) => tracing::error!(
-                    error = %e,
-                    generation = g,
-                    "the batch view of the ready speed generation cannot be opened; answering UNAVAILABLE until a newer view's generation is ready"
-                ),
+        (g, Some(views)) => match open_view(views, &work_dir, u64::from(g), how).await {
+            Ok(view) => {
+                opened
+                    .lock()
+                    .map_err(|_| ServeError::Config("poisoned".into()))?
+                    .insert(u64::from(g), view.clone());
+                serving.switch(Pair::new(Some(view), g));
             }
-        }
+            Err(e) => tracing::error!(
+                error = %e,
+                generation = g,
+                "the batch view of the ready speed generation cannot be opened; answering UNAVAILABLE until a newer view's generation is ready"
+            ),
+        },
     }
 
     // The speed layer.
@@ -206,7 +231,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             watcher_stop.clone(),
         );
         let handle = tokio::runtime::Handle::current();
-        let (work_dir, verify) = (work_dir.clone(), config.views.verify);
+        let work_dir = work_dir.clone();
         spawn_watcher(
             views.clone(),
             spec.hash().to_string(),
@@ -229,7 +254,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                 if opened.lock().map(|o| o.contains_key(&m.version)).unwrap_or(false) {
                     return true;
                 }
-                match handle.block_on(open_view(&views2, &work_dir, m.version, verify)) {
+                match handle.block_on(open_view(&views2, &work_dir, m.version, how)) {
                     Ok(view) => {
                         if let Ok(mut o) = opened.lock() {
                             o.insert(m.version, view);
@@ -345,7 +370,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             reporter.clone(),
         );
         let mut stopped = stopped.clone();
-        let (views, verify) = (views.clone(), config.views.verify);
+        let views = views.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(10));
             let mut reported = false;
@@ -362,7 +387,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                     let known = opened.lock().ok().and_then(|o| o.get(&u64::from(ready)).cloned());
                     let view = match (known, &views) {
                         (Some(v), _) => Some(v),
-                        (None, Some(store)) => match open_view(store, &work_dir, u64::from(ready), verify).await {
+                        (None, Some(store)) => match open_view(store, &work_dir, u64::from(ready), how).await {
                             Ok(v) => Some(v),
                             Err(e) => {
                                 tracing::error!(error = %e, generation = ready, "cannot open the view of the ready generation");
