@@ -124,12 +124,23 @@ impl<'s> StoredPartials<'s> {
     /// Adds one stored partial of the named feature (skipped if the spec
     /// has no such feature).
     pub fn push_feature(&mut self, feature: &str, bucket: i64, value: &[u8]) -> Result<(), String> {
-        let Some(i) = self.spec.feature_index(feature) else {
-            return Ok(());
-        };
-        let p = decode_partial_for(&self.spec.features[i].aggregate, value)
-            .map_err(|e| format!("{feature}: {e}"))?;
-        self.partials[i].push((bucket, p));
+        match self.spec.feature_index(feature) {
+            Some(i) => self.push_encoded(i, bucket, value),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds an encoded partial of feature `index` (a position in the spec,
+    /// e.g. from [`FeatureSpec::feature_index`]).
+    pub fn push_encoded(&mut self, index: usize, bucket: i64, value: &[u8]) -> Result<(), String> {
+        let feature = self
+            .spec
+            .features
+            .get(index)
+            .ok_or_else(|| format!("feature index {index} is not in the spec"))?;
+        let p = decode_partial_for(&feature.aggregate, value)
+            .map_err(|e| format!("{}: {e}", feature.name))?;
+        self.partials[index].push((bucket, p));
         Ok(())
     }
 

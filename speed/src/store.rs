@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use dashmap::DashSet;
 use rust_rocksdb::compaction_filter::Decision;
 use rust_rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, DB, Direction, IteratorMode, MergeOperands, Options,
@@ -106,6 +107,21 @@ fn group_user_prefix_len(key: &[u8]) -> Option<usize> {
         return None;
     }
     weft_core::keys::escaped_strings_end(key, 5, 2)
+}
+
+/// A [`SpeedStore::holders`] entry: the generation and a hash of the rest
+/// of a [`group_user_prefix`] (tenant and user).
+fn holder(prefix: &[u8]) -> (Generation, u64) {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let g = prefix
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, Generation::from_be_bytes);
+    let rest = prefix.get(4..).unwrap_or_default();
+    (
+        g,
+        BuildHasherDefault::<DefaultHasher>::default().hash_one(rest),
+    )
 }
 
 /// The key prefix of one user's bucket groups in generation `g`.
@@ -242,6 +258,14 @@ pub struct SpeedStore {
     /// Dedup ids whose first delivery is older than this (Kafka record
     /// time) are deleted when RocksDB compacts them.
     dedup_cutoff: Arc<AtomicI64>,
+    /// The users each generation holds partials for ([`holder`]s): a lookup
+    /// of a user the generation has nothing for (most users, since a
+    /// generation holds only the events after its view's boundary) returns
+    /// without creating a RocksDB iterator. Loaded at open, added to before
+    /// each commit (so a reader never sees partials whose user is missing
+    /// here), pruned with the generations. A hash collision only costs a
+    /// needless iterator.
+    holders: DashSet<(Generation, u64)>,
 }
 
 impl std::fmt::Debug for SpeedStore {
@@ -317,9 +341,33 @@ impl SpeedStore {
             path: path.to_path_buf(),
             write_opts,
             dedup_cutoff: cutoff,
+            holders: DashSet::new(),
         };
         store.check_spec()?;
+        store.load_holders()?;
         Ok(store)
+    }
+
+    /// Fills [`SpeedStore::holders`] from the stored bucket groups (one
+    /// pass over the column family at open).
+    fn load_holders(&self) -> Result<(), SpeedError> {
+        let cf = self.cf(CF_PARTIALS)?;
+        let mut ro = ReadOptions::default();
+        ro.set_total_order_seek(true);
+        let mut it = self.db.raw_iterator_cf_opt(cf, ro);
+        it.seek_to_first();
+        let mut last: Vec<u8> = Vec::new();
+        while let Some(key) = it.key() {
+            if let Some(len) = group_user_prefix_len(key)
+                && key[..len] != last[..]
+            {
+                last.clear();
+                last.extend_from_slice(&key[..len]);
+                self.holders.insert(holder(&last));
+            }
+            it.next();
+        }
+        it.status().map_err(db_err("reading partial keys"))
     }
 
     fn cf(&self, name: &str) -> Result<&rust_rocksdb::ColumnFamily, SpeedError> {
@@ -429,6 +477,7 @@ impl SpeedStore {
         let mut wb = WriteBatch::default();
         let mut key = Vec::with_capacity(64);
         for (prefix, user) in batch.users {
+            self.holders.insert(holder(&prefix));
             for (size, bucket, mut group) in user.groups {
                 group.sort_unstable_by_key(|(i, _)| *i);
                 key.clear();
@@ -458,10 +507,13 @@ impl SpeedStore {
     ) -> Result<StoredPartials<'_>, SpeedError> {
         let cf = self.cf(CF_PARTIALS)?;
         let prefix = group_user_prefix(g, tenant, user);
+        let mut out = StoredPartials::new(&self.spec);
+        if !self.holders.contains(&holder(&prefix)) {
+            return Ok(out);
+        }
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(prefix_upper_bound(&prefix));
         ro.set_prefix_same_as_start(true);
-        let mut out = StoredPartials::new(&self.spec);
         let bad = |problem: String| SpeedError::Store(format!("{tenant}/{user}: {problem}"));
         for item in self
             .db
@@ -533,7 +585,8 @@ impl SpeedStore {
     ) -> Result<(), SpeedError> {
         let (offsets, dedup, meta) = (self.cf(CF_OFFSETS)?, self.cf(CF_DEDUP)?, self.cf(CF_META)?);
         let mut wb = WriteBatch::default();
-        if let Some(old) = self.building_generation()? {
+        let abandoned = self.building_generation()?;
+        if let Some(old) = abandoned {
             self.delete_generation(&mut wb, old)?;
         }
         for p in 0..partitions as i32 {
@@ -561,7 +614,11 @@ impl SpeedStore {
         wb.put_cf(meta, META_BUILDING, new.to_be_bytes());
         self.db
             .write_opt(&wb, &self.write_opts)
-            .map_err(db_err("starting a generation"))
+            .map_err(db_err("starting a generation"))?;
+        if let Some(old) = abandoned {
+            self.holders.retain(|(g, _)| *g != old);
+        }
+        Ok(())
     }
 
     /// Makes generation `g` ready, atomically. The previously ready
@@ -575,12 +632,15 @@ impl SpeedStore {
         let mut wb = WriteBatch::default();
         wb.put_cf(meta, META_READY, g.to_be_bytes());
         wb.delete_cf(meta, META_BUILDING);
+        let kept = previous.min(g);
         for cf in [CF_PARTIALS, CF_OFFSETS, CF_DEDUP] {
-            wb.delete_range_cf(self.cf(cf)?, gen_prefix(0), gen_prefix(previous.min(g)));
+            wb.delete_range_cf(self.cf(cf)?, gen_prefix(0), gen_prefix(kept));
         }
         self.db
             .write_opt(&wb, &self.write_opts)
-            .map_err(db_err("finishing a generation"))
+            .map_err(db_err("finishing a generation"))?;
+        self.holders.retain(|(h, _)| *h >= kept);
+        Ok(())
     }
 
     fn delete_generation(&self, wb: &mut WriteBatch, g: Generation) -> Result<(), SpeedError> {
@@ -697,5 +757,85 @@ mod tests {
         assert_eq!(group_user_prefix_len(&prefix), Some(prefix.len()));
         assert_eq!(group_user_prefix_len(&gen_prefix(7)), None);
         assert_eq!(group_user_prefix_len(&offset_key(7, 3)), None);
+    }
+
+    fn view(user: &str, ts_ms: i64) -> weft_core::Event {
+        weft_core::Event {
+            event_id: format!("{user}-{ts_ms}"),
+            tenant: "acme".into(),
+            user_id: user.into(),
+            ts_ms,
+            kind: weft_core::EventKind::View,
+            item_id: "i1".into(),
+            category: "c1".into(),
+            price_minor: 100,
+            quantity: 1,
+            attributes: Default::default(),
+        }
+    }
+
+    /// The holder set must never hide a user with partials: after commits,
+    /// after a reopen (loaded from the keys), across a generation switch.
+    #[test]
+    fn holders_track_commits_reopens_and_generations() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = Arc::new(
+            FeatureSpec::parse(include_str!("../../deploy/features.example.toml")).unwrap(),
+        );
+        let t = 1_700_000_000_000;
+        let count = |s: &SpeedStore, g, user| {
+            s.user_partials(g, "acme", user)
+                .unwrap()
+                .partials
+                .iter()
+                .map(Vec::len)
+                .sum::<usize>()
+        };
+        {
+            let store = SpeedStore::open(dir.path(), spec.clone(), false).unwrap();
+            assert_eq!(count(&store, 0, "a"), 0);
+            let mut batch = PendingBatch::default();
+            batch.apply(&spec, 0, &view("a", t));
+            batch.consumed(0, 0);
+            store.commit(0, batch).unwrap();
+            assert!(count(&store, 0, "a") > 0);
+            assert_eq!(count(&store, 0, "b"), 0);
+            assert_eq!(count(&store, 1, "a"), 0);
+        }
+        let store = SpeedStore::open(dir.path(), spec.clone(), false).unwrap();
+        assert!(
+            count(&store, 0, "a") > 0,
+            "reopened: a's partials are found"
+        );
+        assert!(
+            store
+                .holders
+                .contains(&holder(&group_user_prefix(0, "acme", "a")))
+        );
+        store
+            .start_generation(0, 1, &HashMap::from([(0, 0)]), 1)
+            .unwrap();
+        let mut batch = PendingBatch::default();
+        batch.apply(&spec, 1, &view("b", t + 1));
+        batch.consumed(0, 1);
+        store.commit(1, batch).unwrap();
+        assert!(count(&store, 1, "b") > 0);
+        assert_eq!(count(&store, 1, "a"), 0);
+        store.finish_generation(1).unwrap();
+        // Generation 0 stays readable until the next switch.
+        assert!(count(&store, 0, "a") > 0);
+        store
+            .start_generation(1, 2, &HashMap::from([(0, 1)]), 1)
+            .unwrap();
+        store.finish_generation(2).unwrap();
+        assert_eq!(count(&store, 0, "a"), 0);
+        assert!(
+            !store.holders.iter().any(|h| h.0 == 0),
+            "generation 0 is pruned from the holders"
+        );
+        assert!(
+            count(&store, 1, "b") > 0,
+            "generation 1 stays until the next switch"
+        );
     }
 }
