@@ -146,6 +146,12 @@ pub(crate) struct ServeBenchArgs {
     /// Length of each measured phase.
     #[arg(long, default_value_t = 15)]
     duration_secs: u64,
+    /// Run every target's phases this many times, alternating targets
+    /// (floor, Redis, weft, floor, ...), and report each round's ratios and
+    /// their median: on a shared machine, a slow minute then hits one
+    /// round of every target rather than one target.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
     /// Closed-loop warm-up before each target's phases (not recorded).
     #[arg(long, default_value_t = 2)]
     warmup_secs: u64,
@@ -901,6 +907,8 @@ async fn run_phase(
 /// One row of the results table.
 #[derive(Debug, Serialize)]
 struct Row {
+    /// 1-based (`--rounds`).
+    round: u32,
     target: &'static str,
     phase: &'static str,
     /// Successful replies per second.
@@ -940,11 +948,12 @@ struct WindowRow {
 }
 
 impl Row {
-    fn new(target: &'static str, phase: Phase, run: &PhaseRun) -> Result<Row> {
+    fn new(round: u32, target: &'static str, phase: Phase, run: &PhaseRun) -> Result<Row> {
         let (rec, elapsed) = (&run.rec, run.elapsed);
         let h = &rec.latency;
         let fixed = matches!(phase, Phase::Fixed(_));
         Ok(Row {
+            round,
             target,
             phase: phase.name(),
             qps: rec.ok as f64 / elapsed.as_secs_f64(),
@@ -970,6 +979,8 @@ impl Row {
 /// A ratio between two targets (e.g. weft's p99 over the floor's).
 #[derive(Debug, Serialize)]
 struct Ratio {
+    /// 1-based round; 0 for the median over the rounds.
+    round: u32,
     what: String,
     value: f64,
     /// Either side had errors: the figures do not compare like with like.
@@ -984,6 +995,7 @@ struct ServeReport {
     rate: f64,
     duration_secs: u64,
     warmup_secs: u64,
+    rounds: u32,
     timeline_secs: Option<u64>,
     client_threads: usize,
     cores: usize,
@@ -1005,30 +1017,66 @@ async fn probe(target: &Target) -> Result<()> {
     }
 }
 
-fn ratios(rows: &[Row]) -> Vec<Ratio> {
-    let find = |target: &str, phase: Phase| {
-        rows.iter()
-            .find(|r| r.target == target && r.phase == phase.name())
-    };
+/// Each round's ratios of weft to its peers, then (with several rounds)
+/// the median of each.
+fn ratios(rows: &[Row], rounds: u32) -> Vec<Ratio> {
     let mut out = Vec::new();
-    for peer in ["floor", "redis"] {
-        if let (Some(w), Some(p)) = (
-            find("weft", Phase::Fixed(0.0)),
-            find(peer, Phase::Fixed(0.0)),
-        ) {
-            out.push(Ratio {
-                what: format!("weft p99 / {peer} p99 at the fixed rate"),
-                value: w.p99_us as f64 / (p.p99_us as f64).max(1.0),
-                errors: w.errors + p.errors > 0,
+    for round in 1..=rounds {
+        let find = |target: &str, phase: Phase| {
+            rows.iter()
+                .find(|r| r.round == round && r.target == target && r.phase == phase.name())
+        };
+        for peer in ["floor", "redis"] {
+            if let (Some(w), Some(p)) = (
+                find("weft", Phase::Fixed(0.0)),
+                find(peer, Phase::Fixed(0.0)),
+            ) {
+                out.push(Ratio {
+                    round,
+                    what: format!("weft p99 / {peer} p99 at the fixed rate"),
+                    value: w.p99_us as f64 / (p.p99_us as f64).max(1.0),
+                    errors: w.errors + p.errors > 0,
+                });
+            }
+            if let (Some(w), Some(p)) = (find("weft", Phase::Max), find(peer, Phase::Max)) {
+                out.push(Ratio {
+                    round,
+                    what: format!("weft max QPS / {peer} max QPS"),
+                    value: w.qps / p.qps.max(1e-9),
+                    errors: w.errors + p.errors > 0,
+                });
+            }
+        }
+    }
+    if rounds > 1 {
+        let mut whats: Vec<String> = Vec::new();
+        for r in &out {
+            if !whats.contains(&r.what) {
+                whats.push(r.what.clone());
+            }
+        }
+        let mut medians = Vec::new();
+        for what in whats {
+            let mut values: Vec<f64> = out
+                .iter()
+                .filter(|r| r.what == what)
+                .map(|r| r.value)
+                .collect();
+            values.sort_by(f64::total_cmp);
+            let n = values.len();
+            let median = if n % 2 == 1 {
+                values[n / 2]
+            } else {
+                (values[n / 2 - 1] + values[n / 2]) / 2.0
+            };
+            medians.push(Ratio {
+                round: 0,
+                errors: out.iter().any(|r| r.what == what && r.errors),
+                what,
+                value: median,
             });
         }
-        if let (Some(w), Some(p)) = (find("weft", Phase::Max), find(peer, Phase::Max)) {
-            out.push(Ratio {
-                what: format!("weft max QPS / {peer} max QPS"),
-                value: w.qps / p.qps.max(1e-9),
-                errors: w.errors + p.errors > 0,
-            });
-        }
+        out.extend(medians);
     }
     out
 }
@@ -1120,32 +1168,36 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
         phases.push(Phase::Max);
     }
     let mut rows = Vec::new();
-    for t in &targets {
-        for &phase in &phases {
-            let length = match phase {
-                Phase::Warmup if a.warmup_secs == 0 => continue,
-                Phase::Warmup => Duration::from_secs(a.warmup_secs),
-                _ => duration,
-            };
-            eprintln!(
-                "{}: {}{} for {} s, {} workers, {} connections",
-                t.name,
-                phase.name(),
-                match phase {
-                    Phase::Fixed(r) => format!(" ({r:.0}/s)"),
-                    _ => String::new(),
-                },
-                length.as_secs(),
-                a.concurrency,
-                a.connections
-            );
-            let window = match phase {
-                Phase::Fixed(_) => a.timeline_secs.map(Duration::from_secs),
-                Phase::Warmup | Phase::Max => None,
-            };
-            let run = run_phase(t, a.concurrency, a.users, length, phase, a.seed, window).await?;
-            if phase != Phase::Warmup {
-                rows.push(Row::new(t.name, phase, &run)?);
+    for round in 1..=a.rounds {
+        for t in &targets {
+            for &phase in &phases {
+                let length = match phase {
+                    Phase::Warmup if a.warmup_secs == 0 => continue,
+                    Phase::Warmup => Duration::from_secs(a.warmup_secs),
+                    _ => duration,
+                };
+                eprintln!(
+                    "round {round}/{}: {}: {}{} for {} s, {} workers, {} connections",
+                    a.rounds,
+                    t.name,
+                    phase.name(),
+                    match phase {
+                        Phase::Fixed(r) => format!(" ({r:.0}/s)"),
+                        _ => String::new(),
+                    },
+                    length.as_secs(),
+                    a.concurrency,
+                    a.connections
+                );
+                let window = match phase {
+                    Phase::Fixed(_) => a.timeline_secs.map(Duration::from_secs),
+                    Phase::Warmup | Phase::Max => None,
+                };
+                let run =
+                    run_phase(t, a.concurrency, a.users, length, phase, a.seed, window).await?;
+                if phase != Phase::Warmup {
+                    rows.push(Row::new(round, t.name, phase, &run)?);
+                }
             }
         }
     }
@@ -1154,33 +1206,73 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
         "weft bench serve: {} users, {} workers, {} connections per target, fixed rate {:.0}/s, {} s per phase ({} s warm-up), load generator on {} threads, {cores} cores shared with the servers",
         a.users, a.concurrency, a.connections, a.rate, a.duration_secs, a.warmup_secs, a.threads
     );
-    println!("| target | phase | QPS | p50 µs | p99 µs | p99.9 µs | max µs | errors |");
-    println!("|---|---|---|---|---|---|---|---|");
+    let several = a.rounds > 1;
+    let round_cell = |r: u32| {
+        if several {
+            format!("{r} | ")
+        } else {
+            String::new()
+        }
+    };
+    println!(
+        "| {}target | phase | QPS | p50 µs | p99 µs | p99.9 µs | max µs | errors |",
+        if several { "round | " } else { "" }
+    );
+    println!(
+        "|{}---|---|---|---|---|---|---|---|",
+        if several { "---|" } else { "" }
+    );
     for r in &rows {
         println!(
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} |",
-            r.target, r.phase, r.qps, r.p50_us, r.p99_us, r.p999_us, r.max_us, r.errors
+            "| {}{} | {} | {:.0} | {} | {} | {} | {} | {} |",
+            round_cell(r.round),
+            r.target,
+            r.phase,
+            r.qps,
+            r.p50_us,
+            r.p99_us,
+            r.p999_us,
+            r.max_us,
+            r.errors
         );
     }
+    let round_label = |r: u32| {
+        if several {
+            format!("round {r}: ")
+        } else {
+            String::new()
+        }
+    };
     for r in &rows {
         if let (Some(p50), Some(p99)) = (r.send_lag_p50_us, r.send_lag_p99_us) {
             println!(
-                "{} {}: load generator delay (scheduled → sent) p50 {p50} µs, p99 {p99} µs",
-                r.target, r.phase
+                "{}{} {}: load generator delay (scheduled → sent) p50 {p50} µs, p99 {p99} µs",
+                round_label(r.round),
+                r.target,
+                r.phase
             );
         }
         for (kind, n) in &r.error_kinds {
-            println!("{} {}: {n} errors: {kind}", r.target, r.phase);
+            println!(
+                "{}{} {}: {n} errors: {kind}",
+                round_label(r.round),
+                r.target,
+                r.phase
+            );
         }
     }
-    let ratios = ratios(&rows);
+    let ratios = ratios(&rows, a.rounds);
     for r in &ratios {
         let caveat = if r.errors {
             " (errors in these phases: not comparable)"
         } else {
             ""
         };
-        println!("{}: {:.2}{caveat}", r.what, r.value);
+        let label = match r.round {
+            0 => format!("median of {} rounds: ", a.rounds),
+            n => round_label(n),
+        };
+        println!("{label}{}: {:.2}{caveat}", r.what, r.value);
     }
     print_timelines(&rows);
     if let Some(path) = &a.json {
@@ -1193,6 +1285,7 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
                 rate: a.rate,
                 duration_secs: a.duration_secs,
                 warmup_secs: a.warmup_secs,
+                rounds: a.rounds,
                 timeline_secs: a.timeline_secs,
                 client_threads: a.threads,
                 cores,

@@ -26,7 +26,7 @@
 #                (not WEFT_*: `weft serve` reads those as configuration)
 #   KEEP_DATA=1  keep the archive, views and RocksDB directories (default:
 #                removed on exit; logs and results are always kept)
-#   RATE, DURATION, WARMUP, CONCURRENCY, CONNECTIONS, SAMPLES: passed to
+#   RATE, DURATION, WARMUP, CONCURRENCY, CONNECTIONS, ROUNDS, SAMPLES: passed to
 #                `weft bench serve` / `weft bench freshness`
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -75,7 +75,7 @@ echo
   --floor "127.0.0.1:$floor_port" --redis "127.0.0.1:$redis_port" --load-redis \
   ${RATE:+--rate "$RATE"} ${DURATION:+--duration-secs "$DURATION"} \
   ${WARMUP:+--warmup-secs "$WARMUP"} ${CONCURRENCY:+--concurrency "$CONCURRENCY"} \
-  ${CONNECTIONS:+--connections "$CONNECTIONS"} \
+  ${CONNECTIONS:+--connections "$CONNECTIONS"} ${ROUNDS:+--rounds "$ROUNDS"} \
   --json "$work/serve.json" 2>"$work/bench-serve.log" | tee "$work/serve.md" || {
   tail -20 "$work/bench-serve.log"; exit 1; }
 
