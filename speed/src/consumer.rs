@@ -1,7 +1,10 @@
 //! The speed layer's consume-and-apply loop.
 //!
-//! One blocking loop on a dedicated thread (Kafka polling and RocksDB writes
-//! stay off any async reactor):
+//! Two blocking threads (Kafka polling and RocksDB writes stay off any async
+//! reactor): the poll loop (steps 1-3) and the applier (steps 4-5), which
+//! commits batch N while the poll loop polls and decodes batch N+1. Batches
+//! are applied one at a time in the order polled, so the store moves exactly
+//! as with one thread; generation switches wait for the applier to drain.
 //!
 //! 1. assign every partition of the topic at the offset the store recorded
 //!    (Kafka's committed offsets are informational only), through a
@@ -36,10 +39,10 @@ use crate::cursor::{Cursor, Verdict};
 use crate::kafka::{DeliveryCounter, base_config, ensure_topic, partition_count};
 use crate::store::{Generation, PendingBatch, SpeedStore, dedup_key};
 
-/// Header names on dead-letter records.
-/// How long the apply loop sleeps when Kafka has nothing ready.
+/// How long the poll loop sleeps when Kafka has nothing ready.
 const IDLE_NAP: Duration = Duration::from_millis(1);
 
+/// Header names on dead-letter records.
 pub const DLQ_PARTITION_HEADER: &str = "weft.source.partition";
 pub const DLQ_OFFSET_HEADER: &str = "weft.source.offset";
 pub const DLQ_REASON_HEADER: &str = "weft.reason";
@@ -303,7 +306,6 @@ pub fn run_with_store(
     shutdown: Arc<AtomicBool>,
     control: Option<&std::sync::mpsc::Receiver<NewGeneration>>,
 ) -> Result<(), SpeedError> {
-    let spec = store.spec().clone();
     let partitions = partition_count(&config.bootstrap, &config.topic, Duration::from_secs(30))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -317,7 +319,7 @@ pub fn run_with_store(
         &config.dead_letter_topic,
         partitions,
     ))?;
-    let mut dead_letters = DeadLetters {
+    let dead_letters = DeadLetters {
         producer: base_config(&config.bootstrap)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
@@ -357,147 +359,304 @@ pub fn run_with_store(
     tracing::info!(topic = %config.topic, partitions, ready, ?building, resume = ?stored, "speed layer consuming");
 
     let horizon_ms = config.dedup_horizon.as_millis() as i64;
-    // Latest Kafka record time seen per partition, for dedup expiry.
-    let mut latest_ts: HashMap<i32, i64> = HashMap::new();
     let mut commit_pending = false;
-    let mut last_stats = Instant::now() - Duration::from_secs(60);
+    let mut last_commit = Instant::now();
     let watermarks = spawn_watermark_poller(config, partitions, metrics.clone(), shutdown.clone())?;
-    while !shutdown.load(Ordering::Relaxed) {
-        while let Some(request) = control.and_then(|rx| rx.try_recv().ok()) {
-            if request.generation <= building.unwrap_or(ready) {
-                tracing::info!(
-                    generation = request.generation,
-                    building = ?building,
-                    ready,
-                    "generation already built or being built; nothing to do"
-                );
+    let mut applier = Applier::spawn(
+        store.clone(),
+        metrics.clone(),
+        dead_letters,
+        partitions,
+        horizon_ms,
+    )?;
+    let outcome = (|| -> Result<(), SpeedError> {
+        while !shutdown.load(Ordering::Relaxed) {
+            while let Some(request) = control.and_then(|rx| rx.try_recv().ok()) {
+                if request.generation <= building.unwrap_or(ready) {
+                    tracing::info!(
+                        generation = request.generation,
+                        building = ?building,
+                        ready,
+                        "generation already built or being built; nothing to do"
+                    );
+                    continue;
+                }
+                // The batches in flight belong to the generation consumed
+                // so far: apply them before switching.
+                applier.drain()?;
+                store.start_generation(ready, request.generation, &request.boundary, partitions)?;
+                building = Some(request.generation);
+                g = request.generation;
+                metrics
+                    .building_generation
+                    .store(u64::from(g), Ordering::Relaxed);
+                let stored = store.offsets(g)?;
+                metrics.set_positions(&stored);
+                tracing::info!(generation = g, from = ?stored, "building a generation");
+                cursor = Cursor::new(&config.topic, partitions, &stored);
+                cursor.assign(&consumer)?;
+            }
+            if let Some(b) = building {
+                applier.drain()?;
+                if caught_up(&store, b, ready)? {
+                    store.finish_generation(b)?;
+                    tracing::info!(generation = b, previous = ready, "generation ready");
+                    ready = b;
+                    building = None;
+                    metrics
+                        .ready_generation
+                        .store(u64::from(b), Ordering::Relaxed);
+                    metrics.building_generation.store(0, Ordering::Relaxed);
+                }
+            }
+            let polled = poll_batch(config, &consumer, &mut cursor)?;
+            if polled.is_empty() {
+                cursor.probe_silent(&consumer)?;
+                // Idle: everything polled is applied once the applier is
+                // drained; commit the informational group offsets (an async
+                // commit; a synchronous one has no timeout in librdkafka
+                // and, against a slow group coordinator, stalled this loop).
+                if commit_pending {
+                    applier.drain()?;
+                    if let Ok(positions) = consumer.position()
+                        && consumer.commit(&positions, CommitMode::Async).is_ok()
+                    {
+                        commit_pending = false;
+                    }
+                }
                 continue;
             }
-            store.start_generation(ready, request.generation, &request.boundary, partitions)?;
-            building = Some(request.generation);
-            g = request.generation;
-            metrics
-                .building_generation
-                .store(u64::from(g), Ordering::Relaxed);
-            let stored = store.offsets(g)?;
-            metrics.set_positions(&stored);
-            tracing::info!(generation = g, from = ?stored, "building a generation");
-            cursor = Cursor::new(&config.topic, partitions, &stored);
-            cursor.assign(&consumer)?;
-            latest_ts.clear();
-        }
-        if let Some(b) = building
-            && caught_up(&store, b, ready)?
-        {
-            store.finish_generation(b)?;
-            tracing::info!(generation = b, previous = ready, "generation ready");
-            ready = b;
-            building = None;
-            metrics
-                .ready_generation
-                .store(u64::from(b), Ordering::Relaxed);
-            metrics.building_generation.store(0, Ordering::Relaxed);
-        }
-        let mut polled: Vec<Polled> = Vec::new();
-        let deadline = Instant::now() + config.max_batch_wait;
-        while polled.len() < config.max_batch {
-            if !polled.is_empty() && Instant::now() >= deadline {
-                break;
-            }
-            // Not `poll(left)`: rdkafka waits whole milliseconds and polls
-            // the sub-millisecond rest of a timeout in a loop without
-            // waiting, which spun this thread for about 1 ms of every
-            // 5 (40 % of a core while idle). A non-blocking poll and a nap
-            // cost nothing while idle and at most IDLE_NAP of freshness.
-            match consumer.poll(Duration::ZERO) {
-                None => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    std::thread::sleep(left.min(IDLE_NAP));
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "kafka poll error; retrying");
-                    break;
-                }
-                Some(Ok(m)) => {
-                    if cursor.check(&consumer, m.partition(), m.offset())? == Verdict::Skip {
-                        continue;
-                    }
-                    let payload = m.payload().unwrap_or_default().to_vec();
-                    let key = m.key().map(<[u8]>::to_vec);
-                    polled.push(Polled {
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        kafka_ts: m.timestamp().to_millis(),
-                        event: Event::decode_record(key.as_deref(), &payload),
-                        key,
-                        payload,
-                    });
-                }
+            applier.submit(g, polled)?;
+            commit_pending = true;
+            // Informational only, so standard lag tools see the position:
+            // what is applied, about once a second while busy.
+            if last_commit.elapsed() >= Duration::from_secs(1) {
+                last_commit = Instant::now();
+                commit_applied(&consumer, &config.topic, &metrics);
             }
         }
-        if polled.is_empty() {
-            cursor.probe_silent(&consumer)?;
-            // Idle: commit the informational group offsets once more (an
-            // async commit after the last batch may have failed). Async: a
-            // synchronous commit has no timeout in librdkafka and, against a
-            // slow group coordinator, stalled this loop (and shutdown).
-            if commit_pending
-                && let Ok(positions) = consumer.position()
-                && consumer.commit(&positions, CommitMode::Async).is_ok()
-            {
-                commit_pending = false;
-            }
-            continue;
-        }
-        let started = Instant::now();
-        for r in &polled {
-            if let Some(ts) = r.kafka_ts {
-                let t = latest_ts.entry(r.partition).or_insert(ts);
-                *t = (*t).max(ts);
-            }
-        }
-        apply_batch(
-            &store,
-            &spec,
-            g,
-            &mut dead_letters,
-            &metrics,
-            polled,
-            horizon_ms,
-        )?;
-        // A record's dedup lookup reaches back one horizon from its own
-        // Kafka time; records of the slowest partition are the oldest still
-        // to come. Two horizons of slack cover producer clock skew.
-        if latest_ts.len() == partitions as usize
-            && let Some(slowest) = latest_ts.values().min()
-        {
-            store.expire_dedup_before(slowest - 2 * horizon_ms);
-        }
-        metrics
-            .last_batch_micros
-            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        metrics
-            .apply_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if last_stats.elapsed() >= Duration::from_secs(5) {
-            last_stats = Instant::now();
-            if let Ok(mut stats) = metrics.rocksdb.lock() {
-                *stats = store.rocksdb_stats();
-            }
-        }
-        metrics.batches.fetch_add(1, Ordering::Relaxed);
-        // Informational only: lets standard lag tools see the position.
-        if let Ok(positions) = consumer.position() {
-            let _ = consumer.commit(&positions, CommitMode::Async);
-        }
-        commit_pending = true;
-    }
+        Ok(())
+    })();
+    // Apply what was polled before stopping (or report the applier's own
+    // error, which is the cause when the loop failed on a closed channel).
+    let finished = applier.finish();
     let _ = watermarks.join();
+    outcome.and(finished)?;
     tracing::info!("speed layer stopped");
     Ok(())
+}
+
+/// Polls up to `max_batch` records or `max_batch_wait`, decoding each.
+fn poll_batch(
+    config: &SpeedConfig,
+    consumer: &BaseConsumer,
+    cursor: &mut Cursor,
+) -> Result<Vec<Polled>, SpeedError> {
+    let mut polled: Vec<Polled> = Vec::new();
+    let deadline = Instant::now() + config.max_batch_wait;
+    while polled.len() < config.max_batch {
+        if !polled.is_empty() && Instant::now() >= deadline {
+            break;
+        }
+        // Not `poll(left)`: rdkafka waits whole milliseconds and polls
+        // the sub-millisecond rest of a timeout in a loop without
+        // waiting, which spun this thread for about 1 ms of every
+        // 5 (40 % of a core while idle). A non-blocking poll and a nap
+        // cost nothing while idle and at most IDLE_NAP of freshness.
+        match consumer.poll(Duration::ZERO) {
+            None => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(IDLE_NAP));
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "kafka poll error; retrying");
+                break;
+            }
+            Some(Ok(m)) => {
+                if cursor.check(consumer, m.partition(), m.offset())? == Verdict::Skip {
+                    continue;
+                }
+                let payload = m.payload().unwrap_or_default().to_vec();
+                let key = m.key().map(<[u8]>::to_vec);
+                polled.push(Polled {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    kafka_ts: m.timestamp().to_millis(),
+                    event: Event::decode_record(key.as_deref(), &payload),
+                    key,
+                    payload,
+                });
+            }
+        }
+    }
+    Ok(polled)
+}
+
+/// Commits the applied positions as the group's offsets (async).
+fn commit_applied(consumer: &BaseConsumer, topic: &str, metrics: &SpeedMetrics) {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (p, next) in metrics.positions() {
+        if tpl
+            .add_partition_offset(topic, p, rdkafka::Offset::Offset(next))
+            .is_err()
+        {
+            return;
+        }
+    }
+    if tpl.count() > 0 {
+        let _ = consumer.commit(&tpl, CommitMode::Async);
+    }
+}
+
+/// A polled batch for the applier.
+struct Work {
+    g: Generation,
+    polled: Vec<Polled>,
+}
+
+/// Applies batches on its own thread, in the order submitted, while the
+/// poll loop polls and decodes the next one: dedup, fold, dead letters and
+/// the RocksDB commit. Each batch is still one WriteBatch with its offsets,
+/// and batch N+1's dedup lookups run after batch N is committed, so the
+/// store moves exactly as it did with one thread.
+struct Applier {
+    work: Option<std::sync::mpsc::SyncSender<Work>>,
+    done: std::sync::mpsc::Receiver<()>,
+    thread: Option<std::thread::JoinHandle<Result<(), SpeedError>>>,
+    /// Batches submitted and not yet acknowledged.
+    in_flight: usize,
+}
+
+impl Applier {
+    fn spawn(
+        store: Arc<SpeedStore>,
+        metrics: Arc<SpeedMetrics>,
+        mut dead_letters: DeadLetters,
+        partitions: u32,
+        horizon_ms: i64,
+    ) -> Result<Applier, SpeedError> {
+        // One batch queued while one is applied: the poll loop runs at
+        // most two batches ahead of the store.
+        let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(1);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("weft-speed-apply".into())
+            .spawn(move || {
+                let spec = store.spec().clone();
+                // Latest Kafka record time seen per partition, for dedup
+                // expiry, in the generation of `latest_g`.
+                let mut latest_ts: HashMap<i32, i64> = HashMap::new();
+                let mut latest_g = None;
+                let mut last_stats = Instant::now() - Duration::from_secs(60);
+                for Work { g, polled } in work_rx {
+                    if latest_g != Some(g) {
+                        latest_ts.clear();
+                        latest_g = Some(g);
+                    }
+                    let started = Instant::now();
+                    for r in &polled {
+                        if let Some(ts) = r.kafka_ts {
+                            let t = latest_ts.entry(r.partition).or_insert(ts);
+                            *t = (*t).max(ts);
+                        }
+                    }
+                    apply_batch(
+                        &store,
+                        &spec,
+                        g,
+                        &mut dead_letters,
+                        &metrics,
+                        polled,
+                        horizon_ms,
+                    )?;
+                    // A record's dedup lookup reaches back one horizon from
+                    // its own Kafka time; records of the slowest partition
+                    // are the oldest still to come. Two horizons of slack
+                    // cover producer clock skew.
+                    if latest_ts.len() == partitions as usize
+                        && let Some(slowest) = latest_ts.values().min()
+                    {
+                        store.expire_dedup_before(slowest - 2 * horizon_ms);
+                    }
+                    metrics
+                        .last_batch_micros
+                        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    metrics
+                        .apply_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    if last_stats.elapsed() >= Duration::from_secs(5) {
+                        last_stats = Instant::now();
+                        if let Ok(mut stats) = metrics.rocksdb.lock() {
+                            *stats = store.rocksdb_stats();
+                        }
+                    }
+                    metrics.batches.fetch_add(1, Ordering::Relaxed);
+                    if done_tx.send(()).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|source| SpeedError::Io {
+                path: "weft-speed-apply thread".into(),
+                source,
+            })?;
+        Ok(Applier {
+            work: Some(work_tx),
+            done: done_rx,
+            thread: Some(thread),
+            in_flight: 0,
+        })
+    }
+
+    /// The applier's error once it has stopped.
+    fn failed(&mut self) -> SpeedError {
+        self.work = None;
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(Err(e))) => e,
+            Some(Err(_)) => SpeedError::Store("the apply thread panicked".into()),
+            _ => SpeedError::Store("the apply thread stopped".into()),
+        }
+    }
+
+    fn submit(&mut self, g: Generation, polled: Vec<Polled>) -> Result<(), SpeedError> {
+        let sent = self
+            .work
+            .as_ref()
+            .is_some_and(|tx| tx.send(Work { g, polled }).is_ok());
+        if !sent {
+            return Err(self.failed());
+        }
+        self.in_flight += 1;
+        while self.done.try_recv().is_ok() {
+            self.in_flight -= 1;
+        }
+        Ok(())
+    }
+
+    /// Waits until every submitted batch is committed.
+    fn drain(&mut self) -> Result<(), SpeedError> {
+        while self.in_flight > 0 {
+            if self.done.recv().is_err() {
+                return Err(self.failed());
+            }
+            self.in_flight -= 1;
+        }
+        Ok(())
+    }
+
+    /// Applies what is queued and stops the thread.
+    fn finish(mut self) -> Result<(), SpeedError> {
+        self.work = None;
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(SpeedError::Store("the apply thread panicked".into())),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Fetches every partition's high watermark about once a second for the lag
