@@ -29,7 +29,7 @@ use weft_batch::view::{spawn_watcher, version_name};
 use weft_batch::{OpenedView, ViewStore};
 use weft_core::FeatureSpec;
 use weft_proto::v1::profile_service_server::ProfileServiceServer;
-use weft_speed::consumer::{NewGeneration, SpeedConfig, SpeedMetrics, run_with_store};
+use weft_speed::consumer::{Control, NewGeneration, SpeedConfig, SpeedMetrics, run_with_store};
 use weft_speed::store::SpeedStore;
 
 use crate::api::Api;
@@ -203,9 +203,10 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         std::thread::Builder::new()
             .name("weft-speed".into())
             .spawn(move || {
+                let control = Control::new(control_rx);
                 let mut backoff = Duration::from_millis(500);
                 while !shutdown.load(Ordering::Relaxed) {
-                    match run_with_store(&speed, store.clone(), metrics.clone(), shutdown.clone(), Some(&control_rx)) {
+                    match run_with_store(&speed, store.clone(), metrics.clone(), shutdown.clone(), Some(&control)) {
                         Ok(()) => break,
                         Err(e) => {
                             tracing::error!(error = %e, retry_in = ?backoff, "speed layer stopped; serving what is stored");

@@ -92,6 +92,36 @@ pub struct NewGeneration {
     pub boundary: HashMap<i32, i64>,
 }
 
+/// Where the loop takes [`NewGeneration`] requests from. Keep one across
+/// restarts of [`run_with_store`]: a request taken when the loop stopped on
+/// an error (before it could act on it) is held here and taken first next
+/// time, so none is lost.
+#[derive(Debug)]
+pub struct Control {
+    rx: std::sync::mpsc::Receiver<NewGeneration>,
+    held: std::sync::Mutex<Option<NewGeneration>>,
+}
+
+impl Control {
+    pub fn new(rx: std::sync::mpsc::Receiver<NewGeneration>) -> Control {
+        Control {
+            rx,
+            held: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn next(&self) -> Option<NewGeneration> {
+        let held = self.held.lock().ok().and_then(|mut h| h.take());
+        held.or_else(|| self.rx.try_recv().ok())
+    }
+
+    fn hold(&self, request: NewGeneration) {
+        if let Ok(mut h) = self.held.lock() {
+            *h = Some(request);
+        }
+    }
+}
+
 /// Counters the loop keeps; read them any time ([`crate::metrics`] renders
 /// them for Prometheus).
 #[derive(Debug)]
@@ -293,6 +323,7 @@ pub fn run(
         spec,
         config.sync_writes,
     )?);
+    let control = control.map(Control::new);
     run_with_store(config, store, metrics, shutdown, control.as_ref())
 }
 
@@ -304,7 +335,7 @@ pub fn run_with_store(
     store: Arc<SpeedStore>,
     metrics: Arc<SpeedMetrics>,
     shutdown: Arc<AtomicBool>,
-    control: Option<&std::sync::mpsc::Receiver<NewGeneration>>,
+    control: Option<&Control>,
 ) -> Result<(), SpeedError> {
     let partitions = partition_count(&config.bootstrap, &config.topic, Duration::from_secs(30))?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -371,7 +402,7 @@ pub fn run_with_store(
     )?;
     let outcome = (|| -> Result<(), SpeedError> {
         while !shutdown.load(Ordering::Relaxed) {
-            while let Some(request) = control.and_then(|rx| rx.try_recv().ok()) {
+            while let Some(request) = control.and_then(Control::next) {
                 if request.generation <= building.unwrap_or(ready) {
                     tracing::info!(
                         generation = request.generation,
@@ -383,7 +414,12 @@ pub fn run_with_store(
                 }
                 // The batches in flight belong to the generation consumed
                 // so far: apply them before switching.
-                applier.drain()?;
+                if let Err(e) = applier.drain() {
+                    if let Some(c) = control {
+                        c.hold(request);
+                    }
+                    return Err(e);
+                }
                 store.start_generation(ready, request.generation, &request.boundary, partitions)?;
                 building = Some(request.generation);
                 g = request.generation;
@@ -396,7 +432,12 @@ pub fn run_with_store(
                 cursor = Cursor::new(&config.topic, partitions, &stored);
                 cursor.assign(&consumer)?;
             }
-            if let Some(b) = building {
+            // Stored offsets only move forward: a "not yet" read while
+            // batches are in flight stands; a "yes" is checked again once
+            // they are applied (the applier keeps overlapping the replay).
+            if let Some(b) = building
+                && caught_up(&store, b, ready)?
+            {
                 applier.drain()?;
                 if caught_up(&store, b, ready)? {
                     store.finish_generation(b)?;
@@ -441,6 +482,9 @@ pub fn run_with_store(
     // error, which is the cause when the loop failed on a closed channel).
     let finished = applier.finish();
     let _ = watermarks.join();
+    if let (Err(_), Err(e)) = (&outcome, &finished) {
+        tracing::error!(error = %e, "the apply thread failed too");
+    }
     outcome.and(finished)?;
     tracing::info!("speed layer stopped");
     Ok(())
@@ -769,4 +813,32 @@ fn apply_batch(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(generation: Generation) -> NewGeneration {
+        NewGeneration {
+            generation,
+            boundary: HashMap::from([(0, 41)]),
+        }
+    }
+
+    /// A request taken by a loop that then failed comes back first.
+    #[test]
+    fn control_gives_back_a_held_request_first() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let control = Control::new(rx);
+        assert_eq!(control.next(), None);
+        tx.send(request(1)).unwrap();
+        tx.send(request(2)).unwrap();
+        let taken = control.next().unwrap();
+        assert_eq!(taken, request(1));
+        control.hold(taken);
+        assert_eq!(control.next(), Some(request(1)));
+        assert_eq!(control.next(), Some(request(2)));
+        assert_eq!(control.next(), None);
+    }
 }

@@ -477,7 +477,12 @@ impl SpeedStore {
         let mut wb = WriteBatch::default();
         let mut key = Vec::with_capacity(64);
         for (prefix, user) in batch.users {
-            self.holders.insert(holder(&prefix));
+            // `contains` first: a shared lock, where `insert` would take the
+            // shard's write lock readers wait on.
+            let h = holder(&prefix);
+            if !self.holders.contains(&h) {
+                self.holders.insert(h);
+            }
             for (size, bucket, mut group) in user.groups {
                 group.sort_unstable_by_key(|(i, _)| *i);
                 key.clear();
