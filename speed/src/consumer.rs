@@ -623,7 +623,7 @@ impl Applier {
                     if latest_ts.len() == partitions as usize
                         && let Some(slowest) = latest_ts.values().min()
                     {
-                        store.expire_dedup_before(slowest - 2 * horizon_ms);
+                        store.expire_dedup_before(g, slowest - 2 * horizon_ms);
                     }
                     metrics
                         .last_batch_micros

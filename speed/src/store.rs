@@ -19,9 +19,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
-use dashmap::DashSet;
+use dashmap::{DashMap, DashSet};
 use rust_rocksdb::compaction_filter::Decision;
 use rust_rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, DB, Direction, IteratorMode, MergeOperands, Options,
@@ -80,6 +79,22 @@ pub fn dedup_key(g: Generation, tenant: &str, user: &str, event_id: &str) -> Vec
     push_str(&mut k, user);
     push_str(&mut k, event_id);
     k
+}
+
+/// Whether compaction may drop a dedup entry: first delivered before its
+/// generation's cutoff (none set: keep).
+fn dedup_expired(cutoffs: &DashMap<Generation, i64>, key: &[u8], value: &[u8]) -> bool {
+    let Some(g) = key
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(Generation::from_be_bytes)
+    else {
+        return false;
+    };
+    match (first_delivery_ts(value), cutoffs.get(&g)) {
+        (Some(ts), Some(cutoff)) => ts < *cutoff,
+        _ => false,
+    }
 }
 
 /// The Kafka time of a dedup value's first delivery.
@@ -255,9 +270,11 @@ pub struct SpeedStore {
     spec: Arc<FeatureSpec>,
     path: PathBuf,
     write_opts: WriteOptions,
-    /// Dedup ids whose first delivery is older than this (Kafka record
-    /// time) are deleted when RocksDB compacts them.
-    dedup_cutoff: Arc<AtomicI64>,
+    /// Per generation: dedup ids whose first delivery is older than this
+    /// (Kafka record time) are deleted when RocksDB compacts them. Per
+    /// generation because a generation being built replays from its view's
+    /// boundary, further back than the ready one reads.
+    dedup_cutoff: Arc<DashMap<Generation, i64>>,
     /// The users each generation holds partials for ([`holder`]s): a lookup
     /// of a user the generation has nothing for (most users, since a
     /// generation holds only the events after its view's boundary) returns
@@ -311,14 +328,18 @@ impl SpeedStore {
         let mut bloom = BlockBasedOptions::default();
         bloom.set_bloom_filter(10.0, false);
         dedup.set_block_based_table_factory(&bloom);
-        // Ids first delivered before the cutoff are dropped at compaction.
-        let cutoff = Arc::new(AtomicI64::new(i64::MIN));
+        // Ids first delivered before their generation's cutoff are dropped
+        // at compaction.
+        let cutoff: Arc<DashMap<Generation, i64>> = Arc::new(DashMap::new());
         let filter_cutoff = cutoff.clone();
         dedup.set_compaction_filter(
             "weft-dedup-expiry",
-            move |_level: u32, _key: &[u8], value: &[u8]| match first_delivery_ts(value) {
-                Some(ts) if ts < filter_cutoff.load(Ordering::Relaxed) => Decision::Remove,
-                _ => Decision::Keep,
+            move |_level: u32, key: &[u8], value: &[u8]| {
+                if dedup_expired(&filter_cutoff, key, value) {
+                    Decision::Remove
+                } else {
+                    Decision::Keep
+                }
             },
         );
         let mut db_opts = Options::default();
@@ -645,6 +666,7 @@ impl SpeedStore {
             .write_opt(&wb, &self.write_opts)
             .map_err(db_err("finishing a generation"))?;
         self.holders.retain(|(h, _)| *h >= kept);
+        self.dedup_cutoff.retain(|h, _| *h >= kept);
         Ok(())
     }
 
@@ -721,11 +743,13 @@ impl SpeedStore {
             .collect()
     }
 
-    /// Lets compaction delete dedup ids first delivered before `ts_ms`.
-    /// Only ever moves forward. Callers pass a time no lookup can reach
-    /// back to (see the consumer), so expiry never changes a dedup answer.
-    pub fn expire_dedup_before(&self, ts_ms: i64) {
-        self.dedup_cutoff.fetch_max(ts_ms, Ordering::Relaxed);
+    /// Lets compaction delete generation `g`'s dedup ids first delivered
+    /// before `ts_ms`. Only ever moves forward. Callers pass a time no
+    /// lookup in `g` can reach back to (see the consumer), so expiry never
+    /// changes a dedup answer.
+    pub fn expire_dedup_before(&self, g: Generation, ts_ms: i64) {
+        let mut cutoff = self.dedup_cutoff.entry(g).or_insert(ts_ms);
+        *cutoff = (*cutoff).max(ts_ms);
     }
 
     /// Compacts the dedup ids now (normally RocksDB decides when).
