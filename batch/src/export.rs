@@ -22,7 +22,7 @@ use parquet::file::properties::WriterProperties;
 use rust_rocksdb::{Direction, IteratorMode, ReadOptions};
 use weft_core::FeatureValue;
 use weft_core::eval::StoredPartials;
-use weft_core::keys::{PARTIAL_TAG, decode_user_key, unpack};
+use weft_core::keys::{PARTIAL_TAG, decode_user_key};
 use weft_core::spec::{Aggregate, Feature};
 
 use crate::view::OpenedView;
@@ -217,13 +217,9 @@ pub fn export(view: &OpenedView, out: &Path, at_ms: i64) -> Result<ExportSummary
         };
         let (tenant, user) = decode_user_key(&k).map_err(|e| bad(e.to_string()))?;
         partials.clear();
-        for entry in unpack(&v) {
-            let (feature, bucket, partial) =
-                entry.map_err(|e| bad(format!("{tenant}/{user}: bad packed value: {e}")))?;
-            partials
-                .push_feature(&feature, bucket, partial)
-                .map_err(|e| bad(format!("{tenant}/{user}: {e}")))?;
-        }
+        partials
+            .push_packed(&v)
+            .map_err(|e| bad(format!("{tenant}/{user}: {e}")))?;
         sink.push(&tenant, &user, &partials, view, at_ms);
         if sink.tenant.len() >= ROWS_PER_BATCH {
             sink.flush(&tmp)?;

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use weft_core::FeatureSpec;
 use weft_core::eval::{Profile, StoredPartials};
-use weft_core::keys::{unpack, user_prefix, user_prefix_len};
+use weft_core::keys::{user_prefix, user_prefix_len};
 
 use crate::recs::{Ranked, RecsConfig, decode_ranked, neighbours_key, popular_key};
 use crate::source::{Boundary, Location};
@@ -653,23 +653,7 @@ impl OpenedView {
             file: self.db_path.display().to_string(),
             problem: format!("{tenant}/{user}: {problem}"),
         };
-        // Entries come feature by feature: look each name up once.
-        let mut last: Option<(std::borrow::Cow<'_, str>, Option<usize>)> = None;
-        for entry in unpack(&value) {
-            let (feature, bucket, partial) =
-                entry.map_err(|e| bad(format!("bad packed value: {e}")))?;
-            let index = match &last {
-                Some((name, index)) if *name == feature => *index,
-                _ => {
-                    let index = self.spec.feature_index(&feature);
-                    last = Some((feature, index));
-                    index
-                }
-            };
-            if let Some(index) = index {
-                out.push_encoded(index, bucket, partial).map_err(bad)?;
-            }
-        }
+        out.push_packed(&value).map_err(bad)?;
         Ok(out)
     }
 

@@ -130,6 +130,28 @@ impl<'s> StoredPartials<'s> {
         }
     }
 
+    /// Adds every entry of a packed value ([`crate::keys::push_packed`]: a
+    /// batch view's value for one user). Entries come feature by feature,
+    /// so each name is looked up once; features the spec lacks are skipped.
+    pub fn push_packed(&mut self, packed: &[u8]) -> Result<(), String> {
+        let mut last: Option<(std::borrow::Cow<'_, str>, Option<usize>)> = None;
+        for entry in crate::keys::unpack(packed) {
+            let (feature, bucket, partial) = entry.map_err(|e| format!("bad packed value: {e}"))?;
+            let index = match &last {
+                Some((name, index)) if *name == feature => *index,
+                _ => {
+                    let index = self.spec.feature_index(&feature);
+                    last = Some((feature, index));
+                    index
+                }
+            };
+            if let Some(index) = index {
+                self.push_encoded(index, bucket, partial)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Adds an encoded partial of feature `index` (a position in the spec,
     /// e.g. from [`FeatureSpec::feature_index`]).
     pub fn push_encoded(&mut self, index: usize, bucket: i64, value: &[u8]) -> Result<(), String> {

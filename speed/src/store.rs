@@ -81,14 +81,17 @@ pub fn dedup_key(g: Generation, tenant: &str, user: &str, event_id: &str) -> Vec
     k
 }
 
+/// The generation a key of any column family starts with.
+fn key_generation(key: &[u8]) -> Option<Generation> {
+    key.get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(Generation::from_be_bytes)
+}
+
 /// Whether compaction may drop a dedup entry: first delivered before its
 /// generation's cutoff (none set: keep).
 fn dedup_expired(cutoffs: &DashMap<Generation, i64>, key: &[u8], value: &[u8]) -> bool {
-    let Some(g) = key
-        .get(..4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map(Generation::from_be_bytes)
-    else {
+    let Some(g) = key_generation(key) else {
         return false;
     };
     match (first_delivery_ts(value), cutoffs.get(&g)) {
@@ -128,10 +131,7 @@ fn group_user_prefix_len(key: &[u8]) -> Option<usize> {
 /// of a [`group_user_prefix`] (tenant and user).
 fn holder(prefix: &[u8]) -> (Generation, u64) {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    let g = prefix
-        .get(..4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(0, Generation::from_be_bytes);
+    let g = key_generation(prefix).unwrap_or(0);
     let rest = prefix.get(4..).unwrap_or_default();
     (
         g,
