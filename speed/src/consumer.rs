@@ -459,11 +459,7 @@ pub fn run_with_store(
                 // and, against a slow group coordinator, stalled this loop).
                 if commit_pending {
                     applier.drain()?;
-                    if let Ok(positions) = consumer.position()
-                        && consumer.commit(&positions, CommitMode::Async).is_ok()
-                    {
-                        commit_pending = false;
-                    }
+                    commit_pending = !commit_applied(&consumer, &config.topic, &metrics);
                 }
                 continue;
             }
@@ -539,20 +535,19 @@ fn poll_batch(
     Ok(polled)
 }
 
-/// Commits the applied positions as the group's offsets (async).
-fn commit_applied(consumer: &BaseConsumer, topic: &str, metrics: &SpeedMetrics) {
+/// Commits the applied positions as the group's offsets (async); whether
+/// the commit was handed to the client.
+fn commit_applied(consumer: &BaseConsumer, topic: &str, metrics: &SpeedMetrics) -> bool {
     let mut tpl = rdkafka::TopicPartitionList::new();
     for (p, next) in metrics.positions() {
         if tpl
             .add_partition_offset(topic, p, rdkafka::Offset::Offset(next))
             .is_err()
         {
-            return;
+            return false;
         }
     }
-    if tpl.count() > 0 {
-        let _ = consumer.commit(&tpl, CommitMode::Async);
-    }
+    tpl.count() == 0 || consumer.commit(&tpl, CommitMode::Async).is_ok()
 }
 
 /// A polled batch for the applier.
@@ -656,14 +651,21 @@ impl Applier {
         })
     }
 
-    /// The applier's error once it has stopped.
-    fn failed(&mut self) -> SpeedError {
+    /// Closes the queue and waits for the thread: its result.
+    fn join(&mut self) -> Result<(), SpeedError> {
         self.work = None;
         match self.thread.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(Err(e))) => e,
-            Some(Err(_)) => SpeedError::Store("the apply thread panicked".into()),
-            _ => SpeedError::Store("the apply thread stopped".into()),
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(SpeedError::Store("the apply thread panicked".into())),
+            None => Ok(()),
         }
+    }
+
+    /// The applier's error once it has stopped.
+    fn failed(&mut self) -> SpeedError {
+        self.join()
+            .err()
+            .unwrap_or_else(|| SpeedError::Store("the apply thread stopped".into()))
     }
 
     fn submit(&mut self, g: Generation, polled: Vec<Polled>) -> Result<(), SpeedError> {
@@ -694,12 +696,7 @@ impl Applier {
 
     /// Applies what is queued and stops the thread.
     fn finish(mut self) -> Result<(), SpeedError> {
-        self.work = None;
-        match self.thread.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(SpeedError::Store("the apply thread panicked".into())),
-            None => Ok(()),
-        }
+        self.join()
     }
 }
 
