@@ -502,13 +502,21 @@ impl SpeedStore {
         );
         let mut wb = WriteBatch::default();
         let mut key = Vec::with_capacity(64);
-        for (prefix, user) in batch.users {
+        // In key order, so that each memtable insert starts its skip-list
+        // search where the previous one ended instead of at the head.
+        let mut users: Vec<_> = batch.users.into_iter().collect();
+        users.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut ids = batch.dedup;
+        ids.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (prefix, mut user) in users {
             // `contains` first: a shared lock, where `insert` would take the
             // shard's write lock readers wait on.
             let h = holder(&prefix);
             if !self.holders.contains(&h) {
                 self.holders.insert(h);
             }
+            user.groups
+                .sort_unstable_by_key(|(size, bucket, _)| (*size, *bucket));
             for (size, bucket, mut group) in user.groups {
                 group.sort_unstable_by_key(|(i, _)| *i);
                 key.clear();
@@ -518,7 +526,7 @@ impl SpeedStore {
                 wb.merge_cf(partials, &key, encode_group(&group));
             }
         }
-        for (key, value) in &batch.dedup {
+        for (key, value) in &ids {
             wb.put_cf(dedup, key, value);
         }
         for (partition, next) in &batch.offsets {
