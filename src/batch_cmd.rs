@@ -259,5 +259,9 @@ async fn run_job(args: &RunArgs) -> Result<()> {
         m.counts.items,
         m.boundary.offsets
     );
+    println!(
+        "  rows grouped in memory in {} of {} partitions; sort spills {} ({} bytes)",
+        summary.grouped_in_memory, summary.partitions, summary.spills, summary.spilled_bytes
+    );
     Ok(())
 }

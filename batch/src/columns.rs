@@ -8,6 +8,7 @@ use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::{Array, Int32Array, Int64Array, MapArray, RecordBatch};
 use weft_core::{Event, EventKind};
 
+use crate::group::push_attribute;
 use crate::{BatchError, Result};
 
 /// A string column of any of Arrow's string layouts.
@@ -71,6 +72,8 @@ pub(crate) struct EventColumns<'a> {
     pub(crate) category: StrCol<'a>,
     pub(crate) price_minor: &'a Int64Array,
     pub(crate) quantity: &'a Int32Array,
+    pub(crate) partition: &'a Int32Array,
+    pub(crate) offset: &'a Int64Array,
     /// Absent when the spec reads no attribute (projection pushdown).
     attributes: Option<(&'a MapArray, StrCol<'a>, StrCol<'a>)>,
 }
@@ -83,7 +86,11 @@ impl<'a> EventColumns<'a> {
             c.as_primitive_opt::<Int64Type>()
                 .ok_or_else(|| wrong_type(name, c))
         };
-        let quantity = column(batch, "quantity")?;
+        let i32_col = |name: &str| -> Result<&'a Int32Array> {
+            let c = column(batch, name)?;
+            c.as_primitive_opt::<Int32Type>()
+                .ok_or_else(|| wrong_type(name, c))
+        };
         let attributes = match batch.column_by_name("attributes") {
             None => None,
             Some(c) => {
@@ -102,9 +109,9 @@ impl<'a> EventColumns<'a> {
             item_id: str_col("item_id")?,
             category: str_col("category")?,
             price_minor: i64_col("price_minor")?,
-            quantity: quantity
-                .as_primitive_opt::<Int32Type>()
-                .ok_or_else(|| wrong_type("quantity", quantity))?,
+            quantity: i32_col("quantity")?,
+            partition: i32_col("_partition")?,
+            offset: i64_col("_offset")?,
             attributes,
         })
     }
@@ -119,16 +126,7 @@ impl<'a> EventColumns<'a> {
         }
         set(&mut e.event_id, self.event_id.value(row));
         e.ts_ms = self.ts_ms.value(row);
-        let kind = self.kind.value(row);
-        e.kind = EventKind::parse(kind).ok_or_else(|| BatchError::BadFile {
-            file: "archive".into(),
-            problem: format!(
-                "event '{}' of {}/{} has unknown kind '{kind}'",
-                e.event_id,
-                self.tenant.value(row),
-                self.user_id.value(row)
-            ),
-        })?;
+        e.kind = self.kind(row)?;
         set(&mut e.item_id, self.item_id.value(row));
         set(&mut e.category, self.category.value(row));
         e.price_minor = self.price_minor.value(row);
@@ -142,5 +140,41 @@ impl<'a> EventColumns<'a> {
                 .collect::<BTreeMap<_, _>>();
         }
         Ok(())
+    }
+
+    /// The row's kind; fails on a kind no event can have.
+    pub(crate) fn kind(&self, row: usize) -> Result<EventKind> {
+        let kind = self.kind.value(row);
+        EventKind::parse(kind).ok_or_else(|| BatchError::BadFile {
+            file: "archive".into(),
+            problem: format!(
+                "event '{}' of {}/{} has unknown kind '{kind}'",
+                self.event_id.value(row),
+                self.tenant.value(row),
+                self.user_id.value(row)
+            ),
+        })
+    }
+
+    /// Appends the row's attributes with [`push_attribute`], in key order
+    /// (the last value of a repeated key wins, as in [`Self::fill`]).
+    pub(crate) fn push_attributes(&self, row: usize, out: &mut Vec<u8>) {
+        if let Some((map, keys, values)) = &self.attributes {
+            let offsets = map.value_offsets();
+            let (from, to) = (offsets[row] as usize, offsets[row + 1] as usize);
+            let sorted = (from..to).is_sorted_by(|&a, &b| keys.value(a) < keys.value(b));
+            if sorted {
+                for i in from..to {
+                    push_attribute(out, keys.value(i), values.value(i));
+                }
+            } else {
+                let pairs: BTreeMap<&str, &str> = (from..to)
+                    .map(|i| (keys.value(i), values.value(i)))
+                    .collect();
+                for (k, v) in pairs {
+                    push_attribute(out, k, v);
+                }
+            }
+        }
     }
 }

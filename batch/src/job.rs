@@ -6,12 +6,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryConsumer};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::expressions::col as pcol;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
@@ -20,9 +24,10 @@ use weft_core::codec::encode_partial;
 use weft_core::eval::apply_to;
 use weft_core::keys::{push_packed, user_prefix};
 use weft_core::spec::{DAY_MS, Field};
-use weft_core::{Event, EventKind, FeatureSpec, Partial};
+use weft_core::{Event, FeatureSpec, Partial};
 
 use crate::columns::EventColumns;
+use crate::group::{self, Grouper, Visit};
 use crate::recs::{self, RecsBuilder, RecsConfig};
 use crate::source::{self, Boundary, Location};
 use crate::view::{
@@ -99,8 +104,10 @@ impl JobProgress {
     }
 
     fn set(&self, stage: &str) {
-        if let Some(i) = STAGES.iter().position(|s| *s == stage) {
-            self.stage.store(i, Ordering::Relaxed);
+        if let Some(i) = STAGES.iter().position(|s| *s == stage)
+            && self.stage.swap(i, Ordering::Relaxed) != i
+        {
+            tracing::debug!(stage, "batch job stage");
         }
     }
 }
@@ -114,6 +121,10 @@ pub struct JobSummary {
     /// Sort runs spilled to disk because the memory budget was reached.
     pub spills: usize,
     pub spilled_bytes: usize,
+    /// Fold partitions whose rows were grouped in memory (the others did
+    /// not fit their share of the budget and went through an external sort).
+    pub grouped_in_memory: usize,
+    pub partitions: usize,
 }
 
 /// The smallest memory budget a run accepts: below it, the scan's and the
@@ -236,29 +247,20 @@ pub async fn run(config: &BatchConfig, progress: Arc<JobProgress>) -> Result<Job
         plan,
         Partitioning::Hash(keys, partitions),
     )?);
-    let ordering = ["tenant", "user_id", "_partition", "_offset"]
-        .iter()
-        .map(|c| Ok(PhysicalSortExpr::new_default(pcol(c, &plan_schema)?)))
-        .collect::<Result<Vec<_>>>()?;
-    let ordering = LexOrdering::new(ordering)
-        .ok_or_else(|| BatchError::Argument("empty sort order".into()))?;
-    let sorted: Arc<dyn ExecutionPlan> =
-        Arc::new(SortExec::new(ordering, repartitioned).with_preserve_partitioning(true));
-
     let staging = views.staging()?;
     let task_ctx = ctx.task_ctx();
     // Each partition is folded on a blocking thread (CPU-bound work off the
     // async workers, which keep driving DataFusion's scan and sort tasks).
     let workers: Vec<_> = (0..partitions)
         .map(|i| {
-            let (sorted, task_ctx) = (sorted.clone(), task_ctx.clone());
+            let (input, task_ctx) = (repartitioned.clone(), task_ctx.clone());
             let handle = tokio::runtime::Handle::current();
             let path = staging.dir.join(format!("partials-{i}.sst"));
             let (spec, progress) = (config.spec.clone(), progress.clone());
             let recs = RecsBuilder::new(config.recs.clone(), anchor_ms);
             tokio::task::spawn_blocking(move || {
                 handle.block_on(fold_partition(
-                    sorted, i, task_ctx, &spec, &path, recs, &progress,
+                    input, i, task_ctx, &spec, &path, recs, &progress,
                 ))
             })
         })
@@ -278,8 +280,12 @@ pub async fn run(config: &BatchConfig, progress: Arc<JobProgress>) -> Result<Job
     let mut builders = Vec::new();
     let mut view_files: Vec<ViewFile> = Vec::new();
     let mut max_event_ms: Option<i64> = None;
+    let (mut spills, mut spilled_bytes, mut grouped_in_memory) = (0, 0, 0);
     for output in outputs {
         let output = output?;
+        spills += output.spills;
+        spilled_bytes += output.spilled_bytes;
+        grouped_in_memory += usize::from(output.in_memory);
         counts.rows += output.counts.rows;
         counts.duplicates += output.counts.duplicates;
         counts.events += output.counts.events;
@@ -331,7 +337,6 @@ pub async fn run(config: &BatchConfig, progress: Arc<JobProgress>) -> Result<Job
         .publish(staging, manifest.clone(), config.keep)
         .await?;
     progress.set("done");
-    let metrics = sorted.metrics();
     Ok(JobSummary {
         version,
         manifest: Manifest {
@@ -339,11 +344,10 @@ pub async fn run(config: &BatchConfig, progress: Arc<JobProgress>) -> Result<Job
             ..manifest
         },
         seconds: started.elapsed().as_secs_f64(),
-        spills: metrics.as_ref().and_then(|m| m.spill_count()).unwrap_or(0),
-        spilled_bytes: metrics
-            .as_ref()
-            .and_then(|m| m.spilled_bytes())
-            .unwrap_or(0),
+        spills,
+        spilled_bytes,
+        grouped_in_memory,
+        partitions,
     })
 }
 
@@ -354,9 +358,15 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// Folds one sorted partition into its SST file.
+/// Folds one partition of the (unsorted) scan into its SST file.
+///
+/// The rows are grouped by user in memory ([`Grouper`]) while they fit the
+/// partition's share of the memory budget. When a batch does not fit, the
+/// rows taken so far and the rest of the input go through DataFusion's
+/// external sort (which spills sorted runs to disk) instead, and the fold
+/// reads its sorted output: the same rows in the same order either way.
 async fn fold_partition(
-    sorted: Arc<dyn ExecutionPlan>,
+    input: Arc<dyn ExecutionPlan>,
     partition: usize,
     task_ctx: Arc<datafusion::execution::TaskContext>,
     spec: &FeatureSpec,
@@ -364,20 +374,117 @@ async fn fold_partition(
     recs: RecsBuilder,
     progress: &JobProgress,
 ) -> Result<FoldOutput> {
-    let mut stream = sorted.execute(partition, task_ctx)?;
+    let mut stream = input.execute(partition, task_ctx.clone())?;
+    let reservation = MemoryConsumer::new(format!("weft grouping[{partition}]"))
+        .with_can_spill(true)
+        .register(task_ctx.memory_pool());
+    let mut grouper = Grouper::new();
+    let mut overflow = None;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let need = grouper.bytes_for(batch.num_rows());
+        if let Err(e) = reservation.try_grow(need) {
+            overflow = Some((batch, e));
+            break;
+        }
+        grouper.push(&batch)?;
+        // Settle the reservation on what is actually held.
+        reservation.resize(grouper.bytes());
+    }
+
     let opts = sst_options();
     let mut writer = SstFileWriter::create(&opts);
     writer
         .open(path)
         .map_err(BatchError::rocks(format!("creating {}", path.display())))?;
     let mut fold = Folder::new(spec, &mut writer, recs);
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        progress.set("folding");
-        fold.push_batch(&batch)?;
-        progress
-            .rows
-            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+    let (mut spills, mut spilled_bytes) = (0, 0);
+    let in_memory = overflow.is_none();
+    progress.set("folding");
+    if let Some((overflow, refused)) = overflow {
+        tracing::info!(
+            partition,
+            rows = grouper.rows(),
+            held_mib = reservation.size() >> 20,
+            %refused,
+            "a fold partition does not fit its share of the memory budget: external sort"
+        );
+        // External sort of everything: the rows held so far (their memory
+        // handed over to the sort as it takes them), then the rest.
+        let batch_rows = task_ctx.session_config().batch_size();
+        // Hand the reservation down as the sort takes the rows over (a
+        // chunk's share per batch).
+        let per_row = grouper.bytes() / grouper.rows().max(1);
+        let held = grouper.into_batches(batch_rows);
+        let replay = futures::stream::iter(held)
+            .map(move |batch| {
+                let batch = batch.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                reservation.shrink((batch.num_rows() * per_row).min(reservation.size()));
+                Ok(batch)
+            })
+            .chain(
+                futures::stream::once(async move { Ok(overflow) })
+                    .chain(stream)
+                    .map(|batch: datafusion::error::Result<RecordBatch>| {
+                        batch.and_then(|b| {
+                            group::to_sort_batch(&b)
+                                .map_err(|e| DataFusionError::External(Box::new(e)))
+                        })
+                    }),
+            );
+        let schema = group::sort_schema();
+        let ordering = ["tenant", "user_id", "_partition", "_offset"]
+            .iter()
+            .map(|c| Ok(PhysicalSortExpr::new_default(pcol(c, &schema)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let ordering = LexOrdering::new(ordering)
+            .ok_or_else(|| BatchError::Argument("empty sort order".into()))?;
+        let source = OnceStream::new(Box::pin(RecordBatchStreamAdapter::new(
+            schema.clone(),
+            replay,
+        )));
+        let sorted = Arc::new(SortExec::new(
+            ordering,
+            Arc::new(StreamingTableExec::try_new(
+                schema,
+                vec![Arc::new(source)],
+                None,
+                [],
+                false,
+                None,
+            )?),
+        ));
+        let mut sorted_stream = sorted.execute(0, task_ctx)?;
+        while let Some(batch) = sorted_stream.next().await {
+            let batch = batch?;
+            fold.push_sorted(&batch)?;
+            progress
+                .rows
+                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        }
+        if let Some(m) = sorted.metrics() {
+            spills = m.spill_count().unwrap_or(0);
+            spilled_bytes = m.spilled_bytes().unwrap_or(0);
+        }
+    } else {
+        let grouped = grouper.finish();
+        let mut rows = 0u64;
+        grouped.for_each(|visit| match visit {
+            Visit::User(tenant, user) => {
+                fold.finish_user()?;
+                fold.start_user(tenant, user);
+                progress.rows.fetch_add(rows, Ordering::Relaxed);
+                rows = 0;
+                Ok(())
+            }
+            Visit::Row(event) => {
+                rows += 1;
+                fold.push_event(event)
+            }
+        })?;
+        progress.rows.fetch_add(rows, Ordering::Relaxed);
+        drop(grouped);
+        drop(reservation);
     }
     fold.finish_user()?;
     let Folder {
@@ -401,7 +508,55 @@ async fn fold_partition(
         recs,
         file,
         max_ts,
+        spills,
+        spilled_bytes,
+        in_memory,
     })
+}
+
+/// A one-shot [`PartitionStream`]: hands its stream to the first caller.
+struct OnceStream {
+    schema: arrow_schema::SchemaRef,
+    stream: std::sync::Mutex<Option<SendableRecordBatchStream>>,
+}
+
+impl OnceStream {
+    fn new(stream: SendableRecordBatchStream) -> OnceStream {
+        OnceStream {
+            schema: stream.schema(),
+            stream: std::sync::Mutex::new(Some(stream)),
+        }
+    }
+}
+
+impl std::fmt::Debug for OnceStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnceStream")
+    }
+}
+
+impl PartitionStream for OnceStream {
+    fn schema(&self) -> &arrow_schema::SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<datafusion::execution::TaskContext>) -> SendableRecordBatchStream {
+        let taken = self.stream.lock().ok().and_then(|mut s| s.take());
+        match taken {
+            Some(stream) => stream,
+            None => {
+                let schema = self.schema.clone();
+                Box::pin(RecordBatchStreamAdapter::new(
+                    schema,
+                    futures::stream::once(async {
+                        Err(DataFusionError::Internal(
+                            "a fold partition's input was read twice".into(),
+                        ))
+                    }),
+                ))
+            }
+        }
+    }
 }
 
 struct FoldOutput {
@@ -409,6 +564,9 @@ struct FoldOutput {
     recs: RecsBuilder,
     file: Option<ViewFile>,
     max_ts: Option<i64>,
+    spills: usize,
+    spilled_bytes: usize,
+    in_memory: bool,
 }
 
 /// Folds one partition's rows, sorted by (tenant, user, partition, offset),
@@ -425,7 +583,7 @@ struct Folder<'s, 'w, 'o> {
     started: bool,
     event: Event,
     /// Event ids of the current user seen so far (first occurrence wins).
-    seen: HashSet<String>,
+    seen: HashSet<String, foldhash::fast::FixedState>,
     buckets: Vec<BTreeMap<i64, Partial>>,
     /// The current user's packed value (reused between users).
     packed: Vec<u8>,
@@ -443,19 +601,8 @@ impl<'s, 'w, 'o> Folder<'s, 'w, 'o> {
             writer,
             recs,
             started: false,
-            event: Event {
-                event_id: String::new(),
-                tenant: String::new(),
-                user_id: String::new(),
-                ts_ms: 0,
-                kind: EventKind::View,
-                item_id: String::new(),
-                category: String::new(),
-                price_minor: 0,
-                quantity: 0,
-                attributes: BTreeMap::new(),
-            },
-            seen: HashSet::new(),
+            event: group::empty_event(),
+            seen: HashSet::default(),
             buckets: vec![BTreeMap::new(); spec.features.len()],
             packed: Vec::new(),
             counts: Counts::default(),
@@ -463,34 +610,66 @@ impl<'s, 'w, 'o> Folder<'s, 'w, 'o> {
         }
     }
 
-    fn push_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Folds a batch of rows sorted by (tenant, user, partition, offset).
+    fn push_sorted(&mut self, batch: &RecordBatch) -> Result<()> {
         let cols = EventColumns::new(batch)?;
         for row in 0..batch.num_rows() {
             let (tenant, user) = (cols.tenant.value(row), cols.user_id.value(row));
             if !self.started || user != self.event.user_id || tenant != self.event.tenant {
                 self.finish_user()?;
-                self.started = true;
-                self.event.tenant.clear();
-                self.event.tenant.push_str(tenant);
-                self.event.user_id.clear();
-                self.event.user_id.push_str(user);
-                self.recs.start_user(tenant);
+                self.start_user(tenant, user);
             }
-            self.counts.rows += 1;
-            if self.seen.contains(cols.event_id.value(row)) {
-                self.counts.duplicates += 1;
-                continue;
-            }
-            cols.fill(row, &mut self.event)?;
-            self.seen.insert(self.event.event_id.clone());
-            for (feature, buckets) in self.spec.features.iter().zip(&mut self.buckets) {
-                apply_to(feature, buckets, &self.event);
-            }
-            self.recs.observe(&self.event);
-            self.max_ts = self.max_ts.max(Some(self.event.ts_ms));
-            self.counts.events += 1;
+            self.push_row(&cols, row)?;
         }
         Ok(())
+    }
+
+    /// Starts the next user (users come in key order).
+    fn start_user(&mut self, tenant: &str, user: &str) {
+        self.started = true;
+        self.event.tenant.clear();
+        self.event.tenant.push_str(tenant);
+        self.event.user_id.clear();
+        self.event.user_id.push_str(user);
+        self.recs.start_user(tenant);
+    }
+
+    /// Folds the current user's next row (rows in (partition, offset)
+    /// order; the first occurrence of an event id wins).
+    fn push_row(&mut self, cols: &EventColumns<'_>, row: usize) -> Result<()> {
+        self.counts.rows += 1;
+        if self.seen.contains(cols.event_id.value(row)) {
+            self.counts.duplicates += 1;
+            return Ok(());
+        }
+        cols.fill(row, &mut self.event)?;
+        self.seen.insert(self.event.event_id.clone());
+        let event = std::mem::replace(&mut self.event, group::empty_event());
+        self.fold(&event);
+        self.event = event;
+        Ok(())
+    }
+
+    /// Like [`Self::push_row`], for a row already read into an event of the
+    /// current user.
+    fn push_event(&mut self, event: &Event) -> Result<()> {
+        self.counts.rows += 1;
+        if self.seen.contains(event.event_id.as_str()) {
+            self.counts.duplicates += 1;
+            return Ok(());
+        }
+        self.seen.insert(event.event_id.clone());
+        self.fold(event);
+        Ok(())
+    }
+
+    fn fold(&mut self, event: &Event) {
+        for (feature, buckets) in self.spec.features.iter().zip(&mut self.buckets) {
+            apply_to(feature, buckets, event);
+        }
+        self.recs.observe(event);
+        self.max_ts = self.max_ts.max(Some(event.ts_ms));
+        self.counts.events += 1;
     }
 
     /// Writes the current user's partials and resets for the next user.

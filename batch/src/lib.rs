@@ -26,6 +26,7 @@ pub mod source;
 pub mod view;
 
 mod columns;
+mod group;
 
 use std::path::PathBuf;
 

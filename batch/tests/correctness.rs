@@ -1,5 +1,6 @@
 //! Every user's features from a published view equal the reference
-//! evaluator's, at several query times, including when the sort spills.
+//! evaluator's, at several query times, both when the rows are grouped in
+//! memory and when they go through the external sort that spills.
 
 use std::collections::HashMap;
 
@@ -17,6 +18,11 @@ async fn every_user_equals_the_reference() {
     let summary = run_job(&archive, &views, example_spec(), 1 << 30).await;
     let m = &summary.manifest;
     assert_eq!(summary.version, 1);
+    assert_eq!(
+        summary.grouped_in_memory, summary.partitions,
+        "a budget larger than the data groups every partition in memory"
+    );
+    assert_eq!(summary.spills, 0);
     assert_eq!(m.counts.rows, events.len() as u64);
     assert_eq!(m.counts.events, distinct_events(&events));
     assert!(m.counts.duplicates > 0, "the generator sends duplicates");
@@ -56,6 +62,10 @@ async fn a_memory_budget_smaller_than_the_data_spills_and_stays_exact() {
         weft_batch::job::MIN_MEMORY,
     )
     .await;
+    assert!(
+        summary.grouped_in_memory < summary.partitions,
+        "the smallest budget cannot group in memory: {summary:?}"
+    );
     assert!(
         summary.spills > 0,
         "the smallest budget must spill: {summary:?}"

@@ -63,9 +63,16 @@ pub fn tenant_prefix(tenant: &str) -> Vec<u8> {
 
 /// The prefix of every key of one user.
 pub fn user_prefix(tenant: &str, user_id: &str) -> Vec<u8> {
-    let mut k = tenant_prefix(tenant);
-    push_str(&mut k, user_id);
+    let mut k = Vec::with_capacity(tenant.len() + user_id.len() + 5);
+    push_user_prefix(&mut k, tenant, user_id);
     k
+}
+
+/// Appends [`user_prefix`] to `out` (no allocation when `out` has room).
+pub fn push_user_prefix(out: &mut Vec<u8>, tenant: &str, user_id: &str) {
+    out.push(PARTIAL_TAG);
+    push_str(out, tenant);
+    push_str(out, user_id);
 }
 
 /// The key of one feature's partial for one bucket.

@@ -1,0 +1,539 @@
+//! In-memory grouping of one fold partition's rows by user: the fast path
+//! of a batch run when the partition fits its share of the memory budget.
+//!
+//! The fold needs each user's rows together, users in the byte order of
+//! their [`user_prefix`](weft_core::keys::user_prefix) (the order of the
+//! view's keys), and each user's rows in (partition, offset) order. Instead
+//! of sorting whole rows, the grouper keeps every row in a compact form and
+//! sorts only row numbers:
+//!
+//! 1. each scanned row becomes a fixed-size [`Row`]: numbers as they are,
+//!    the event id in one byte arena, and the user, item, category and
+//!    attribute set as indices into [`Interner`]s (each distinct string
+//!    stored once);
+//! 2. the distinct users are sorted by key;
+//! 3. a counting sort lays out the row numbers user by user, in key order;
+//! 4. each user's few rows are sorted by (partition, offset).
+//!
+//! A row costs about 80 bytes here, against about 250 as Arrow arrays with
+//! their string views and attribute maps. [`Grouper::bytes`] is what the
+//! caller reserves from the memory pool; when a reservation is refused, the
+//! caller hands the rows over to an external sort as Arrow batches again
+//! ([`Grouper::drain_batches`]).
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_array::builder::StringBuilder;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use hashbrown::HashTable;
+use weft_core::archive::{ArchiveBatchBuilder, archive_schema};
+use weft_core::keys::{decode_user_key, push_user_prefix};
+use weft_core::{Event, EventKind};
+
+use crate::columns::EventColumns;
+use crate::{BatchError, Result};
+
+/// Distinct byte strings, each stored once and named by a dense index.
+struct Interner {
+    arena: Vec<u8>,
+    /// Per string: its end in `arena` (its start is the previous end).
+    ends: Vec<usize>,
+    table: HashTable<u32>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl Interner {
+    fn new() -> Interner {
+        Interner {
+            arena: Vec::new(),
+            ends: Vec::new(),
+            table: HashTable::new(),
+            hasher: foldhash::fast::FixedState::default(),
+        }
+    }
+
+    fn get(&self, id: u32) -> &[u8] {
+        let id = id as usize;
+        let start = if id == 0 { 0 } else { self.ends[id - 1] };
+        &self.arena[start..self.ends[id]]
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn intern(&mut self, key: &[u8]) -> Result<u32> {
+        let hash = self.hasher.hash_one(key);
+        let Interner {
+            arena,
+            ends,
+            table,
+            hasher,
+        } = self;
+        let get = |id: u32| {
+            let id = id as usize;
+            let start = if id == 0 { 0 } else { ends[id - 1] };
+            &arena[start..ends[id]]
+        };
+        let entry = table.entry(hash, |&id| get(id) == key, |&id| hasher.hash_one(get(id)));
+        Ok(match entry {
+            hashbrown::hash_table::Entry::Occupied(o) => *o.get(),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let id = u32::try_from(ends.len()).map_err(|_| {
+                    BatchError::Argument("too many distinct values to group".into())
+                })?;
+                arena.extend_from_slice(key);
+                ends.push(arena.len());
+                v.insert(id);
+                id
+            }
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        self.arena.capacity()
+            + self.ends.capacity() * size_of::<usize>()
+            + self.table.capacity() * (size_of::<u32>() + 1)
+    }
+}
+
+/// A vector that grows by fixed-size chunks: no reallocation (so no
+/// moment holding twice the rows while they are copied) and no doubling
+/// slack beyond one chunk.
+struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T: Copy> Chunked<T> {
+    const SHIFT: u32 = 16;
+    const CHUNK: usize = 1 << Self::SHIFT;
+
+    fn new() -> Chunked<T> {
+        Chunked {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, value: T) {
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < Self::CHUNK => c.push(value),
+            _ => {
+                let mut c = Vec::with_capacity(Self::CHUNK);
+                c.push(value);
+                self.chunks.push(c);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes held, counting whole chunks.
+    fn bytes(&self) -> usize {
+        self.chunks.len() * Self::CHUNK * size_of::<T>()
+    }
+
+    /// Bytes that taking `n` more values adds (whole chunks).
+    fn bytes_for(&self, n: usize) -> usize {
+        let room = self.chunks.len() * Self::CHUNK - self.len;
+        n.saturating_sub(room).div_ceil(Self::CHUNK) * Self::CHUNK * size_of::<T>()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl<T> std::ops::Index<usize> for Chunked<T> {
+    type Output = T;
+
+    fn index(&self, i: usize) -> &T {
+        &self.chunks[i >> 16][i & 0xFFFF]
+    }
+}
+
+/// One scanned row in compact form.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    offset: i64,
+    ts_ms: i64,
+    price_minor: i64,
+    /// End of the event id in the event-id arena (its start is the
+    /// previous row's end).
+    event_id_end: u64,
+    partition: i32,
+    quantity: i32,
+    user: u32,
+    item: u32,
+    category: u32,
+    attributes: u32,
+    kind: EventKind,
+}
+
+/// Collects a partition's rows and groups them by user.
+pub(crate) struct Grouper {
+    rows: Chunked<Row>,
+    event_ids: Vec<u8>,
+    /// Keys: [`user_prefix`](weft_core::keys::user_prefix).
+    users: Interner,
+    /// `items` also holds the categories.
+    strings: Interner,
+    /// Attribute sets, each encoded by [`push_attributes`].
+    attribute_sets: Interner,
+    scratch: Vec<u8>,
+}
+
+/// The grouped rows: users in key order, each user's rows in (partition,
+/// offset) order.
+pub(crate) struct Grouped {
+    grouper: Grouper,
+    /// Row numbers, user after user.
+    order: Vec<u32>,
+    /// Per user in key order: (user, end of its rows in `order`).
+    users: Vec<(u32, usize)>,
+}
+
+impl Grouper {
+    pub(crate) fn new() -> Grouper {
+        Grouper {
+            rows: Chunked::new(),
+            event_ids: Vec::new(),
+            users: Interner::new(),
+            strings: Interner::new(),
+            attribute_sets: Interner::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Memory held now.
+    pub(crate) fn bytes(&self) -> usize {
+        self.rows.bytes()
+            + self.event_ids.capacity()
+            + self.users.bytes()
+            + self.strings.bytes()
+            + self.attribute_sets.bytes()
+    }
+
+    /// About what taking `rows` more rows adds to [`Grouper::bytes`] (the
+    /// rows and their order, a typical event id, new users, growth of the
+    /// row vector), to reserve before taking them.
+    pub(crate) fn bytes_for(&self, rows: usize) -> usize {
+        self.rows.bytes_for(rows) + rows * (size_of::<u32>() + 24 + 16)
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Takes a scanned batch's rows.
+    pub(crate) fn push(&mut self, batch: &RecordBatch) -> Result<()> {
+        let cols = EventColumns::new(batch)?;
+        for row in 0..batch.num_rows() {
+            let (tenant, user_id) = (cols.tenant.value(row), cols.user_id.value(row));
+            self.scratch.clear();
+            push_user_prefix(&mut self.scratch, tenant, user_id);
+            let user = self.users.intern(&self.scratch)?;
+            let kind = cols.kind(row)?;
+            let item = self.strings.intern(cols.item_id.value(row).as_bytes())?;
+            let category = self.strings.intern(cols.category.value(row).as_bytes())?;
+            self.scratch.clear();
+            cols.push_attributes(row, &mut self.scratch);
+            let attributes = self.attribute_sets.intern(&self.scratch)?;
+            self.event_ids
+                .extend_from_slice(cols.event_id.value(row).as_bytes());
+            self.rows.push(Row {
+                offset: cols.offset.value(row),
+                ts_ms: cols.ts_ms.value(row),
+                price_minor: cols.price_minor.value(row),
+                event_id_end: self.event_ids.len() as u64,
+                partition: cols.partition.value(row),
+                quantity: cols.quantity.value(row),
+                user,
+                item,
+                category,
+                attributes,
+                kind,
+            });
+        }
+        Ok(())
+    }
+
+    /// Where row `i`'s event id starts in the arena.
+    fn event_id_start(&self, i: usize) -> usize {
+        if i == 0 {
+            0
+        } else {
+            self.rows[i - 1].event_id_end as usize
+        }
+    }
+
+    /// Overwrites `e` with row `i` (but its tenant and user).
+    fn fill(&self, i: usize, e: &mut Event) -> Result<()> {
+        self.fill_row(&self.rows[i], self.event_id_start(i), e)
+    }
+
+    fn fill_row(&self, r: &Row, event_id_start: usize, e: &mut Event) -> Result<()> {
+        fn set(s: &mut String, v: &str) {
+            s.clear();
+            s.push_str(v);
+        }
+        let id = &self.event_ids[event_id_start..r.event_id_end as usize];
+        set(&mut e.event_id, utf8(id)?);
+        e.ts_ms = r.ts_ms;
+        e.kind = r.kind;
+        set(&mut e.item_id, utf8(self.strings.get(r.item))?);
+        set(&mut e.category, utf8(self.strings.get(r.category))?);
+        e.price_minor = r.price_minor;
+        e.quantity = r.quantity;
+        e.attributes.clear();
+        let mut set_bytes = self.attribute_sets.get(r.attributes);
+        while !set_bytes.is_empty() {
+            let k = take_str(&mut set_bytes)?;
+            let v = take_str(&mut set_bytes)?;
+            e.attributes.insert(k.to_string(), v.to_string());
+        }
+        Ok(())
+    }
+
+    /// Groups the rows: users by key, each user's rows by (partition,
+    /// offset).
+    pub(crate) fn finish(self) -> Grouped {
+        let users = self.users.len();
+        let mut by_key: Vec<u32> = (0..users as u32).collect();
+        by_key.sort_unstable_by(|a, b| self.users.get(*a).cmp(self.users.get(*b)));
+        let mut rank = vec![0u32; users];
+        for (r, &u) in by_key.iter().enumerate() {
+            rank[u as usize] = r as u32;
+        }
+        // Counting sort of the row numbers by their user's rank.
+        let mut ends = vec![0usize; users];
+        for row in self.rows.iter() {
+            ends[rank[row.user as usize] as usize] += 1;
+        }
+        let mut next = Vec::with_capacity(users);
+        let mut total = 0;
+        for n in ends.iter_mut() {
+            next.push(total);
+            total += *n;
+            *n = total;
+        }
+        let mut order = vec![0u32; self.rows.len()];
+        for (i, row) in self.rows.iter().enumerate() {
+            let slot = &mut next[rank[row.user as usize] as usize];
+            order[*slot] = i as u32;
+            *slot += 1;
+        }
+        let mut start = 0;
+        for &end in &ends {
+            let rows = &mut order[start..end];
+            if rows.len() > 1 {
+                rows.sort_unstable_by_key(|&i| {
+                    let r = &self.rows[i as usize];
+                    (r.partition, r.offset, i)
+                });
+            }
+            start = end;
+        }
+        Grouped {
+            grouper: self,
+            order,
+            users: by_key.into_iter().zip(ends).collect(),
+        }
+    }
+
+    /// The rows taken so far as Arrow batches of [`sort_schema`] (the
+    /// archive's columns and `tenant`), `batch_rows` rows each, made as they
+    /// are asked for and freeing the compact rows as they go: to hand the
+    /// rows over to an external sort.
+    pub(crate) fn into_batches(self, batch_rows: usize) -> IntoBatches {
+        IntoBatches {
+            grouper: self,
+            chunk: 0,
+            row: 0,
+            event_id_start: 0,
+            batch_rows: batch_rows.max(1),
+            builder: SortBatchBuilder::default(),
+            event: empty_event(),
+            user: u32::MAX,
+        }
+    }
+}
+
+/// See [`Grouper::into_batches`].
+pub(crate) struct IntoBatches {
+    grouper: Grouper,
+    chunk: usize,
+    /// Next row in `chunk`.
+    row: usize,
+    event_id_start: usize,
+    batch_rows: usize,
+    builder: SortBatchBuilder,
+    event: Event,
+    user: u32,
+}
+
+impl IntoBatches {
+    /// Appends the next row to the builder, freeing each chunk once passed.
+    fn append_next(&mut self) -> Result<()> {
+        let g = &self.grouper;
+        let r = g.rows.chunks[self.chunk][self.row];
+        if r.user != self.user {
+            self.user = r.user;
+            let (tenant, user_id) = decode_user_key(g.users.get(r.user))
+                .map_err(|e| BatchError::Argument(format!("a grouped user key: {e}")))?;
+            self.event.tenant = tenant;
+            self.event.user_id = user_id;
+        }
+        g.fill_row(&r, self.event_id_start, &mut self.event)?;
+        self.event_id_start = r.event_id_end as usize;
+        self.builder.append(&self.event, r.partition, r.offset);
+        self.row += 1;
+        if self.row == self.grouper.rows.chunks[self.chunk].len() {
+            self.grouper.rows.chunks[self.chunk] = Vec::new();
+            self.chunk += 1;
+            self.row = 0;
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for IntoBatches {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Result<RecordBatch>> {
+        while self.builder.len() < self.batch_rows && self.chunk < self.grouper.rows.chunks.len() {
+            if let Err(e) = self.append_next() {
+                self.chunk = self.grouper.rows.chunks.len();
+                return Some(Err(e));
+            }
+        }
+        (self.builder.len() > 0).then(|| Ok(self.builder.finish()))
+    }
+}
+
+/// What [`Grouped::for_each`] visits.
+pub(crate) enum Visit<'a> {
+    /// The next user, in key order: (tenant, user id).
+    User(&'a str, &'a str),
+    /// The current user's next row, in (partition, offset) order.
+    Row(&'a Event),
+}
+
+impl Grouped {
+    /// Visits every user and its rows.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(Visit<'_>) -> Result<()>) -> Result<()> {
+        let g = &self.grouper;
+        let mut event = empty_event();
+        let mut start = 0;
+        for &(u, end) in &self.users {
+            let (tenant, user_id) = decode_user_key(g.users.get(u))
+                .map_err(|e| BatchError::Argument(format!("a grouped user key: {e}")))?;
+            f(Visit::User(&tenant, &user_id))?;
+            event.tenant = tenant;
+            event.user_id = user_id;
+            for &i in &self.order[start..end] {
+                g.fill(i as usize, &mut event)?;
+                f(Visit::Row(&event))?;
+            }
+            start = end;
+        }
+        Ok(())
+    }
+}
+
+/// A scanned batch as a batch of [`sort_schema`].
+pub(crate) fn to_sort_batch(batch: &RecordBatch) -> Result<RecordBatch> {
+    let cols = EventColumns::new(batch)?;
+    let mut builder = SortBatchBuilder::default();
+    let mut event = empty_event();
+    for row in 0..batch.num_rows() {
+        cols.fill(row, &mut event)?;
+        event.tenant.clear();
+        event.tenant.push_str(cols.tenant.value(row));
+        event.user_id.clear();
+        event.user_id.push_str(cols.user_id.value(row));
+        builder.append(&event, cols.partition.value(row), cols.offset.value(row));
+    }
+    Ok(builder.finish())
+}
+
+/// The schema of the batches an external sort of the grouper's rows takes:
+/// the archive's columns, then `tenant`.
+pub(crate) fn sort_schema() -> SchemaRef {
+    let mut fields: Vec<Field> = archive_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("tenant", DataType::Utf8, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Builds batches of [`sort_schema`].
+#[derive(Default)]
+pub(crate) struct SortBatchBuilder {
+    archive: ArchiveBatchBuilder,
+    tenant: StringBuilder,
+}
+
+impl SortBatchBuilder {
+    pub(crate) fn append(&mut self, e: &Event, partition: i32, offset: i64) {
+        self.archive.append(e, partition, offset);
+        self.tenant.append_value(&e.tenant);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.archive.len()
+    }
+
+    pub(crate) fn finish(&mut self) -> RecordBatch {
+        let batch = self.archive.finish();
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(self.tenant.finish()));
+        RecordBatch::try_new(sort_schema(), columns).expect("columns match sort_schema")
+    }
+}
+
+/// Appends a row's attributes, length-prefixed (key, value) pairs in key
+/// order.
+pub(crate) fn push_attribute(out: &mut Vec<u8>, key: &str, value: &str) {
+    for s in [key, value] {
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+fn take_str<'a>(bytes: &mut &'a [u8]) -> Result<&'a str> {
+    let corrupt = || BatchError::Argument("a grouped attribute set is corrupt".into());
+    let (len, rest) = bytes.split_first_chunk::<4>().ok_or_else(corrupt)?;
+    let len = u32::from_le_bytes(*len) as usize;
+    let (s, rest) = rest.split_at_checked(len).ok_or_else(corrupt)?;
+    *bytes = rest;
+    utf8(s)
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str> {
+    std::str::from_utf8(bytes)
+        .map_err(|_| BatchError::Argument("a grouped string is not UTF-8".into()))
+}
+
+pub(crate) fn empty_event() -> Event {
+    Event {
+        event_id: String::new(),
+        tenant: String::new(),
+        user_id: String::new(),
+        ts_ms: 0,
+        kind: EventKind::View,
+        item_id: String::new(),
+        category: String::new(),
+        price_minor: 0,
+        quantity: 0,
+        attributes: Default::default(),
+    }
+}
