@@ -19,7 +19,7 @@
 //! the whole tenant), each value `[version] ‖ postcard(Vec<(item, score)>)`
 //! ranked best first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use weft_core::keys::push_str;
@@ -52,6 +52,8 @@ impl Default for RecsConfig {
         }
     }
 }
+
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 
 /// An item and its score, best first.
 pub type Ranked = Vec<(String, f64)>;
@@ -115,8 +117,9 @@ pub(crate) struct RecsBuilder {
     /// Per tenant index: item to item index.
     items: Vec<HashMap<String, u32>>,
     stats: Vec<(u32, String, ItemStats)>,
-    /// Unordered pair (lower index first) to the number of users.
-    pairs: HashMap<(u32, u32), u32>,
+    /// Unordered pair (lower index in the high half) to the number of
+    /// users.
+    pairs: HashMap<u64, u32>,
     current_tenant: u32,
     /// The current user's item events: (ts, item index).
     history: Vec<(i64, u32)>,
@@ -129,10 +132,10 @@ impl RecsBuilder {
             config,
             anchor_ms,
             tenants: Vec::new(),
-            tenant_index: HashMap::new(),
+            tenant_index: HashMap::default(),
             items: Vec::new(),
             stats: Vec::new(),
-            pairs: HashMap::new(),
+            pairs: HashMap::default(),
             current_tenant: 0,
             history: Vec::new(),
             scratch: Vec::new(),
@@ -146,7 +149,7 @@ impl RecsBuilder {
                 let i = self.tenants.len() as u32;
                 self.tenants.push(tenant.to_string());
                 self.tenant_index.insert(tenant.to_string(), i);
-                self.items.push(HashMap::new());
+                self.items.push(HashMap::default());
                 i
             }
         };
@@ -199,17 +202,23 @@ impl RecsBuilder {
         }
         pairs.sort_unstable();
         pairs.dedup();
-        for pair in pairs.iter() {
-            *self.pairs.entry(*pair).or_insert(0) += 1;
+        for &(a, b) in pairs.iter() {
+            *self.pairs.entry(pair_key(a, b)).or_insert(0) += 1;
         }
-        let mut touched: Vec<u32> = history.iter().map(|(_, i)| *i).collect();
-        touched.sort_unstable();
-        touched.dedup();
-        for i in touched {
+        // Each item the user touched counts the user once.
+        pairs.clear();
+        pairs.extend(history.iter().map(|&(_, i)| (i, 0)));
+        pairs.sort_unstable();
+        pairs.dedup();
+        for &(i, _) in pairs.iter() {
             self.stats[i as usize].2.users += 1;
         }
         history.clear();
     }
+}
+
+fn pair_key(a: u32, b: u32) -> u64 {
+    (u64::from(a.min(b)) << 32) | u64::from(a.max(b))
 }
 
 /// Combines the partitions' builders into the sorted key/value entries of
@@ -219,76 +228,126 @@ pub(crate) fn finish(
     config: &RecsConfig,
 ) -> (BTreeMap<Vec<u8>, Vec<u8>>, u64) {
     // Global item table keyed by (tenant, item).
-    let mut index: HashMap<(String, String), usize> = HashMap::new();
-    let mut items: Vec<(String, String, ItemStats)> = Vec::new();
-    let mut pairs: HashMap<(usize, usize), u64> = HashMap::new();
+    let mut tenants: Vec<String> = Vec::new();
+    // Per tenant: item to global index.
+    let mut index: Vec<HashMap<String, u32>> = Vec::new();
+    let mut items: Vec<(u32, String, ItemStats)> = Vec::new();
+    let mut pairs: HashMap<u64, u64> = HashMap::default();
+    pairs.reserve(builders.iter().map(|b| b.pairs.len()).max().unwrap_or(0));
     for b in builders {
+        let tenant_ids: Vec<u32> = b
+            .tenants
+            .iter()
+            .map(|t| match tenants.iter().position(|x| x == t) {
+                Some(i) => i as u32,
+                None => {
+                    tenants.push(t.clone());
+                    index.push(HashMap::default());
+                    (tenants.len() - 1) as u32
+                }
+            })
+            .collect();
         let mut local = Vec::with_capacity(b.stats.len());
         for (tenant, item, stats) in b.stats {
-            let key = (b.tenants[tenant as usize].clone(), item);
-            let g = *index.entry(key.clone()).or_insert_with(|| {
-                items.push((key.0, key.1, ItemStats::default()));
-                items.len() - 1
-            });
-            let slot = &mut items[g].2;
+            let tenant = tenant_ids[tenant as usize];
+            let g = match index[tenant as usize].get(item.as_str()) {
+                Some(g) => *g,
+                None => {
+                    let g = items.len() as u32;
+                    index[tenant as usize].insert(item.clone(), g);
+                    items.push((tenant, item, ItemStats::default()));
+                    g
+                }
+            };
+            let slot = &mut items[g as usize].2;
             slot.users += stats.users;
             slot.popularity += stats.popularity;
-            if slot.category.is_empty() || !stats.category.is_empty() {
-                // Categories of one item agree in practice; keep the largest
-                // for determinism across partition orders.
-                if stats.category > slot.category {
-                    slot.category = stats.category;
-                }
+            // Categories of one item agree in practice; keep the largest
+            // for determinism across partition orders.
+            if stats.category > slot.category {
+                slot.category = stats.category;
             }
             local.push(g);
         }
-        for ((a, b2), n) in b.pairs {
-            let (a, b2) = (local[a as usize], local[b2 as usize]);
-            *pairs.entry((a.min(b2), a.max(b2))).or_insert(0) += u64::from(n);
+        for (pair, n) in b.pairs {
+            let (a, b2) = (local[(pair >> 32) as usize], local[pair as u32 as usize]);
+            *pairs.entry(pair_key(a, b2)).or_insert(0) += u64::from(n);
         }
     }
+    drop(index);
     let mut out = BTreeMap::new();
-    let rank = |list: &mut Vec<(String, f64)>, n: usize| {
-        list.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        list.truncate(n);
+    // Best first: score descending, then item id.
+    let better = |x: &(u32, f64), y: &(u32, f64)| {
+        y.1.total_cmp(&x.1)
+            .then_with(|| items[x.0 as usize].1.cmp(&items[y.0 as usize].1))
     };
-    let mut adjacency: Vec<Vec<(usize, f64)>> = vec![Vec::new(); items.len()];
-    for ((a, b), n) in pairs {
-        let score = n as f64 / ((items[a].2.users as f64) * (items[b].2.users as f64)).sqrt();
-        adjacency[a].push((b, score));
-        adjacency[b].push((a, score));
+    let top = |list: &mut Vec<(u32, f64)>, n: usize| -> Ranked {
+        if list.len() > n && n > 0 {
+            list.select_nth_unstable_by(n - 1, better);
+        }
+        list.truncate(n);
+        list.sort_unstable_by(better);
+        list.iter()
+            .map(|&(j, s)| (items[j as usize].1.clone(), s))
+            .collect()
+    };
+    // Neighbour lists: every pair in both directions, grouped by item.
+    let mut degree = vec![0u32; items.len() + 1];
+    for &pair in pairs.keys() {
+        degree[(pair >> 32) as usize] += 1;
+        degree[pair as u32 as usize] += 1;
     }
-    for (i, neighbours) in adjacency.into_iter().enumerate() {
+    let mut starts = Vec::with_capacity(degree.len());
+    let mut total = 0usize;
+    for d in &degree {
+        starts.push(total);
+        total += *d as usize;
+    }
+    let mut adjacency = vec![(0u32, 0f64); total];
+    let mut next = starts.clone();
+    for (pair, n) in pairs.drain() {
+        let (a, b) = ((pair >> 32) as u32, pair as u32);
+        let score = n as f64
+            / ((items[a as usize].2.users as f64) * (items[b as usize].2.users as f64)).sqrt();
+        adjacency[next[a as usize]] = (b, score);
+        next[a as usize] += 1;
+        adjacency[next[b as usize]] = (a, score);
+        next[b as usize] += 1;
+    }
+    drop(pairs);
+    let mut list = Vec::new();
+    for i in 0..items.len() {
+        let neighbours = &adjacency[starts[i]..starts[i + 1]];
         if neighbours.is_empty() {
             continue;
         }
-        let mut list: Ranked = neighbours
-            .into_iter()
-            .map(|(j, s)| (items[j].1.clone(), s))
-            .collect();
-        rank(&mut list, config.neighbours);
+        list.clear();
+        list.extend_from_slice(neighbours);
+        let ranked = top(&mut list, config.neighbours);
+        let (tenant, item, _) = &items[i];
         out.insert(
-            neighbours_key(&items[i].0, &items[i].1),
-            encode_ranked(&list),
+            neighbours_key(&tenants[*tenant as usize], item),
+            encode_ranked(&ranked),
         );
     }
-    let mut popular: BTreeMap<(String, String), Ranked> = BTreeMap::new();
-    for (tenant, item, stats) in &items {
-        let entry = (item.clone(), stats.popularity);
-        popular
-            .entry((tenant.clone(), String::new()))
-            .or_default()
-            .push(entry.clone());
+    drop(adjacency);
+    let mut popular: BTreeMap<(u32, &str), Vec<(u32, f64)>> = BTreeMap::new();
+    for (i, (tenant, _, stats)) in items.iter().enumerate() {
+        let entry = (i as u32, stats.popularity);
+        popular.entry((*tenant, "")).or_default().push(entry);
         if !stats.category.is_empty() {
             popular
-                .entry((tenant.clone(), stats.category.clone()))
+                .entry((*tenant, stats.category.as_str()))
                 .or_default()
                 .push(entry);
         }
     }
     for ((tenant, category), mut list) in popular {
-        rank(&mut list, config.popular);
-        out.insert(popular_key(&tenant, &category), encode_ranked(&list));
+        let ranked = top(&mut list, config.popular);
+        out.insert(
+            popular_key(&tenants[tenant as usize], category),
+            encode_ranked(&ranked),
+        );
     }
     (out, items.len() as u64)
 }
