@@ -201,6 +201,38 @@ fn trim_last_n(entries: &mut Vec<(Stamp, String)>, n: u32, distinct: bool) {
     entries.truncate(n as usize);
 }
 
+/// Adds one entry to a list [`trim_last_n`] left (newest first, at most
+/// `n`, with `distinct` one per value), with the same result as pushing it
+/// and trimming again, without re-sorting the list.
+fn insert_last_n(
+    entries: &mut Vec<(Stamp, String)>,
+    ts_ms: i64,
+    event_id: &str,
+    v: &str,
+    n: u32,
+    distinct: bool,
+) {
+    // A stable sort newest first puts the new entry after every kept entry
+    // at least as new.
+    let at = entries.partition_point(|(s, _)| (s.ts_ms, s.event_id.as_str()) >= (ts_ms, event_id));
+    if distinct && let Some(j) = entries.iter().position(|(_, x)| x == v) {
+        if j < at {
+            // The value's kept entry is at least as new.
+            return;
+        }
+        entries.remove(j);
+    }
+    if at >= n as usize {
+        return;
+    }
+    let stamp = Stamp {
+        ts_ms,
+        event_id: event_id.to_string(),
+    };
+    entries.insert(at, (stamp, v.to_string()));
+    entries.truncate(n as usize);
+}
+
 impl Aggregate {
     /// The identity of [`Aggregate::merge`].
     pub fn empty(&self) -> Partial {
@@ -258,15 +290,7 @@ impl Aggregate {
             }
             (Aggregate::LastN { field, n, distinct }, Partial::LastN(entries)) => {
                 if let Some(v) = field.get_str(e) {
-                    let stamp = Stamp::of(e);
-                    if entries.len() == *n as usize && !*distinct {
-                        // Fast path: older than everything kept.
-                        if entries.last().is_some_and(|(oldest, _)| *oldest > stamp) {
-                            return;
-                        }
-                    }
-                    entries.push((stamp, v.to_string()));
-                    trim_last_n(entries, *n, *distinct);
+                    insert_last_n(entries, e.ts_ms, &e.event_id, v, *n, *distinct);
                 }
             }
             (Aggregate::TopK { field, .. }, Partial::TopK(counts)) => {
@@ -389,4 +413,31 @@ pub fn count_values<'a>(values: impl IntoIterator<Item = &'a str>) -> HashMap<&'
         *counts.entry(v).or_insert(0) += 1;
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Inserting one entry at a time equals pushing it and trimming
+        /// the whole list again, ties and repeated values included.
+        #[test]
+        fn insert_last_n_equals_push_and_trim(
+            entries in proptest::collection::vec((0i64..6, 0u8..4, 0u8..5), 0..40),
+            n in 0u32..6,
+            distinct in any::<bool>(),
+        ) {
+            let mut fast: Vec<(Stamp, String)> = Vec::new();
+            let mut slow = fast.clone();
+            for (ts, id, v) in entries {
+                let (id, v) = (format!("e{id}"), format!("v{v}"));
+                insert_last_n(&mut fast, ts, &id, &v, n, distinct);
+                slow.push((Stamp { ts_ms: ts, event_id: id }, v));
+                trim_last_n(&mut slow, n, distinct);
+                prop_assert_eq!(&fast, &slow);
+            }
+        }
+    }
 }
