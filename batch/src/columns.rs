@@ -158,7 +158,7 @@ impl<'a> EventColumns<'a> {
 
     /// Appends the row's attributes with [`push_attribute`], in key order
     /// (the last value of a repeated key wins, as in [`Self::fill`]).
-    pub(crate) fn push_attributes(&self, row: usize, out: &mut Vec<u8>) {
+    pub(crate) fn push_attributes(&self, row: usize, out: &mut String) {
         if let Some((map, keys, values)) = &self.attributes {
             let offsets = map.value_offsets();
             let (from, to) = (offsets[row] as usize, offsets[row + 1] as usize);

@@ -1,6 +1,7 @@
 //! `weft batch run`: archive in, published view out.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -20,7 +21,7 @@ use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use rust_rocksdb::SstFileWriter;
-use weft_core::codec::encode_partial;
+use weft_core::codec::encode_partial_into;
 use weft_core::eval::apply_to;
 use weft_core::keys::{push_packed, user_prefix};
 use weft_core::spec::{DAY_MS, Field};
@@ -569,6 +570,48 @@ struct FoldOutput {
     in_memory: bool,
 }
 
+/// The event ids of one user seen so far: the ids in one string, a hash
+/// table of their spans. Clearing it between users frees nothing and, after
+/// a user with many events, starts again from a small table (clearing a
+/// large one would cost its whole size for every later user).
+#[derive(Default)]
+struct SeenIds {
+    ids: String,
+    spans: hashbrown::HashTable<(usize, usize)>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl SeenIds {
+    /// Whether `id` is new (and now seen).
+    fn insert(&mut self, id: &str) -> bool {
+        let SeenIds { ids, spans, hasher } = self;
+        let hash = hasher.hash_one(id);
+        let get = |&(s, e): &(usize, usize)| &ids[s..e];
+        match spans.entry(
+            hash,
+            |span| get(span) == id,
+            |span| hasher.hash_one(get(span)),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(_) => false,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let start = ids.len();
+                ids.push_str(id);
+                v.insert((start, ids.len()));
+                true
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.ids.clear();
+        if self.spans.capacity() > 1024 {
+            self.spans = hashbrown::HashTable::new();
+        } else {
+            self.spans.clear();
+        }
+    }
+}
+
 /// Folds one partition's rows, sorted by (tenant, user, partition, offset),
 /// user by user into the SST writer: one entry per user, its
 /// [`user_prefix`] (users in sorted order, the byte order of the keys) to
@@ -583,10 +626,12 @@ struct Folder<'s, 'w, 'o> {
     started: bool,
     event: Event,
     /// Event ids of the current user seen so far (first occurrence wins).
-    seen: HashSet<String, foldhash::fast::FixedState>,
+    seen: SeenIds,
     buckets: Vec<BTreeMap<i64, Partial>>,
     /// The current user's packed value (reused between users).
     packed: Vec<u8>,
+    /// One encoded partial (reused).
+    encoded: Vec<u8>,
     counts: Counts,
     max_ts: Option<i64>,
 }
@@ -602,9 +647,10 @@ impl<'s, 'w, 'o> Folder<'s, 'w, 'o> {
             recs,
             started: false,
             event: group::empty_event(),
-            seen: HashSet::default(),
+            seen: SeenIds::default(),
             buckets: vec![BTreeMap::new(); spec.features.len()],
             packed: Vec::new(),
+            encoded: Vec::new(),
             counts: Counts::default(),
             max_ts: None,
         }
@@ -638,12 +684,11 @@ impl<'s, 'w, 'o> Folder<'s, 'w, 'o> {
     /// order; the first occurrence of an event id wins).
     fn push_row(&mut self, cols: &EventColumns<'_>, row: usize) -> Result<()> {
         self.counts.rows += 1;
-        if self.seen.contains(cols.event_id.value(row)) {
+        if !self.seen.insert(cols.event_id.value(row)) {
             self.counts.duplicates += 1;
             return Ok(());
         }
         cols.fill(row, &mut self.event)?;
-        self.seen.insert(self.event.event_id.clone());
         let event = std::mem::replace(&mut self.event, group::empty_event());
         self.fold(&event);
         self.event = event;
@@ -654,11 +699,10 @@ impl<'s, 'w, 'o> Folder<'s, 'w, 'o> {
     /// current user.
     fn push_event(&mut self, event: &Event) -> Result<()> {
         self.counts.rows += 1;
-        if self.seen.contains(event.event_id.as_str()) {
+        if !self.seen.insert(&event.event_id) {
             self.counts.duplicates += 1;
             return Ok(());
         }
-        self.seen.insert(event.event_id.clone());
         self.fold(event);
         Ok(())
     }
@@ -681,7 +725,8 @@ impl<'s, 'w, 'o> Folder<'s, 'w, 'o> {
         for &i in &self.order {
             let feature = &self.spec.features[i];
             for (bucket, p) in std::mem::take(&mut self.buckets[i]) {
-                push_packed(&mut self.packed, &feature.name, bucket, &encode_partial(&p));
+                encode_partial_into(&mut self.encoded, &p);
+                push_packed(&mut self.packed, &feature.name, bucket, &self.encoded);
                 self.counts.partials += 1;
             }
         }

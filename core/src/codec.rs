@@ -28,11 +28,18 @@ pub enum CodecError {
 }
 
 pub fn encode_partial(p: &Partial) -> Vec<u8> {
-    let mut out = vec![PARTIAL_FORMAT_VERSION];
-    // Encoding into a Vec cannot fail: every type in Partial is serialisable.
-    let body = postcard::to_allocvec(p).expect("partials always encode");
-    out.extend_from_slice(&body);
+    let mut out = Vec::new();
+    encode_partial_into(&mut out, p);
     out
+}
+
+/// [`encode_partial`] into `out` (cleared first), reusing its allocation.
+pub fn encode_partial_into(out: &mut Vec<u8>, p: &Partial) {
+    out.clear();
+    out.push(PARTIAL_FORMAT_VERSION);
+    // Encoding into a Vec cannot fail: every type in Partial is serialisable.
+    let body = postcard::to_extend(p, std::mem::take(out)).expect("partials always encode");
+    *out = body;
 }
 
 pub fn decode_partial(bytes: &[u8]) -> Result<Partial, CodecError> {
