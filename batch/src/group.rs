@@ -107,10 +107,10 @@ struct Chunked<T> {
     len: usize,
 }
 
-impl<T: Copy> Chunked<T> {
-    const SHIFT: u32 = 16;
-    const CHUNK: usize = 1 << Self::SHIFT;
+/// Values per chunk of a [`Chunked`].
+const CHUNK_ROWS: usize = 1 << 16;
 
+impl<T: Copy> Chunked<T> {
     fn new() -> Chunked<T> {
         Chunked {
             chunks: Vec::new(),
@@ -120,9 +120,9 @@ impl<T: Copy> Chunked<T> {
 
     fn push(&mut self, value: T) {
         match self.chunks.last_mut() {
-            Some(c) if c.len() < Self::CHUNK => c.push(value),
+            Some(c) if c.len() < CHUNK_ROWS => c.push(value),
             _ => {
-                let mut c = Vec::with_capacity(Self::CHUNK);
+                let mut c = Vec::with_capacity(CHUNK_ROWS);
                 c.push(value);
                 self.chunks.push(c);
             }
@@ -136,13 +136,13 @@ impl<T: Copy> Chunked<T> {
 
     /// Bytes held, counting whole chunks.
     fn bytes(&self) -> usize {
-        self.chunks.len() * Self::CHUNK * size_of::<T>()
+        self.chunks.len() * CHUNK_ROWS * size_of::<T>()
     }
 
     /// Bytes that taking `n` more values adds (whole chunks).
     fn bytes_for(&self, n: usize) -> usize {
-        let room = self.chunks.len() * Self::CHUNK - self.len;
-        n.saturating_sub(room).div_ceil(Self::CHUNK) * Self::CHUNK * size_of::<T>()
+        let room = self.chunks.len() * CHUNK_ROWS - self.len;
+        n.saturating_sub(room).div_ceil(CHUNK_ROWS) * CHUNK_ROWS * size_of::<T>()
     }
 
     fn iter(&self) -> impl Iterator<Item = &T> {
@@ -154,7 +154,7 @@ impl<T> std::ops::Index<usize> for Chunked<T> {
     type Output = T;
 
     fn index(&self, i: usize) -> &T {
-        &self.chunks[i >> 16][i & 0xFFFF]
+        &self.chunks[i / CHUNK_ROWS][i % CHUNK_ROWS]
     }
 }
 
@@ -241,6 +241,12 @@ impl Grouper {
 
     /// Takes a scanned batch's rows.
     pub(crate) fn push(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.rows.len() + batch.num_rows() > u32::MAX as usize {
+            // Row numbers are u32 (4 bytes a row in the grouped order).
+            return Err(BatchError::Argument(
+                "more than 2^32 rows in one fold partition: raise --partitions".into(),
+            ));
+        }
         let cols = EventColumns::new(batch)?;
         for row in 0..batch.num_rows() {
             let tenant_id = cols.tenant.value(row);
