@@ -16,8 +16,9 @@
 //! 3. a counting sort lays out the row numbers user by user, in that order;
 //! 4. each user's few rows are sorted by (partition, offset).
 //!
-//! A row costs about 80 bytes here, against about 250 as Arrow arrays with
-//! their string views and attribute maps. [`Grouper::bytes`] is what the
+//! A row costs about 80 bytes here (plus each distinct string once and
+//! about 100 bytes a user), against about 250 as Arrow arrays with their
+//! string views and attribute maps. [`Grouper::bytes`] is what the
 //! caller reserves from the memory pool; when a reservation is refused, the
 //! caller hands the rows over to an external sort as Arrow batches again
 //! ([`Grouper::into_batches`]).
@@ -41,7 +42,7 @@ struct Interner {
     /// Per string: its end in `arena` (its start is the previous end).
     ends: Vec<usize>,
     table: HashTable<u32>,
-    hasher: foldhash::fast::FixedState,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl Interner {
@@ -50,7 +51,7 @@ impl Interner {
             arena: String::new(),
             ends: Vec::new(),
             table: HashTable::new(),
-            hasher: foldhash::fast::FixedState::default(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
@@ -93,9 +94,12 @@ impl Interner {
     }
 
     fn bytes(&self) -> usize {
+        // A table of capacity c has about c * 8/7 buckets (a power of two)
+        // of a u32 and a control byte each.
+        let buckets = (self.table.capacity() * 8 / 7).next_power_of_two();
         self.arena.capacity()
             + self.ends.capacity() * size_of::<usize>()
-            + self.table.capacity() * (size_of::<u32>() + 1)
+            + buckets * (size_of::<u32>() + 1)
     }
 }
 
@@ -106,6 +110,10 @@ struct Chunked<T> {
     chunks: Vec<Vec<T>>,
     len: usize,
 }
+
+/// The most rows one grouper takes: row numbers are `u32` (4 bytes a row
+/// in the grouped order). Beyond it the caller sorts externally.
+pub(crate) const MAX_ROWS: usize = u32::MAX as usize;
 
 /// Values per chunk of a [`Chunked`].
 const CHUNK_ROWS: usize = 1 << 16;
@@ -136,7 +144,7 @@ impl<T: Copy> Chunked<T> {
 
     /// Bytes held, counting whole chunks.
     fn bytes(&self) -> usize {
-        self.chunks.len() * CHUNK_ROWS * size_of::<T>()
+        self.chunks.iter().map(Vec::capacity).sum::<usize>() * size_of::<T>()
     }
 
     /// Bytes that taking `n` more values adds (whole chunks).
@@ -218,9 +226,13 @@ impl Grouper {
         }
     }
 
-    /// Memory held now.
+    /// Memory held now, and what grouping will add: 4 bytes a row for the
+    /// grouped order and about 48 bytes a user for sorting the users.
     pub(crate) fn bytes(&self) -> usize {
-        self.rows.bytes()
+        let users: usize = self.users.iter().map(Interner::len).sum();
+        self.rows.len() * size_of::<u32>()
+            + users * 48
+            + self.rows.bytes()
             + self.event_ids.capacity()
             + self.tenants.bytes()
             + self.users.iter().map(Interner::bytes).sum::<usize>()
@@ -228,9 +240,9 @@ impl Grouper {
             + self.attribute_sets.bytes()
     }
 
-    /// About what taking `rows` more rows adds to [`Grouper::bytes`] (the
-    /// rows and their order, a typical event id, new users, growth of the
-    /// row vector), to reserve before taking them.
+    /// About what taking `rows` more rows adds to [`Grouper::bytes`] (row
+    /// chunks, their order, a typical event id, a new user each), to reserve
+    /// before taking them; the caller settles on [`Grouper::bytes`] after.
     pub(crate) fn bytes_for(&self, rows: usize) -> usize {
         self.rows.bytes_for(rows) + rows * (size_of::<u32>() + 24 + 16)
     }
@@ -241,10 +253,9 @@ impl Grouper {
 
     /// Takes a scanned batch's rows.
     pub(crate) fn push(&mut self, batch: &RecordBatch) -> Result<()> {
-        if self.rows.len() + batch.num_rows() > u32::MAX as usize {
-            // Row numbers are u32 (4 bytes a row in the grouped order).
+        if self.rows.len() + batch.num_rows() > MAX_ROWS {
             return Err(BatchError::Argument(
-                "more than 2^32 rows in one fold partition: raise --partitions".into(),
+                "more rows than one grouped partition can number".into(),
             ));
         }
         let cols = EventColumns::new(batch)?;
@@ -417,6 +428,11 @@ pub(crate) struct IntoBatches {
 }
 
 impl IntoBatches {
+    /// Memory the rows not yet handed over still hold.
+    pub(crate) fn bytes(&self) -> usize {
+        self.grouper.bytes()
+    }
+
     /// Appends the next row to the builder, freeing each chunk once passed.
     fn append_next(&mut self) -> Result<()> {
         let g = &self.grouper;

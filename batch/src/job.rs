@@ -9,7 +9,7 @@ use std::time::Instant;
 use arrow_array::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::memory_pool::{FairSpillPool, MemoryConsumer};
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::expressions::col as pcol;
@@ -82,7 +82,7 @@ impl BatchConfig {
 pub const STAGES: [&str; 7] = [
     "checking archive",
     "computing boundary",
-    "scanning and sorting",
+    "scanning and grouping",
     "folding",
     "recommendations",
     "publishing",
@@ -233,7 +233,7 @@ pub async fn run(config: &BatchConfig, progress: Arc<JobProgress>) -> Result<Job
     progress.set("computing boundary");
     let boundary = Boundary::compute(&table, state.as_ref()).await?;
 
-    progress.set("scanning and sorting");
+    progress.set("scanning and grouping");
     let df = table
         .filter(boundary.filter())?
         .select_columns(&columns(&config.spec))?;
@@ -252,8 +252,19 @@ pub async fn run(config: &BatchConfig, progress: Arc<JobProgress>) -> Result<Job
     let task_ctx = ctx.task_ctx();
     // Each partition is folded on a blocking thread (CPU-bound work off the
     // async workers, which keep driving DataFusion's scan and sort tasks).
-    let workers: Vec<_> = (0..partitions)
+    // Every partition's grouping reservation registers before any grows,
+    // so each gets its fair share of the pool from the start.
+    let reservations: Vec<_> = (0..partitions)
         .map(|i| {
+            MemoryConsumer::new(format!("weft grouping[{i}]"))
+                .with_can_spill(true)
+                .register(task_ctx.memory_pool())
+        })
+        .collect();
+    let workers: Vec<_> = reservations
+        .into_iter()
+        .enumerate()
+        .map(|(i, reservation)| {
             let (input, task_ctx) = (repartitioned.clone(), task_ctx.clone());
             let handle = tokio::runtime::Handle::current();
             let path = staging.dir.join(format!("partials-{i}.sst"));
@@ -261,7 +272,14 @@ pub async fn run(config: &BatchConfig, progress: Arc<JobProgress>) -> Result<Job
             let recs = RecsBuilder::new(config.recs.clone(), anchor_ms);
             tokio::task::spawn_blocking(move || {
                 handle.block_on(fold_partition(
-                    input, i, task_ctx, &spec, &path, recs, &progress,
+                    input,
+                    i,
+                    task_ctx,
+                    &spec,
+                    &path,
+                    recs,
+                    &progress,
+                    reservation,
                 ))
             })
         })
@@ -365,7 +383,9 @@ fn now_ms() -> i64 {
 /// partition's share of the memory budget. When a batch does not fit, the
 /// rows taken so far and the rest of the input go through DataFusion's
 /// external sort (which spills sorted runs to disk) instead, and the fold
-/// reads its sorted output: the same rows in the same order either way.
+/// reads its sorted output: the same rows in the same order either way
+/// (an archive holds each (partition, offset) once).
+#[allow(clippy::too_many_arguments)]
 async fn fold_partition(
     input: Arc<dyn ExecutionPlan>,
     partition: usize,
@@ -374,23 +394,31 @@ async fn fold_partition(
     path: &std::path::Path,
     recs: RecsBuilder,
     progress: &JobProgress,
+    reservation: MemoryReservation,
 ) -> Result<FoldOutput> {
     let mut stream = input.execute(partition, task_ctx.clone())?;
-    let reservation = MemoryConsumer::new(format!("weft grouping[{partition}]"))
-        .with_can_spill(true)
-        .register(task_ctx.memory_pool());
     let mut grouper = Grouper::new();
+    // Set when the rows stop fitting: the batch not taken (if any) and why.
     let mut overflow = None;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let need = grouper.bytes_for(batch.num_rows());
-        if let Err(e) = reservation.try_grow(need) {
-            overflow = Some((batch, e));
+        let refused = if grouper.rows() + batch.num_rows() > group::MAX_ROWS {
+            Some("more rows than a grouped partition can number".to_string())
+        } else {
+            reservation.try_grow(need).err().map(|e| e.to_string())
+        };
+        if let Some(refused) = refused {
+            overflow = Some((Some(batch), refused));
             break;
         }
         grouper.push(&batch)?;
-        // Settle the reservation on what is actually held.
-        reservation.resize(grouper.bytes());
+        // Settle the reservation on what is actually held (arenas and
+        // tables may have doubled).
+        if let Err(e) = reservation.try_resize(grouper.bytes()) {
+            overflow = Some((None, e.to_string()));
+            break;
+        }
     }
 
     let opts = sst_options();
@@ -413,26 +441,30 @@ async fn fold_partition(
         // External sort of everything: the rows held so far (their memory
         // handed over to the sort as it takes them), then the rest.
         let batch_rows = task_ctx.session_config().batch_size();
-        // Hand the reservation down as the sort takes the rows over (a
-        // chunk's share per batch).
-        let per_row = grouper.bytes() / grouper.rows().max(1);
-        let held = grouper.into_batches(batch_rows);
-        let replay = futures::stream::iter(held)
-            .map(move |batch| {
-                let batch = batch.map_err(|e| DataFusionError::External(Box::new(e)))?;
-                reservation.shrink((batch.num_rows() * per_row).min(reservation.size()));
-                Ok(batch)
-            })
-            .chain(
-                futures::stream::once(async move { Ok(overflow) })
-                    .chain(stream)
-                    .map(|batch: datafusion::error::Result<RecordBatch>| {
-                        batch.and_then(|b| {
-                            group::to_sort_batch(&b)
-                                .map_err(|e| DataFusionError::External(Box::new(e)))
-                        })
-                    }),
-            );
+        // The reservation follows what the grouper still holds as the
+        // sort takes the rows over (chunk by chunk), and is freed with it.
+        let mut held = Some(grouper.into_batches(batch_rows));
+        let replay = futures::stream::iter(std::iter::from_fn(move || {
+            let batches = held.as_mut()?;
+            match batches.next() {
+                Some(batch) => {
+                    reservation.resize(batches.bytes());
+                    Some(batch.map_err(|e| DataFusionError::External(Box::new(e))))
+                }
+                None => {
+                    held = None;
+                    reservation.free();
+                    None
+                }
+            }
+        }))
+        .chain(futures::stream::iter(overflow.map(Ok)).chain(stream).map(
+            |batch: datafusion::error::Result<RecordBatch>| {
+                batch.and_then(|b| {
+                    group::to_sort_batch(&b).map_err(|e| DataFusionError::External(Box::new(e)))
+                })
+            },
+        ));
         let schema = group::sort_schema();
         let ordering = ["tenant", "user_id", "_partition", "_offset"]
             .iter()
@@ -485,7 +517,7 @@ async fn fold_partition(
         })?;
         progress.rows.fetch_add(rows, Ordering::Relaxed);
         drop(grouped);
-        drop(reservation);
+        reservation.free();
     }
     fold.finish_user()?;
     let Folder {
@@ -571,14 +603,15 @@ struct FoldOutput {
 }
 
 /// The event ids of one user seen so far: the ids in one string, a hash
-/// table of their spans. Clearing it between users frees nothing and, after
-/// a user with many events, starts again from a small table (clearing a
-/// large one would cost its whole size for every later user).
+/// table of their spans. Clearing it between users keeps the string's
+/// allocation and, after a user with many events, starts again from a small
+/// table (clearing a large one would cost its whole size for every later
+/// user).
 #[derive(Default)]
 struct SeenIds {
     ids: String,
     spans: hashbrown::HashTable<(usize, usize)>,
-    hasher: foldhash::fast::FixedState,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl SeenIds {

@@ -53,7 +53,7 @@ impl Default for RecsConfig {
     }
 }
 
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// An item and its score, best first.
 pub type Ranked = Vec<(String, f64)>;
