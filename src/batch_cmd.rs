@@ -47,7 +47,9 @@ pub(crate) struct RunArgs {
     /// The view store: a local directory or an s3:// / gs:// URL.
     #[arg(long)]
     views: String,
-    /// DataFusion's memory budget in MiB; sorts spill to disk beyond it.
+    /// DataFusion's memory budget in MiB: rows are grouped by user in memory
+    /// within it; a partition that does not fit is sorted externally,
+    /// spilling to disk.
     #[arg(long, default_value_t = 2048)]
     memory_mb: usize,
     /// Directory for spill files (default: the system temp directory).

@@ -46,7 +46,8 @@ pub struct BatchConfig {
     pub spec: Arc<FeatureSpec>,
     /// The spec's text, stored with the view.
     pub spec_text: String,
-    /// DataFusion's memory pool; sorts spill to disk beyond it.
+    /// DataFusion's memory pool: rows are grouped in memory within it; a
+    /// partition that does not fit is sorted externally, spilling to disk.
     pub memory_limit: usize,
     /// Where spill files go (default: the system temp directory).
     pub spill_dir: Option<std::path::PathBuf>,
