@@ -21,9 +21,9 @@ use weft_core::FeatureSpec;
 use weft_core::generator::{GenConfig, Generator, Sequencer};
 use weft_speed::archiver::{ArchiverConfig, ArchiverMetrics, read_state};
 use weft_speed::broker::LocalBroker;
-use weft_speed::consumer::{SpeedConfig, SpeedMetrics};
+use weft_speed::consumer::{DEFAULT_DEDUP_HORIZON, SpeedConfig, SpeedMetrics};
 use weft_speed::kafka::{EventProducer, base_config, ensure_topic};
-use weft_speed::store::{PendingBatch, SpeedStore, dedup_key};
+use weft_speed::store::{Delivery, PendingBatch, SpeedStore};
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
@@ -98,30 +98,62 @@ fn apply_path(
     events: Vec<weft_core::Event>,
     partitions: u32,
     dir: &std::path::Path,
-) -> Result<(Duration, Vec<i64>)> {
+) -> Result<(Duration, Option<Duration>, Vec<i64>)> {
     let store = SpeedStore::open(dir, spec.clone(), false)?;
     let mut seq = Sequencer::new(partitions);
     let placed: Vec<_> = events.into_iter().map(|e| seq.assign(e)).collect();
     let started = Instant::now();
+    let cpu_before = process_cpu();
+    let horizon_ms = DEFAULT_DEDUP_HORIZON.as_millis() as i64;
     for chunk in placed.chunks(20_000) {
-        let keys: Vec<Vec<u8>> = chunk
-            .iter()
-            .map(|s| dedup_key(0, &s.event.tenant, &s.event.user_id, &s.event.event_id))
-            .collect();
-        let seen = store.first_delivery_times(&keys)?;
         let mut batch = PendingBatch::default();
-        let mut in_batch = std::collections::HashSet::new();
-        for ((s, key), seen) in chunk.iter().zip(keys).zip(seen) {
-            batch.consumed(s.partition, s.offset);
-            if seen.is_some() || !in_batch.insert(key.clone()) {
-                continue;
-            }
-            batch.apply(spec, 0, &s.event);
-            batch.remember_id(key, s.event.ts_ms, s.partition, s.offset);
-        }
+        let deliveries: Vec<Delivery<'_>> = chunk
+            .iter()
+            .map(|s| {
+                batch.consumed(s.partition, s.offset);
+                Delivery {
+                    event: &s.event,
+                    partition: s.partition,
+                    offset: s.offset,
+                    kafka_ts_ms: s.event.ts_ms,
+                }
+            })
+            .collect();
+        batch.apply_new(&store, 0, &deliveries, horizon_ms)?;
         store.commit(0, batch)?;
     }
-    Ok((started.elapsed(), seq.end_offsets().to_vec()))
+    let wall = started.elapsed();
+    let cpu = process_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
+    Ok((wall, cpu, seq.end_offsets().to_vec()))
+}
+
+/// CPU time this process has used so far, all threads (Linux
+/// `/proc/self/stat`; None elsewhere). On a shared machine the CPU a run
+/// costs is steadier than its wall time.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line, in clock ticks (100 a second
+    // on Linux).
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split_ascii_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// "2.31 s, 2.31 µs an event" (all threads), or "unknown".
+fn cpu_note(cpu: Option<Duration>, events: u64) -> String {
+    match cpu {
+        Some(cpu) => format!(
+            "{:.2} s, {:.2} µs an event",
+            cpu.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / events.max(1) as f64
+        ),
+        None => "unknown".into(),
+    }
 }
 
 fn ingest(a: &IngestArgs) -> Result<()> {
@@ -136,11 +168,13 @@ fn ingest(a: &IngestArgs) -> Result<()> {
             .map_err(anyhow::Error::msg)?
             .collect();
         let n = events.len() as u64;
-        let (apply, _) = apply_path(&spec, events, a.partitions, &scratch.path().join("apply"))?;
+        let (apply, cpu, _) =
+            apply_path(&spec, events, a.partitions, &scratch.path().join("apply"))?;
         println!(
-            "apply path alone: {n} events in {:.2} s = {:.0} events/s",
+            "apply path alone: {n} events in {:.2} s = {:.0} events/s; CPU {}",
             apply.as_secs_f64(),
-            rate(n, apply)
+            rate(n, apply),
+            cpu_note(cpu, n)
         );
         return Ok(());
     }
@@ -226,7 +260,8 @@ fn ingest(a: &IngestArgs) -> Result<()> {
     let speed_applied = metrics.applied.load(Ordering::Relaxed);
 
     // 3. Apply path alone: the consumer's per-batch work on decoded events.
-    let (apply, end) = apply_path(&spec, events, a.partitions, &scratch.path().join("apply"))?;
+    let (apply, apply_cpu, end) =
+        apply_path(&spec, events, a.partitions, &scratch.path().join("apply"))?;
 
     // 4. Archiver.
     let mut aconfig = ArchiverConfig::new(&bootstrap, scratch.path().join("archive"));
@@ -277,7 +312,8 @@ fn ingest(a: &IngestArgs) -> Result<()> {
         rate(n, speed) / c
     );
     println!(
-        "| apply path alone (decoded → RocksDB) | {:.2} s | {:.0} | |",
+        "| apply path alone (decoded → RocksDB; CPU {}) | {:.2} s | {:.0} | |",
+        cpu_note(apply_cpu, n),
         apply.as_secs_f64(),
         rate(n, apply)
     );

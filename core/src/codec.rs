@@ -65,24 +65,29 @@ pub fn decode_partial_for(aggregate: &Aggregate, bytes: &[u8]) -> Result<Partial
     }
 }
 
-/// Format tag of a bucket group: the partials of every feature with the same
-/// bucket size, for one user and bucket (the speed view's values).
-pub const GROUP_FORMAT_VERSION: u8 = 1;
+/// One bucket group: (bucket size in ms, bucket index, the partials of every
+/// feature with that bucket size, by feature index ascending).
+pub type BucketGroup = (i64, i64, Vec<(u16, Partial)>);
 
-/// Encodes a bucket group: `[version] ‖ postcard(Vec<(feature index,
-/// partial)>)`, indexes ascending. Feature indexes are positions in the spec,
-/// which is safe because a store is bound to its spec's hash.
-pub fn encode_group(partials: &[(u16, Partial)]) -> Vec<u8> {
-    let mut out = vec![GROUP_FORMAT_VERSION];
-    let body = postcard::to_allocvec(partials).expect("partials always encode");
-    out.extend_from_slice(&body);
-    out
+/// Format tag of a bucket record: the bucket groups of one user whose
+/// buckets start on the same UTC day (the speed view's values).
+pub const RECORD_FORMAT_VERSION: u8 = 2;
+
+/// Encodes a bucket record into `out` (cleared first, its allocation
+/// reused): `[version] ‖ postcard(Vec<BucketGroup>)`, groups ascending by
+/// (size, bucket). Feature indexes are positions in the spec, which is safe
+/// because a store is bound to its spec's hash.
+pub fn encode_record_into(out: &mut Vec<u8>, groups: &[BucketGroup]) {
+    out.clear();
+    out.push(RECORD_FORMAT_VERSION);
+    let body = postcard::to_extend(groups, std::mem::take(out)).expect("partials always encode");
+    *out = body;
 }
 
-pub fn decode_group(bytes: &[u8]) -> Result<Vec<(u16, Partial)>, CodecError> {
+pub fn decode_record(bytes: &[u8]) -> Result<Vec<BucketGroup>, CodecError> {
     match bytes.split_first() {
         None => Err(CodecError::Empty),
-        Some((&GROUP_FORMAT_VERSION, body)) => {
+        Some((&RECORD_FORMAT_VERSION, body)) => {
             postcard::from_bytes(body).map_err(|e| CodecError::Corrupt(e.to_string()))
         }
         Some((&v, _)) => Err(CodecError::UnknownVersion(v)),

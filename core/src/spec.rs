@@ -383,6 +383,10 @@ pub struct FeatureSpec {
     /// Feature index by name (built once: read paths look names up for
     /// every stored entry).
     by_name: std::collections::HashMap<String, usize>,
+    /// Per event kind (in [`EventKind::ALL`] order), the indexes of the
+    /// features whose kind filter admits it: folds skip the others without
+    /// looking at them.
+    by_kind: [Vec<usize>; EventKind::ALL.len()],
 }
 
 impl FeatureSpec {
@@ -466,11 +470,20 @@ impl FeatureSpec {
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
+        let by_kind = EventKind::ALL.map(|kind| {
+            features
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.filter.kinds.is_empty() || f.filter.kinds.contains(&kind))
+                .map(|(i, _)| i)
+                .collect()
+        });
         Ok(FeatureSpec {
             features,
             segments: Vec::new(),
             hash,
             by_name,
+            by_kind,
         })
     }
 
@@ -483,6 +496,17 @@ impl FeatureSpec {
 
     pub fn feature(&self, name: &str) -> Option<&Feature> {
         self.feature_index(name).map(|i| &self.features[i])
+    }
+
+    /// The indexes (ascending) of the features an event of `kind` may
+    /// match: the rest have a kind filter excluding it. The caller still
+    /// checks each one's [`Filter::matches`] for its `where` conditions.
+    pub fn features_for(&self, kind: EventKind) -> &[usize] {
+        let at = EventKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("ALL lists every kind");
+        &self.by_kind[at]
     }
 
     /// The position of the named feature in `features`.
@@ -944,6 +968,19 @@ mod tests {
         FeatureSpec::parse(text)
             .expect_err("spec should be rejected")
             .to_string()
+    }
+
+    #[test]
+    fn features_for_a_kind_are_those_its_filter_admits() {
+        let spec = FeatureSpec::parse(
+            "[[feature]]\nname = \"any\"\naggregate = \"count\"\nwindow = \"7d\"\n\
+             [[feature]]\nname = \"views\"\naggregate = \"count\"\nkinds = [\"view\"]\nwindow = \"7d\"\n\
+             [[feature]]\nname = \"buys\"\naggregate = \"count\"\nkinds = [\"purchase\", \"view\"]\nwindow = \"7d\"\n",
+        )
+        .unwrap();
+        assert_eq!(spec.features_for(EventKind::View), &[0, 1, 2]);
+        assert_eq!(spec.features_for(EventKind::Purchase), &[0, 2]);
+        assert_eq!(spec.features_for(EventKind::Search), &[0]);
     }
 
     #[test]

@@ -37,7 +37,7 @@ use weft_core::{Event, FeatureSpec};
 use crate::SpeedError;
 use crate::cursor::{Cursor, Verdict};
 use crate::kafka::{DeliveryCounter, base_config, ensure_topic, partition_count};
-use crate::store::{Generation, PendingBatch, SpeedStore, dedup_key};
+use crate::store::{Delivery, Generation, PendingBatch, SpeedStore};
 
 /// How long the poll loop sleeps when Kafka has nothing ready.
 const IDLE_NAP: Duration = Duration::from_millis(1);
@@ -66,6 +66,9 @@ pub struct SpeedConfig {
     pub sync_writes: bool,
 }
 
+/// [`SpeedConfig::dedup_horizon`]'s default.
+pub const DEFAULT_DEDUP_HORIZON: Duration = Duration::from_secs(3_600);
+
 impl SpeedConfig {
     pub fn new(bootstrap: &str, data_dir: PathBuf) -> SpeedConfig {
         SpeedConfig {
@@ -76,7 +79,7 @@ impl SpeedConfig {
             data_dir,
             max_batch: 20_000,
             max_batch_wait: Duration::from_millis(20),
-            dedup_horizon: Duration::from_secs(3_600),
+            dedup_horizon: DEFAULT_DEDUP_HORIZON,
             sync_writes: false,
         }
     }
@@ -584,7 +587,6 @@ impl Applier {
         let thread = std::thread::Builder::new()
             .name("weft-speed-apply".into())
             .spawn(move || {
-                let spec = store.spec().clone();
                 // Latest Kafka record time seen per partition, for dedup
                 // expiry, in the generation of `latest_g`.
                 let mut latest_ts: HashMap<i32, i64> = HashMap::new();
@@ -602,15 +604,7 @@ impl Applier {
                             *t = (*t).max(ts);
                         }
                     }
-                    apply_batch(
-                        &store,
-                        &spec,
-                        g,
-                        &mut dead_letters,
-                        &metrics,
-                        polled,
-                        horizon_ms,
-                    )?;
+                    apply_batch(&store, g, &mut dead_letters, &metrics, polled, horizon_ms)?;
                     // A record's dedup lookup reaches back one horizon from
                     // its own Kafka time; records of the slowest partition
                     // are the oldest still to come. Two horizons of slack
@@ -741,28 +735,15 @@ fn spawn_watermark_poller(
 
 fn apply_batch(
     store: &SpeedStore,
-    spec: &FeatureSpec,
     g: Generation,
     dead_letters: &mut DeadLetters,
     metrics: &SpeedMetrics,
     polled: Vec<Polled>,
     horizon_ms: i64,
 ) -> Result<(), SpeedError> {
-    // Ids of this batch's valid events, looked up in one multi-get.
-    let keys: Vec<Vec<u8>> = polled
-        .iter()
-        .filter_map(|r| r.event.as_ref().ok())
-        .map(|e| dedup_key(g, &e.tenant, &e.user_id, &e.event_id))
-        .collect();
-    let stored = store.first_delivery_times(&keys)?;
-    // Each valid record takes its key and stored first delivery in order;
-    // ids first delivered earlier in this batch are tracked here.
-    let mut keys = keys.into_iter().zip(stored);
-    let mut in_batch: HashMap<Vec<u8>, i64> = HashMap::new();
-
     let mut batch = PendingBatch::default();
-    let (mut applied, mut dups, mut dead) = (0u64, 0u64, 0u64);
-    let mut newest = i64::MIN;
+    let mut valid = Vec::with_capacity(polled.len());
+    let mut dead = 0u64;
     for r in &polled {
         batch.consumed(r.partition, r.offset);
         match &r.event {
@@ -776,33 +757,28 @@ fn apply_batch(
                 )?;
                 dead += 1;
             }
-            Ok(e) => {
-                let ts = r.kafka_ts.unwrap_or(e.ts_ms);
-                let (key, stored_first) = keys
-                    .next()
-                    .expect("one dedup key per valid record, in order");
-                let first = in_batch.get(&key).copied().or(stored_first);
-                if first.is_some_and(|first| first >= ts - horizon_ms) {
-                    dups += 1;
-                    continue;
-                }
-                batch.apply(spec, g, e);
-                batch.remember_id(key.clone(), ts, r.partition, r.offset);
-                in_batch.insert(key, ts);
-                newest = newest.max(e.ts_ms);
-                applied += 1;
-            }
+            Ok(e) => valid.push(Delivery {
+                event: e,
+                partition: r.partition,
+                offset: r.offset,
+                kafka_ts_ms: r.kafka_ts.unwrap_or(e.ts_ms),
+            }),
         }
     }
+    let done = batch.apply_new(store, g, &valid, horizon_ms)?;
     dead_letters.flush()?;
     store.commit(g, batch)?;
     metrics
         .records
         .fetch_add(polled.len() as u64, Ordering::Relaxed);
-    metrics.applied.fetch_add(applied, Ordering::Relaxed);
-    metrics.duplicates.fetch_add(dups, Ordering::Relaxed);
+    metrics.applied.fetch_add(done.applied, Ordering::Relaxed);
+    metrics
+        .duplicates
+        .fetch_add(done.duplicates, Ordering::Relaxed);
     metrics.dead_letters.fetch_add(dead, Ordering::Relaxed);
-    metrics.newest_event_ms.fetch_max(newest, Ordering::Relaxed);
+    metrics
+        .newest_event_ms
+        .fetch_max(done.newest_event_ms, Ordering::Relaxed);
     if let Ok(mut positions) = metrics.positions.lock() {
         for r in &polled {
             let next = positions.entry(r.partition).or_insert(0);

@@ -1,13 +1,17 @@
 //! The speed view in RocksDB.
 //!
 //! Column families:
-//! * `partials`: `gen (u32 BE) ‖ weft_core::keys::partial_key(..)` to an
-//!   encoded [`Partial`]. Writes are RocksDB *merges*: partials are monoids,
-//!   so an associative merge operator folds them lazily and compaction
-//!   collapses them, with no read-modify-write on the apply path.
+//! * `partials`: `gen (u32 BE) ‖ 'u' ‖ str(tenant) ‖ str(user) ‖ i64(day)`
+//!   to a bucket record ([`weft_core::codec::encode_record_into`]): every
+//!   bucket group of that user whose bucket starts on that UTC day, so one
+//!   event is one entry whatever the bucket sizes of the features it
+//!   feeds. Writes are RocksDB *merges*: partials are monoids, so an
+//!   associative merge operator folds them lazily and compaction collapses
+//!   them, with no read-modify-write on the apply path.
 //! * `offsets`: `gen ‖ partition (i32 BE)` to the next offset to consume.
-//! * `dedup`: `gen ‖ str(tenant) ‖ str(user) ‖ str(event_id)` to the Kafka
-//!   timestamp of the first delivery, for dropping redeliveries.
+//! * `dedup`: [`dedup_key`] (`gen ‖` a 128-bit hash of tenant, user and
+//!   event id) to the Kafka time and position of the first delivery, for
+//!   dropping redeliveries.
 //! * `meta`: the spec hash the store was built with, and the ready
 //!   generation.
 //!
@@ -26,10 +30,10 @@ use rust_rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, DB, Direction, IteratorMode, MergeOperands, Options,
     ReadOptions, WriteBatch, WriteOptions,
 };
-use weft_core::codec::{decode_group, encode_group};
+use weft_core::codec::{BucketGroup, decode_record, encode_record_into};
 use weft_core::eval::{Profile, StoredPartials};
 use weft_core::keys::{decode_i64, prefix_upper_bound, push_i64, push_str};
-use weft_core::spec::Aggregate;
+use weft_core::spec::{Aggregate, DAY_MS};
 use weft_core::{FeatureSpec, Partial};
 
 use crate::SpeedError;
@@ -40,8 +44,9 @@ const CF_DEDUP: &str = "dedup";
 const CF_META: &str = "meta";
 const META_SPEC_HASH: &[u8] = b"spec_hash";
 const META_FORMAT: &[u8] = b"format";
-/// The store layout: 2 = bucket groups (1 was one key per feature).
-const STORE_FORMAT: u8 = 2;
+/// The store layout: 3 = bucket records per user and day (2 was one key
+/// per bucket group, 1 one key per feature).
+const STORE_FORMAT: u8 = 3;
 const META_READY: &[u8] = b"ready_generation";
 const META_BUILDING: &[u8] = b"building_generation";
 
@@ -72,12 +77,26 @@ fn offset_key(g: Generation, partition: i32) -> [u8; 8] {
     k
 }
 
-/// The dedup key of an event identity.
-pub fn dedup_key(g: Generation, tenant: &str, user: &str, event_id: &str) -> Vec<u8> {
-    let mut k = gen_prefix(g).to_vec();
-    push_str(&mut k, tenant);
-    push_str(&mut k, user);
-    push_str(&mut k, event_id);
+/// A [`dedup_key`]: 4 bytes of generation, 16 of hash.
+pub type DedupKey = [u8; 20];
+
+/// The dedup key of an event identity: the generation, then SipHash-1-3
+/// (128 bits, fixed keys: the value is stored, so it must never change) of
+/// the length-prefixed tenant, user and event id. Fixed-size keys keep the
+/// per-event lookup and insert cheap. Two different identities share a key
+/// with a probability of about n²/2¹²⁹ for n ids within a horizon (1e-20
+/// for a billion): then the later one would be dropped as a redelivery.
+pub fn dedup_key(g: Generation, tenant: &str, user: &str, event_id: &str) -> DedupKey {
+    use siphasher::sip128::{Hasher128, SipHasher13};
+    use std::hash::Hasher;
+    let mut h = SipHasher13::new_with_keys(0x7765_6674_2d64_6564, 0x7570_2d69_6473_2d31);
+    for part in [tenant, user, event_id] {
+        h.write(&(part.len() as u64).to_le_bytes());
+        h.write(part.as_bytes());
+    }
+    let mut k = [0u8; 20];
+    k[..4].copy_from_slice(&gen_prefix(g));
+    k[4..].copy_from_slice(&h.finish128().as_bytes());
     k
 }
 
@@ -113,10 +132,10 @@ fn first_delivery_position(value: &[u8]) -> Option<(i32, i64)> {
     ))
 }
 
-/// Key tag of bucket groups in the `partials` column family.
+/// Key tag of bucket records in the `partials` column family.
 const GROUP_TAG: u8 = b'u';
 
-/// The length of a bucket group key's [`group_user_prefix`] (generation,
+/// The length of a bucket record key's [`group_user_prefix`] (generation,
 /// tag, tenant, user), or None for other keys: the prefix extractor of the
 /// `partials` column family. A seek key that is itself a user prefix maps
 /// to itself.
@@ -139,7 +158,7 @@ fn holder(prefix: &[u8]) -> (Generation, u64) {
     )
 }
 
-/// The key prefix of one user's bucket groups in generation `g`.
+/// The key prefix of one user's bucket records in generation `g`.
 fn group_user_prefix(g: Generation, tenant: &str, user: &str) -> Vec<u8> {
     let mut k = gen_prefix(g).to_vec();
     k.push(GROUP_TAG);
@@ -148,45 +167,71 @@ fn group_user_prefix(g: Generation, tenant: &str, user: &str) -> Vec<u8> {
     k
 }
 
-/// The merge operator: folds encoded bucket groups feature by feature with
-/// the spec's aggregates (indexed like `spec.features`).
-fn merge_groups(
+/// The day (UTC) a bucket group's bucket starts on: the last part of the
+/// key of the record holding it.
+fn record_day(size: i64, bucket: i64) -> i64 {
+    bucket.saturating_mul(size).div_euclid(DAY_MS)
+}
+
+/// Merges `group`'s partials into `into` feature by feature (both sorted by
+/// feature index), or returns the index of a feature the spec lacks.
+fn merge_group(
+    aggregates: &[Aggregate],
+    into: &mut Vec<(u16, Partial)>,
+    group: Vec<(u16, Partial)>,
+) -> Result<(), u16> {
+    for (index, p) in group {
+        let aggregate = aggregates.get(usize::from(index)).ok_or(index)?;
+        match into.binary_search_by_key(&index, |(i, _)| *i) {
+            Ok(at) => aggregate.merge(&mut into[at].1, &p),
+            Err(at) => into.insert(at, (index, p)),
+        }
+    }
+    Ok(())
+}
+
+/// The merge operator: folds encoded bucket records group by group and
+/// feature by feature with the spec's aggregates (indexed like
+/// `spec.features`).
+fn merge_records(
     aggregates: &[Aggregate],
     existing: Option<&[u8]>,
     operands: &MergeOperands,
 ) -> Option<Vec<u8>> {
-    let mut acc: Vec<(u16, Partial)> = match existing.map(decode_group) {
+    let mut acc: Vec<BucketGroup> = match existing.map(decode_record) {
         None => Vec::new(),
-        Some(Ok(g)) => g,
+        Some(Ok(r)) => r,
         Some(Err(e)) => {
-            tracing::error!(error = %e, "corrupt stored bucket group");
+            tracing::error!(error = %e, "corrupt stored bucket record");
             return None;
         }
     };
     for op in operands {
-        let group = match decode_group(op) {
-            Ok(g) => g,
+        let record = match decode_record(op) {
+            Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "corrupt merge operand");
                 return None;
             }
         };
-        for (index, p) in group {
-            let Some(aggregate) = aggregates.get(usize::from(index)) else {
+        for (size, bucket, group) in record {
+            let at = match acc.binary_search_by_key(&(size, bucket), |(s, b, _)| (*s, *b)) {
+                Ok(at) => at,
+                Err(at) => {
+                    acc.insert(at, (size, bucket, Vec::new()));
+                    at
+                }
+            };
+            if let Err(index) = merge_group(aggregates, &mut acc[at].2, group) {
                 tracing::error!(index, "merge operand of a feature the spec lacks");
                 return None;
-            };
-            match acc.binary_search_by_key(&index, |(i, _)| *i) {
-                Ok(at) => aggregate.merge(&mut acc[at].1, &p),
-                Err(at) => acc.insert(at, (index, p)),
             }
         }
     }
-    Some(encode_group(&acc))
+    let mut out = Vec::new();
+    encode_record_into(&mut out, &acc);
+    Some(out)
 }
-
-/// (bucket size ms, bucket, partials by feature index).
-type BucketGroup = (i64, i64, Vec<(u16, Partial)>);
 
 /// One user's partials accumulated in a batch: per (bucket size, bucket),
 /// the partials of the features with that bucket size.
@@ -195,12 +240,31 @@ struct UserGroups {
     groups: Vec<BucketGroup>,
 }
 
+/// A valid event offered to a batch, with where and when Kafka delivered it.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'e> {
+    pub event: &'e weft_core::Event,
+    pub partition: i32,
+    pub offset: i64,
+    /// The Kafka record time (the event time when the record has none).
+    pub kafka_ts_ms: i64,
+}
+
+/// What [`PendingBatch::apply_new`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub applied: u64,
+    pub duplicates: u64,
+    /// The newest event time applied (`i64::MIN` if none).
+    pub newest_event_ms: i64,
+}
+
 /// One applied batch, ready to commit atomically.
 #[derive(Debug, Default)]
 pub struct PendingBatch {
     /// Group key prefix (generation, tenant, user) to that user's groups.
-    users: HashMap<Vec<u8>, UserGroups>,
-    dedup: Vec<(Vec<u8>, [u8; 20])>,
+    users: hashbrown::HashMap<Vec<u8>, UserGroups, foldhash::fast::RandomState>,
+    dedup: Vec<(DedupKey, [u8; 20])>,
     offsets: HashMap<i32, i64>,
     key_buf: Vec<u8>,
 }
@@ -213,12 +277,50 @@ impl PendingBatch {
     }
 
     /// Records an event id's first delivery: Kafka time and position.
-    pub fn remember_id(&mut self, key: Vec<u8>, kafka_ts_ms: i64, partition: i32, offset: i64) {
+    pub fn remember_id(&mut self, key: DedupKey, kafka_ts_ms: i64, partition: i32, offset: i64) {
         let mut v = [0u8; 20];
         v[..8].copy_from_slice(&kafka_ts_ms.to_be_bytes());
         v[8..12].copy_from_slice(&partition.to_be_bytes());
         v[12..].copy_from_slice(&offset.to_be_bytes());
         self.dedup.push((key, v));
+    }
+
+    /// Folds the `deliveries` whose event id was not first delivered within
+    /// `horizon_ms` (Kafka time) before, either earlier in this batch or in
+    /// generation `g` of `store` (one multi-get for the whole slice), and
+    /// remembers their ids. The caller records the offsets
+    /// ([`PendingBatch::consumed`]).
+    pub fn apply_new(
+        &mut self,
+        store: &SpeedStore,
+        g: Generation,
+        deliveries: &[Delivery<'_>],
+        horizon_ms: i64,
+    ) -> Result<Applied, SpeedError> {
+        let keys: Vec<DedupKey> = deliveries
+            .iter()
+            .map(|d| dedup_key(g, &d.event.tenant, &d.event.user_id, &d.event.event_id))
+            .collect();
+        let stored = store.first_delivery_times(&keys)?;
+        let mut in_batch: hashbrown::HashMap<DedupKey, i64, foldhash::fast::RandomState> =
+            hashbrown::HashMap::with_capacity_and_hasher(keys.len(), Default::default());
+        let mut out = Applied {
+            newest_event_ms: i64::MIN,
+            ..Applied::default()
+        };
+        for ((d, key), stored) in deliveries.iter().zip(keys).zip(stored) {
+            let first = in_batch.get(&key).copied().or(stored);
+            if first.is_some_and(|first| first >= d.kafka_ts_ms.saturating_sub(horizon_ms)) {
+                out.duplicates += 1;
+                continue;
+            }
+            self.apply(store.spec(), g, d.event);
+            self.remember_id(key, d.kafka_ts_ms, d.partition, d.offset);
+            in_batch.insert(key, d.kafka_ts_ms);
+            out.newest_event_ms = out.newest_event_ms.max(d.event.ts_ms);
+            out.applied += 1;
+        }
+        Ok(out)
     }
 
     /// Folds an event into the partials of every feature it matches: one
@@ -230,11 +332,9 @@ impl PendingBatch {
         key.push(GROUP_TAG);
         push_str(&mut key, &e.tenant);
         push_str(&mut key, &e.user_id);
-        let user = match self.users.get_mut(key.as_slice()) {
-            Some(u) => u,
-            None => self.users.entry(key.clone()).or_default(),
-        };
-        for (index, feature) in spec.features.iter().enumerate() {
+        let user = self.users.entry_ref(key.as_slice()).or_default();
+        for &index in spec.features_for(e.kind) {
+            let feature = &spec.features[index];
             if !feature.filter.matches(e) {
                 continue;
             }
@@ -305,9 +405,9 @@ impl SpeedStore {
             spec.features.iter().map(|f| f.aggregate.clone()).collect();
         let mut partials = Options::default();
         partials.set_merge_operator_associative(
-            "weft-bucket-groups-v1",
+            "weft-bucket-records-v1",
             move |_key: &[u8], existing: Option<&[u8]>, ops: &MergeOperands| {
-                merge_groups(&aggregates, existing, ops)
+                merge_records(&aggregates, existing, ops)
             },
         );
         partials.set_compression_type(rust_rocksdb::DBCompressionType::Lz4);
@@ -481,7 +581,7 @@ impl SpeedStore {
     }
 
     /// The Kafka time of the first delivery of each of `keys`, if stored.
-    pub fn first_delivery_times(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<i64>>, SpeedError> {
+    pub fn first_delivery_times(&self, keys: &[DedupKey]) -> Result<Vec<Option<i64>>, SpeedError> {
         let cf = self.cf(CF_DEDUP)?;
         self.db
             .multi_get_cf(keys.iter().map(|k| (cf, k.as_slice())))
@@ -502,12 +602,13 @@ impl SpeedStore {
         );
         let mut wb = WriteBatch::default();
         let mut key = Vec::with_capacity(64);
+        let mut value = Vec::with_capacity(256);
         // In key order, so that each memtable insert starts its skip-list
         // search where the previous one ended instead of at the head.
         let mut users: Vec<_> = batch.users.into_iter().collect();
         users.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut ids = batch.dedup;
-        ids.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        ids.sort_unstable_by_key(|(key, _)| *key);
         for (prefix, mut user) in users {
             // `contains` first: a shared lock, where `insert` would take the
             // shard's write lock readers wait on.
@@ -515,15 +616,22 @@ impl SpeedStore {
             if !self.holders.contains(&h) {
                 self.holders.insert(h);
             }
-            user.groups
-                .sort_unstable_by_key(|(size, bucket, _)| (*size, *bucket));
-            for (size, bucket, mut group) in user.groups {
+            // One record per day (key order), its groups by (size, bucket).
+            user.groups.sort_unstable_by_key(|(size, bucket, _)| {
+                (record_day(*size, *bucket), *size, *bucket)
+            });
+            for (_, _, group) in &mut user.groups {
                 group.sort_unstable_by_key(|(i, _)| *i);
+            }
+            for record in user
+                .groups
+                .chunk_by(|a, b| record_day(a.0, a.1) == record_day(b.0, b.1))
+            {
                 key.clear();
                 key.extend_from_slice(&prefix);
-                push_i64(&mut key, size);
-                push_i64(&mut key, bucket);
-                wb.merge_cf(partials, &key, encode_group(&group));
+                push_i64(&mut key, record_day(record[0].0, record[0].1));
+                encode_record_into(&mut value, record);
+                wb.merge_cf(partials, &key, &value);
             }
         }
         for (key, value) in &ids {
@@ -559,15 +667,29 @@ impl SpeedStore {
             .iterator_cf_opt(cf, ro, IteratorMode::From(&prefix, Direction::Forward))
         {
             let (k, v) = item.map_err(db_err("reading partials"))?;
-            let bucket = k
+            let day = k
                 .get(k.len().saturating_sub(8)..)
-                .filter(|_| k.len() == prefix.len() + 16)
+                .filter(|_| k.len() == prefix.len() + 8)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map(decode_i64)
-                .ok_or_else(|| bad("malformed bucket-group key".into()))?;
-            for (index, p) in decode_group(&v).map_err(|e| bad(e.to_string()))? {
-                out.push_decoded(usize::from(index), bucket, p)
-                    .map_err(bad)?;
+                .ok_or_else(|| bad("malformed bucket-record key".into()))?;
+            for (size, bucket, group) in decode_record(&v).map_err(|e| bad(e.to_string()))? {
+                if record_day(size, bucket) != day {
+                    return Err(bad(format!(
+                        "a bucket of day {} in the record of day {day}",
+                        record_day(size, bucket)
+                    )));
+                }
+                for (index, p) in group {
+                    let feature = self.spec.features.get(usize::from(index));
+                    if feature.is_some_and(|f| f.window.bucket_ms != size) {
+                        return Err(bad(format!(
+                            "feature {index} stored in buckets of {size} ms"
+                        )));
+                    }
+                    out.push_decoded(usize::from(index), bucket, p)
+                        .map_err(bad)?;
+                }
             }
         }
         Ok(out)
@@ -814,6 +936,69 @@ mod tests {
             quantity: 1,
             attributes: Default::default(),
         }
+    }
+
+    /// Dedup keys are stored: the hash must never change between builds.
+    #[test]
+    fn dedup_keys_are_stable_and_length_prefixed() {
+        let key = dedup_key(3, "acme", "u1", "e1");
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "0000000314ab404c561d1987995bdeaba6a77393");
+        assert_eq!(&key[..4], &3u32.to_be_bytes());
+        assert_ne!(
+            dedup_key(0, "ab", "c", "e")[4..],
+            dedup_key(0, "a", "bc", "e")[4..]
+        );
+        assert_eq!(dedup_key(0, "acme", "u1", "e1")[4..], key[4..]);
+    }
+
+    /// Bucket records merge like one batch: events of one user spread over
+    /// two days and many buckets, committed in several batches (merge
+    /// operands), then compacted (merged into a stored value), read the
+    /// same as the same events committed at once.
+    #[test]
+    fn bucket_records_merge_across_batches_and_compaction() {
+        let spec = Arc::new(
+            FeatureSpec::parse(include_str!("../../deploy/features.example.toml")).unwrap(),
+        );
+        let t0 = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS + DAY_MS - 3_600_000;
+        let events: Vec<_> = (0..60)
+            .map(|i| {
+                let mut e = view("a", t0 + i * 137_000);
+                e.kind = weft_core::EventKind::ALL[(i % 5) as usize];
+                e.item_id = format!("i{}", i % 7);
+                e
+            })
+            .collect();
+        assert_ne!(
+            events[0].ts_ms.div_euclid(DAY_MS),
+            events[59].ts_ms.div_euclid(DAY_MS),
+            "the events span two days"
+        );
+        let whole_dir = tempfile::tempdir().unwrap();
+        let whole = SpeedStore::open(whole_dir.path(), spec.clone(), false).unwrap();
+        let mut batch = PendingBatch::default();
+        for e in &events {
+            batch.apply(&spec, 0, e);
+        }
+        whole.commit(0, batch).unwrap();
+        let split_dir = tempfile::tempdir().unwrap();
+        let split = SpeedStore::open(split_dir.path(), spec.clone(), false).unwrap();
+        for chunk in events.chunks(7) {
+            let mut batch = PendingBatch::default();
+            for e in chunk {
+                batch.apply(&spec, 0, e);
+            }
+            split.commit(0, batch).unwrap();
+        }
+        let t = t0 + 2 * DAY_MS;
+        let expected = whole.profile(0, "acme", "a", t).unwrap();
+        assert_eq!(split.profile(0, "acme", "a", t).unwrap(), expected);
+        let cf = split.cf(CF_PARTIALS).unwrap();
+        split.db.flush_cf(cf).unwrap();
+        split.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        assert_eq!(split.profile(0, "acme", "a", t).unwrap(), expected);
+        assert_eq!(split.partial_count(0).unwrap(), 2, "one record per day");
     }
 
     /// The holder set must never hide a user with partials: after commits,

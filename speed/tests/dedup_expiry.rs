@@ -37,8 +37,8 @@ fn expired_dedup_ids_are_dropped_at_compaction() -> Result<()> {
     store.expire_dedup_before(0, 5_000); // the cutoff never moves back
     store.compact_dedup()?;
     assert_eq!(store.dedup_len()?, 100);
-    let old: Vec<Vec<u8>> = (0..100).map(key).collect();
-    let recent: Vec<Vec<u8>> = (1_000..1_100).map(key).collect();
+    let old: Vec<_> = (0..100).map(key).collect();
+    let recent: Vec<_> = (1_000..1_100).map(key).collect();
     assert!(
         store
             .first_delivery_times(&old)?
