@@ -149,13 +149,10 @@ fn group_user_prefix_len(key: &[u8]) -> Option<usize> {
 /// A [`SpeedStore::holders`] entry: the generation and a hash of the rest
 /// of a [`group_user_prefix`] (tenant and user).
 fn holder(prefix: &[u8]) -> (Generation, u64) {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    use std::hash::BuildHasher;
     let g = key_generation(prefix).unwrap_or(0);
     let rest = prefix.get(4..).unwrap_or_default();
-    (
-        g,
-        BuildHasherDefault::<DefaultHasher>::default().hash_one(rest),
-    )
+    (g, foldhash::fast::FixedState::default().hash_one(rest))
 }
 
 /// The key prefix of one user's bucket records in generation `g`.
@@ -302,21 +299,23 @@ impl PendingBatch {
             .map(|d| dedup_key(g, &d.event.tenant, &d.event.user_id, &d.event.event_id))
             .collect();
         let stored = store.first_delivery_times(&keys)?;
-        let mut in_batch: hashbrown::HashMap<DedupKey, i64, foldhash::fast::RandomState> =
+        // Keyed by the hash part alone (the generation is the same).
+        let mut in_batch: hashbrown::HashMap<u128, i64, foldhash::fast::RandomState> =
             hashbrown::HashMap::with_capacity_and_hasher(keys.len(), Default::default());
         let mut out = Applied {
             newest_event_ms: i64::MIN,
             ..Applied::default()
         };
         for ((d, key), stored) in deliveries.iter().zip(keys).zip(stored) {
-            let first = in_batch.get(&key).copied().or(stored);
+            let id = u128::from_be_bytes(key[4..].try_into().expect("16 bytes"));
+            let first = in_batch.get(&id).copied().or(stored);
             if first.is_some_and(|first| first >= d.kafka_ts_ms.saturating_sub(horizon_ms)) {
                 out.duplicates += 1;
                 continue;
             }
             self.apply(store.spec(), g, d.event);
             self.remember_id(key, d.kafka_ts_ms, d.partition, d.offset);
-            in_batch.insert(key, d.kafka_ts_ms);
+            in_batch.insert(id, d.kafka_ts_ms);
             out.newest_event_ms = out.newest_event_ms.max(d.event.ts_ms);
             out.applied += 1;
         }
@@ -382,7 +381,7 @@ pub struct SpeedStore {
     /// each commit (so a reader never sees partials whose user is missing
     /// here), pruned with the generations. A hash collision only costs a
     /// needless iterator.
-    holders: DashSet<(Generation, u64)>,
+    holders: DashSet<(Generation, u64), foldhash::fast::RandomState>,
 }
 
 impl std::fmt::Debug for SpeedStore {
@@ -467,7 +466,7 @@ impl SpeedStore {
             path: path.to_path_buf(),
             write_opts,
             dedup_cutoff: cutoff,
-            holders: DashSet::new(),
+            holders: DashSet::with_hasher(Default::default()),
         };
         store.check_spec()?;
         store.load_holders()?;
