@@ -21,9 +21,10 @@ use weft_core::FeatureSpec;
 use weft_core::generator::{GenConfig, Generator, Sequencer};
 use weft_speed::archiver::{ArchiverConfig, ArchiverMetrics, read_state};
 use weft_speed::broker::LocalBroker;
+use weft_speed::committer::Committer;
 use weft_speed::consumer::{DEFAULT_DEDUP_HORIZON, SpeedConfig, SpeedMetrics};
 use weft_speed::kafka::{EventProducer, base_config, ensure_topic};
-use weft_speed::store::{Delivery, PendingBatch, SpeedStore};
+use weft_speed::store::{Delivery, InFlight, PendingBatch, SpeedStore};
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
@@ -91,20 +92,25 @@ fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) ->
     Ok(started.elapsed())
 }
 
-/// The consumer's per-batch work on decoded events (dedup lookups, fold,
-/// one WriteBatch per 20k events), timed without the broker.
+/// The consumer's per-batch work on decoded events (dedup lookups and fold,
+/// then one WriteBatch per 20k events on the commit thread while the next
+/// batch is folded), timed without the broker.
 fn apply_path(
     spec: &Arc<FeatureSpec>,
     events: Vec<weft_core::Event>,
     partitions: u32,
     dir: &std::path::Path,
 ) -> Result<(Duration, Option<Duration>, Vec<i64>)> {
-    let store = SpeedStore::open(dir, spec.clone(), false)?;
+    let store = Arc::new(SpeedStore::open(dir, spec.clone(), false)?);
     let mut seq = Sequencer::new(partitions);
     let placed: Vec<_> = events.into_iter().map(|e| seq.assign(e)).collect();
     let started = Instant::now();
     let cpu_before = process_cpu();
     let horizon_ms = DEFAULT_DEDUP_HORIZON.as_millis() as i64;
+    // As in the consumer's applier: fold a batch while the previous one is
+    // written.
+    let mut committer = Committer::spawn(store.clone(), |()| {})?;
+    let mut in_flight = InFlight::default();
     for chunk in placed.chunks(20_000) {
         let mut batch = PendingBatch::default();
         let deliveries: Vec<Delivery<'_>> = chunk
@@ -119,9 +125,10 @@ fn apply_path(
                 }
             })
             .collect();
-        batch.apply_new(&store, 0, &deliveries, horizon_ms)?;
-        store.commit(0, batch)?;
+        batch.apply_new(&store, 0, &deliveries, horizon_ms, &mut in_flight)?;
+        committer.submit(0, batch, ())?;
     }
+    committer.finish()?;
     let wall = started.elapsed();
     let cpu = process_cpu()
         .zip(cpu_before)

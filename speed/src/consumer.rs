@@ -35,9 +35,10 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use weft_core::{Event, FeatureSpec};
 
 use crate::SpeedError;
+use crate::committer::Committer;
 use crate::cursor::{Cursor, Verdict};
 use crate::kafka::{DeliveryCounter, base_config, ensure_topic, partition_count};
-use crate::store::{Delivery, Generation, PendingBatch, SpeedStore};
+use crate::store::{Applied, Delivery, Generation, InFlight, PendingBatch, SpeedStore};
 
 /// How long the poll loop sleeps when Kafka has nothing ready.
 const IDLE_NAP: Duration = Duration::from_millis(1);
@@ -560,10 +561,12 @@ struct Work {
 }
 
 /// Applies batches on its own thread, in the order submitted, while the
-/// poll loop polls and decodes the next one: dedup, fold, dead letters and
-/// the RocksDB commit. Each batch is still one WriteBatch with its offsets,
-/// and batch N+1's dedup lookups run after batch N is committed, so the
-/// store moves exactly as it did with one thread.
+/// poll loop polls and decodes the next one: dead letters, dedup and fold
+/// here, then the RocksDB commit on a [`Committer`] thread while the next
+/// batch is folded. Each batch is still one WriteBatch with its offsets,
+/// committed in order; batch N+1's dedup sees batch N's ids through
+/// [`InFlight`] even before N is committed, so the store moves exactly as
+/// it did with one thread.
 struct Applier {
     work: Option<std::sync::mpsc::SyncSender<Work>>,
     done: std::sync::mpsc::Receiver<()>,
@@ -587,6 +590,13 @@ impl Applier {
         let thread = std::thread::Builder::new()
             .name("weft-speed-apply".into())
             .spawn(move || {
+                // Acknowledged once committed: `drain` waits for that.
+                let committed = metrics.clone();
+                let mut committer = Committer::spawn(store.clone(), move |r: BatchReport| {
+                    r.record(&committed);
+                    let _ = done_tx.send(());
+                })?;
+                let mut in_flight = InFlight::default();
                 // Latest Kafka record time seen per partition, for dedup
                 // expiry, in the generation of `latest_g`.
                 let mut latest_ts: HashMap<i32, i64> = HashMap::new();
@@ -597,14 +607,21 @@ impl Applier {
                         latest_ts.clear();
                         latest_g = Some(g);
                     }
-                    let started = Instant::now();
                     for r in &polled {
                         if let Some(ts) = r.kafka_ts {
                             let t = latest_ts.entry(r.partition).or_insert(ts);
                             *t = (*t).max(ts);
                         }
                     }
-                    apply_batch(&store, g, &mut dead_letters, &metrics, polled, horizon_ms)?;
+                    let (batch, report) = fold_batch(
+                        &store,
+                        g,
+                        &mut dead_letters,
+                        polled,
+                        horizon_ms,
+                        &mut in_flight,
+                    )?;
+                    committer.submit(g, batch, report)?;
                     // A record's dedup lookup reaches back one horizon from
                     // its own Kafka time; records of the slowest partition
                     // are the oldest still to come. Two horizons of slack
@@ -614,24 +631,14 @@ impl Applier {
                     {
                         store.expire_dedup_before(g, slowest - 2 * horizon_ms);
                     }
-                    metrics
-                        .last_batch_micros
-                        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    metrics
-                        .apply_seconds
-                        .observe(started.elapsed().as_secs_f64());
                     if last_stats.elapsed() >= Duration::from_secs(5) {
                         last_stats = Instant::now();
                         if let Ok(mut stats) = metrics.rocksdb.lock() {
                             *stats = store.rocksdb_stats();
                         }
                     }
-                    metrics.batches.fetch_add(1, Ordering::Relaxed);
-                    if done_tx.send(()).is_err() {
-                        break;
-                    }
                 }
-                Ok(())
+                committer.finish()
             })
             .map_err(|source| SpeedError::Io {
                 path: "weft-speed-apply thread".into(),
@@ -733,19 +740,63 @@ fn spawn_watermark_poller(
         })
 }
 
-fn apply_batch(
+/// What a batch did, reported to the metrics once it is committed.
+struct BatchReport {
+    started: Instant,
+    records: u64,
+    applied: Applied,
+    dead: u64,
+    /// Per partition of the batch, the next offset.
+    positions: HashMap<i32, i64>,
+}
+
+impl BatchReport {
+    fn record(self, metrics: &SpeedMetrics) {
+        metrics.records.fetch_add(self.records, Ordering::Relaxed);
+        metrics
+            .applied
+            .fetch_add(self.applied.applied, Ordering::Relaxed);
+        metrics
+            .duplicates
+            .fetch_add(self.applied.duplicates, Ordering::Relaxed);
+        metrics.dead_letters.fetch_add(self.dead, Ordering::Relaxed);
+        metrics
+            .newest_event_ms
+            .fetch_max(self.applied.newest_event_ms, Ordering::Relaxed);
+        if let Ok(mut positions) = metrics.positions.lock() {
+            for (p, next) in self.positions {
+                let at = positions.entry(p).or_insert(0);
+                *at = (*at).max(next);
+            }
+        }
+        let took = self.started.elapsed();
+        metrics
+            .last_batch_micros
+            .store(took.as_micros() as u64, Ordering::Relaxed);
+        metrics.apply_seconds.observe(took.as_secs_f64());
+        metrics.batches.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Sends a batch's dead letters (waiting for the broker's acknowledgement)
+/// and folds its valid records: the batch to commit and its report.
+fn fold_batch(
     store: &SpeedStore,
     g: Generation,
     dead_letters: &mut DeadLetters,
-    metrics: &SpeedMetrics,
     polled: Vec<Polled>,
     horizon_ms: i64,
-) -> Result<(), SpeedError> {
+    in_flight: &mut InFlight,
+) -> Result<(PendingBatch, BatchReport), SpeedError> {
+    let started = Instant::now();
     let mut batch = PendingBatch::default();
     let mut valid = Vec::with_capacity(polled.len());
     let mut dead = 0u64;
+    let mut positions: HashMap<i32, i64> = HashMap::new();
     for r in &polled {
         batch.consumed(r.partition, r.offset);
+        let next = positions.entry(r.partition).or_insert(0);
+        *next = (*next).max(r.offset + 1);
         match &r.event {
             Err(reason) => {
                 dead_letters.send(
@@ -765,27 +816,16 @@ fn apply_batch(
             }),
         }
     }
-    let done = batch.apply_new(store, g, &valid, horizon_ms)?;
+    let applied = batch.apply_new(store, g, &valid, horizon_ms, in_flight)?;
     dead_letters.flush()?;
-    store.commit(g, batch)?;
-    metrics
-        .records
-        .fetch_add(polled.len() as u64, Ordering::Relaxed);
-    metrics.applied.fetch_add(done.applied, Ordering::Relaxed);
-    metrics
-        .duplicates
-        .fetch_add(done.duplicates, Ordering::Relaxed);
-    metrics.dead_letters.fetch_add(dead, Ordering::Relaxed);
-    metrics
-        .newest_event_ms
-        .fetch_max(done.newest_event_ms, Ordering::Relaxed);
-    if let Ok(mut positions) = metrics.positions.lock() {
-        for r in &polled {
-            let next = positions.entry(r.partition).or_insert(0);
-            *next = (*next).max(r.offset + 1);
-        }
-    }
-    Ok(())
+    let report = BatchReport {
+        started,
+        records: polled.len() as u64,
+        applied,
+        dead,
+        positions,
+    };
+    Ok((batch, report))
 }
 
 #[cfg(test)]

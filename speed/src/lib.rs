@@ -10,6 +10,8 @@
 //!   applied batch.
 //! * [`consumer`]: the consume-validate-dedup-apply loop, with the
 //!   dead-letter topic.
+//! * [`committer`]: [`committer::Committer`], which writes folded batches on
+//!   its own thread while the next one is folded.
 //! * [`cursor`]: exact per-partition positioning after a restart, robust to
 //!   brokers that skip records when a fetch starts inside a batch.
 //! * [`archiver`]: Kafka to the Parquet master dataset, files whole or
@@ -19,6 +21,7 @@
 
 pub mod archiver;
 pub mod broker;
+pub mod committer;
 pub mod consumer;
 pub mod cursor;
 pub mod error;

@@ -247,6 +247,18 @@ pub struct Delivery<'e> {
     pub kafka_ts_ms: i64,
 }
 
+/// First delivery times by the hash part of a [`DedupKey`].
+type IdTimes = hashbrown::HashMap<u128, i64, foldhash::fast::RandomState>;
+
+/// The event ids remembered by the last batch [`PendingBatch::apply_new`]
+/// folded, for the next one: that batch may still be being committed (see
+/// [`crate::committer`]), so the store may not show them yet. One per
+/// stream of batches; ids of another generation are ignored.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    ids: Option<(Generation, IdTimes)>,
+}
+
 /// What [`PendingBatch::apply_new`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Applied {
@@ -283,9 +295,11 @@ impl PendingBatch {
     }
 
     /// Folds the `deliveries` whose event id was not first delivered within
-    /// `horizon_ms` (Kafka time) before, either earlier in this batch or in
-    /// generation `g` of `store` (one multi-get for the whole slice), and
-    /// remembers their ids. The caller records the offsets
+    /// `horizon_ms` (Kafka time) before: earlier in this batch, in the
+    /// batch before it (`in_flight`, which may not be committed yet), or in
+    /// generation `g` of `store` (one multi-get for the whole slice); and
+    /// remembers their ids, in the batch and, for the next batch, in
+    /// `in_flight`. The caller records the offsets
     /// ([`PendingBatch::consumed`]).
     pub fn apply_new(
         &mut self,
@@ -293,6 +307,7 @@ impl PendingBatch {
         g: Generation,
         deliveries: &[Delivery<'_>],
         horizon_ms: i64,
+        in_flight: &mut InFlight,
     ) -> Result<Applied, SpeedError> {
         let keys: Vec<DedupKey> = deliveries
             .iter()
@@ -300,15 +315,22 @@ impl PendingBatch {
             .collect();
         let stored = store.first_delivery_times(&keys)?;
         // Keyed by the hash part alone (the generation is the same).
-        let mut in_batch: hashbrown::HashMap<u128, i64, foldhash::fast::RandomState> =
-            hashbrown::HashMap::with_capacity_and_hasher(keys.len(), Default::default());
+        let mut in_batch = IdTimes::with_capacity_and_hasher(keys.len(), Default::default());
+        let previous = match in_flight.ids.take() {
+            Some((pg, ids)) if pg == g => ids,
+            _ => IdTimes::default(),
+        };
         let mut out = Applied {
             newest_event_ms: i64::MIN,
             ..Applied::default()
         };
         for ((d, key), stored) in deliveries.iter().zip(keys).zip(stored) {
             let id = u128::from_be_bytes(key[4..].try_into().expect("16 bytes"));
-            let first = in_batch.get(&id).copied().or(stored);
+            let first = in_batch
+                .get(&id)
+                .or_else(|| previous.get(&id))
+                .copied()
+                .or(stored);
             if first.is_some_and(|first| first >= d.kafka_ts_ms.saturating_sub(horizon_ms)) {
                 out.duplicates += 1;
                 continue;
@@ -319,6 +341,7 @@ impl PendingBatch {
             out.newest_event_ms = out.newest_event_ms.max(d.event.ts_ms);
             out.applied += 1;
         }
+        in_flight.ids = Some((g, in_batch));
         Ok(out)
     }
 
@@ -935,6 +958,72 @@ mod tests {
             quantity: 1,
             attributes: Default::default(),
         }
+    }
+
+    /// A batch folded while the previous one is still being committed sees
+    /// that batch's ids; ids of another generation are not carried over.
+    #[test]
+    fn dedup_sees_the_batch_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = Arc::new(
+            FeatureSpec::parse(include_str!("../../deploy/features.example.toml")).unwrap(),
+        );
+        let store = SpeedStore::open(dir.path(), spec, false).unwrap();
+        let t = 1_700_000_000_000;
+        let e = view("a", t);
+        let delivery = |offset| Delivery {
+            event: &e,
+            partition: 0,
+            offset,
+            kafka_ts_ms: t + offset,
+        };
+        let mut in_flight = InFlight::default();
+        let mut first = PendingBatch::default();
+        let done = first
+            .apply_new(
+                &store,
+                0,
+                &[delivery(0), delivery(1)],
+                3_600_000,
+                &mut in_flight,
+            )
+            .unwrap();
+        assert_eq!((done.applied, done.duplicates), (1, 1), "within a batch");
+        // `first` is not committed: the store cannot know its ids.
+        let mut second = PendingBatch::default();
+        let done = second
+            .apply_new(&store, 0, &[delivery(2)], 3_600_000, &mut in_flight)
+            .unwrap();
+        assert_eq!(
+            (done.applied, done.duplicates),
+            (0, 1),
+            "the batch in flight"
+        );
+        // The next batch looks at `second`'s ids (none) and the store.
+        let mut third = PendingBatch::default();
+        let done = third
+            .apply_new(&store, 0, &[delivery(3)], 3_600_000, &mut in_flight)
+            .unwrap();
+        assert_eq!((done.applied, done.duplicates), (1, 0), "nothing stored");
+        // Another generation starts without the ids in flight.
+        let mut other = PendingBatch::default();
+        let done = other
+            .apply_new(&store, 1, &[delivery(4)], 3_600_000, &mut in_flight)
+            .unwrap();
+        assert_eq!((done.applied, done.duplicates), (1, 0));
+        // Once committed, the store answers.
+        store.commit(0, first).unwrap();
+        let mut fourth = PendingBatch::default();
+        let done = fourth
+            .apply_new(
+                &store,
+                0,
+                &[delivery(5)],
+                3_600_000,
+                &mut InFlight::default(),
+            )
+            .unwrap();
+        assert_eq!((done.applied, done.duplicates), (0, 1));
     }
 
     /// Dedup keys are stored: the hash must never change between builds.
