@@ -977,53 +977,31 @@ mod tests {
             offset,
             kafka_ts_ms: t + offset,
         };
+        // Folds `ds` into a new batch of generation `g`: the batch, and
+        // (applied, duplicates).
+        let fold = |g, ds: &[Delivery<'_>], in_flight: &mut InFlight| {
+            let mut batch = PendingBatch::default();
+            let done = batch
+                .apply_new(&store, g, ds, 3_600_000, in_flight)
+                .unwrap();
+            (batch, (done.applied, done.duplicates))
+        };
         let mut in_flight = InFlight::default();
-        let mut first = PendingBatch::default();
-        let done = first
-            .apply_new(
-                &store,
-                0,
-                &[delivery(0), delivery(1)],
-                3_600_000,
-                &mut in_flight,
-            )
-            .unwrap();
-        assert_eq!((done.applied, done.duplicates), (1, 1), "within a batch");
+        let (first, counts) = fold(0, &[delivery(0), delivery(1)], &mut in_flight);
+        assert_eq!(counts, (1, 1), "within a batch");
         // `first` is not committed: the store cannot know its ids.
-        let mut second = PendingBatch::default();
-        let done = second
-            .apply_new(&store, 0, &[delivery(2)], 3_600_000, &mut in_flight)
-            .unwrap();
-        assert_eq!(
-            (done.applied, done.duplicates),
-            (0, 1),
-            "the batch in flight"
-        );
-        // The next batch looks at `second`'s ids (none) and the store.
-        let mut third = PendingBatch::default();
-        let done = third
-            .apply_new(&store, 0, &[delivery(3)], 3_600_000, &mut in_flight)
-            .unwrap();
-        assert_eq!((done.applied, done.duplicates), (1, 0), "nothing stored");
+        let (_, counts) = fold(0, &[delivery(2)], &mut in_flight);
+        assert_eq!(counts, (0, 1), "the batch in flight");
+        // The next batch looks at the last one's ids (none) and the store.
+        let (_, counts) = fold(0, &[delivery(3)], &mut in_flight);
+        assert_eq!(counts, (1, 0), "nothing stored");
         // Another generation starts without the ids in flight.
-        let mut other = PendingBatch::default();
-        let done = other
-            .apply_new(&store, 1, &[delivery(4)], 3_600_000, &mut in_flight)
-            .unwrap();
-        assert_eq!((done.applied, done.duplicates), (1, 0));
+        let (_, counts) = fold(1, &[delivery(4)], &mut in_flight);
+        assert_eq!(counts, (1, 0));
         // Once committed, the store answers.
         store.commit(0, first).unwrap();
-        let mut fourth = PendingBatch::default();
-        let done = fourth
-            .apply_new(
-                &store,
-                0,
-                &[delivery(5)],
-                3_600_000,
-                &mut InFlight::default(),
-            )
-            .unwrap();
-        assert_eq!((done.applied, done.duplicates), (0, 1));
+        let (_, counts) = fold(0, &[delivery(5)], &mut InFlight::default());
+        assert_eq!(counts, (0, 1));
     }
 
     /// Dedup keys are stored: the hash must never change between builds.
