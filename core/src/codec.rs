@@ -35,10 +35,16 @@ pub fn encode_partial(p: &Partial) -> Vec<u8> {
 
 /// [`encode_partial`] into `out` (cleared first), reusing its allocation.
 pub fn encode_partial_into(out: &mut Vec<u8>, p: &Partial) {
+    encode_versioned_into(out, PARTIAL_FORMAT_VERSION, p);
+}
+
+/// `[version] ‖ postcard(value)` into `out` (cleared first, its allocation
+/// reused).
+fn encode_versioned_into(out: &mut Vec<u8>, version: u8, value: &impl serde::Serialize) {
     out.clear();
-    out.push(PARTIAL_FORMAT_VERSION);
+    out.push(version);
     // Encoding into a Vec cannot fail: every type in Partial is serialisable.
-    let body = postcard::to_extend(p, std::mem::take(out)).expect("partials always encode");
+    let body = postcard::to_extend(value, std::mem::take(out)).expect("partials always encode");
     *out = body;
 }
 
@@ -78,10 +84,7 @@ pub const RECORD_FORMAT_VERSION: u8 = 2;
 /// (size, bucket). Feature indexes are positions in the spec, which is safe
 /// because a store is bound to its spec's hash.
 pub fn encode_record_into(out: &mut Vec<u8>, groups: &[BucketGroup]) {
-    out.clear();
-    out.push(RECORD_FORMAT_VERSION);
-    let body = postcard::to_extend(groups, std::mem::take(out)).expect("partials always encode");
-    *out = body;
+    encode_versioned_into(out, RECORD_FORMAT_VERSION, &groups);
 }
 
 pub fn decode_record(bytes: &[u8]) -> Result<Vec<BucketGroup>, CodecError> {
