@@ -792,11 +792,8 @@ fn fold_batch(
     let mut batch = PendingBatch::default();
     let mut valid = Vec::with_capacity(polled.len());
     let mut dead = 0u64;
-    let mut positions: HashMap<i32, i64> = HashMap::new();
     for r in &polled {
         batch.consumed(r.partition, r.offset);
-        let next = positions.entry(r.partition).or_insert(0);
-        *next = (*next).max(r.offset + 1);
         match &r.event {
             Err(reason) => {
                 dead_letters.send(
@@ -823,7 +820,7 @@ fn fold_batch(
         records: polled.len() as u64,
         applied,
         dead,
-        positions,
+        positions: batch.next_offsets().clone(),
     };
     Ok((batch, report))
 }

@@ -285,6 +285,12 @@ impl PendingBatch {
         *next = (*next).max(offset + 1);
     }
 
+    /// The next offset per partition, as recorded by
+    /// [`PendingBatch::consumed`].
+    pub fn next_offsets(&self) -> &HashMap<i32, i64> {
+        &self.offsets
+    }
+
     /// Records an event id's first delivery: Kafka time and position.
     pub fn remember_id(&mut self, key: DedupKey, kafka_ts_ms: i64, partition: i32, offset: i64) {
         let mut v = [0u8; 20];
