@@ -742,8 +742,8 @@ impl<'s, 'w, 'o> Folder<'s, 'w, 'o> {
     }
 
     fn fold(&mut self, event: &Event) {
-        for (feature, buckets) in self.spec.features.iter().zip(&mut self.buckets) {
-            apply_to(feature, buckets, event);
+        for &i in self.spec.features_for(event.kind) {
+            apply_to(&self.spec.features[i], &mut self.buckets[i], event);
         }
         self.recs.observe(event);
         self.max_ts = self.max_ts.max(Some(event.ts_ms));
