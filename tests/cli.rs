@@ -100,7 +100,10 @@ fn gen_is_deterministic_and_archive_matches_jsonl() {
 fn duckdb_and_pyarrow_read_the_archive_with_the_documented_schema() {
     let dir = tempfile::tempdir().unwrap();
     gen_into(dir.path(), "21");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/check_archive.py");
+    let script = format!(
+        "{}/tests/python/check_archive.py",
+        crate::common::repo_root()
+    );
     let out = Command::new("python3")
         .arg(script)
         .arg(dir.path().join("archive"))
@@ -117,7 +120,7 @@ fn duckdb_and_pyarrow_read_the_archive_with_the_documented_schema() {
 
 #[test]
 fn features_check_explains_a_spec_and_names_errors() {
-    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/features.example.toml");
+    let spec = &crate::common::example_spec_path();
     let out = ok(&["features", "check", spec]);
     assert!(
         out.contains("spend_90d") && out.contains("spec hash"),
@@ -140,7 +143,7 @@ fn batch_run_inspect_and_export_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     gen_into(dir.path(), "31");
     let (archive, views) = (dir.path().join("archive"), dir.path().join("views"));
-    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/features.example.toml");
+    let spec = &crate::common::example_spec_path();
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(
@@ -334,8 +337,8 @@ fn gen_to_kafka_mixes_malformed_records_at_known_offsets() {
 /// /etc/weft/features.toml.
 #[test]
 fn deploy_manifests_and_example_configs_load() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = crate::common::python(&[&format!("{root}/tests/python/check_deploy.py"), root]);
+    let root = crate::common::repo_root();
+    let out = crate::common::python(&[&format!("{root}/tests/python/check_deploy.py"), &root]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let configs = v["configs"].as_object().unwrap();
     assert_eq!(configs.len(), 2);

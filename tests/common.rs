@@ -5,6 +5,19 @@ use std::process::{Child, Command};
 
 /// A local Tansu broker (its log under `dir/logs`) with the `events` topic
 /// of `partitions` partitions, and a two-thread runtime for async calls.
+/// The repository root, read when the test runs (cargo sets
+/// `CARGO_MANIFEST_DIR` for it): a path compiled in with `env!` would name
+/// whichever checkout built the binary, and a shared target directory
+/// reuses binaries across checkouts.
+pub(crate) fn repo_root() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
+}
+
+/// `deploy/features.example.toml` of [`repo_root`].
+pub(crate) fn example_spec_path() -> String {
+    format!("{}/deploy/features.example.toml", repo_root())
+}
+
 pub(crate) fn broker_with_events(
     dir: &Path,
     partitions: u32,

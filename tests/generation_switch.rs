@@ -45,7 +45,7 @@ pub(crate) struct Fixture {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) broker: LocalBroker,
     pub(crate) rt: tokio::runtime::Runtime,
-    pub(crate) spec_path: &'static str,
+    pub(crate) spec_path: String,
     pub(crate) text: String,
     pub(crate) spec: Arc<FeatureSpec>,
 }
@@ -53,8 +53,8 @@ pub(crate) struct Fixture {
 pub(crate) fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let (broker, rt) = crate::common::broker_with_events(dir.path(), PARTITIONS);
-    let spec_path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/features.example.toml");
-    let text = std::fs::read_to_string(spec_path).unwrap();
+    let spec_path = crate::common::example_spec_path();
+    let text = std::fs::read_to_string(&spec_path).unwrap();
     let spec = Arc::new(FeatureSpec::parse(&text).unwrap());
     Fixture {
         dir,
@@ -324,7 +324,7 @@ fn weft_speed_follows_a_view_store() {
     use rdkafka::consumer::BaseConsumer;
 
     let f = fixture();
-    let (dir, broker, spec_path, spec) = (&f.dir, &f.broker, f.spec_path, &f.spec);
+    let (dir, broker, spec_path, spec) = (&f.dir, &f.broker, f.spec_path.as_str(), &f.spec);
 
     let mut topic = f.topic(GenConfig::new(43, 30_000, 3, 2_000), 4);
     topic.produce(Vec::new(), 20_000, 0.0);

@@ -67,7 +67,7 @@ fn config(f: &Fixture, tenant_names: &[&str]) -> ServeConfig {
     let views = f.dir.path().join("views");
     std::fs::create_dir_all(&views).unwrap();
     let mut c = ServeConfig {
-        features: f.spec_path.into(),
+        features: (&f.spec_path).into(),
         ..Default::default()
     };
     c.kafka.bootstrap = f.broker.bootstrap().to_string();
@@ -907,7 +907,7 @@ fn weft_serve_answers_python_grpcio_and_curl() {
     }));
 
     // Python grpcio.
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = crate::common::repo_root();
     let out = crate::common::python(&[
         &format!("{root}/tests/python/profile_client.py"),
         "--addr",

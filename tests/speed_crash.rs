@@ -23,8 +23,8 @@ use weft_speed::store::SpeedStore;
 const EVENTS: u64 = 200_000;
 const KILLS: usize = 10;
 
-fn spec_path() -> &'static str {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/features.example.toml")
+fn spec_path() -> String {
+    crate::common::example_spec_path()
 }
 
 fn start_speed(bootstrap: &str, data_dir: &std::path::Path, log: &std::path::Path) -> Child {
@@ -39,7 +39,7 @@ fn start_speed(bootstrap: &str, data_dir: &std::path::Path, log: &std::path::Pat
             "--bootstrap",
             bootstrap,
             "--spec",
-            spec_path(),
+            &spec_path(),
             "--data-dir",
         ])
         .arg(data_dir)

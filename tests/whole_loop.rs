@@ -145,7 +145,7 @@ impl Loop<'_> {
         let out = Command::new(env!("CARGO_BIN_EXE_weft"))
             .args(["batch", "run", "--archive"])
             .arg(&self.archive)
-            .args(["--features", self.f.spec_path, "--views"])
+            .args(["--features", &self.f.spec_path, "--views"])
             .arg(&self.views)
             .args(["--memory-mb", "512", "--partitions", "2"])
             .output()

@@ -11,11 +11,7 @@ use weft_core::generator::{GenConfig, Generator, Sequenced, Sequencer};
 use weft_core::{Event, EventKind, FeatureSpec, reference};
 
 pub(crate) fn example_spec() -> (Arc<FeatureSpec>, String) {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/features.example.toml"
-    ))
-    .unwrap();
+    let text = include_str!("../../deploy/features.example.toml").to_string();
     (Arc::new(FeatureSpec::parse(&text).unwrap()), text)
 }
 

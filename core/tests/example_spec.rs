@@ -5,12 +5,9 @@ use weft_core::spec::{Aggregate, DAY_MS, Field, HOUR_MS, MINUTE_MS};
 
 #[test]
 fn example_spec_parses() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/features.example.toml"
-    );
-    let text = std::fs::read_to_string(path).expect("deploy/features.example.toml exists");
-    let spec = FeatureSpec::parse(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let text = include_str!("../../deploy/features.example.toml");
+    let spec =
+        FeatureSpec::parse(text).unwrap_or_else(|e| panic!("deploy/features.example.toml: {e}"));
     assert!(
         spec.features.len() >= 12,
         "about a dozen features, got {}",

@@ -269,11 +269,9 @@ mod tests {
 
     /// An API over an empty speed view (no broker needed).
     fn api(dir: &std::path::Path) -> Api {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../deploy/features.example.toml"
-        );
-        let spec = weft_core::FeatureSpec::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let spec =
+            weft_core::FeatureSpec::parse(include_str!("../../deploy/features.example.toml"))
+                .unwrap();
         let store = weft_speed::store::SpeedStore::open(dir, Arc::new(spec), false).unwrap();
         let serving = Arc::new(Serving::new(
             Arc::new(store),

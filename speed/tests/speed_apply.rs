@@ -27,11 +27,7 @@ use weft_speed::store::SpeedStore;
 const PARTITIONS: u32 = 8;
 
 fn example_spec() -> Arc<FeatureSpec> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/features.example.toml"
-    );
-    Arc::new(FeatureSpec::parse(&std::fs::read_to_string(path).unwrap()).unwrap())
+    Arc::new(FeatureSpec::parse(include_str!("../../deploy/features.example.toml")).unwrap())
 }
 
 /// Runs the speed layer until it has consumed `records` records in total.
