@@ -24,7 +24,7 @@ use weft_speed::broker::LocalBroker;
 use weft_speed::committer::Committer;
 use weft_speed::consumer::{DEFAULT_DEDUP_HORIZON, SpeedConfig, SpeedMetrics};
 use weft_speed::kafka::{EventProducer, base_config, ensure_topic};
-use weft_speed::store::{Delivery, InFlight, PendingBatch, SpeedStore};
+use weft_speed::store::{DedupIndex, Delivery, PendingBatch, SpeedStore};
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
@@ -92,6 +92,17 @@ fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) ->
     Ok(started.elapsed())
 }
 
+/// What [`apply_path`] measured.
+struct ApplyRun {
+    wall: Duration,
+    cpu: Option<Duration>,
+    end_offsets: Vec<i64>,
+    /// Reading the dedup index back from the store afterwards (as a
+    /// restart does): the time and the ids read.
+    reload: Duration,
+    ids: usize,
+}
+
 /// The consumer's per-batch work on decoded events (dedup lookups and fold,
 /// then one WriteBatch per 20k events on the commit thread while the next
 /// batch is folded), timed without the broker.
@@ -100,7 +111,7 @@ fn apply_path(
     events: Vec<weft_core::Event>,
     partitions: u32,
     dir: &std::path::Path,
-) -> Result<(Duration, Option<Duration>, Vec<i64>)> {
+) -> Result<ApplyRun> {
     let store = Arc::new(SpeedStore::open(dir, spec.clone(), false)?);
     let mut seq = Sequencer::new(partitions);
     let placed: Vec<_> = events.into_iter().map(|e| seq.assign(e)).collect();
@@ -110,7 +121,7 @@ fn apply_path(
     // As in the consumer's applier: fold a batch while the previous one is
     // written.
     let mut committer = Committer::spawn(store.clone(), |()| {})?;
-    let mut in_flight = InFlight::default();
+    let mut index = DedupIndex::default();
     for chunk in placed.chunks(20_000) {
         let mut batch = PendingBatch::default();
         let deliveries: Vec<Delivery<'_>> = chunk
@@ -125,7 +136,7 @@ fn apply_path(
                 }
             })
             .collect();
-        batch.apply_new(&store, 0, &deliveries, horizon_ms, &mut in_flight)?;
+        batch.apply_new(&store, 0, &deliveries, horizon_ms, &mut index)?;
         committer.submit(0, batch, ())?;
     }
     committer.finish()?;
@@ -133,7 +144,23 @@ fn apply_path(
     let cpu = process_cpu()
         .zip(cpu_before)
         .map(|(after, before)| after - before);
-    Ok((wall, cpu, seq.end_offsets().to_vec()))
+    let reload_started = Instant::now();
+    let reloaded = DedupIndex::load(&store, 0)?;
+    let reload = reload_started.elapsed();
+    if reloaded.len() != index.len() {
+        bail!(
+            "the dedup index read back holds {} ids, the one folded {}",
+            reloaded.len(),
+            index.len()
+        );
+    }
+    Ok(ApplyRun {
+        wall,
+        cpu,
+        end_offsets: seq.end_offsets().to_vec(),
+        reload,
+        ids: reloaded.len(),
+    })
 }
 
 /// CPU time this process has used so far, all threads (Linux
@@ -175,13 +202,17 @@ fn ingest(a: &IngestArgs) -> Result<()> {
             .map_err(anyhow::Error::msg)?
             .collect();
         let n = events.len() as u64;
-        let (apply, cpu, _) =
-            apply_path(&spec, events, a.partitions, &scratch.path().join("apply"))?;
+        let run = apply_path(&spec, events, a.partitions, &scratch.path().join("apply"))?;
         println!(
             "apply path alone: {n} events in {:.2} s = {:.0} events/s; CPU {}",
-            apply.as_secs_f64(),
-            rate(n, apply),
-            cpu_note(cpu, n)
+            run.wall.as_secs_f64(),
+            rate(n, run.wall),
+            cpu_note(run.cpu, n)
+        );
+        println!(
+            "dedup index read back from the store (as at a restart): {} ids in {:.2} s",
+            run.ids,
+            run.reload.as_secs_f64()
         );
         return Ok(());
     }
@@ -267,8 +298,8 @@ fn ingest(a: &IngestArgs) -> Result<()> {
     let speed_applied = metrics.applied.load(Ordering::Relaxed);
 
     // 3. Apply path alone: the consumer's per-batch work on decoded events.
-    let (apply, apply_cpu, end) =
-        apply_path(&spec, events, a.partitions, &scratch.path().join("apply"))?;
+    let run = apply_path(&spec, events, a.partitions, &scratch.path().join("apply"))?;
+    let end = &run.end_offsets;
 
     // 4. Archiver.
     let mut aconfig = ArchiverConfig::new(&bootstrap, scratch.path().join("archive"));
@@ -320,9 +351,14 @@ fn ingest(a: &IngestArgs) -> Result<()> {
     );
     println!(
         "| apply path alone (decoded → RocksDB; CPU {}) | {:.2} s | {:.0} | |",
-        cpu_note(apply_cpu, n),
-        apply.as_secs_f64(),
-        rate(n, apply)
+        cpu_note(run.cpu, n),
+        run.wall.as_secs_f64(),
+        rate(n, run.wall)
+    );
+    println!(
+        "| dedup index read back ({} ids, as at a restart) | {:.2} s | | |",
+        run.ids,
+        run.reload.as_secs_f64()
     );
     println!(
         "| archiver (→ Parquet, state committed; includes the {} s flush delay) | {:.2} s | {:.0} | {:.2} |",

@@ -10,8 +10,9 @@
 //! [`Committer::submit`] returns once the committer has taken the batch,
 //! which it does only after the previous one is committed. So while the
 //! caller folds the next batch, at most one batch is written and not yet
-//! visible in the store: [`crate::store::InFlight`] carries that batch's
-//! event ids so the next batch's dedup still sees them.
+//! visible in the store. Dedup does not read the store (the caller's
+//! [`crate::store::DedupIndex`] holds every id folded), so the next batch
+//! still sees that batch's ids.
 
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;

@@ -38,7 +38,7 @@ use crate::SpeedError;
 use crate::committer::Committer;
 use crate::cursor::{Cursor, Verdict};
 use crate::kafka::{DeliveryCounter, base_config, ensure_topic, partition_count};
-use crate::store::{Applied, Delivery, Generation, InFlight, PendingBatch, SpeedStore};
+use crate::store::{Applied, DedupIndex, Delivery, Generation, PendingBatch, SpeedStore};
 
 /// How long the poll loop sleeps when Kafka has nothing ready.
 const IDLE_NAP: Duration = Duration::from_millis(1);
@@ -141,6 +141,8 @@ pub struct SpeedMetrics {
     pub dead_letters: AtomicU64,
     pub batches: AtomicU64,
     pub last_batch_micros: AtomicU64,
+    /// Dedup ids held in memory (the apply thread's [`DedupIndex`]).
+    pub dedup_ids: AtomicU64,
     /// Event time of the newest applied event.
     pub newest_event_ms: AtomicI64,
     /// Next offset to consume per partition, in the generation consumed.
@@ -164,6 +166,7 @@ impl Default for SpeedMetrics {
             dead_letters: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             last_batch_micros: AtomicU64::new(0),
+            dedup_ids: AtomicU64::new(0),
             newest_event_ms: AtomicI64::new(0),
             positions: Default::default(),
             high_watermarks: Default::default(),
@@ -564,9 +567,9 @@ struct Work {
 /// poll loop polls and decodes the next one: dead letters, dedup and fold
 /// here, then the RocksDB commit on a [`Committer`] thread while the next
 /// batch is folded. Each batch is still one WriteBatch with its offsets,
-/// committed in order; batch N+1's dedup sees batch N's ids through
-/// [`InFlight`] even before N is committed, so the store moves exactly as
-/// it did with one thread.
+/// committed in order; batch N+1's dedup sees batch N's ids through the
+/// thread's [`DedupIndex`] even before N is committed, so the store moves
+/// exactly as it did with one thread.
 struct Applier {
     work: Option<std::sync::mpsc::SyncSender<Work>>,
     done: std::sync::mpsc::Receiver<()>,
@@ -596,7 +599,8 @@ impl Applier {
                     r.record(&committed);
                     let _ = done_tx.send(());
                 })?;
-                let mut in_flight = InFlight::default();
+                // Loaded from the store for the first batch's generation.
+                let mut index = DedupIndex::default();
                 // Latest Kafka record time seen per partition, for dedup
                 // expiry, in the generation of `latest_g`.
                 let mut latest_ts: HashMap<i32, i64> = HashMap::new();
@@ -613,14 +617,8 @@ impl Applier {
                             *t = (*t).max(ts);
                         }
                     }
-                    let (batch, report) = fold_batch(
-                        &store,
-                        g,
-                        &mut dead_letters,
-                        polled,
-                        horizon_ms,
-                        &mut in_flight,
-                    )?;
+                    let (batch, report) =
+                        fold_batch(&store, g, &mut dead_letters, polled, horizon_ms, &mut index)?;
                     committer.submit(g, batch, report)?;
                     // A record's dedup lookup reaches back one horizon from
                     // its own Kafka time; records of the slowest partition
@@ -629,8 +627,13 @@ impl Applier {
                     if latest_ts.len() == partitions as usize
                         && let Some(slowest) = latest_ts.values().min()
                     {
-                        store.expire_dedup_before(g, slowest - 2 * horizon_ms);
+                        let cutoff = slowest - 2 * horizon_ms;
+                        store.expire_dedup_before(g, cutoff);
+                        index.expire_before(g, cutoff, horizon_ms / 4);
                     }
+                    metrics
+                        .dedup_ids
+                        .store(index.len() as u64, Ordering::Relaxed);
                     if last_stats.elapsed() >= Duration::from_secs(5) {
                         last_stats = Instant::now();
                         if let Ok(mut stats) = metrics.rocksdb.lock() {
@@ -786,7 +789,7 @@ fn fold_batch(
     dead_letters: &mut DeadLetters,
     polled: Vec<Polled>,
     horizon_ms: i64,
-    in_flight: &mut InFlight,
+    index: &mut DedupIndex,
 ) -> Result<(PendingBatch, BatchReport), SpeedError> {
     let started = Instant::now();
     let mut batch = PendingBatch::default();
@@ -813,7 +816,7 @@ fn fold_batch(
             }),
         }
     }
-    let applied = batch.apply_new(store, g, &valid, horizon_ms, in_flight)?;
+    let applied = batch.apply_new(store, g, &valid, horizon_ms, index)?;
     dead_letters.flush()?;
     let report = BatchReport {
         started,

@@ -13,6 +13,7 @@
 //! | `weft_speed_lag_messages` | gauge: high watermark − position | `partition` |
 //! | `weft_speed_ready_generation`, `weft_speed_building_generation` | gauge (0: none building) | |
 //! | `weft_speed_newest_event_ms` | gauge: newest applied event time | |
+//! | `weft_speed_dedup_ids` | gauge: event ids held in memory for dedup | |
 //! | `weft_speed_rocksdb` | gauge: RocksDB properties | `cf`, `property` |
 //!
 //! Events per second is `rate(weft_speed_records_total[1m])`.
@@ -108,6 +109,12 @@ impl Collector for SpeedCollector {
             "weft_speed_newest_event_ms",
             "Event time of the newest applied event",
             m.newest_event_ms.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut e,
+            "weft_speed_dedup_ids",
+            "Event ids held in memory for dedup (29-57 bytes each)",
+            load(&m.dedup_ids) as i64,
         )?;
         let positions = m.positions();
         let watermarks = m.high_watermarks();

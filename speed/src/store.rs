@@ -9,9 +9,12 @@
 //!   associative merge operator folds them lazily and compaction collapses
 //!   them, with no read-modify-write on the apply path.
 //! * `offsets`: `gen ‖ partition (i32 BE)` to the next offset to consume.
-//! * `dedup`: [`dedup_key`] (`gen ‖` a 128-bit hash of tenant, user and
-//!   event id) to the Kafka time and position of the first delivery, for
-//!   dropping redeliveries.
+//! * `dedup`: `gen ‖ 'p' ‖ u64 BE` to a *pack*: the event ids a batch
+//!   applied (a 128-bit hash of tenant, user and event id, see
+//!   [`dedup_key`]) with the Kafka time and position of each one's first
+//!   delivery, for dropping redeliveries. Lookups go to a [`DedupIndex`] in
+//!   memory, loaded from the packs; RocksDB only keeps them durable (one
+//!   write per batch instead of one per event, and no per-event read).
 //! * `meta`: the spec hash the store was built with, and the ready
 //!   generation.
 //!
@@ -44,9 +47,10 @@ const CF_DEDUP: &str = "dedup";
 const CF_META: &str = "meta";
 const META_SPEC_HASH: &[u8] = b"spec_hash";
 const META_FORMAT: &[u8] = b"format";
-/// The store layout: 3 = bucket records per user and day (2 was one key
-/// per bucket group, 1 one key per feature).
-const STORE_FORMAT: u8 = 3;
+/// The store layout: 4 = bucket records per user and day, dedup ids packed
+/// per batch (3 stored one dedup key per event, 2 one partials key per
+/// bucket group, 1 one per feature).
+const STORE_FORMAT: u8 = 4;
 const META_READY: &[u8] = b"ready_generation";
 const META_BUILDING: &[u8] = b"building_generation";
 
@@ -107,29 +111,105 @@ fn key_generation(key: &[u8]) -> Option<Generation> {
         .map(Generation::from_be_bytes)
 }
 
-/// Whether compaction may drop a dedup entry: first delivered before its
-/// generation's cutoff (none set: keep).
+/// Whether compaction may drop a dedup pack: every id in it first
+/// delivered before its generation's cutoff (none set: keep).
 fn dedup_expired(cutoffs: &DashMap<Generation, i64>, key: &[u8], value: &[u8]) -> bool {
     let Some(g) = key_generation(key) else {
         return false;
     };
-    match (first_delivery_ts(value), cutoffs.get(&g)) {
+    match (pack_newest(value), cutoffs.get(&g)) {
         (Some(ts), Some(cutoff)) => ts < *cutoff,
         _ => false,
     }
 }
 
-/// The Kafka time of a dedup value's first delivery.
-fn first_delivery_ts(value: &[u8]) -> Option<i64> {
-    Some(i64::from_be_bytes(value.get(..8)?.try_into().ok()?))
+/// Key tag of dedup packs in the `dedup` column family.
+const PACK_TAG: u8 = b'p';
+/// Bytes of a pack's header: the newest first-delivery time in it.
+const PACK_HEADER: usize = 8;
+/// Bytes of one id in a pack: hash (16), Kafka time (8), partition (4),
+/// offset (8).
+const PACK_ENTRY: usize = 36;
+/// Ids per pack when a generation's ids are copied into a new one.
+const PACK_MAX_IDS: usize = 1 << 16;
+
+/// The key of pack `seq` of generation `g`.
+fn pack_key(g: Generation, seq: u64) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[..4].copy_from_slice(&gen_prefix(g));
+    k[4] = PACK_TAG;
+    k[5..].copy_from_slice(&seq.to_be_bytes());
+    k
 }
 
-/// The partition and offset of a dedup value's first delivery.
-fn first_delivery_position(value: &[u8]) -> Option<(i32, i64)> {
-    Some((
-        i32::from_be_bytes(value.get(8..12)?.try_into().ok()?),
-        i64::from_be_bytes(value.get(12..20)?.try_into().ok()?),
+/// The newest first-delivery time in a pack (its header).
+fn pack_newest(value: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(
+        value.get(..PACK_HEADER)?.try_into().ok()?,
     ))
+}
+
+/// One id of a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PackedId {
+    hash: [u8; 16],
+    ts_ms: i64,
+    partition: i32,
+    offset: i64,
+}
+
+impl PackedId {
+    fn push(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.hash);
+        out.extend_from_slice(&self.ts_ms.to_be_bytes());
+        out.extend_from_slice(&self.partition.to_be_bytes());
+        out.extend_from_slice(&self.offset.to_be_bytes());
+    }
+
+    fn read(raw: &[u8]) -> PackedId {
+        let at = |r: std::ops::Range<usize>| &raw[r];
+        PackedId {
+            hash: at(0..16).try_into().expect("16 bytes"),
+            ts_ms: i64::from_be_bytes(at(16..24).try_into().expect("8 bytes")),
+            partition: i32::from_be_bytes(at(24..28).try_into().expect("4 bytes")),
+            offset: i64::from_be_bytes(at(28..36).try_into().expect("8 bytes")),
+        }
+    }
+}
+
+/// The ids of a pack, or an error naming the damage.
+fn pack_ids(key: &[u8], value: &[u8]) -> Result<impl Iterator<Item = PackedId>, SpeedError> {
+    let body = value.get(PACK_HEADER..).unwrap_or_default();
+    if value.len() < PACK_HEADER || body.len() % PACK_ENTRY != 0 {
+        return Err(SpeedError::Store(format!(
+            "dedup pack {key:02x?} is {} bytes: not a header and whole ids",
+            value.len()
+        )));
+    }
+    Ok(body.chunks_exact(PACK_ENTRY).map(PackedId::read))
+}
+
+/// Packs ids (in memory until written): the value of one pack key.
+#[derive(Debug, Default)]
+struct Pack {
+    body: Vec<u8>,
+    newest: Option<i64>,
+}
+
+impl Pack {
+    fn push(&mut self, id: PackedId) {
+        if self.body.is_empty() {
+            self.body.extend_from_slice(&[0; PACK_HEADER]);
+        }
+        id.push(&mut self.body);
+        let newest = self.newest.map_or(id.ts_ms, |n| n.max(id.ts_ms));
+        self.newest = Some(newest);
+        self.body[..PACK_HEADER].copy_from_slice(&newest.to_be_bytes());
+    }
+
+    fn len(&self) -> usize {
+        self.body.len().saturating_sub(PACK_HEADER) / PACK_ENTRY
+    }
 }
 
 /// Key tag of bucket records in the `partials` column family.
@@ -247,16 +327,119 @@ pub struct Delivery<'e> {
     pub kafka_ts_ms: i64,
 }
 
-/// First delivery times by the hash part of a [`DedupKey`].
-type IdTimes = hashbrown::HashMap<u128, i64, foldhash::fast::RandomState>;
+/// One id of a [`DedupIndex`]: the hash part of a [`DedupKey`] as two
+/// words (so an entry is 24 bytes, not the 32 of a `u128` and an `i64`)
+/// and the Kafka time of its first delivery.
+#[derive(Debug, Clone, Copy)]
+struct IndexedId {
+    hi: u64,
+    lo: u64,
+    ts_ms: i64,
+}
 
-/// The event ids remembered by the last batch [`PendingBatch::apply_new`]
-/// folded, for the next one: that batch may still be being committed (see
-/// [`crate::committer`]), so the store may not show them yet. One per
-/// stream of batches; ids of another generation are ignored.
+/// Shards of a [`DedupIndex`] (by the top bits of the hash): expiry sweeps
+/// one at a time, so no sweep stops the fold for long.
+const INDEX_SHARDS: usize = 16;
+
+/// The dedup ids of one generation, in memory: what every event is looked
+/// up in. The apply thread owns it and adds each id as it folds the event,
+/// so it runs ahead of the store by the batches not yet committed (see
+/// [`crate::committer`]); if a commit fails, the apply thread stops and
+/// drops it, and the next one loads the store's ids again
+/// ([`SpeedStore::dedup_ids`]). About 24 bytes per id over a hash table's
+/// load factor (7/16 to 7/8): 29-57 bytes an id, for every id within two dedup horizons
+/// (see the consumer's expiry).
 #[derive(Debug, Default)]
-pub struct InFlight {
-    ids: Option<(Generation, IdTimes)>,
+pub struct DedupIndex {
+    g: Option<Generation>,
+    shards: Vec<hashbrown::HashTable<IndexedId>>,
+    /// Per shard, the cutoff it was last swept to.
+    swept: Vec<i64>,
+    next_sweep: usize,
+}
+
+impl DedupIndex {
+    fn split(key: &DedupKey) -> (u64, u64) {
+        (
+            u64::from_be_bytes(key[4..12].try_into().expect("8 bytes")),
+            u64::from_be_bytes(key[12..20].try_into().expect("8 bytes")),
+        )
+    }
+
+    /// The index of generation `g` as the store holds it.
+    pub fn load(store: &SpeedStore, g: Generation) -> Result<DedupIndex, SpeedError> {
+        let mut index = DedupIndex {
+            g: Some(g),
+            shards: (0..INDEX_SHARDS)
+                .map(|_| hashbrown::HashTable::new())
+                .collect(),
+            swept: vec![i64::MIN; INDEX_SHARDS],
+            next_sweep: 0,
+        };
+        store.dedup_ids(g, |key, ts_ms| index.remember(&key, ts_ms))?;
+        Ok(index)
+    }
+
+    /// Loads generation `g`'s ids unless they are the ones held.
+    fn ensure(&mut self, store: &SpeedStore, g: Generation) -> Result<(), SpeedError> {
+        if self.g != Some(g) {
+            *self = DedupIndex::load(store, g)?;
+        }
+        Ok(())
+    }
+
+    fn shard(hi: u64) -> usize {
+        (hi >> 60) as usize % INDEX_SHARDS
+    }
+
+    /// The Kafka time of `key`'s first delivery, if held. (The generation
+    /// part of the key is not compared: the index holds one generation.)
+    pub fn first_delivery(&self, key: &DedupKey) -> Option<i64> {
+        let (hi, lo) = Self::split(key);
+        self.shards
+            .get(Self::shard(hi))?
+            .find(lo, |e| e.hi == hi && e.lo == lo)
+            .map(|e| e.ts_ms)
+    }
+
+    /// Holds `key` as first delivered at `ts_ms` (replacing an earlier
+    /// delivery, which then was beyond the horizon).
+    fn remember(&mut self, key: &DedupKey, ts_ms: i64) {
+        let (hi, lo) = Self::split(key);
+        let shard = &mut self.shards[Self::shard(hi)];
+        match shard.entry(lo, |e| e.hi == hi && e.lo == lo, |e| e.lo) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().ts_ms = ts_ms,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(IndexedId { hi, lo, ts_ms });
+            }
+        }
+    }
+
+    /// Drops generation `g`'s ids first delivered before `cutoff_ms`, as
+    /// [`SpeedStore::expire_dedup_before`] lets compaction do: one shard
+    /// per call, and only a shard last swept more than `slack_ms` before
+    /// the cutoff, so the sweeps' cost stays a small fraction of the fold's
+    /// and ids outlive the cutoff by at most `slack_ms`.
+    pub fn expire_before(&mut self, g: Generation, cutoff_ms: i64, slack_ms: i64) {
+        if self.g != Some(g) || self.shards.is_empty() {
+            return;
+        }
+        let i = self.next_sweep % self.shards.len();
+        self.next_sweep = self.next_sweep.wrapping_add(1);
+        if cutoff_ms.saturating_sub(self.swept[i]) > slack_ms {
+            self.shards[i].retain(|e| e.ts_ms >= cutoff_ms);
+            self.swept[i] = cutoff_ms;
+        }
+    }
+
+    /// Number of ids held.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(hashbrown::HashTable::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What [`PendingBatch::apply_new`] did.
@@ -273,7 +456,7 @@ pub struct Applied {
 pub struct PendingBatch {
     /// Group key prefix (generation, tenant, user) to that user's groups.
     users: hashbrown::HashMap<Vec<u8>, UserGroups, foldhash::fast::RandomState>,
-    dedup: Vec<(DedupKey, [u8; 20])>,
+    dedup: Pack,
     offsets: HashMap<i32, i64>,
     key_buf: Vec<u8>,
 }
@@ -291,63 +474,49 @@ impl PendingBatch {
         &self.offsets
     }
 
-    /// Records an event id's first delivery: Kafka time and position.
+    /// Records an event id's first delivery (Kafka time and position) in
+    /// the batch's dedup pack.
     pub fn remember_id(&mut self, key: DedupKey, kafka_ts_ms: i64, partition: i32, offset: i64) {
-        let mut v = [0u8; 20];
-        v[..8].copy_from_slice(&kafka_ts_ms.to_be_bytes());
-        v[8..12].copy_from_slice(&partition.to_be_bytes());
-        v[12..].copy_from_slice(&offset.to_be_bytes());
-        self.dedup.push((key, v));
+        self.dedup.push(PackedId {
+            hash: key[4..].try_into().expect("16 bytes"),
+            ts_ms: kafka_ts_ms,
+            partition,
+            offset,
+        });
     }
 
     /// Folds the `deliveries` whose event id was not first delivered within
-    /// `horizon_ms` (Kafka time) before: earlier in this batch, in the
-    /// batch before it (`in_flight`, which may not be committed yet), or in
-    /// generation `g` of `store` (one multi-get for the whole slice); and
-    /// remembers their ids, in the batch and, for the next batch, in
-    /// `in_flight`. The caller records the offsets
-    /// ([`PendingBatch::consumed`]).
+    /// `horizon_ms` (Kafka time) before, in generation `g` as `index` holds
+    /// it (loaded from `store` if it holds another generation): earlier in
+    /// this batch, in a batch still being committed, or in the store. Each
+    /// applied id goes into `index` and the batch's dedup pack. The caller
+    /// records the offsets ([`PendingBatch::consumed`]).
     pub fn apply_new(
         &mut self,
         store: &SpeedStore,
         g: Generation,
         deliveries: &[Delivery<'_>],
         horizon_ms: i64,
-        in_flight: &mut InFlight,
+        index: &mut DedupIndex,
     ) -> Result<Applied, SpeedError> {
-        let keys: Vec<DedupKey> = deliveries
-            .iter()
-            .map(|d| dedup_key(g, &d.event.tenant, &d.event.user_id, &d.event.event_id))
-            .collect();
-        let stored = store.first_delivery_times(&keys)?;
-        // Keyed by the hash part alone (the generation is the same).
-        let mut in_batch = IdTimes::with_capacity_and_hasher(keys.len(), Default::default());
-        let previous = match in_flight.ids.take() {
-            Some((pg, ids)) if pg == g => ids,
-            _ => IdTimes::default(),
-        };
+        index.ensure(store, g)?;
         let mut out = Applied {
             newest_event_ms: i64::MIN,
             ..Applied::default()
         };
-        for ((d, key), stored) in deliveries.iter().zip(keys).zip(stored) {
-            let id = u128::from_be_bytes(key[4..].try_into().expect("16 bytes"));
-            let first = in_batch
-                .get(&id)
-                .or_else(|| previous.get(&id))
-                .copied()
-                .or(stored);
+        for d in deliveries {
+            let key = dedup_key(g, &d.event.tenant, &d.event.user_id, &d.event.event_id);
+            let first = index.first_delivery(&key);
             if first.is_some_and(|first| first >= d.kafka_ts_ms.saturating_sub(horizon_ms)) {
                 out.duplicates += 1;
                 continue;
             }
             self.apply(store.spec(), g, d.event);
             self.remember_id(key, d.kafka_ts_ms, d.partition, d.offset);
-            in_batch.insert(id, d.kafka_ts_ms);
+            index.remember(&key, d.kafka_ts_ms);
             out.newest_event_ms = out.newest_event_ms.max(d.event.ts_ms);
             out.applied += 1;
         }
-        in_flight.ids = Some((g, in_batch));
         Ok(out)
     }
 
@@ -452,17 +621,10 @@ impl SpeedStore {
         partials_table.set_bloom_filter(10.0, false);
         partials_table.set_whole_key_filtering(false);
         partials.set_block_based_table_factory(&partials_table);
+        // Dedup packs are only ever scanned (to load a [`DedupIndex`]), never
+        // looked up. A pack whose ids were all first delivered before its
+        // generation's cutoff is dropped at compaction.
         let mut dedup = Options::default();
-        let mut bloom = BlockBasedOptions::default();
-        bloom.set_bloom_filter(10.0, false);
-        dedup.set_block_based_table_factory(&bloom);
-        // Every applied event looks its id up, and almost none is there: a
-        // whole-key bloom filter on the memtable answers most of those
-        // misses without searching the memtable's skip list.
-        dedup.set_memtable_prefix_bloom_ratio(0.1);
-        dedup.set_memtable_whole_key_filtering(true);
-        // Ids first delivered before their generation's cutoff are dropped
-        // at compaction.
         let cutoff: Arc<DashMap<Generation, i64>> = Arc::new(DashMap::new());
         let filter_cutoff = cutoff.clone();
         dedup.set_compaction_filter(
@@ -608,17 +770,54 @@ impl SpeedStore {
         Ok(out)
     }
 
-    /// The Kafka time of the first delivery of each of `keys`, if stored.
-    pub fn first_delivery_times(&self, keys: &[DedupKey]) -> Result<Vec<Option<i64>>, SpeedError> {
+    /// Calls `f` with each packed dedup id of generation `g` in the order
+    /// the packs were written: the id's [`DedupKey`] and the Kafka time of
+    /// its first delivery (an id applied again after its horizon comes
+    /// again, later).
+    pub fn dedup_ids(
+        &self,
+        g: Generation,
+        mut f: impl FnMut(DedupKey, i64),
+    ) -> Result<(), SpeedError> {
+        self.packs(g, |key, value| {
+            for id in pack_ids(key, value)? {
+                let mut k = [0u8; 20];
+                k[..4].copy_from_slice(&gen_prefix(g));
+                k[4..].copy_from_slice(&id.hash);
+                f(k, id.ts_ms);
+            }
+            Ok(())
+        })
+    }
+
+    /// Calls `f` with each dedup pack (key, value) of generation `g`, in
+    /// key order.
+    fn packs(
+        &self,
+        g: Generation,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), SpeedError>,
+    ) -> Result<(), SpeedError> {
         let cf = self.cf(CF_DEDUP)?;
-        self.db
-            .multi_get_cf(keys.iter().map(|k| (cf, k.as_slice())))
-            .into_iter()
-            .map(|r| {
-                let v = r.map_err(db_err("reading dedup ids"))?;
-                Ok(v.and_then(|v| first_delivery_ts(&v)))
-            })
-            .collect()
+        let mut prefix = gen_prefix(g).to_vec();
+        prefix.push(PACK_TAG);
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek(&prefix);
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            f(key, value)?;
+            it.next();
+        }
+        it.status().map_err(db_err("reading dedup packs"))
+    }
+
+    /// A key for a new dedup pack of generation `g`, after every pack
+    /// written so far: RocksDB's sequence numbers only grow, and every
+    /// pack is written by a later write than the last (one writer at a
+    /// time: the committer, or a generation start while it is idle).
+    fn next_pack_seq(&self) -> u64 {
+        self.db.latest_sequence_number() + 1
     }
 
     /// Commits a batch: partials, dedup ids and offsets in one WriteBatch.
@@ -635,8 +834,6 @@ impl SpeedStore {
         // search where the previous one ended instead of at the head.
         let mut users: Vec<_> = batch.users.into_iter().collect();
         users.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut ids = batch.dedup;
-        ids.sort_unstable_by_key(|(key, _)| *key);
         for (prefix, mut user) in users {
             // `contains` first: a shared lock, where `insert` would take the
             // shard's write lock readers wait on.
@@ -662,8 +859,8 @@ impl SpeedStore {
                 wb.merge_cf(partials, &key, &value);
             }
         }
-        for (key, value) in &ids {
-            wb.put_cf(dedup, key, value);
+        if batch.dedup.len() > 0 {
+            wb.put_cf(dedup, pack_key(g, self.next_pack_seq()), &batch.dedup.body);
         }
         for (partition, next) in &batch.offsets {
             wb.put_cf(offsets, offset_key(g, *partition), next.to_be_bytes());
@@ -782,23 +979,24 @@ impl SpeedStore {
             let next = boundary.get(&p).map_or(0, |o| o + 1);
             wb.put_cf(offsets, offset_key(new, p), next.to_be_bytes());
         }
-        let prefix = gen_prefix(from);
-        for item in self
-            .db
-            .iterator_cf(dedup, IteratorMode::From(&prefix, Direction::Forward))
-        {
-            let (k, v) = item.map_err(db_err("reading dedup ids"))?;
-            if !k.starts_with(&prefix) {
-                break;
+        // Packs in write order, so a later delivery of an id still comes
+        // after an earlier one.
+        let mut seq = self.next_pack_seq();
+        let mut pack = Pack::default();
+        self.packs(from, |key, value| {
+            for id in pack_ids(key, value)? {
+                if boundary.get(&id.partition).is_some_and(|b| id.offset <= *b) {
+                    pack.push(id);
+                }
+                if pack.len() == PACK_MAX_IDS {
+                    wb.put_cf(dedup, pack_key(new, seq), &std::mem::take(&mut pack).body);
+                    seq += 1;
+                }
             }
-            let Some((p, o)) = first_delivery_position(&v) else {
-                continue;
-            };
-            if boundary.get(&p).is_some_and(|b| o <= *b) {
-                let mut key = gen_prefix(new).to_vec();
-                key.extend_from_slice(&k[4..]);
-                wb.put_cf(dedup, key, &v);
-            }
+            Ok(())
+        })?;
+        if pack.len() > 0 {
+            wb.put_cf(dedup, pack_key(new, seq), &pack.body);
         }
         wb.put_cf(meta, META_BUILDING, new.to_be_bytes());
         self.db
@@ -922,14 +1120,14 @@ impl SpeedStore {
         Ok(())
     }
 
-    /// Number of stored dedup ids (walks the column family; for tests and
-    /// tools).
+    /// Number of stored dedup ids, all generations (walks the column
+    /// family; for tests and tools).
     pub fn dedup_len(&self) -> Result<usize, SpeedError> {
         let cf = self.cf(CF_DEDUP)?;
         let mut n = 0;
         for item in self.db.iterator_cf(cf, IteratorMode::Start) {
-            item.map_err(db_err("reading dedup ids"))?;
-            n += 1;
+            let (key, value) = item.map_err(db_err("reading dedup packs"))?;
+            n += pack_ids(&key, &value)?.count();
         }
         Ok(n)
     }
@@ -967,7 +1165,8 @@ mod tests {
     }
 
     /// A batch folded while the previous one is still being committed sees
-    /// that batch's ids; ids of another generation are not carried over.
+    /// that batch's ids; another generation's index starts from the store,
+    /// which knows only committed batches; a reloaded index is the store's.
     #[test]
     fn dedup_sees_the_batch_in_flight() {
         let dir = tempfile::tempdir().unwrap();
@@ -985,29 +1184,103 @@ mod tests {
         };
         // Folds `ds` into a new batch of generation `g`: the batch, and
         // (applied, duplicates).
-        let fold = |g, ds: &[Delivery<'_>], in_flight: &mut InFlight| {
+        let fold = |g, ds: &[Delivery<'_>], index: &mut DedupIndex| {
             let mut batch = PendingBatch::default();
-            let done = batch
-                .apply_new(&store, g, ds, 3_600_000, in_flight)
-                .unwrap();
+            let done = batch.apply_new(&store, g, ds, 3_600_000, index).unwrap();
             (batch, (done.applied, done.duplicates))
         };
-        let mut in_flight = InFlight::default();
-        let (first, counts) = fold(0, &[delivery(0), delivery(1)], &mut in_flight);
+        let mut index = DedupIndex::default();
+        let (first, counts) = fold(0, &[delivery(0), delivery(1)], &mut index);
         assert_eq!(counts, (1, 1), "within a batch");
         // `first` is not committed: the store cannot know its ids.
-        let (_, counts) = fold(0, &[delivery(2)], &mut in_flight);
+        let (_, counts) = fold(0, &[delivery(2)], &mut index);
         assert_eq!(counts, (0, 1), "the batch in flight");
-        // The next batch looks at the last one's ids (none) and the store.
-        let (_, counts) = fold(0, &[delivery(3)], &mut in_flight);
-        assert_eq!(counts, (1, 0), "nothing stored");
-        // Another generation starts without the ids in flight.
-        let (_, counts) = fold(1, &[delivery(4)], &mut in_flight);
+        assert_eq!(index.len(), 1);
+        // Another generation starts from the store: nothing committed yet.
+        let (_, counts) = fold(1, &[delivery(3)], &mut index);
         assert_eq!(counts, (1, 0));
-        // Once committed, the store answers.
+        // Once committed, a fresh index (as after a restart) knows it.
         store.commit(0, first).unwrap();
-        let (_, counts) = fold(0, &[delivery(5)], &mut InFlight::default());
+        let (_, counts) = fold(0, &[delivery(5)], &mut DedupIndex::default());
         assert_eq!(counts, (0, 1));
+        assert_eq!(store.dedup_len().unwrap(), 1);
+        // Beyond the horizon the id is applied again, and the later first
+        // delivery is what a reloaded index holds.
+        let late = Delivery {
+            kafka_ts_ms: t + 3_600_001,
+            ..delivery(6)
+        };
+        let (again, counts) = fold(0, &[late], &mut DedupIndex::default());
+        assert_eq!(counts, (1, 0));
+        store.commit(0, again).unwrap();
+        let reloaded = DedupIndex::load(&store, 0).unwrap();
+        let key = dedup_key(0, "acme", "a", &e.event_id);
+        assert_eq!(reloaded.first_delivery(&key), Some(t + 3_600_001));
+        assert_eq!(reloaded.len(), 1);
+    }
+
+    /// Expiry sweeps one shard per call and only shards that lag the
+    /// cutoff by more than the slack; ids at or after the cutoff stay.
+    #[test]
+    fn the_index_expires_ids_shard_by_shard() {
+        let mut index = DedupIndex {
+            g: Some(0),
+            shards: (0..INDEX_SHARDS)
+                .map(|_| hashbrown::HashTable::new())
+                .collect(),
+            swept: vec![i64::MIN; INDEX_SHARDS],
+            next_sweep: 0,
+        };
+        let keys: Vec<DedupKey> = (0..2_000)
+            .map(|i| dedup_key(0, "acme", "u", &format!("e{i}")))
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            index.remember(k, i as i64);
+        }
+        assert_eq!(index.len(), 2_000);
+        index.expire_before(1, 1_000, 0); // another generation: nothing
+        assert_eq!(index.len(), 2_000);
+        for _ in 0..INDEX_SHARDS - 1 {
+            index.expire_before(0, 1_000, 0);
+        }
+        let left = index.len();
+        assert!(left > 1_000 && left < 2_000, "{left}");
+        index.expire_before(0, 1_000, 0);
+        assert_eq!(index.len(), 1_000);
+        // Within the slack of the last sweep: no shard is swept again.
+        for _ in 0..INDEX_SHARDS {
+            index.expire_before(0, 1_500, 500);
+        }
+        assert_eq!(index.len(), 1_000);
+        assert!(
+            keys[..1_000]
+                .iter()
+                .all(|k| index.first_delivery(k).is_none())
+        );
+        assert!(
+            keys[1_000..]
+                .iter()
+                .enumerate()
+                .all(|(i, k)| index.first_delivery(k) == Some(1_000 + i as i64))
+        );
+    }
+
+    /// A damaged pack is an error naming it, not a silent loss of ids.
+    #[test]
+    fn a_damaged_pack_is_refused() {
+        let mut pack = Pack::default();
+        let id = PackedId {
+            hash: [7; 16],
+            ts_ms: 42,
+            partition: 3,
+            offset: 9,
+        };
+        pack.push(id);
+        assert_eq!(pack_newest(&pack.body), Some(42));
+        let ids: Vec<_> = pack_ids(b"k", &pack.body).unwrap().collect();
+        assert_eq!(ids, vec![id]);
+        let err = pack_ids(b"k", &pack.body[..30]).err().unwrap().to_string();
+        assert!(err.contains("not a header and whole ids"), "{err}");
     }
 
     /// Dedup keys are stored: the hash must never change between builds.
