@@ -170,6 +170,82 @@ pub struct Warmed {
     pub complete: bool,
 }
 
+/// What [`OpenedView::hold_in_memory`] read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub entries: u64,
+    /// Keys and values.
+    pub bytes: u64,
+    /// False when the view is larger than the limit (nothing is held then).
+    pub complete: bool,
+}
+
+/// Bytes per [`InMemory`] arena chunk.
+const CHUNK: usize = 64 << 20;
+
+/// Where one entry lives in an [`InMemory`] view.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    hash: u64,
+    chunk: u32,
+    at: u32,
+    key_len: u32,
+    value_len: u32,
+}
+
+/// A whole view's entries in memory: keys and values in 64 MiB chunks, and
+/// a hash table of where each one is. A lookup is a hash and a probe, not a
+/// RocksDB read (filters, index block, block cache).
+#[derive(Debug, Default)]
+struct InMemory {
+    chunks: Vec<Vec<u8>>,
+    slots: hashbrown::HashTable<Slot>,
+}
+
+impl InMemory {
+    fn hash(key: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        foldhash::fast::FixedState::default().hash_one(key)
+    }
+
+    fn bytes(&self, s: &Slot) -> &[u8] {
+        let at = s.at as usize;
+        let len = (s.key_len + s.value_len) as usize;
+        &self.chunks[s.chunk as usize][at..at + len]
+    }
+
+    fn insert(&mut self, key: &[u8], value: &[u8]) {
+        let len = key.len() + value.len();
+        if self
+            .chunks
+            .last()
+            .is_none_or(|c| c.len() + len > c.capacity())
+        {
+            self.chunks.push(Vec::with_capacity(CHUNK.max(len)));
+        }
+        let chunk = self.chunks.len() - 1;
+        let buf = &mut self.chunks[chunk];
+        let slot = Slot {
+            hash: Self::hash(key),
+            chunk: chunk as u32,
+            at: buf.len() as u32,
+            key_len: key.len() as u32,
+            value_len: value.len() as u32,
+        };
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(value);
+        self.slots.insert_unique(slot.hash, slot, |s| s.hash);
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        let hash = Self::hash(key);
+        let slot = self.slots.find(hash, |s| {
+            s.hash == hash && s.key_len as usize == key.len() && &self.bytes(s)[..key.len()] == key
+        })?;
+        Some(&self.bytes(slot)[key.len()..])
+    }
+}
+
 /// Size and SHA-256 of a written file.
 pub(crate) fn describe(path: &Path, kind: FileKind, entries: u64) -> Result<ViewFile> {
     let mut f = File::open(path).map_err(BatchError::io(path))?;
@@ -532,6 +608,9 @@ pub struct OpenedView {
     spec: Arc<FeatureSpec>,
     db: DB,
     db_path: PathBuf,
+    /// The whole view, once [`OpenedView::hold_in_memory`] read it: then
+    /// every lookup is answered from here.
+    memory: std::sync::OnceLock<InMemory>,
 }
 
 impl std::fmt::Debug for OpenedView {
@@ -622,6 +701,7 @@ impl OpenedView {
             spec: Arc::new(spec),
             db,
             db_path,
+            memory: std::sync::OnceLock::new(),
         })
     }
 
@@ -637,11 +717,21 @@ impl OpenedView {
         &self.db
     }
 
-    /// Every partial of one user: one point lookup (bloom-filtered) of the
-    /// user's packed value.
+    /// Every partial of one user: the user's packed value, from memory if
+    /// the view is held there, else one point lookup (bloom-filtered).
     pub fn user_partials(&self, tenant: &str, user: &str) -> Result<StoredPartials<'_>> {
         let key = user_prefix(tenant, user);
         let mut out = StoredPartials::new(&self.spec);
+        let bad = |problem: String| BatchError::BadFile {
+            file: self.db_path.display().to_string(),
+            problem: format!("{tenant}/{user}: {problem}"),
+        };
+        if let Some(memory) = self.memory.get() {
+            if let Some(value) = memory.get(&key) {
+                out.push_packed(value).map_err(bad)?;
+            }
+            return Ok(out);
+        }
         let Some(value) = self
             .db
             .get_pinned(&key)
@@ -649,12 +739,46 @@ impl OpenedView {
         else {
             return Ok(out);
         };
-        let bad = |problem: String| BatchError::BadFile {
-            file: self.db_path.display().to_string(),
-            problem: format!("{tenant}/{user}: {problem}"),
-        };
         out.push_packed(&value).map_err(bad)?;
         Ok(out)
+    }
+
+    /// Reads the whole view into memory, if its keys and values come to at
+    /// most `limit` bytes; from then on every lookup is a hash probe instead
+    /// of a RocksDB read. A larger view is left as it was (`complete`
+    /// false). Holding it costs its keys and values plus about 24-55 bytes
+    /// an entry; the view's blocks are not cached on the way.
+    pub fn hold_in_memory(&self, limit: u64) -> Result<Held> {
+        if let Some(m) = self.memory.get() {
+            return Ok(Held {
+                entries: m.slots.len() as u64,
+                bytes: m.chunks.iter().map(|c| c.len() as u64).sum(),
+                complete: true,
+            });
+        }
+        let mut ro = rust_rocksdb::ReadOptions::default();
+        ro.fill_cache(false);
+        ro.set_readahead_size(4 << 20);
+        let mut it = self.db.raw_iterator_opt(ro);
+        it.seek_to_first();
+        let mut memory = InMemory::default();
+        let mut held = Held::default();
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            held.entries += 1;
+            held.bytes += (key.len() + value.len()) as u64;
+            if held.bytes > limit {
+                return Ok(held);
+            }
+            memory.insert(key, value);
+            it.next();
+        }
+        it.status().map_err(BatchError::rocks(format!(
+            "reading {} into memory",
+            self.db_path.display()
+        )))?;
+        held.complete = true;
+        let _ = self.memory.set(memory);
+        Ok(held)
     }
 
     /// Reads the whole view once, in key order, so its blocks are in the
@@ -696,16 +820,22 @@ impl OpenedView {
     }
 
     fn ranked(&self, key: &[u8]) -> Result<Ranked> {
+        let decode = |v: &[u8]| {
+            decode_ranked(v).map_err(|problem| BatchError::BadFile {
+                file: self.db_path.display().to_string(),
+                problem,
+            })
+        };
+        if let Some(memory) = self.memory.get() {
+            return memory.get(key).map_or_else(|| Ok(Vec::new()), decode);
+        }
         match self
             .db
-            .get(key)
+            .get_pinned(key)
             .map_err(BatchError::rocks("reading recs"))?
         {
             None => Ok(Vec::new()),
-            Some(v) => decode_ranked(&v).map_err(|problem| BatchError::BadFile {
-                file: self.db_path.display().to_string(),
-                problem,
-            }),
+            Some(v) => decode(&v),
         }
     }
 

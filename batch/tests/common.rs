@@ -133,8 +133,27 @@ pub(crate) async fn open_current(views: &Path, work: &Path) -> OpenedView {
 }
 
 /// Asserts that every user's profile from the view equals the reference
-/// at every query time, and that the view holds no other user.
+/// at every query time, and that the view holds no other user: read from
+/// RocksDB, then again with the view held in memory (a limit below its
+/// size first, which must leave it on RocksDB).
 pub(crate) fn assert_view_equals_reference(
+    view: &OpenedView,
+    expected: &BTreeMap<(String, String), Vec<Event>>,
+    times: &[i64],
+) {
+    check_view_against_reference(view, expected, times);
+    let refused = view.hold_in_memory(1_000).unwrap();
+    assert!(!refused.complete, "{refused:?}");
+    check_view_against_reference(view, expected, times);
+    let held = view.hold_in_memory(u64::MAX).unwrap();
+    assert!(
+        held.complete && held.entries >= expected.len() as u64,
+        "{held:?}"
+    );
+    check_view_against_reference(view, expected, times);
+}
+
+fn check_view_against_reference(
     view: &OpenedView,
     expected: &BTreeMap<(String, String), Vec<Event>>,
     times: &[i64],

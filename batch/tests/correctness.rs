@@ -41,6 +41,9 @@ async fn every_user_equals_the_reference() {
     let view = open_current(&views, work.path()).await;
     let expected = by_user(&events);
     assert!(expected.contains_key(&("solo".to_string(), "only-user".to_string())));
+    // Recommendations read from RocksDB, then (after the profile check
+    // holds the view in memory) from memory.
+    check_recommendations(&view, &events);
     assert_view_equals_reference(&view, &expected, &query_times(&events));
     // A user the archive does not hold has no features.
     assert!(view.user_partials("solo", "nobody").unwrap().is_empty());

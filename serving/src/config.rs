@@ -63,8 +63,13 @@ pub struct ViewsConfig {
     pub verify: bool,
     /// Block cache (uncompressed blocks) shared by the open views, in MiB.
     pub block_cache_mb: usize,
-    /// Read each newly opened view into the block cache before serving it.
+    /// Read each newly opened view into the block cache before serving it
+    /// (a view held in memory needs no warming).
     pub warm: bool,
+    /// Hold a newly opened view in memory, and read it without RocksDB,
+    /// when its keys and values come to at most this many MiB (0: never).
+    /// Two views are held while a switch is in progress.
+    pub memory_mb: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -155,6 +160,7 @@ impl Default for ServeConfig {
                 verify: false,
                 block_cache_mb: 1024,
                 warm: true,
+                memory_mb: 4096,
             },
             serve: ServerConfig {
                 grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),

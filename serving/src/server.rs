@@ -79,6 +79,8 @@ type Opened = Arc<Mutex<BTreeMap<u64, Arc<OpenedView>>>>;
 struct OpenOptions {
     verify: bool,
     warm: bool,
+    /// Hold views of at most this many bytes in memory.
+    memory_bytes: u64,
 }
 
 async fn open_view(
@@ -89,6 +91,34 @@ async fn open_view(
 ) -> Result<Arc<OpenedView>, ServeError> {
     let dir = work_dir.join(version_name(version));
     let view = Arc::new(OpenedView::open(store, Some(version), &dir, how.verify).await?);
+    if how.memory_bytes > 0 {
+        let started = std::time::Instant::now();
+        let holding = view.clone();
+        let limit = how.memory_bytes;
+        match tokio::task::spawn_blocking(move || holding.hold_in_memory(limit)).await {
+            Ok(Ok(h)) if h.complete => {
+                tracing::info!(
+                    view = version,
+                    entries = h.entries,
+                    mib = h.bytes >> 20,
+                    ms = started.elapsed().as_millis() as u64,
+                    "holding the view in memory"
+                );
+                return Ok(view);
+            }
+            Ok(Ok(h)) => tracing::info!(
+                view = version,
+                limit_mib = limit >> 20,
+                over_mib = h.bytes >> 20,
+                "the view is larger than views.memory_mb; reading it from RocksDB"
+            ),
+            // A view that cannot be read whole is not served.
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, view = version, "reading the view into memory failed")
+            }
+        }
+    }
     if how.warm {
         let started = std::time::Instant::now();
         let warming = view.clone();
@@ -156,6 +186,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     let how = OpenOptions {
         verify: config.views.verify,
         warm: config.views.warm,
+        memory_bytes: config.views.memory_mb << 20,
     };
     // The pair at start.
     let views = match &config.views.store {
