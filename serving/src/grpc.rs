@@ -1,8 +1,9 @@
 //! The gRPC front end: `weft.v1.ProfileService` over [`Api`].
 //!
 //! The key comes from the `authorization` metadata, the deadline from
-//! `grpc-timeout`. Lookups are a few RocksDB point reads (microseconds), so
-//! they run on the request's task rather than a blocking pool.
+//! `grpc-timeout`. Lookups are in-memory probes or RocksDB point reads
+//! (microseconds), so they run on the request's task rather than a
+//! blocking pool.
 
 use std::sync::Arc;
 use std::time::Instant;
