@@ -160,23 +160,14 @@ fn block_cache() -> &'static rust_rocksdb::Cache {
     })
 }
 
-/// What [`OpenedView::warm`] read.
+/// What [`OpenedView::warm`] or [`OpenedView::hold_in_memory`] read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Warmed {
     pub entries: u64,
     /// Keys and values, uncompressed.
     pub bytes: u64,
-    /// False when it stopped because the block cache was nearly full.
-    pub complete: bool,
-}
-
-/// What [`OpenedView::hold_in_memory`] read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Held {
-    pub entries: u64,
-    /// Keys and values.
-    pub bytes: u64,
-    /// False when the view is larger than the limit (nothing is held then).
+    /// False when it stopped early: the block cache was nearly full, or the
+    /// view is larger than the memory limit (nothing is held then).
     pub complete: bool,
 }
 
@@ -748,36 +739,25 @@ impl OpenedView {
     /// of a RocksDB read. A larger view is left as it was (`complete`
     /// false). Holding it costs its keys and values plus about 24-55 bytes
     /// an entry; the view's blocks are not cached on the way.
-    pub fn hold_in_memory(&self, limit: u64) -> Result<Held> {
+    pub fn hold_in_memory(&self, limit: u64) -> Result<Warmed> {
         if let Some(m) = self.memory.get() {
-            return Ok(Held {
+            return Ok(Warmed {
                 entries: m.slots.len() as u64,
                 bytes: m.chunks.iter().map(|c| c.len() as u64).sum(),
                 complete: true,
             });
         }
-        let mut ro = rust_rocksdb::ReadOptions::default();
-        ro.fill_cache(false);
-        ro.set_readahead_size(4 << 20);
-        let mut it = self.db.raw_iterator_opt(ro);
-        it.seek_to_first();
         let mut memory = InMemory::default();
-        let mut held = Held::default();
-        while let (Some(key), Some(value)) = (it.key(), it.value()) {
-            held.entries += 1;
-            held.bytes += (key.len() + value.len()) as u64;
-            if held.bytes > limit {
-                return Ok(held);
+        let held = self.scan(false, "reading into memory", |key, value, read| {
+            if read.bytes > limit {
+                return false;
             }
             memory.insert(key, value);
-            it.next();
+            true
+        })?;
+        if held.complete {
+            let _ = self.memory.set(memory);
         }
-        it.status().map_err(BatchError::rocks(format!(
-            "reading {} into memory",
-            self.db_path.display()
-        )))?;
-        held.complete = true;
-        let _ = self.memory.set(memory);
         Ok(held)
     }
 
@@ -790,28 +770,39 @@ impl OpenedView {
     pub fn warm(&self) -> Result<Warmed> {
         let cache = block_cache();
         let full = cache.get_capacity() / 10 * 9;
+        self.scan(true, "warming", |_, _, read| {
+            read.entries % 4096 != 0 || cache.get_usage() < full
+        })
+    }
+
+    /// Visits every entry in key order with what was read so far (this
+    /// entry included) until `f` returns false (`complete` false then).
+    fn scan(
+        &self,
+        fill_cache: bool,
+        what: &str,
+        mut f: impl FnMut(&[u8], &[u8], &Warmed) -> bool,
+    ) -> Result<Warmed> {
         let mut ro = rust_rocksdb::ReadOptions::default();
-        ro.fill_cache(true);
+        ro.fill_cache(fill_cache);
         ro.set_readahead_size(4 << 20);
         let mut it = self.db.raw_iterator_opt(ro);
         it.seek_to_first();
-        let mut warmed = Warmed::default();
-        while it.valid() {
-            warmed.entries += 1;
-            warmed.bytes +=
-                (it.key().map_or(0, <[u8]>::len) + it.value().map_or(0, <[u8]>::len)) as u64;
-            if warmed.entries % 4096 == 0 && cache.get_usage() >= full {
-                warmed.complete = false;
-                return Ok(warmed);
+        let mut read = Warmed::default();
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            read.entries += 1;
+            read.bytes += (key.len() + value.len()) as u64;
+            if !f(key, value, &read) {
+                return Ok(read);
             }
             it.next();
         }
         it.status().map_err(BatchError::rocks(format!(
-            "warming {}",
+            "{what} {}",
             self.db_path.display()
         )))?;
-        warmed.complete = true;
-        Ok(warmed)
+        read.complete = true;
+        Ok(read)
     }
 
     /// A user's profile from the view alone, as of `t_ms`.
