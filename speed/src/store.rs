@@ -206,18 +206,16 @@ fn pack_ids(key: &[u8], value: &[u8]) -> Result<impl Iterator<Item = PackedId>, 
 #[derive(Debug, Default)]
 struct Pack {
     body: Vec<u8>,
-    newest: Option<i64>,
 }
 
 impl Pack {
     fn push(&mut self, id: PackedId) {
+        let newest = pack_newest(&self.body).map_or(id.ts_ms, |n| n.max(id.ts_ms));
         if self.body.is_empty() {
             self.body.extend_from_slice(&[0; PACK_HEADER]);
         }
-        id.push(&mut self.body);
-        let newest = self.newest.map_or(id.ts_ms, |n| n.max(id.ts_ms));
-        self.newest = Some(newest);
         self.body[..PACK_HEADER].copy_from_slice(&newest.to_be_bytes());
+        id.push(&mut self.body);
     }
 
     fn len(&self) -> usize {
