@@ -403,6 +403,31 @@ impl DedupIndex {
         (hi >> 60) as usize % INDEX_SHARDS
     }
 
+    /// Whether `key`'s delivery at `kafka_ts_ms` is its first within
+    /// `horizon_ms` (Kafka time), holding it as first delivered then if
+    /// so; one hash probe.
+    fn admit(&mut self, key: &DedupKey, kafka_ts_ms: i64, horizon_ms: i64) -> bool {
+        let (hi, lo) = Self::split(key);
+        let shard = &mut self.shards[Self::shard(hi)];
+        match shard.entry(lo, |e| e.hi == hi && e.lo == lo, |e| e.lo) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => {
+                if e.get().ts_ms >= kafka_ts_ms.saturating_sub(horizon_ms) {
+                    return false;
+                }
+                e.get_mut().ts_ms = kafka_ts_ms;
+                true
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(IndexedId {
+                    hi,
+                    lo,
+                    ts_ms: kafka_ts_ms,
+                });
+                true
+            }
+        }
+    }
+
     /// The Kafka time of `key`'s first delivery, if held. (The generation
     /// part of the key is not compared: the index holds one generation.)
     pub fn first_delivery(&self, key: &DedupKey) -> Option<i64> {
@@ -517,14 +542,12 @@ impl PendingBatch {
         };
         for d in deliveries {
             let key = dedup_key(g, &d.event.tenant, &d.event.user_id, &d.event.event_id);
-            let first = index.first_delivery(&key);
-            if first.is_some_and(|first| first >= d.kafka_ts_ms.saturating_sub(horizon_ms)) {
+            if !index.admit(&key, d.kafka_ts_ms, horizon_ms) {
                 out.duplicates += 1;
                 continue;
             }
             self.apply(store.spec(), g, d.event);
             self.remember_id(key, d.kafka_ts_ms, d.partition, d.offset);
-            index.remember(&key, d.kafka_ts_ms);
             out.newest_event_ms = out.newest_event_ms.max(d.event.ts_ms);
             out.applied += 1;
         }
