@@ -40,9 +40,6 @@ use crate::cursor::{Cursor, Verdict};
 use crate::kafka::{DeliveryCounter, base_config, ensure_topic, partition_count};
 use crate::store::{Applied, DedupIndex, Delivery, Generation, PendingBatch, SpeedStore};
 
-/// How long the poll loop sleeps when Kafka has nothing ready.
-const IDLE_NAP: Duration = Duration::from_millis(1);
-
 /// Header names on dead-letter records.
 pub const DLQ_PARTITION_HEADER: &str = "weft.source.partition";
 pub const DLQ_OFFSET_HEADER: &str = "weft.source.offset";
@@ -368,7 +365,7 @@ pub fn run_with_store(
         pending: 0,
     };
 
-    let consumer: BaseConsumer = base_config(&config.bootstrap)
+    let mut consumer: BaseConsumer = base_config(&config.bootstrap)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -381,6 +378,10 @@ pub fn run_with_store(
         .set("queued.max.messages.kbytes", "262144")
         .create()
         .map_err(SpeedError::kafka("creating the consumer"))?;
+    // `poll_batch` waits parked while the consumer has nothing: librdkafka
+    // wakes this thread the moment a fetch or an event lands.
+    let poller = std::thread::current();
+    consumer.set_nonempty_callback(move || poller.unpark());
     let mut ready = store.ready_generation()?;
     let mut building = store.building_generation()?;
     let mut g = building.unwrap_or(ready);
@@ -508,15 +509,20 @@ fn poll_batch(
         // Not `poll(left)`: rdkafka waits whole milliseconds and polls
         // the sub-millisecond rest of a timeout in a loop without
         // waiting, which spun this thread for about 1 ms of every
-        // 5 (40 % of a core while idle). A non-blocking poll and a nap
-        // cost nothing while idle and at most IDLE_NAP of freshness.
+        // 5 (40 % of a core while idle). Nor a poll and a short nap: a
+        // thousand wake-ups a second while idle, each taking a core from
+        // the requests `weft serve` answers. A non-blocking poll, then a
+        // park that the consumer's nonempty callback ends (set in
+        // `run_with_store`; the callback fires when the queue goes from
+        // empty to not, and an unpark before the park is kept, so no
+        // wake-up is lost).
         match consumer.poll(Duration::ZERO) {
             None => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
                 }
-                std::thread::sleep(left.min(IDLE_NAP));
+                std::thread::park_timeout(left);
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "kafka poll error; retrying");
