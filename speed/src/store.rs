@@ -407,25 +407,27 @@ impl DedupIndex {
     /// `horizon_ms` (Kafka time), holding it as first delivered then if
     /// so; one hash probe.
     fn admit(&mut self, key: &DedupKey, kafka_ts_ms: i64, horizon_ms: i64) -> bool {
+        let since = kafka_ts_ms.saturating_sub(horizon_ms);
+        self.hold(key, kafka_ts_ms, |held| held >= since)
+    }
+
+    /// Holds `key` as first delivered at `ts_ms`, unless it is held already
+    /// and `stands` says that time stays: whether it was held anew.
+    fn hold(&mut self, key: &DedupKey, ts_ms: i64, stands: impl FnOnce(i64) -> bool) -> bool {
         let (hi, lo) = Self::split(key);
         let shard = &mut self.shards[Self::shard(hi)];
         match shard.entry(lo, |e| e.hi == hi && e.lo == lo, |e| e.lo) {
             hashbrown::hash_table::Entry::Occupied(mut e) => {
-                if e.get().ts_ms >= kafka_ts_ms.saturating_sub(horizon_ms) {
+                if stands(e.get().ts_ms) {
                     return false;
                 }
-                e.get_mut().ts_ms = kafka_ts_ms;
-                true
+                e.get_mut().ts_ms = ts_ms;
             }
             hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert(IndexedId {
-                    hi,
-                    lo,
-                    ts_ms: kafka_ts_ms,
-                });
-                true
+                e.insert(IndexedId { hi, lo, ts_ms });
             }
         }
+        true
     }
 
     /// The Kafka time of `key`'s first delivery, if held. (The generation
@@ -441,14 +443,7 @@ impl DedupIndex {
     /// Holds `key` as first delivered at `ts_ms` (replacing an earlier
     /// delivery, which then was beyond the horizon).
     fn remember(&mut self, key: &DedupKey, ts_ms: i64) {
-        let (hi, lo) = Self::split(key);
-        let shard = &mut self.shards[Self::shard(hi)];
-        match shard.entry(lo, |e| e.hi == hi && e.lo == lo, |e| e.lo) {
-            hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().ts_ms = ts_ms,
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert(IndexedId { hi, lo, ts_ms });
-            }
-        }
+        self.hold(key, ts_ms, |_| false);
     }
 
     /// Drops generation `g`'s ids first delivered before `cutoff_ms`, as
