@@ -159,9 +159,15 @@ pub(crate) struct ServeBenchArgs {
     /// Redis (skipped when Redis already holds --users keys).
     #[arg(long, requires = "redis")]
     load_redis: bool,
-    /// Tokio worker threads of the load generator.
-    #[arg(long, default_value_t = 2)]
+    /// Tokio worker threads of the load generator. One (a current-thread
+    /// runtime, plus the fixed-rate pacer thread) costs the least CPU per
+    /// request on a small machine the servers share, and so disturbs them
+    /// least.
+    #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// The load generator's gRPC client (the same for every gRPC target).
+    #[arg(long, value_enum, default_value = "h2")]
+    grpc_client: GrpcClient,
     /// Seed of the user choice (same seed, same user sequence per target).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -403,6 +409,131 @@ pub(crate) fn floor(a: &FloorArgs) -> Result<()> {
 
 // ------------------------------------------------------------------- serve
 
+/// The gRPC client the load generator measures with (`--grpc-client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GrpcClient {
+    /// Unary calls written straight on an h2 connection: no tower buffer
+    /// task and no hyper dispatch task between a worker and the socket.
+    /// The load generator shares the cores with the servers it measures,
+    /// so every microsecond it spends is taken from them.
+    H2,
+    /// tonic's generated client over a tonic `Channel`.
+    Tonic,
+}
+
+/// Unary `GetProfile` on one h2 connection, framed by hand (cheap to
+/// clone; clones share the connection). The reply is read whole and decoded
+/// like tonic's client would, so the work per reply is the same.
+#[derive(Clone)]
+struct H2Grpc {
+    send: h2::client::SendRequest<bytes::Bytes>,
+    uri: http::Uri,
+    auth: http::HeaderValue,
+}
+
+impl H2Grpc {
+    /// Window sizes of hyper's HTTP/2 client (tonic's), so that flow
+    /// control behaves as it does for a tonic client.
+    const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+    const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+
+    async fn connect(addr: &str, auth: &MetadataValue<Ascii>) -> Result<H2Grpc> {
+        let host = addr.strip_prefix("http://").unwrap_or(addr);
+        let uri: http::Uri = format!("http://{host}/weft.v1.ProfileService/GetProfile")
+            .parse()
+            .with_context(|| format!("{addr:?} is not a gRPC address"))?;
+        let tcp =
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(host))
+                .await
+                .with_context(|| format!("connecting to {host}: timed out"))?
+                .with_context(|| format!("connecting to {host}"))?;
+        tcp.set_nodelay(true).context("setting TCP_NODELAY")?;
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(Self::STREAM_WINDOW)
+            .initial_connection_window_size(Self::CONNECTION_WINDOW)
+            .handshake(tcp)
+            .await
+            .with_context(|| format!("HTTP/2 handshake with {host}"))?;
+        tokio::spawn(async move {
+            // Ends when every handle is dropped or the server goes away;
+            // requests then fail and are counted.
+            let _ = connection.await;
+        });
+        Ok(H2Grpc {
+            send,
+            uri,
+            auth: http::HeaderValue::from_bytes(auth.as_encoded_bytes())
+                .context("the API key is not a valid header value")?,
+        })
+    }
+
+    /// One call: the reply, or `Err` naming the failure kind as the tonic
+    /// client does (the gRPC code's name).
+    async fn get_profile(&self, user: &str) -> Result<GetProfileResponse, String> {
+        let message = profile_request(user);
+        let mut body = bytes::BytesMut::with_capacity(5 + message.encoded_len());
+        body.extend_from_slice(&[0]);
+        body.extend_from_slice(&(message.encoded_len() as u32).to_be_bytes());
+        message
+            .encode(&mut body)
+            .map_err(|e| format!("encoding: {e}"))?;
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(self.uri.clone())
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers")
+            .header(http::header::AUTHORIZATION, self.auth.clone())
+            .body(())
+            .map_err(|e| format!("building the request: {e}"))?;
+        let mut send = self
+            .send
+            .clone()
+            .ready()
+            .await
+            .map_err(|e| format!("h2: {e}"))?;
+        let (reply, mut stream) = send
+            .send_request(request, false)
+            .map_err(|e| format!("h2: {e}"))?;
+        stream
+            .send_data(body.freeze(), true)
+            .map_err(|e| format!("h2: {e}"))?;
+        let (head, mut body) = reply.await.map_err(|e| format!("h2: {e}"))?.into_parts();
+        if head.status != http::StatusCode::OK {
+            return Err(format!("HTTP {}", head.status.as_u16()));
+        }
+        // Trailers-only: an error with no body.
+        if let Some(code) = head.headers.get("grpc-status") {
+            return Err(grpc_code_name(code.as_bytes()));
+        }
+        let mut data = bytes::BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(|e| format!("h2: {e}"))?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        let trailers = body.trailers().await.map_err(|e| format!("h2: {e}"))?;
+        match trailers.as_ref().and_then(|t| t.get("grpc-status")) {
+            Some(code) if code.as_bytes() == b"0" => {}
+            Some(code) => return Err(grpc_code_name(code.as_bytes())),
+            None => return Err("no grpc-status".into()),
+        }
+        let framed = match data.first() {
+            Some(0) if data.len() >= 5 => {
+                let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+                data.get(5..5 + len)
+            }
+            _ => None,
+        };
+        let framed = framed.ok_or_else(|| "a malformed gRPC frame".to_string())?;
+        GetProfileResponse::decode(framed).map_err(|_| "an undecodable reply".to_string())
+    }
+}
+
+/// tonic's name of a `grpc-status` value (`NotFound`, ...).
+fn grpc_code_name(value: &[u8]) -> String {
+    format!("{:?}", tonic::Code::from_bytes(value))
+}
+
 /// One worker's handle on a target (cheap to clone; clones share the
 /// connection).
 #[derive(Clone)]
@@ -411,6 +542,7 @@ enum Conn {
         client: ProfileServiceClient<Channel>,
         auth: MetadataValue<Ascii>,
     },
+    H2(H2Grpc),
     Redis(MultiplexedConnection),
 }
 
@@ -427,6 +559,7 @@ impl Conn {
                 Ok(reply) => Ok(reply.into_inner().freshness),
                 Err(s) => Err(format!("{:?}", s.code())),
             },
+            Conn::H2(client) => client.get_profile(user).await.map(|r| r.freshness),
             Conn::Redis(conn) => {
                 let bytes: Option<Vec<u8>> = redis::cmd("GET")
                     .arg(format!("profile:{user}"))
@@ -457,13 +590,17 @@ async fn grpc_target(
     addr: &str,
     auth: &MetadataValue<Ascii>,
     connections: usize,
+    client: GrpcClient,
     live_freshness: bool,
 ) -> Result<Target> {
     let mut conns = Vec::with_capacity(connections);
     for _ in 0..connections {
-        conns.push(Conn::Grpc {
-            client: ProfileServiceClient::new(connect(addr).await?),
-            auth: auth.clone(),
+        conns.push(match client {
+            GrpcClient::H2 => Conn::H2(H2Grpc::connect(addr, auth).await?),
+            GrpcClient::Tonic => Conn::Grpc {
+                client: ProfileServiceClient::new(connect(addr).await?),
+                auth: auth.clone(),
+            },
         });
     }
     Ok(Target {
@@ -808,9 +945,30 @@ fn pace(
     }
 }
 
+/// CPU time this process has used so far (all threads, user + system),
+/// from `/proc/self/stat` in clock ticks (`USER_HZ`, 100 on Linux); zero
+/// where that file is missing.
+fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is field 3, utime 14 and stime 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
 /// What a phase recorded, merged over its workers.
 struct PhaseRun {
     rec: Recorder,
+    /// The load generator's own CPU time over the phase.
+    cpu: Duration,
     /// Start to the last reply.
     elapsed: Duration,
     /// The phase's start, Unix milliseconds.
@@ -831,6 +989,7 @@ async fn run_phase(
     // Workers need a moment to start before the first scheduled request.
     const LEAD: Duration = Duration::from_millis(20);
     let started_unix_ms = unix_ms()? + LEAD.as_millis() as i64;
+    let cpu_before = process_cpu();
     let start = Instant::now() + LEAD;
     let end = start + duration;
     // Past this, queued fixed-rate requests are not sent any more.
@@ -899,6 +1058,7 @@ async fn run_phase(
         .max(Duration::from_millis(1));
     Ok(PhaseRun {
         rec: all,
+        cpu: process_cpu().saturating_sub(cpu_before),
         elapsed,
         started_unix_ms,
     })
@@ -923,6 +1083,10 @@ struct Row {
     /// Fixed rate only: the pacer's delay, scheduled → sent.
     send_lag_p50_us: Option<u64>,
     send_lag_p99_us: Option<u64>,
+    /// The load generator's CPU time over the phase: per request
+    /// (successful or not), and in cores (CPU time / elapsed).
+    client_cpu_us_per_request: f64,
+    client_cores: f64,
     elapsed_secs: f64,
     /// The phase's start, Unix milliseconds.
     started_unix_ms: i64,
@@ -966,6 +1130,9 @@ impl Row {
             error_kinds: rec.errors.clone(),
             send_lag_p50_us: fixed.then(|| rec.send_lag.value_at_quantile(0.5)),
             send_lag_p99_us: fixed.then(|| rec.send_lag.value_at_quantile(0.99)),
+            client_cpu_us_per_request: run.cpu.as_secs_f64() * 1e6
+                / (rec.ok + rec.errors.values().sum::<u64>()).max(1) as f64,
+            client_cores: run.cpu.as_secs_f64() / elapsed.as_secs_f64(),
             elapsed_secs: elapsed.as_secs_f64(),
             started_unix_ms: run.started_unix_ms,
             timeline: match &rec.timeline {
@@ -1126,20 +1293,26 @@ pub(crate) fn serve(a: &ServeBenchArgs) -> Result<()> {
     if !(a.rate.is_finite() && a.rate > 0.0) {
         bail!("--rate must be a positive number");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(a.threads)
-        .thread_name("weft-bench")
-        .enable_all()
-        .build()?;
+    // One thread: a current-thread runtime, whose tasks never wake another
+    // worker thread to steal them.
+    let mut rt = match a.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    let rt = rt.thread_name("weft-bench").enable_all().build()?;
     rt.block_on(serve_async(a))
 }
 
 async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
     let auth = bearer(&a.key)?;
-    let weft = grpc_target("weft", &a.weft, &auth, a.connections, true).await?;
+    let weft = grpc_target("weft", &a.weft, &auth, a.connections, a.grpc_client, true).await?;
     let mut targets = Vec::new();
     if let Some(addr) = &a.floor {
-        targets.push(grpc_target("floor", addr, &auth, a.connections, false).await?);
+        targets.push(grpc_target("floor", addr, &auth, a.connections, a.grpc_client, false).await?);
     }
     if let Some(addr) = &a.redis {
         let conns = redis_conns(addr, a.connections).await?;
@@ -1244,6 +1417,14 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
         }
     };
     for r in &rows {
+        println!(
+            "{}{} {}: load generator CPU {:.1} µs a request, {:.2} of a core",
+            round_label(r.round),
+            r.target,
+            r.phase,
+            r.client_cpu_us_per_request,
+            r.client_cores
+        );
         if let (Some(p50), Some(p99)) = (r.send_lag_p50_us, r.send_lag_p99_us) {
             println!(
                 "{}{} {}: load generator delay (scheduled → sent) p50 {p50} µs, p99 {p99} µs",

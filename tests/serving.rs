@@ -994,5 +994,38 @@ fn weft_serve_answers_python_grpcio_and_curl() {
     );
     let (code, _) = curl(&[&format!("{http}/readyz")]);
     assert_eq!(code, 200);
+
+    // The project's load generator, with each of its gRPC clients: every
+    // scheduled request answered OK, and a wrong key named as gRPC names it.
+    let bench = |client: &str, key: &str| {
+        let json = f.dir.path().join(format!("bench-{client}.json"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["bench", "serve", "--weft", &grpc, "--key", key])
+            .args(["--users", "300", "--phases", "fixed", "--rate", "200"])
+            .args(["--duration-secs", "1", "--warmup-secs", "0"])
+            .args(["--grpc-client", client, "--json"])
+            .arg(&json)
+            .output()
+            .unwrap();
+        (out, json)
+    };
+    for client in ["h2", "tonic"] {
+        let (out, json) = bench(client, &key);
+        assert!(out.status.success(), "{client}: {out:?}");
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+        let row = report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["phase"] == "fixed rate")
+            .unwrap();
+        assert_eq!(row["ok"], 200, "{client}: {row}");
+        assert_eq!(row["errors"], 0, "{client}: {row}");
+        let (out, _) = bench(client, "not-a-key");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("Unauthenticated"), "{client}: {stderr}");
+    }
     crate::common::stop_cleanly(child, &log);
 }
