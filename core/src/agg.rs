@@ -67,6 +67,22 @@ impl Sketch {
             *self = other.clone();
             return;
         }
+        self.union(other);
+    }
+
+    /// [`Sketch::merge`], moving `other` in where it would be copied.
+    pub fn merge_owned(&mut self, other: Sketch) {
+        if other.0.is_empty() {
+            return;
+        }
+        if self.0.is_empty() {
+            *self = other;
+            return;
+        }
+        self.union(&other);
+    }
+
+    fn union(&mut self, other: &Sketch) {
         let mut union = HllUnion::new(HLL_LG_K).expect("HLL_LG_K is within [4, 21]");
         union.update(&self.0);
         union.update(&other.0);
@@ -368,6 +384,51 @@ impl Aggregate {
         }
     }
 
+    /// [`Aggregate::merge`] of a partial the caller gives up: the same
+    /// result, with its strings and sketches moved instead of copied.
+    pub fn merge_owned(&self, into: &mut Partial, other: Partial) {
+        match (self, into, other) {
+            (Aggregate::Last(_), Partial::Last(a), Partial::Last(Some(b))) => {
+                if a.as_ref().is_none_or(|a| b.0 > a.0) {
+                    *a = Some(b);
+                }
+            }
+            (Aggregate::LastN { n, distinct, .. }, Partial::LastN(a), Partial::LastN(b)) => {
+                if !b.is_empty() {
+                    a.extend(b);
+                    trim_last_n(a, *n, *distinct);
+                }
+            }
+            (Aggregate::TopK { .. }, Partial::TopK(a), Partial::TopK(b)) => {
+                for (v, c) in b {
+                    *a.entry(v).or_insert(0) += c;
+                }
+            }
+            (Aggregate::DistinctCount(_), Partial::Distinct(a), Partial::Distinct(b)) => {
+                a.merge_owned(b)
+            }
+            (agg, into, other) => agg.merge(into, &other),
+        }
+    }
+
+    /// [`Aggregate::finish`] of a partial the caller gives up: the same
+    /// value, with its strings moved instead of copied.
+    pub fn finish_owned(&self, p: Partial) -> Option<FeatureValue> {
+        match (self, p) {
+            (_, Partial::Last(last)) => last.map(|(_, v)| match v {
+                Scalar::Int(i) => FeatureValue::Int(i),
+                Scalar::Str(s) => FeatureValue::Str(s),
+            }),
+            (_, Partial::LastN(entries)) => Some(FeatureValue::List(
+                entries.into_iter().map(|(_, v)| v).collect(),
+            )),
+            (Aggregate::TopK { k, .. }, Partial::TopK(counts)) => {
+                Some(FeatureValue::Ranked(rank(counts.into_iter().collect(), *k)))
+            }
+            (agg, p) => agg.finish(&p),
+        }
+    }
+
     /// The feature value of a (merged) partial; `None` when the aggregate has
     /// no value over no events (min, max, avg, last, first/last seen).
     pub fn finish(&self, p: &Partial) -> Option<FeatureValue> {
@@ -397,13 +458,19 @@ impl Aggregate {
 
 /// The `k` largest counts, ties broken by value (ascending).
 pub fn top_k<'a>(counts: impl IntoIterator<Item = (&'a str, i64)>, k: u32) -> Vec<(String, i64)> {
-    let mut ranked: Vec<(&str, i64)> = counts.into_iter().filter(|(_, c)| *c > 0).collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    ranked.truncate(k as usize);
-    ranked
+    rank(counts.into_iter().collect(), k)
         .into_iter()
         .map(|(v, c)| (v.to_string(), c))
         .collect()
+}
+
+/// The `k` largest positive counts of `counts`, largest first, ties broken
+/// by value (ascending): [`top_k`]'s order, for borrowed or owned values.
+fn rank<S: AsRef<str>>(mut counts: Vec<(S, i64)>, k: u32) -> Vec<(S, i64)> {
+    counts.retain(|(_, c)| *c > 0);
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_ref().cmp(b.0.as_ref())));
+    counts.truncate(k as usize);
+    counts
 }
 
 /// Counts values, for callers that build top-k lists from raw values.

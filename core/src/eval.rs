@@ -10,7 +10,7 @@ use crate::agg::{FeatureValue, Partial};
 use crate::codec::decode_partial_for;
 use crate::event::Event;
 use crate::keys::{PartialKey, decode_partial_key};
-use crate::spec::{Feature, FeatureSpec};
+use crate::spec::{Aggregate, Feature, FeatureSpec};
 
 /// Feature name to value; a feature without a value is absent.
 pub type Profile = BTreeMap<String, FeatureValue>;
@@ -22,14 +22,37 @@ pub fn evaluate_feature<'a>(
     partials: impl IntoIterator<Item = (i64, &'a Partial)>,
     t_ms: i64,
 ) -> Option<FeatureValue> {
+    let acc = merge_window(feature, partials, t_ms, |a, acc, p| a.merge(acc, p));
+    feature.aggregate.finish(&acc)
+}
+
+/// [`evaluate_feature`] of partials the caller gives up: the same value,
+/// with strings and sketches moved rather than copied on the way.
+pub fn evaluate_feature_owned(
+    feature: &Feature,
+    partials: impl IntoIterator<Item = (i64, Partial)>,
+    t_ms: i64,
+) -> Option<FeatureValue> {
+    let acc = merge_window(feature, partials, t_ms, Aggregate::merge_owned);
+    feature.aggregate.finish_owned(acc)
+}
+
+/// The merge of the partials whose buckets `feature`'s window covers at
+/// `t_ms`, starting from the aggregate's empty partial.
+fn merge_window<P>(
+    feature: &Feature,
+    partials: impl IntoIterator<Item = (i64, P)>,
+    t_ms: i64,
+    merge: impl Fn(&Aggregate, &mut Partial, P),
+) -> Partial {
     let (first, last) = feature.window.buckets_at(t_ms);
     let mut acc = feature.aggregate.empty();
     for (bucket, p) in partials {
         if (first..=last).contains(&bucket) {
-            feature.aggregate.merge(&mut acc, p);
+            merge(&feature.aggregate, &mut acc, p);
         }
     }
-    feature.aggregate.finish(&acc)
+    acc
 }
 
 /// One user's bucketed partials for every feature of a spec, in memory.
@@ -219,6 +242,29 @@ impl<'s> StoredPartials<'s> {
         };
         match indices {
             None => (0..self.partials.len()).for_each(&mut add),
+            Some(indices) => indices.iter().copied().for_each(&mut add),
+        }
+        profile
+    }
+
+    /// [`StoredPartials::evaluate_some`], consuming the partials so that
+    /// their strings and sketches move into the values instead of being
+    /// copied (what a request does with the partials it read). A feature
+    /// named twice in `indices` is evaluated once.
+    pub fn into_profile(mut self, t_ms: i64, indices: Option<&[usize]>) -> Profile {
+        let mut profile = Profile::new();
+        let mut add = |i: usize| {
+            let feature = &self.spec.features[i];
+            if profile.contains_key(&feature.name) {
+                return;
+            }
+            let buckets = std::mem::take(&mut self.partials[i]);
+            if let Some(v) = evaluate_feature_owned(feature, buckets, t_ms) {
+                profile.insert(feature.name.clone(), v);
+            }
+        };
+        match indices {
+            None => (0..self.spec.features.len()).for_each(&mut add),
             Some(indices) => indices.iter().copied().for_each(&mut add),
         }
         profile

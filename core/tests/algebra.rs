@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use weft_core::agg::Partial;
 use weft_core::codec::{decode_partial, decode_partial_for, encode_partial};
-use weft_core::eval::{UserBuckets, compare_profiles};
+use weft_core::eval::{StoredPartials, UserBuckets, compare_profiles};
 use weft_core::keys::{decode_partial_key, partial_key, user_prefix};
 use weft_core::reference;
 use weft_core::spec::{DAY_MS, HOUR_MS, MINUTE_MS};
@@ -263,6 +263,43 @@ proptest! {
             reversed.reverse();
             prop_assert_eq!(agg.finish(&fold(&spec, index, &reversed)), agg.finish(&whole), "order independence of {}", f.name);
         }
+    }
+
+    /// The owned merge and finish (what a request does with the partials it
+    /// read) give exactly what the borrowing ones give, and a whole profile
+    /// evaluated by consuming its partials equals the borrowing evaluation
+    /// and the reference.
+    #[test]
+    fn owned_evaluation_equals_borrowed(events in arb_stream(), split in any::<prop::sample::Index>(), t in arb_query_time()) {
+        let spec = test_spec();
+        let events: Vec<Event> = reference::dedup(&events).into_iter().cloned().collect();
+        let cut = split.index(events.len() + 1);
+        for (index, f) in spec.features.iter().enumerate() {
+            let agg = &f.aggregate;
+            let (pa, pb) = (fold(&spec, index, &events[..cut]), fold(&spec, index, &events[cut..]));
+            let mut borrowed = pa.clone();
+            agg.merge(&mut borrowed, &pb);
+            let mut owned = pa;
+            agg.merge_owned(&mut owned, pb);
+            prop_assert_eq!(&owned, &borrowed, "merge_owned of {}", f.name);
+            prop_assert_eq!(agg.finish_owned(owned), agg.finish(&borrowed), "finish_owned of {}", f.name);
+        }
+        // One partial per event and feature, so buckets hold several.
+        let mut parts = StoredPartials::new(&spec);
+        for e in &events {
+            for (index, f) in spec.features.iter().enumerate() {
+                if f.filter.matches(e) {
+                    let mut p = f.aggregate.empty();
+                    f.aggregate.update(&mut p, e);
+                    parts.push_decoded(index, f.window.bucket_of(e.ts_ms), p).unwrap();
+                }
+            }
+        }
+        let all = parts.clone().into_profile(t, None);
+        prop_assert_eq!(&all, &parts.evaluate(t));
+        prop_assert_eq!(&all, &reference::evaluate(&spec, &events, t));
+        let some = [spec.features.len() - 1, 0, spec.features.len() - 1];
+        prop_assert_eq!(parts.clone().into_profile(t, Some(&some)), parts.evaluate_some(t, Some(&some)));
     }
 
     /// Every partial survives the storage encoding unchanged.

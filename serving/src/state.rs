@@ -229,7 +229,7 @@ impl Serving {
         let parts = self.partials(pair, tenant, user)?;
         let found = !parts.is_empty();
         let Some(selected) = features else {
-            let features = parts.evaluate(t_ms);
+            let features = parts.into_profile(t_ms, None);
             let segments = segments_of(&self.spec.segments, &features);
             return Ok(Served {
                 found,
@@ -244,7 +244,7 @@ impl Serving {
                 .iter()
                 .filter(|i| !selected.contains(i)),
         );
-        let mut features = parts.evaluate_some(t_ms, Some(&needed));
+        let mut features = parts.into_profile(t_ms, Some(&needed));
         let segments = segments_of(&self.spec.segments, &features);
         if needed.len() > selected.len() {
             let spec = &self.spec;
