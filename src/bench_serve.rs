@@ -173,6 +173,17 @@ pub(crate) struct ServeBenchArgs {
     /// The load generator's gRPC client (the same for every gRPC target).
     #[arg(long, value_enum, default_value = "h2")]
     grpc_client: GrpcClient,
+    /// PID of the `weft serve` process, when it runs on this machine: each
+    /// phase then also reports its CPU time per request (`/proc/PID/stat`),
+    /// the cost that decides how much of the shared cores a server leaves.
+    #[arg(long)]
+    weft_pid: Option<u32>,
+    /// PID of the floor process (see --weft-pid).
+    #[arg(long, requires = "floor")]
+    floor_pid: Option<u32>,
+    /// PID of the Redis server (see --weft-pid).
+    #[arg(long, requires = "redis")]
+    redis_pid: Option<u32>,
     /// Seed of the user choice (same seed, same user sequence per target).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -588,6 +599,8 @@ struct Target {
     /// Its replies' freshness describes the server's live state (weft; the
     /// floor replays one stored reply), so the timeline reports it.
     live_freshness: bool,
+    /// The server's process on this machine, if known (`--weft-pid`, ...).
+    pid: Option<u32>,
 }
 
 async fn grpc_target(
@@ -612,6 +625,7 @@ async fn grpc_target(
         name,
         conns,
         live_freshness,
+        pid: None,
     })
 }
 
@@ -950,13 +964,15 @@ fn pace(
     }
 }
 
-/// CPU time this process has used so far (all threads, user + system),
-/// from `/proc/self/stat` in clock ticks (`USER_HZ`, 100 on Linux); zero
-/// where that file is missing.
-fn process_cpu() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
-    };
+/// CPU time a process (`None`: this one) has used so far, all threads,
+/// user + system, from `/proc/PID/stat` in clock ticks (`USER_HZ`, 100 on
+/// Linux); `None` where that file cannot be read.
+fn process_cpu(pid: Option<u32>) -> Option<Duration> {
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_string(),
+        |p| format!("/proc/{p}/stat"),
+    );
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name, which is in parentheses and may hold
     // spaces: state is field 3, utime 14 and stime 15.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
@@ -966,14 +982,21 @@ fn process_cpu() -> Duration {
         .take(2)
         .filter_map(|f| f.parse::<u64>().ok())
         .sum();
-    Duration::from_millis(ticks * 10)
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time used between two readings of [`process_cpu`].
+fn cpu_since(pid: Option<u32>, before: Option<Duration>) -> Option<Duration> {
+    Some(process_cpu(pid)?.saturating_sub(before?))
 }
 
 /// What a phase recorded, merged over its workers.
 struct PhaseRun {
     rec: Recorder,
     /// The load generator's own CPU time over the phase.
-    cpu: Duration,
+    cpu: Option<Duration>,
+    /// The server's, where its PID is known.
+    server_cpu: Option<Duration>,
     /// Start to the last reply.
     elapsed: Duration,
     /// The phase's start, Unix milliseconds.
@@ -994,7 +1017,8 @@ async fn run_phase(
     // Workers need a moment to start before the first scheduled request.
     const LEAD: Duration = Duration::from_millis(20);
     let started_unix_ms = unix_ms()? + LEAD.as_millis() as i64;
-    let cpu_before = process_cpu();
+    let cpu_before = process_cpu(None);
+    let server_cpu_before = target.pid.and_then(|p| process_cpu(Some(p)));
     let start = Instant::now() + LEAD;
     let end = start + duration;
     // Past this, queued fixed-rate requests are not sent any more.
@@ -1063,7 +1087,10 @@ async fn run_phase(
         .max(Duration::from_millis(1));
     Ok(PhaseRun {
         rec: all,
-        cpu: process_cpu().saturating_sub(cpu_before),
+        cpu: cpu_since(None, cpu_before),
+        server_cpu: target
+            .pid
+            .and_then(|p| cpu_since(Some(p), server_cpu_before)),
         elapsed,
         started_unix_ms,
     })
@@ -1090,8 +1117,11 @@ struct Row {
     send_lag_p99_us: Option<u64>,
     /// The load generator's CPU time over the phase: per request
     /// (successful or not), and in cores (CPU time / elapsed).
-    client_cpu_us_per_request: f64,
-    client_cores: f64,
+    client_cpu_us_per_request: Option<f64>,
+    client_cores: Option<f64>,
+    /// The same for the server, where its PID was given.
+    server_cpu_us_per_request: Option<f64>,
+    server_cores: Option<f64>,
     elapsed_secs: f64,
     /// The phase's start, Unix milliseconds.
     started_unix_ms: i64,
@@ -1121,6 +1151,9 @@ impl Row {
         let (rec, elapsed) = (&run.rec, run.elapsed);
         let h = &rec.latency;
         let fixed = matches!(phase, Phase::Fixed(_));
+        // Microseconds of CPU per request sent (successful or not).
+        let sent = (rec.ok + rec.errors.values().sum::<u64>()).max(1) as f64;
+        let per_request = |cpu: Duration| cpu.as_secs_f64() * 1e6 / sent;
         Ok(Row {
             round,
             target,
@@ -1135,9 +1168,12 @@ impl Row {
             error_kinds: rec.errors.clone(),
             send_lag_p50_us: fixed.then(|| rec.send_lag.value_at_quantile(0.5)),
             send_lag_p99_us: fixed.then(|| rec.send_lag.value_at_quantile(0.99)),
-            client_cpu_us_per_request: run.cpu.as_secs_f64() * 1e6
-                / (rec.ok + rec.errors.values().sum::<u64>()).max(1) as f64,
-            client_cores: run.cpu.as_secs_f64() / elapsed.as_secs_f64(),
+            client_cpu_us_per_request: run.cpu.map(&per_request),
+            client_cores: run.cpu.map(|c| c.as_secs_f64() / elapsed.as_secs_f64()),
+            server_cpu_us_per_request: run.server_cpu.map(per_request),
+            server_cores: run
+                .server_cpu
+                .map(|c| c.as_secs_f64() / elapsed.as_secs_f64()),
             elapsed_secs: elapsed.as_secs_f64(),
             started_unix_ms: run.started_unix_ms,
             timeline: match &rec.timeline {
@@ -1314,10 +1350,14 @@ pub(crate) fn serve(a: &ServeBenchArgs) -> Result<()> {
 
 async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
     let auth = bearer(&a.key)?;
-    let weft = grpc_target("weft", &a.weft, &auth, a.connections, a.grpc_client, true).await?;
+    let mut weft = grpc_target("weft", &a.weft, &auth, a.connections, a.grpc_client, true).await?;
+    weft.pid = a.weft_pid;
     let mut targets = Vec::new();
     if let Some(addr) = &a.floor {
-        targets.push(grpc_target("floor", addr, &auth, a.connections, a.grpc_client, false).await?);
+        let mut floor =
+            grpc_target("floor", addr, &auth, a.connections, a.grpc_client, false).await?;
+        floor.pid = a.floor_pid;
+        targets.push(floor);
     }
     if let Some(addr) = &a.redis {
         let conns = redis_conns(addr, a.connections).await?;
@@ -1329,6 +1369,7 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
             name: "redis",
             conns: conns.into_iter().map(Conn::Redis).collect(),
             live_freshness: false,
+            pid: a.redis_pid,
         });
     }
     targets.push(weft);
@@ -1422,13 +1463,26 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
         }
     };
     for r in &rows {
+        let cpu = |who: &str, us: Option<f64>, cores: Option<f64>| match (us, cores) {
+            (Some(us), Some(cores)) => format!("{who} {us:.1} µs a request, {cores:.2} of a core"),
+            _ => format!("{who} not known"),
+        };
+        let mut line = cpu(
+            "load generator",
+            r.client_cpu_us_per_request,
+            r.client_cores,
+        );
+        if r.server_cpu_us_per_request.is_some() {
+            line += &format!(
+                "; {}",
+                cpu("server", r.server_cpu_us_per_request, r.server_cores)
+            );
+        }
         println!(
-            "{}{} {}: load generator CPU {:.1} µs a request, {:.2} of a core",
+            "{}{} {}: CPU: {line}",
             round_label(r.round),
             r.target,
-            r.phase,
-            r.client_cpu_us_per_request,
-            r.client_cores
+            r.phase
         );
         if let (Some(p50), Some(p99)) = (r.send_lag_p50_us, r.send_lag_p99_us) {
             println!(

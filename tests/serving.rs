@@ -1005,6 +1005,7 @@ fn weft_serve_answers_python_grpcio_and_curl() {
             .args(["--duration-secs", "1", "--warmup-secs", "0"])
             .args(["--grpc-client", client, "--json"])
             .arg(&json)
+            .args(["--weft-pid", &child.id().to_string()])
             .output()
             .unwrap();
         (out, json)
@@ -1022,6 +1023,12 @@ fn weft_serve_answers_python_grpcio_and_curl() {
             .unwrap();
         assert_eq!(row["ok"], 200, "{client}: {row}");
         assert_eq!(row["errors"], 0, "{client}: {row}");
+        for cpu in ["client_cpu_us_per_request", "server_cpu_us_per_request"] {
+            assert!(
+                row[cpu].as_f64().is_some_and(|us| us >= 0.0),
+                "{client}: {row}"
+            );
+        }
         let (out, _) = bench(client, "not-a-key");
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);

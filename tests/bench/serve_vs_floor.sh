@@ -62,10 +62,12 @@ start_serve
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
   >"$work/redis.log" 2>&1 &
 pids+=($!)
+redis_pid=$!
 wait_for "redis" 30 "${pids[-1]}" redis-cli -p "$redis_port" ping
 "$bin" bench floor --listen "127.0.0.1:$floor_port" --from "127.0.0.1:$grpc_port" --key "$key" \
   --user u0000000 >"$work/floor.log" 2>&1 &
 pids+=($!)
+floor_pid=$!
 wait_for "weft bench floor" 60 "${pids[-1]}" port_open "$floor_port"
 echo "  $(grep -m1 "^floor:" "$work/floor.log" || true)"
 
@@ -73,6 +75,7 @@ echo "  $(grep -m1 "^floor:" "$work/floor.log" || true)"
 echo
 "$bin" bench serve --weft "127.0.0.1:$grpc_port" --key "$key" --users "$users" \
   --floor "127.0.0.1:$floor_port" --redis "127.0.0.1:$redis_port" --load-redis \
+  --weft-pid "$serve_pid" --floor-pid "$floor_pid" --redis-pid "$redis_pid" \
   ${RATE:+--rate "$RATE"} ${DURATION:+--duration-secs "$DURATION"} \
   ${WARMUP:+--warmup-secs "$WARMUP"} ${CONCURRENCY:+--concurrency "$CONCURRENCY"} \
   ${CONNECTIONS:+--connections "$CONNECTIONS"} ${ROUNDS:+--rounds "$ROUNDS"} \
