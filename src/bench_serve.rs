@@ -486,12 +486,14 @@ impl H2Grpc {
     /// One call: the reply, or `Err` naming the failure kind as the tonic
     /// client does (the gRPC code's name).
     async fn get_profile(&self, user: &str) -> Result<GetProfileResponse, String> {
+        // One uncompressed gRPC frame: flag, big-endian length, message.
         let message = profile_request(user);
-        let mut body = bytes::BytesMut::with_capacity(5 + message.encoded_len());
-        body.extend_from_slice(&[0]);
-        body.extend_from_slice(&(message.encoded_len() as u32).to_be_bytes());
+        let len = message.encoded_len();
+        let mut frame = bytes::BytesMut::with_capacity(5 + len);
+        frame.extend_from_slice(&[0]);
+        frame.extend_from_slice(&(len as u32).to_be_bytes());
         message
-            .encode(&mut body)
+            .encode(&mut frame)
             .map_err(|e| format!("encoding: {e}"))?;
         let request = http::Request::builder()
             .method(http::Method::POST)
@@ -511,7 +513,7 @@ impl H2Grpc {
             .send_request(request, false)
             .map_err(|e| format!("h2: {e}"))?;
         stream
-            .send_data(body.freeze(), true)
+            .send_data(frame.freeze(), true)
             .map_err(|e| format!("h2: {e}"))?;
         let (head, mut body) = reply.await.map_err(|e| format!("h2: {e}"))?.into_parts();
         if head.status != http::StatusCode::OK {
