@@ -127,6 +127,15 @@ pub(crate) struct ServeBenchArgs {
     /// Users u0000000 .. u{N-1}, picked uniformly at random per request.
     #[arg(long, default_value_t = 1_000_000)]
     users: u32,
+    /// Start the users at this rank instead (u{first} .. u{first+N-1}). A
+    /// range past the tenant's users measures requests for unknown users:
+    /// the request path with no profile to build.
+    #[arg(long, default_value_t = 0, conflicts_with = "redis")]
+    first_user: u32,
+    /// Features to ask for in every `GetProfile`, comma-separated (default:
+    /// all of them).
+    #[arg(long, value_delimiter = ',', conflicts_with = "redis")]
+    features: Vec<String>,
     /// `weft bench floor`'s gRPC address.
     #[arg(long)]
     floor: Option<String>,
@@ -275,10 +284,10 @@ fn authorized<T>(message: T, auth: &MetadataValue<Ascii>) -> Request<T> {
     req
 }
 
-fn profile_request(user: &str) -> GetProfileRequest {
+fn profile_request(user: &str, features: &[String]) -> GetProfileRequest {
     GetProfileRequest {
         user_id: user.to_string(),
-        features: Vec::new(),
+        features: features.to_vec(),
     }
 }
 
@@ -346,7 +355,7 @@ async fn fetch_floor(a: &FloorArgs) -> Result<Floor> {
     let auth = bearer(&a.key)?;
     let mut client = ProfileServiceClient::new(connect(&a.from).await?);
     let profile = client
-        .get_profile(authorized(profile_request(&a.user), &auth))
+        .get_profile(authorized(profile_request(&a.user, &[]), &auth))
         .await
         .map_err(|s| status_error(&format!("GetProfile {} from {}", a.user, a.from), &s))?
         .into_inner();
@@ -445,6 +454,8 @@ struct H2Grpc {
     send: h2::client::SendRequest<bytes::Bytes>,
     uri: http::Uri,
     auth: http::HeaderValue,
+    /// Asked for in every request (empty: all).
+    features: Arc<[String]>,
 }
 
 impl H2Grpc {
@@ -453,7 +464,11 @@ impl H2Grpc {
     const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
     const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 
-    async fn connect(addr: &str, auth: &MetadataValue<Ascii>) -> Result<H2Grpc> {
+    async fn connect(
+        addr: &str,
+        auth: &MetadataValue<Ascii>,
+        features: Arc<[String]>,
+    ) -> Result<H2Grpc> {
         let host = addr.strip_prefix("http://").unwrap_or(addr);
         let uri: http::Uri = format!("http://{host}/weft.v1.ProfileService/GetProfile")
             .parse()
@@ -480,6 +495,7 @@ impl H2Grpc {
             uri,
             auth: http::HeaderValue::from_bytes(auth.as_encoded_bytes())
                 .context("the API key is not a valid header value")?,
+            features,
         })
     }
 
@@ -487,7 +503,7 @@ impl H2Grpc {
     /// client does (the gRPC code's name).
     async fn get_profile(&self, user: &str) -> Result<GetProfileResponse, String> {
         // One uncompressed gRPC frame: flag, big-endian length, message.
-        let message = profile_request(user);
+        let message = profile_request(user, &self.features);
         let len = message.encoded_len();
         let mut frame = bytes::BytesMut::with_capacity(5 + len);
         frame.extend_from_slice(&[0]);
@@ -559,6 +575,7 @@ enum Conn {
     Grpc {
         client: ProfileServiceClient<Channel>,
         auth: MetadataValue<Ascii>,
+        features: Arc<[String]>,
     },
     H2(H2Grpc),
     Redis(MultiplexedConnection),
@@ -569,8 +586,12 @@ impl Conn {
     /// `None` from Redis), or `Err` naming the failure kind.
     async fn get(&mut self, user: &str) -> Result<Option<Freshness>, String> {
         match self {
-            Conn::Grpc { client, auth } => match client
-                .get_profile(authorized(profile_request(user), auth))
+            Conn::Grpc {
+                client,
+                auth,
+                features,
+            } => match client
+                .get_profile(authorized(profile_request(user, features), auth))
                 .await
             {
                 // The reply is decoded by now.
@@ -611,15 +632,18 @@ async fn grpc_target(
     auth: &MetadataValue<Ascii>,
     connections: usize,
     client: GrpcClient,
+    features: &[String],
     live_freshness: bool,
 ) -> Result<Target> {
+    let features: Arc<[String]> = features.into();
     let mut conns = Vec::with_capacity(connections);
     for _ in 0..connections {
         conns.push(match client {
-            GrpcClient::H2 => Conn::H2(H2Grpc::connect(addr, auth).await?),
+            GrpcClient::H2 => Conn::H2(H2Grpc::connect(addr, auth, features.clone()).await?),
             GrpcClient::Tonic => Conn::Grpc {
                 client: ProfileServiceClient::new(connect(addr).await?),
                 auth: auth.clone(),
+                features: features.clone(),
             },
         });
     }
@@ -1005,12 +1029,13 @@ struct PhaseRun {
     started_unix_ms: i64,
 }
 
-/// Runs one phase against `target` with `workers` workers; with `window`,
-/// keeps a timeline of windows that long.
+/// Runs one phase against `target` with `workers` workers, each request
+/// for a user of rank uniformly random in `users`; with `window`, keeps a
+/// timeline of windows that long.
 async fn run_phase(
     target: &Target,
     workers: usize,
-    users: u32,
+    users: std::ops::Range<u32>,
     duration: Duration,
     phase: Phase,
     seed: u64,
@@ -1043,12 +1068,13 @@ async fn run_phase(
         let timeline = window.map(|w| Timeline::new(start, w, target.live_freshness));
         let mut rec = Recorder::new(timeline)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(w as u64));
+        let users = users.clone();
         handles.push(tokio::spawn(async move {
             match queue {
                 Some(queue) => loop {
                     let scheduled = queue.lock().await.recv().await;
                     let Some(scheduled) = scheduled else { break };
-                    let user = user_id(rng.random_range(0..users));
+                    let user = user_id(rng.random_range(users.clone()));
                     let sent = Instant::now();
                     if sent > give_up {
                         rec.error(
@@ -1065,7 +1091,7 @@ async fn run_phase(
                 None => {
                     tokio::time::sleep_until(start.into()).await;
                     while Instant::now() < end {
-                        let user = user_id(rng.random_range(0..users));
+                        let user = user_id(rng.random_range(users.clone()));
                         let sent = Instant::now();
                         let result = tokio::time::timeout(REQUEST_TIMEOUT, conn.get(&user)).await;
                         rec.finish(sent, result);
@@ -1200,6 +1226,9 @@ struct Ratio {
 #[derive(Debug, Serialize)]
 struct ServeReport {
     users: u32,
+    first_user: u32,
+    /// Asked for in each request; empty: all.
+    features: Vec<String>,
     concurrency: usize,
     connections: usize,
     rate: f64,
@@ -1336,6 +1365,9 @@ pub(crate) fn serve(a: &ServeBenchArgs) -> Result<()> {
     if !(a.rate.is_finite() && a.rate > 0.0) {
         bail!("--rate must be a positive number");
     }
+    if a.first_user.checked_add(a.users).is_none() {
+        bail!("--first-user + --users must fit in 32 bits");
+    }
     // One thread: a current-thread runtime, whose tasks never wake another
     // worker thread to steal them.
     let mut rt = match a.threads {
@@ -1352,12 +1384,29 @@ pub(crate) fn serve(a: &ServeBenchArgs) -> Result<()> {
 
 async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
     let auth = bearer(&a.key)?;
-    let mut weft = grpc_target("weft", &a.weft, &auth, a.connections, a.grpc_client, true).await?;
+    let mut weft = grpc_target(
+        "weft",
+        &a.weft,
+        &auth,
+        a.connections,
+        a.grpc_client,
+        &a.features,
+        true,
+    )
+    .await?;
     weft.pid = a.weft_pid;
     let mut targets = Vec::new();
     if let Some(addr) = &a.floor {
-        let mut floor =
-            grpc_target("floor", addr, &auth, a.connections, a.grpc_client, false).await?;
+        let mut floor = grpc_target(
+            "floor",
+            addr,
+            &auth,
+            a.connections,
+            a.grpc_client,
+            &a.features,
+            false,
+        )
+        .await?;
         floor.pid = a.floor_pid;
         targets.push(floor);
     }
@@ -1379,6 +1428,7 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
         probe(t).await?;
     }
 
+    let users = a.first_user..a.first_user + a.users;
     let duration = Duration::from_secs(a.duration_secs);
     let cores = std::thread::available_parallelism().map_or(0, |p| p.get());
     let mut phases = vec![Phase::Warmup];
@@ -1414,8 +1464,16 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
                     Phase::Fixed(_) => a.timeline_secs.map(Duration::from_secs),
                     Phase::Warmup | Phase::Max => None,
                 };
-                let run =
-                    run_phase(t, a.concurrency, a.users, length, phase, a.seed, window).await?;
+                let run = run_phase(
+                    t,
+                    a.concurrency,
+                    users.clone(),
+                    length,
+                    phase,
+                    a.seed,
+                    window,
+                )
+                .await?;
                 if phase != Phase::Warmup {
                     rows.push(Row::new(round, t.name, phase, &run)?);
                 }
@@ -1423,9 +1481,21 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
         }
     }
 
+    let asked = if a.features.is_empty() {
+        "all features".to_string()
+    } else {
+        format!("features {}", a.features.join(","))
+    };
     println!(
-        "weft bench serve: {} users, {} workers, {} connections per target, fixed rate {:.0}/s, {} s per phase ({} s warm-up), load generator on {} threads, {cores} cores shared with the servers",
-        a.users, a.concurrency, a.connections, a.rate, a.duration_secs, a.warmup_secs, a.threads
+        "weft bench serve: {} users from u{:07}, {asked}, {} workers, {} connections per target, fixed rate {:.0}/s, {} s per phase ({} s warm-up), load generator on {} threads, {cores} cores shared with the servers",
+        a.users,
+        a.first_user,
+        a.concurrency,
+        a.connections,
+        a.rate,
+        a.duration_secs,
+        a.warmup_secs,
+        a.threads
     );
     let several = a.rounds > 1;
     let round_cell = |r: u32| {
@@ -1522,6 +1592,8 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
             path,
             &ServeReport {
                 users: a.users,
+                first_user: a.first_user,
+                features: a.features.clone(),
                 concurrency: a.concurrency,
                 connections: a.connections,
                 rate: a.rate,
@@ -1564,7 +1636,7 @@ async fn wait_found(
 ) -> Option<Instant> {
     loop {
         match client
-            .get_profile(authorized(profile_request(user), auth))
+            .get_profile(authorized(profile_request(user, &[]), auth))
             .await
         {
             Ok(r) if r.get_ref().profile.as_ref().is_some_and(|p| p.found) => {
@@ -1590,7 +1662,7 @@ pub(crate) fn freshness(a: &FreshnessArgs) -> Result<()> {
     let auth = bearer(&a.key)?;
     let mut client = ProfileServiceClient::new(rt.block_on(connect(&a.weft))?);
     // The key works (and a never-seen user is simply not found).
-    rt.block_on(client.get_profile(authorized(profile_request("fresh-probe"), &auth)))
+    rt.block_on(client.get_profile(authorized(profile_request("fresh-probe", &[]), &auth)))
         .map_err(|s| status_error(&format!("GetProfile from {}", a.weft), &s))?;
     let mut producer = EventProducer::new(&a.bootstrap, &a.topic)
         .with_context(|| format!("producing to {} on {}", a.topic, a.bootstrap))?;
