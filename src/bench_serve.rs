@@ -626,19 +626,18 @@ struct Target {
     pid: Option<u32>,
 }
 
+/// A gRPC target at `addr` as `a` configures the client: its
+/// connections, client, key and features.
 async fn grpc_target(
-    name: &'static str,
-    addr: &str,
+    a: &ServeBenchArgs,
     auth: &MetadataValue<Ascii>,
-    connections: usize,
-    client: GrpcClient,
-    features: &[String],
+    (name, addr, pid): (&'static str, &str, Option<u32>),
     live_freshness: bool,
 ) -> Result<Target> {
-    let features: Arc<[String]> = features.into();
-    let mut conns = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        conns.push(match client {
+    let features: Arc<[String]> = a.features.as_slice().into();
+    let mut conns = Vec::with_capacity(a.connections);
+    for _ in 0..a.connections {
+        conns.push(match a.grpc_client {
             GrpcClient::H2 => Conn::H2(H2Grpc::connect(addr, auth, features.clone()).await?),
             GrpcClient::Tonic => Conn::Grpc {
                 client: ProfileServiceClient::new(connect(addr).await?),
@@ -651,7 +650,7 @@ async fn grpc_target(
         name,
         conns,
         live_freshness,
-        pid: None,
+        pid,
     })
 }
 
@@ -1384,31 +1383,10 @@ pub(crate) fn serve(a: &ServeBenchArgs) -> Result<()> {
 
 async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
     let auth = bearer(&a.key)?;
-    let mut weft = grpc_target(
-        "weft",
-        &a.weft,
-        &auth,
-        a.connections,
-        a.grpc_client,
-        &a.features,
-        true,
-    )
-    .await?;
-    weft.pid = a.weft_pid;
+    let weft = grpc_target(a, &auth, ("weft", &a.weft, a.weft_pid), true).await?;
     let mut targets = Vec::new();
     if let Some(addr) = &a.floor {
-        let mut floor = grpc_target(
-            "floor",
-            addr,
-            &auth,
-            a.connections,
-            a.grpc_client,
-            &a.features,
-            false,
-        )
-        .await?;
-        floor.pid = a.floor_pid;
-        targets.push(floor);
+        targets.push(grpc_target(a, &auth, ("floor", addr, a.floor_pid), false).await?);
     }
     if let Some(addr) = &a.redis {
         let conns = redis_conns(addr, a.connections).await?;
