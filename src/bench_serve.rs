@@ -260,14 +260,18 @@ fn bearer(key: &str) -> Result<MetadataValue<Ascii>> {
         .context("the API key is not valid ASCII metadata")
 }
 
-/// One HTTP/2 connection (TCP_NODELAY) to a gRPC address (`host:port` or
-/// `http://host:port`).
-async fn connect(addr: &str) -> Result<Channel> {
-    let uri = if addr.contains("://") {
+/// A gRPC address (`host:port` or `http://host:port`) as a URI.
+fn grpc_uri(addr: &str) -> String {
+    if addr.contains("://") {
         addr.to_string()
     } else {
         format!("http://{addr}")
-    };
+    }
+}
+
+/// One HTTP/2 connection (TCP_NODELAY) to a gRPC address (see [`grpc_uri`]).
+async fn connect(addr: &str) -> Result<Channel> {
+    let uri = grpc_uri(addr);
     Endpoint::from_shared(uri.clone())
         .with_context(|| format!("{uri:?} is not a gRPC address"))?
         .tcp_nodelay(true)
@@ -469,15 +473,23 @@ impl H2Grpc {
         auth: &MetadataValue<Ascii>,
         features: Arc<[String]>,
     ) -> Result<H2Grpc> {
-        let host = addr.strip_prefix("http://").unwrap_or(addr);
+        let base: http::Uri = grpc_uri(addr)
+            .parse()
+            .with_context(|| format!("{addr:?} is not a gRPC address"))?;
+        let host = match (base.scheme_str(), base.authority()) {
+            (Some("http"), Some(authority)) => authority.as_str().to_string(),
+            _ => bail!("{addr:?}: the h2 client speaks plaintext HTTP/2 to host:port"),
+        };
         let uri: http::Uri = format!("http://{host}/weft.v1.ProfileService/GetProfile")
             .parse()
             .with_context(|| format!("{addr:?} is not a gRPC address"))?;
-        let tcp =
-            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(host))
-                .await
-                .with_context(|| format!("connecting to {host}: timed out"))?
-                .with_context(|| format!("connecting to {host}"))?;
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(&host),
+        )
+        .await
+        .with_context(|| format!("connecting to {host}: timed out"))?
+        .with_context(|| format!("connecting to {host}"))?;
         tcp.set_nodelay(true).context("setting TCP_NODELAY")?;
         let (send, connection) = h2::client::Builder::new()
             .initial_window_size(Self::STREAM_WINDOW)
