@@ -200,8 +200,9 @@ impl Fixture {
         let by_user = produced.by_user();
         for &t in times {
             for ((tenant, user), events) in &by_user {
-                let mut partials = view.user_partials(tenant, user).unwrap();
-                partials.extend(store.user_partials(g, tenant, user).unwrap());
+                // Read as a request reads: only what the windows cover at t.
+                let mut partials = view.user_partials(tenant, user, Some(t)).unwrap();
+                partials.extend(store.user_partials(g, tenant, user, Some(t)).unwrap());
                 let expected = reference::evaluate(&self.spec, events, t);
                 if let Err(d) = compare_profiles(&self.spec, &partials.evaluate(t), &expected) {
                     panic!("{tenant}/{user} at {t}: {d}");

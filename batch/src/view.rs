@@ -710,9 +710,16 @@ impl OpenedView {
 
     /// Every partial of one user: the user's packed value, from memory if
     /// the view is held there, else one point lookup (bloom-filtered).
-    pub fn user_partials(&self, tenant: &str, user: &str) -> Result<StoredPartials<'_>> {
+    /// With `as_of`, only those the windows cover then
+    /// ([`StoredPartials::at`]).
+    pub fn user_partials(
+        &self,
+        tenant: &str,
+        user: &str,
+        as_of: Option<i64>,
+    ) -> Result<StoredPartials<'_>> {
         let key = user_prefix(tenant, user);
-        let mut out = StoredPartials::new(&self.spec);
+        let mut out = StoredPartials::at(&self.spec, as_of);
         let bad = |problem: String| BatchError::BadFile {
             file: self.db_path.display().to_string(),
             problem: format!("{tenant}/{user}: {problem}"),
@@ -807,7 +814,7 @@ impl OpenedView {
 
     /// A user's profile from the view alone, as of `t_ms`.
     pub fn profile(&self, tenant: &str, user: &str, t_ms: i64) -> Result<Profile> {
-        Ok(self.user_partials(tenant, user)?.evaluate(t_ms))
+        Ok(self.user_partials(tenant, user, Some(t_ms))?.evaluate(t_ms))
     }
 
     fn ranked(&self, key: &[u8]) -> Result<Ranked> {

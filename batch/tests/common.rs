@@ -161,12 +161,15 @@ fn check_view_against_reference(
     let spec = view.spec();
     let mut checked = 0;
     for ((tenant, user), events) in expected {
-        let partials = view.user_partials(tenant, user).unwrap();
+        let partials = view.user_partials(tenant, user, None).unwrap();
         for &t in times {
-            let served = partials.evaluate(t);
             let want = reference::evaluate(spec, events, t);
-            if let Err(diff) = compare_profiles(spec, &served, &want) {
-                panic!("{tenant}/{user} at {t}: {diff}");
+            // Read once for any time, and read for t alone (as requests do).
+            let at_t = view.user_partials(tenant, user, Some(t)).unwrap();
+            for (how, served) in [("all", partials.evaluate(t)), ("at t", at_t.evaluate(t))] {
+                if let Err(diff) = compare_profiles(spec, &served, &want) {
+                    panic!("{tenant}/{user} at {t}, partials read {how}: {diff}");
+                }
             }
             checked += 1;
         }

@@ -46,7 +46,11 @@ async fn every_user_equals_the_reference() {
     check_recommendations(&view, &events);
     assert_view_equals_reference(&view, &expected, &query_times(&events));
     // A user the archive does not hold has no features.
-    assert!(view.user_partials("solo", "nobody").unwrap().is_empty());
+    assert!(
+        view.user_partials("solo", "nobody", None)
+            .unwrap()
+            .is_empty()
+    );
 
     check_recommendations(&view, &events);
 }

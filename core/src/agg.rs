@@ -115,29 +115,21 @@ impl Serialize for Sketch {
 }
 
 impl<'de> Deserialize<'de> for Sketch {
+    /// Straight from the deserializer's bytes (borrowed from the value
+    /// being read, with postcard), without copying them first.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Sketch, D::Error> {
-        let bytes: Vec<u8> = serde_bytes_vec(d)?;
-        HllSketch::deserialize(&bytes)
-            .map(Sketch)
-            .map_err(serde::de::Error::custom)
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Sketch;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("sketch bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Sketch, E> {
+                HllSketch::deserialize(v).map(Sketch).map_err(E::custom)
+            }
+        }
+        d.deserialize_bytes(V)
     }
-}
-
-fn serde_bytes_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-    struct V;
-    impl<'de> serde::de::Visitor<'de> for V {
-        type Value = Vec<u8>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("sketch bytes")
-        }
-        fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-            Ok(v.to_vec())
-        }
-        fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-            Ok(v)
-        }
-    }
-    d.deserialize_byte_buf(V)
 }
 
 /// The mergeable state of one feature over one bucket (or a merged range of
@@ -267,9 +259,24 @@ impl Aggregate {
         }
     }
 
-    /// Whether a partial has the shape this aggregate produces.
+    /// Whether a partial has the shape this aggregate produces (that of
+    /// [`Aggregate::empty`], without building one: every decoded partial
+    /// is checked, and an empty sketch is an allocation).
     pub fn accepts(&self, p: &Partial) -> bool {
-        std::mem::discriminant(&self.empty()) == std::mem::discriminant(p)
+        matches!(
+            (self, p),
+            (Aggregate::Count, Partial::Count(_))
+                | (Aggregate::Sum(_), Partial::Sum(_))
+                | (Aggregate::Min(_), Partial::Min(_))
+                | (Aggregate::Max(_), Partial::Max(_))
+                | (Aggregate::Avg(_), Partial::Avg { .. })
+                | (Aggregate::Last(_), Partial::Last(_))
+                | (Aggregate::LastN { .. }, Partial::LastN(_))
+                | (Aggregate::TopK { .. }, Partial::TopK(_))
+                | (Aggregate::DistinctCount(_), Partial::Distinct(_))
+                | (Aggregate::FirstSeen, Partial::FirstSeen(_))
+                | (Aggregate::LastSeen, Partial::LastSeen(_))
+        )
     }
 
     /// Folds one event (already known to pass the feature's filter) into a
@@ -486,6 +493,41 @@ pub fn count_values<'a>(values: impl IntoIterator<Item = &'a str>) -> HashMap<&'
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// `accepts` takes exactly the shape of each aggregate's own empty
+    /// partial, and no other aggregate's.
+    #[test]
+    fn accepts_exactly_the_empty_partials_shape() {
+        let f = || Field::Price;
+        let all = [
+            Aggregate::Count,
+            Aggregate::Sum(f()),
+            Aggregate::Min(f()),
+            Aggregate::Max(f()),
+            Aggregate::Avg(f()),
+            Aggregate::Last(f()),
+            Aggregate::LastN {
+                field: f(),
+                n: 3,
+                distinct: true,
+            },
+            Aggregate::TopK { field: f(), k: 3 },
+            Aggregate::DistinctCount(f()),
+            Aggregate::FirstSeen,
+            Aggregate::LastSeen,
+        ];
+        for (i, a) in all.iter().enumerate() {
+            for (j, b) in all.iter().enumerate() {
+                assert_eq!(
+                    a.accepts(&b.empty()),
+                    i == j,
+                    "{} and {}",
+                    a.name(),
+                    b.name()
+                );
+            }
+        }
+    }
 
     proptest! {
         /// Inserting one entry at a time equals pushing it and trimming

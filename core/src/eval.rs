@@ -120,7 +120,12 @@ impl<'s> UserBuckets<'s> {
 pub struct StoredPartials<'s> {
     spec: &'s FeatureSpec,
     /// Indexed like `spec.features`: (bucket, partial) in any order.
-    pub partials: Vec<Vec<(i64, Partial)>>,
+    partials: Vec<Vec<(i64, Partial)>>,
+    /// Set by [`StoredPartials::at`]: the only query time these partials
+    /// may be evaluated at.
+    as_of: Option<i64>,
+    /// Whether any entry was added, kept or skipped.
+    stored: bool,
 }
 
 impl<'s> StoredPartials<'s> {
@@ -128,6 +133,42 @@ impl<'s> StoredPartials<'s> {
         StoredPartials {
             spec,
             partials: vec![Vec::new(); spec.features.len()],
+            as_of: None,
+            stored: false,
+        }
+    }
+
+    /// Partials to be evaluated at `t_ms` only (`None`: at any time, as
+    /// [`StoredPartials::new`]). Entries whose bucket the feature's window
+    /// does not cover at `t_ms` are skipped as they are added, before they
+    /// are decoded: a store keeps every bucket it was ever given (a batch
+    /// view holds a 1h feature's minutes of the whole archive), and a
+    /// request would otherwise decode them all to drop them in the merge.
+    /// Evaluating at another time panics.
+    pub fn at(spec: &'s FeatureSpec, t_ms: Option<i64>) -> StoredPartials<'s> {
+        StoredPartials {
+            as_of: t_ms,
+            ..StoredPartials::new(spec)
+        }
+    }
+
+    /// Whether feature `index`'s window at the query time covers `bucket`
+    /// (always, without one).
+    fn wanted(&mut self, feature: &Feature, bucket: i64) -> bool {
+        self.stored = true;
+        self.as_of.is_none_or(|t| {
+            let (first, last) = feature.window.buckets_at(t);
+            (first..=last).contains(&bucket)
+        })
+    }
+
+    /// Panics if these partials were read for another query time.
+    fn check_time(&self, t_ms: i64) {
+        if let Some(t) = self.as_of {
+            assert_eq!(
+                t, t_ms,
+                "partials read for query time {t} evaluated at {t_ms}"
+            );
         }
     }
 
@@ -178,11 +219,14 @@ impl<'s> StoredPartials<'s> {
     /// Adds an encoded partial of feature `index` (a position in the spec,
     /// e.g. from [`FeatureSpec::feature_index`]).
     pub fn push_encoded(&mut self, index: usize, bucket: i64, value: &[u8]) -> Result<(), String> {
-        let feature = self
-            .spec
+        let spec = self.spec;
+        let feature = spec
             .features
             .get(index)
             .ok_or_else(|| format!("feature index {index} is not in the spec"))?;
+        if !self.wanted(feature, bucket) {
+            return Ok(());
+        }
         let p = decode_partial_for(&feature.aggregate, value)
             .map_err(|e| format!("{}: {e}", feature.name))?;
         self.partials[index].push((bucket, p));
@@ -191,8 +235,8 @@ impl<'s> StoredPartials<'s> {
 
     /// Adds a decoded partial of feature `index` (a position in the spec).
     pub fn push_decoded(&mut self, index: usize, bucket: i64, p: Partial) -> Result<(), String> {
-        let feature = self
-            .spec
+        let spec = self.spec;
+        let feature = spec
             .features
             .get(index)
             .ok_or_else(|| format!("feature index {index} is not in the spec"))?;
@@ -204,12 +248,20 @@ impl<'s> StoredPartials<'s> {
                 feature.aggregate.name()
             ));
         }
-        self.partials[index].push((bucket, p));
+        if self.wanted(feature, bucket) {
+            self.partials[index].push((bucket, p));
+        }
         Ok(())
     }
 
-    /// Merges another store's partials of the same user (batch ⊕ speed).
+    /// Merges another store's partials of the same user (batch ⊕ speed),
+    /// read for the same query time.
     pub fn extend(&mut self, other: StoredPartials<'_>) {
+        assert_eq!(
+            self.as_of, other.as_of,
+            "partials read for different query times"
+        );
+        self.stored |= other.stored;
         for (mine, theirs) in self.partials.iter_mut().zip(other.partials) {
             mine.extend(theirs);
         }
@@ -217,6 +269,17 @@ impl<'s> StoredPartials<'s> {
 
     pub fn is_empty(&self) -> bool {
         self.partials.iter().all(Vec::is_empty)
+    }
+
+    /// Whether the store held anything for the user, even if nothing of it
+    /// is in a window at the query time (the user is known).
+    pub fn found(&self) -> bool {
+        self.stored
+    }
+
+    /// The number of (bucket, partial) entries held.
+    pub fn len(&self) -> usize {
+        self.partials.iter().map(Vec::len).sum()
     }
 
     /// Forgets every partial, keeping the feature index (for reading the
@@ -233,6 +296,7 @@ impl<'s> StoredPartials<'s> {
     /// The values at `t` of the features at `indices` (positions in the
     /// spec; None: all).
     pub fn evaluate_some(&self, t_ms: i64, indices: Option<&[usize]>) -> Profile {
+        self.check_time(t_ms);
         let mut profile = Profile::new();
         let mut add = |i: usize| {
             let (feature, buckets) = (&self.spec.features[i], &self.partials[i]);
@@ -252,6 +316,7 @@ impl<'s> StoredPartials<'s> {
     /// copied (what a request does with the partials it read). A feature
     /// named twice in `indices` is evaluated once.
     pub fn into_profile(mut self, t_ms: i64, indices: Option<&[usize]>) -> Profile {
+        self.check_time(t_ms);
         let mut profile = Profile::new();
         let mut add = |i: usize| {
             let feature = &self.spec.features[i];

@@ -381,8 +381,9 @@ pub struct FeatureSpec {
     pub segments: Vec<crate::segment::Segment>,
     hash: String,
     /// Feature index by name (built once: read paths look names up for
-    /// every stored entry).
-    by_name: std::collections::HashMap<String, usize>,
+    /// every stored entry; foldhash: a fixed map of the spec's own names,
+    /// which no input can grow).
+    by_name: std::collections::HashMap<String, usize, foldhash::fast::FixedState>,
     /// Per event kind (in [`EventKind::ALL`] order), the indexes of the
     /// features whose kind filter admits it: folds skip the others without
     /// looking at them.

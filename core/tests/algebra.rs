@@ -302,6 +302,49 @@ proptest! {
         prop_assert_eq!(parts.clone().into_profile(t, Some(&some)), parts.evaluate_some(t, Some(&some)));
     }
 
+    /// Partials read for one query time (`StoredPartials::at`, which skips
+    /// what the windows do not cover then, undecoded) evaluate there to
+    /// exactly what all of them do, through both ways in: packed values
+    /// (batch views) and decoded partials (the speed layer). The user is
+    /// found either way, even when nothing is in a window.
+    #[test]
+    fn reading_for_one_time_equals_reading_all(events in arb_stream(), split in any::<prop::sample::Index>(), t in arb_query_time()) {
+        let spec = test_spec();
+        let events: Vec<Event> = reference::dedup(&events).into_iter().cloned().collect();
+        let cut = split.index(events.len() + 1);
+        let (packed_part, decoded_part) = events.split_at(cut);
+        let mut packed = Vec::new();
+        for f in &spec.features {
+            let mut buckets: BTreeMap<i64, Partial> = BTreeMap::new();
+            for e in packed_part.iter().filter(|e| f.filter.matches(e)) {
+                let p = buckets.entry(f.window.bucket_of(e.ts_ms)).or_insert_with(|| f.aggregate.empty());
+                f.aggregate.update(p, e);
+            }
+            for (bucket, p) in &buckets {
+                weft_core::keys::push_packed(&mut packed, &f.name, *bucket, &encode_partial(p));
+            }
+        }
+        let (mut all, mut at_t) = (StoredPartials::new(&spec), StoredPartials::at(&spec, Some(t)));
+        for parts in [&mut all, &mut at_t] {
+            parts.push_packed(&packed).unwrap();
+            for e in decoded_part {
+                for (index, f) in spec.features.iter().enumerate() {
+                    if f.filter.matches(e) {
+                        let mut p = f.aggregate.empty();
+                        f.aggregate.update(&mut p, e);
+                        parts.push_decoded(index, f.window.bucket_of(e.ts_ms), p).unwrap();
+                    }
+                }
+            }
+        }
+        prop_assert!(at_t.len() <= all.len());
+        prop_assert_eq!(at_t.found(), !all.is_empty());
+        let want = all.evaluate(t);
+        prop_assert_eq!(&at_t.evaluate(t), &want);
+        prop_assert_eq!(&at_t.into_profile(t, None), &want);
+        prop_assert_eq!(&want, &reference::evaluate(&spec, &events, t));
+    }
+
     /// Every partial survives the storage encoding unchanged.
     #[test]
     fn partial_encoding_round_trips(events in arb_stream()) {

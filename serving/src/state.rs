@@ -8,7 +8,6 @@
 //! request in flight sees (the speed layer keeps the previous generation
 //! until the next switch).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -74,7 +73,6 @@ pub struct Served {
 /// The serving state shared by both APIs.
 pub struct Serving {
     spec: Arc<FeatureSpec>,
-    index: HashMap<String, usize>,
     /// Features the segments read (evaluated even when not requested).
     segment_features: Vec<usize>,
     speed: Arc<SpeedStore>,
@@ -109,23 +107,16 @@ pub fn now_ms() -> i64 {
 impl Serving {
     pub fn new(speed: Arc<SpeedStore>, speed_metrics: Arc<SpeedMetrics>) -> Serving {
         let spec = speed.spec().clone();
-        let index: HashMap<String, usize> = spec
-            .features
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.name.clone(), i))
-            .collect();
         let mut segment_features: Vec<usize> = spec
             .segments
             .iter()
             .flat_map(|s| &s.all)
-            .filter_map(|p| index.get(&p.feature).copied())
+            .filter_map(|p| spec.feature_index(&p.feature))
             .collect();
         segment_features.sort_unstable();
         segment_features.dedup();
         Serving {
             spec,
-            index,
             segment_features,
             speed,
             speed_metrics,
@@ -187,7 +178,7 @@ impl Serving {
         }
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            let i = self.index.get(name.as_str()).copied().ok_or_else(|| {
+            let i = self.spec.feature_index(name).ok_or_else(|| {
                 ApiError::InvalidArgument(format!("unknown feature {:?}", truncate(name, 64)))
             })?;
             if !out.contains(&i) {
@@ -199,21 +190,26 @@ impl Serving {
 
     /// The index of a feature of the spec.
     pub fn feature_index(&self, name: &str) -> Option<usize> {
-        self.index.get(name).copied()
+        self.spec.feature_index(name)
     }
 
-    /// A user's partials from both stores of `pair`.
+    /// A user's partials from both stores of `pair` that the windows
+    /// cover at `t_ms` ([`StoredPartials::at`]).
     pub fn partials<'p>(
         &'p self,
         pair: &'p Pair,
         tenant: &str,
         user: &str,
+        t_ms: i64,
     ) -> Result<StoredPartials<'p>, ApiError> {
         let mut parts = match &pair.view {
-            Some(view) => view.user_partials(tenant, user)?,
-            None => StoredPartials::new(&self.spec),
+            Some(view) => view.user_partials(tenant, user, Some(t_ms))?,
+            None => StoredPartials::at(&self.spec, Some(t_ms)),
         };
-        parts.extend(self.speed.user_partials(pair.generation, tenant, user)?);
+        parts.extend(
+            self.speed
+                .user_partials(pair.generation, tenant, user, Some(t_ms))?,
+        );
         Ok(parts)
     }
 
@@ -226,8 +222,8 @@ impl Serving {
         t_ms: i64,
         features: Option<&[usize]>,
     ) -> Result<Served, ApiError> {
-        let parts = self.partials(pair, tenant, user)?;
-        let found = !parts.is_empty();
+        let parts = self.partials(pair, tenant, user, t_ms)?;
+        let found = parts.found();
         let Some(selected) = features else {
             let features = parts.into_profile(t_ms, None);
             let segments = segments_of(&self.spec.segments, &features);

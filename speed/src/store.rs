@@ -905,10 +905,11 @@ impl SpeedStore {
         g: Generation,
         tenant: &str,
         user: &str,
+        as_of: Option<i64>,
     ) -> Result<StoredPartials<'_>, SpeedError> {
         let cf = self.cf(CF_PARTIALS)?;
         let prefix = group_user_prefix(g, tenant, user);
-        let mut out = StoredPartials::new(&self.spec);
+        let mut out = StoredPartials::at(&self.spec, as_of);
         if !self.holders.contains(&holder(&prefix)) {
             return Ok(out);
         }
@@ -957,7 +958,9 @@ impl SpeedStore {
         user: &str,
         t_ms: i64,
     ) -> Result<Profile, SpeedError> {
-        Ok(self.user_partials(g, tenant, user)?.evaluate(t_ms))
+        Ok(self
+            .user_partials(g, tenant, user, Some(t_ms))?
+            .evaluate(t_ms))
     }
 
     fn meta_generation(&self, key: &[u8]) -> Result<Option<Generation>, SpeedError> {
@@ -1396,14 +1399,7 @@ mod tests {
             FeatureSpec::parse(include_str!("../../deploy/features.example.toml")).unwrap(),
         );
         let t = 1_700_000_000_000;
-        let count = |s: &SpeedStore, g, user| {
-            s.user_partials(g, "acme", user)
-                .unwrap()
-                .partials
-                .iter()
-                .map(Vec::len)
-                .sum::<usize>()
-        };
+        let count = |s: &SpeedStore, g, user| s.user_partials(g, "acme", user, None).unwrap().len();
         {
             let store = SpeedStore::open(dir.path(), spec.clone(), false).unwrap();
             assert_eq!(count(&store, 0, "a"), 0);
