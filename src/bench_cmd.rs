@@ -44,6 +44,9 @@ enum BenchWhich {
     Serve(crate::bench_serve::ServeBenchArgs),
     /// Produce an event for a new user, time until GetProfile finds it.
     Freshness(crate::bench_serve::FreshnessArgs),
+    /// One GetProfile's cost inside the server, stage by stage: a
+    /// published view read in process, no network.
+    Lookup(crate::bench_lookup::LookupArgs),
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +77,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
         BenchWhich::Floor(a) => crate::bench_serve::floor(a),
         BenchWhich::Serve(a) => crate::bench_serve::serve(a),
         BenchWhich::Freshness(a) => crate::bench_serve::freshness(a),
+        BenchWhich::Lookup(a) => crate::bench_lookup::lookup(a),
     }
 }
 

@@ -1004,7 +1004,7 @@ fn pace(
 /// CPU time a process (`None`: this one) has used so far, all threads,
 /// user + system, from `/proc/PID/stat` in clock ticks (`USER_HZ`, 100 on
 /// Linux); `None` where that file cannot be read.
-fn process_cpu(pid: Option<u32>) -> Option<Duration> {
+pub(crate) fn process_cpu(pid: Option<u32>) -> Option<Duration> {
     let path = pid.map_or_else(
         || "/proc/self/stat".to_string(),
         |p| format!("/proc/{p}/stat"),

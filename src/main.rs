@@ -5,6 +5,7 @@
 mod archive_cmd;
 mod batch_cmd;
 mod bench_cmd;
+mod bench_lookup;
 mod bench_serve;
 mod gen_cmd;
 mod serve_cmd;

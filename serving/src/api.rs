@@ -237,7 +237,8 @@ impl Api {
     }
 }
 
-fn profile_message(user_id: &str, served: crate::state::Served) -> v1::Profile {
+/// The wire form of a served profile.
+pub fn profile_message(user_id: &str, served: crate::state::Served) -> v1::Profile {
     v1::Profile {
         user_id: user_id.to_string(),
         found: served.found,

@@ -22,7 +22,9 @@
 #   create_topic NAME      with 8 partitions
 #   gen_events USERS EVENTS
 #                          `weft gen` for one tenant into the Parquet archive
-#                          $work/archive *and* the topic `events`
+#                          $work/archive and, once start_broker ran, the
+#                          topic `events`; GEN_ARGS adds options (e.g.
+#                          "--start 2026-10-25 --days 30")
 #   batch_run ARCHIVE LOG  `weft batch run` over ARCHIVE into $work/views;
 #                          prints its summary line
 #   start_serve            writes $work/serve.toml and starts `weft serve`
@@ -30,7 +32,7 @@
 #                          until it serves a batch view with no speed lag
 #   profile_json USER      GetProfile over HTTP (curl), the reply's JSON
 # Environment: WORK_DIR, BENCH_BIN (not WEFT_*: `weft serve` reads those as
-# configuration), KEEP_DATA=1.
+# configuration), KEEP_DATA=1, GEN_ARGS.
 
 bench_init() {
   repo=$(pwd)
@@ -133,7 +135,8 @@ create_topic() {
 gen_events() {
   local users=$1 events=$2 start=$SECONDS
   "$bin" gen --events "$events" --users "$users" --tenants 1 --partitions 8 --quiet \
-    --parquet "$work/archive" --kafka "$bootstrap" --topic events >"$work/gen.log" 2>&1 || {
+    --parquet "$work/archive" ${bootstrap:+--kafka "$bootstrap" --topic events} ${GEN_ARGS:-} \
+    >"$work/gen.log" 2>&1 || {
     tail -20 "$work/gen.log"; exit 1; }
   echo "  gen: $((SECONDS - start)) s, archive $(du -sh "$work/archive" | cut -f1): $(tail -1 "$work/gen.log")"
 }
