@@ -124,7 +124,8 @@ pub struct StoredPartials<'s> {
     /// Set by [`StoredPartials::at`]: the only query time these partials
     /// may be evaluated at.
     as_of: Option<i64>,
-    /// Whether any entry was added, kept or skipped.
+    /// Whether any entry of a spec feature was added, whether kept or
+    /// skipped as outside its window.
     stored: bool,
 }
 
@@ -152,8 +153,8 @@ impl<'s> StoredPartials<'s> {
         }
     }
 
-    /// Whether feature `index`'s window at the query time covers `bucket`
-    /// (always, without one).
+    /// Whether `feature`'s window at the query time covers `bucket`
+    /// (always, without one); notes that the user has stored entries.
     fn wanted(&mut self, feature: &Feature, bucket: i64) -> bool {
         self.stored = true;
         self.as_of.is_none_or(|t| {
@@ -286,6 +287,7 @@ impl<'s> StoredPartials<'s> {
     /// next user).
     pub fn clear(&mut self) {
         self.partials.iter_mut().for_each(Vec::clear);
+        self.stored = false;
     }
 
     /// Every feature's value at query time `t`.

@@ -343,6 +343,9 @@ proptest! {
         prop_assert_eq!(&at_t.evaluate(t), &want);
         prop_assert_eq!(&at_t.into_profile(t, None), &want);
         prop_assert_eq!(&want, &reference::evaluate(&spec, &events, t));
+        // Cleared for the next user, nothing of this one is left.
+        all.clear();
+        prop_assert!(!all.found() && all.is_empty());
     }
 
     /// Every partial survives the storage encoding unchanged.
