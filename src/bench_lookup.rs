@@ -37,7 +37,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use weft_batch::{OpenedView, ViewStore};
 use weft_core::segment::segments_of;
-use weft_serving::api::profile_message;
+use weft_serving::api::profile_response;
 use weft_serving::state::{Pair, Served, Serving, now_ms};
 use weft_speed::consumer::SpeedMetrics;
 use weft_speed::store::SpeedStore;
@@ -137,7 +137,7 @@ pub(crate) fn lookup(a: &LookupArgs) -> Result<()> {
     let users: Vec<String> = {
         let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
         (0..a.requests)
-            .map(|_| format!("u{:07}", a.first_user + rng.random_range(0..a.users)))
+            .map(|_| crate::bench_serve::user_id(a.first_user + rng.random_range(0..a.users)))
             .collect()
     };
     let cpu0 = crate::bench_serve::process_cpu(None);
@@ -160,17 +160,12 @@ pub(crate) fn lookup(a: &LookupArgs) -> Result<()> {
         let t3 = Instant::now();
         let segments = segments_of(&spec.segments, &features);
         let t4 = Instant::now();
-        let reply = weft_proto::v1::GetProfileResponse {
-            profile: Some(profile_message(
-                user,
-                Served {
-                    found: was_found,
-                    features,
-                    segments,
-                },
-            )),
-            freshness: Some(serving.freshness(&pair, as_of)),
+        let served = Served {
+            found: was_found,
+            features,
+            segments,
         };
+        let reply = profile_response(&serving, &pair, user, served, as_of);
         let t5 = Instant::now();
         let buf = reply.encode_to_vec();
         let t6 = Instant::now();
@@ -202,10 +197,7 @@ pub(crate) fn lookup(a: &LookupArgs) -> Result<()> {
         let t0 = Instant::now();
         let as_of = now_ms();
         let served = serving.profile(&pair, tenant, user, as_of, asked.as_deref())?;
-        let reply = weft_proto::v1::GetProfileResponse {
-            profile: Some(profile_message(user, served)),
-            freshness: Some(serving.freshness(&pair, as_of)),
-        };
+        let reply = profile_response(&serving, &pair, user, served, as_of);
         let buf = reply.encode_to_vec();
         drop(reply);
         drop(buf);

@@ -234,7 +234,7 @@ pub(crate) struct FreshnessArgs {
 
 // ------------------------------------------------------------------ shared
 
-fn user_id(rank: u32) -> String {
+pub(crate) fn user_id(rank: u32) -> String {
     format!("u{rank:07}")
 }
 

@@ -147,10 +147,13 @@ impl Api {
             as_of,
             features.as_deref(),
         )?;
-        Ok(v1::GetProfileResponse {
-            profile: Some(profile_message(&req.user_id, served)),
-            freshness: Some(self.serving.freshness(&pair, as_of)),
-        })
+        Ok(profile_response(
+            &self.serving,
+            &pair,
+            &req.user_id,
+            served,
+            as_of,
+        ))
     }
 
     pub fn batch_get_profiles(
@@ -237,8 +240,23 @@ impl Api {
     }
 }
 
+/// GetProfile's reply: the served profile and how fresh `pair` was at
+/// `as_of`.
+pub fn profile_response(
+    serving: &Serving,
+    pair: &crate::state::Pair,
+    user_id: &str,
+    served: crate::state::Served,
+    as_of: i64,
+) -> v1::GetProfileResponse {
+    v1::GetProfileResponse {
+        profile: Some(profile_message(user_id, served)),
+        freshness: Some(serving.freshness(pair, as_of)),
+    }
+}
+
 /// The wire form of a served profile.
-pub fn profile_message(user_id: &str, served: crate::state::Served) -> v1::Profile {
+fn profile_message(user_id: &str, served: crate::state::Served) -> v1::Profile {
     v1::Profile {
         user_id: user_id.to_string(),
         found: served.found,
