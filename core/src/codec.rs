@@ -87,6 +87,54 @@ pub fn encode_record_into(out: &mut Vec<u8>, groups: &[BucketGroup]) {
     encode_versioned_into(out, RECORD_FORMAT_VERSION, &groups);
 }
 
+/// One partial as a batch collects it before encoding: (bucket size,
+/// bucket, feature index, partial).
+pub type FlatPartial = (i64, i64, u16, Partial);
+
+/// [`encode_record_into`] straight from flat partials sorted by (size,
+/// bucket, feature index): the same bytes as their nested
+/// [`BucketGroup`]s, without building them.
+pub fn encode_flat_record_into(out: &mut Vec<u8>, partials: &[FlatPartial]) {
+    debug_assert!(
+        partials.is_sorted_by_key(|(size, bucket, index, _)| (*size, *bucket, *index)),
+        "flat partials must be sorted by (size, bucket, index)"
+    );
+    encode_versioned_into(out, RECORD_FORMAT_VERSION, &FlatGroups(partials));
+}
+
+/// Serializes flat partials as `Vec<BucketGroup>` does: a sequence of
+/// `(size, bucket, [(index, partial)])`, one per run of equal (size, bucket).
+struct FlatGroups<'a>(&'a [FlatPartial]);
+
+/// One run of a [`FlatGroups`]: serialized as `Vec<(u16, Partial)>`.
+struct FlatRun<'a>(&'a [FlatPartial]);
+
+fn runs(partials: &[FlatPartial]) -> impl Iterator<Item = &[FlatPartial]> + Clone {
+    partials.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1))
+}
+
+impl serde::Serialize for FlatGroups<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(runs(self.0).count()))?;
+        for run in runs(self.0) {
+            seq.serialize_element(&(run[0].0, run[0].1, FlatRun(run)))?;
+        }
+        seq.end()
+    }
+}
+
+impl serde::Serialize for FlatRun<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for (_, _, index, partial) in self.0 {
+            seq.serialize_element(&(index, partial))?;
+        }
+        seq.end()
+    }
+}
+
 pub fn decode_record(bytes: &[u8]) -> Result<Vec<BucketGroup>, CodecError> {
     match bytes.split_first() {
         None => Err(CodecError::Empty),

@@ -24,10 +24,16 @@ pub struct KeyError {
 
 /// Appends an order-preserving, self-delimiting encoding of `s`.
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
-    for &b in s.as_bytes() {
-        out.push(b);
-        if b == 0 {
-            out.push(0xFF);
+    let bytes = s.as_bytes();
+    // Ids never hold a NUL (they are validated): copy them whole.
+    if !bytes.contains(&0) {
+        out.extend_from_slice(bytes);
+    } else {
+        for &b in bytes {
+            out.push(b);
+            if b == 0 {
+                out.push(0xFF);
+            }
         }
     }
     out.extend_from_slice(&[0x00, 0x01]);

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use weft_core::agg::Partial;
-use weft_core::codec::{decode_partial, decode_partial_for, encode_partial};
+use weft_core::codec::{
+    BucketGroup, FlatPartial, decode_partial, decode_partial_for, decode_record,
+    encode_flat_record_into, encode_partial, encode_record_into,
+};
 use weft_core::eval::{StoredPartials, UserBuckets, compare_profiles};
 use weft_core::keys::{decode_partial_key, partial_key, user_prefix};
 use weft_core::reference;
@@ -300,6 +303,34 @@ proptest! {
         prop_assert_eq!(&all, &reference::evaluate(&spec, &events, t));
         let some = [spec.features.len() - 1, 0, spec.features.len() - 1];
         prop_assert_eq!(parts.clone().into_profile(t, Some(&some)), parts.evaluate_some(t, Some(&some)));
+    }
+
+    /// A bucket record encoded from flat partials (how the speed layer's
+    /// batch holds them) is byte for byte the record of their nested
+    /// bucket groups, and decodes to them.
+    #[test]
+    fn flat_record_encodes_as_nested_groups(events in arb_stream()) {
+        let spec = test_spec();
+        let mut folded: BTreeMap<(i64, i64, u16), Partial> = BTreeMap::new();
+        for e in reference::dedup(&events) {
+            for (index, f) in spec.features.iter().enumerate().filter(|(_, f)| f.filter.matches(e)) {
+                let key = (f.window.bucket_ms, f.window.bucket_of(e.ts_ms), index as u16);
+                f.aggregate.update(folded.entry(key).or_insert_with(|| f.aggregate.empty()), e);
+            }
+        }
+        let flat: Vec<FlatPartial> = folded.into_iter().map(|((s, b, i), p)| (s, b, i, p)).collect();
+        let mut nested: Vec<BucketGroup> = Vec::new();
+        for (s, b, i, p) in &flat {
+            match nested.last_mut() {
+                Some((ls, lb, group)) if (*ls, *lb) == (*s, *b) => group.push((*i, p.clone())),
+                _ => nested.push((*s, *b, vec![(*i, p.clone())])),
+            }
+        }
+        let (mut from_flat, mut from_nested) = (Vec::new(), Vec::new());
+        encode_flat_record_into(&mut from_flat, &flat);
+        encode_record_into(&mut from_nested, &nested);
+        prop_assert_eq!(&from_flat, &from_nested);
+        prop_assert_eq!(decode_record(&from_flat).unwrap(), nested);
     }
 
     /// Partials read for one query time (`StoredPartials::at`, which skips
