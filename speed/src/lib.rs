@@ -25,6 +25,7 @@ pub mod committer;
 pub mod consumer;
 pub mod cursor;
 pub mod error;
+mod idtable;
 pub mod kafka;
 pub mod metrics;
 pub mod store;

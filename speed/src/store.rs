@@ -33,13 +33,16 @@ use rust_rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, DB, Direction, IteratorMode, MergeOperands, Options,
     ReadOptions, WriteBatch, WriteOptions,
 };
-use weft_core::codec::{BucketGroup, decode_record, encode_record_into};
+use weft_core::codec::{
+    BucketGroup, FlatPartial, decode_record, encode_flat_record_into, encode_record_into,
+};
 use weft_core::eval::{Profile, StoredPartials};
 use weft_core::keys::{decode_i64, prefix_upper_bound, push_i64, push_str};
 use weft_core::spec::{Aggregate, DAY_MS};
 use weft_core::{FeatureSpec, Partial};
 
 use crate::SpeedError;
+use crate::idtable::IdTable;
 
 const CF_PARTIALS: &str = "partials";
 const CF_OFFSETS: &str = "offsets";
@@ -115,6 +118,21 @@ pub fn dedup_key(g: Generation, tenant: &str, user: &str, event_id: &str) -> Ded
     k[..4].copy_from_slice(&gen_prefix(g));
     k[4..].copy_from_slice(&xxhash_rust::xxh3::xxh3_128_with_seed(buf, SEED).to_be_bytes());
     k
+}
+
+/// How far ahead [`PendingBatch::apply_new`] computes dedup keys (and asks
+/// for their index slots), and asks for events' strings beyond that.
+const KEYS_AHEAD: usize = 4;
+const EVENTS_AHEAD: usize = 4;
+
+/// Asks the CPU to start loading an event's strings (a hint; no effect on
+/// what the program does).
+fn prefetch_event(e: &weft_core::Event) {
+    for s in [&e.tenant, &e.user_id, &e.event_id, &e.item_id, &e.category] {
+        if let Some(first) = s.as_bytes().first() {
+            mem_prefetch::prefetch_read_data::<u8, 3>(first);
+        }
+    }
 }
 
 /// The generation a key of any column family starts with.
@@ -321,11 +339,66 @@ fn merge_records(
     Some(out)
 }
 
-/// One user's partials accumulated in a batch: per (bucket size, bucket),
-/// the partials of the features with that bucket size.
+/// One user's partials accumulated in a batch, flat (one allocation for a
+/// user with few events in it, which is most users of most batches): the
+/// commit sorts them into bucket records.
 #[derive(Debug, Default)]
-struct UserGroups {
-    groups: Vec<BucketGroup>,
+struct UserPartials {
+    partials: Vec<FlatPartial>,
+    /// Positions in `partials` by (size, bucket, feature index), built once
+    /// a user holds more than [`SCAN_LIMIT`] of them in one batch, so that a
+    /// heavy user's events do not each scan them all.
+    at: Option<hashbrown::HashMap<(i64, i64, u16), usize, foldhash::fast::RandomState>>,
+}
+
+/// Partials of one user in a batch found by scanning them, beyond which
+/// [`UserPartials`] indexes them.
+const SCAN_LIMIT: usize = 32;
+
+impl UserPartials {
+    /// The partial of feature `index` in `bucket` of `size`, created with
+    /// `empty` if the batch has none yet.
+    fn partial(
+        &mut self,
+        size: i64,
+        bucket: i64,
+        index: u16,
+        empty: impl FnOnce() -> Partial,
+    ) -> &mut Partial {
+        let key = (size, bucket, index);
+        let found = match &self.at {
+            Some(at) => at.get(&key).copied(),
+            // Newest first: events mostly arrive in time order.
+            None => self
+                .partials
+                .iter()
+                .rposition(|(s, b, i, _)| (*s, *b, *i) == key),
+        };
+        let at = match found {
+            Some(at) => at,
+            None => {
+                let at = self.partials.len();
+                self.partials.push((size, bucket, index, empty()));
+                match &mut self.at {
+                    Some(positions) => {
+                        positions.insert(key, at);
+                    }
+                    None if self.partials.len() > SCAN_LIMIT => {
+                        self.at = Some(
+                            self.partials
+                                .iter()
+                                .enumerate()
+                                .map(|(at, (s, b, i, _))| ((*s, *b, *i), at))
+                                .collect(),
+                        );
+                    }
+                    None => {}
+                }
+                at
+            }
+        };
+        &mut self.partials[at].3
+    }
 }
 
 /// A valid event offered to a batch, with where and when Kafka delivered it.
@@ -338,16 +411,6 @@ pub struct Delivery<'e> {
     pub kafka_ts_ms: i64,
 }
 
-/// One id of a [`DedupIndex`]: the hash part of a [`DedupKey`] as two
-/// words (so an entry is 24 bytes, not the 32 of a `u128` and an `i64`)
-/// and the Kafka time of its first delivery.
-#[derive(Debug, Clone, Copy)]
-struct IndexedId {
-    hi: u64,
-    lo: u64,
-    ts_ms: i64,
-}
-
 /// Shards of a [`DedupIndex`] (by the top bits of the hash): expiry sweeps
 /// one at a time, so no sweep stops the fold for long.
 const INDEX_SHARDS: usize = 16;
@@ -357,13 +420,13 @@ const INDEX_SHARDS: usize = 16;
 /// so it runs ahead of the store by the batches not yet committed (see
 /// [`crate::committer`]); if a commit fails, the apply thread stops and
 /// drops it, and the next one loads the store's ids again
-/// ([`SpeedStore::dedup_ids`]). About 24 bytes per id over a hash table's
-/// load factor (7/16 to 7/8): 29-57 bytes an id, for every id within two dedup horizons
-/// (see the consumer's expiry).
+/// ([`SpeedStore::dedup_ids`]). 24 bytes per id over the table's load
+/// factor (3/8 to 3/4, [`IdTable`]): 32-64 bytes an id, for every id
+/// within two dedup horizons (see the consumer's expiry).
 #[derive(Debug, Default)]
 pub struct DedupIndex {
     g: Option<Generation>,
-    shards: Vec<hashbrown::HashTable<IndexedId>>,
+    shards: Vec<IdTable>,
     /// Per shard, the cutoff it was last swept to.
     swept: Vec<i64>,
     next_sweep: usize,
@@ -381,9 +444,7 @@ impl DedupIndex {
     pub fn load(store: &SpeedStore, g: Generation) -> Result<DedupIndex, SpeedError> {
         let mut index = DedupIndex {
             g: Some(g),
-            shards: (0..INDEX_SHARDS)
-                .map(|_| hashbrown::HashTable::new())
-                .collect(),
+            shards: vec![IdTable::default(); INDEX_SHARDS],
             swept: vec![i64::MIN; INDEX_SHARDS],
             next_sweep: 0,
         };
@@ -415,29 +476,23 @@ impl DedupIndex {
     /// and `stands` says that time stays: whether it was held anew.
     fn hold(&mut self, key: &DedupKey, ts_ms: i64, stands: impl FnOnce(i64) -> bool) -> bool {
         let (hi, lo) = Self::split(key);
-        let shard = &mut self.shards[Self::shard(hi)];
-        match shard.entry(lo, |e| e.hi == hi && e.lo == lo, |e| e.lo) {
-            hashbrown::hash_table::Entry::Occupied(mut e) => {
-                if stands(e.get().ts_ms) {
-                    return false;
-                }
-                e.get_mut().ts_ms = ts_ms;
-            }
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert(IndexedId { hi, lo, ts_ms });
-            }
+        self.shards[Self::shard(hi)].hold(hi, lo, ts_ms, stands)
+    }
+
+    /// Asks the CPU to start loading where `key` is held (a hint: see
+    /// [`IdTable::prefetch`]).
+    pub fn prefetch(&self, key: &DedupKey) {
+        let (hi, lo) = Self::split(key);
+        if let Some(shard) = self.shards.get(Self::shard(hi)) {
+            shard.prefetch(lo);
         }
-        true
     }
 
     /// The Kafka time of `key`'s first delivery, if held. (The generation
     /// part of the key is not compared: the index holds one generation.)
     pub fn first_delivery(&self, key: &DedupKey) -> Option<i64> {
         let (hi, lo) = Self::split(key);
-        self.shards
-            .get(Self::shard(hi))?
-            .find(lo, |e| e.hi == hi && e.lo == lo)
-            .map(|e| e.ts_ms)
+        self.shards.get(Self::shard(hi))?.get(hi, lo)
     }
 
     /// Holds `key` as first delivered at `ts_ms` (replacing an earlier
@@ -458,14 +513,14 @@ impl DedupIndex {
         let i = self.next_sweep % self.shards.len();
         self.next_sweep = self.next_sweep.wrapping_add(1);
         if cutoff_ms.saturating_sub(self.swept[i]) > slack_ms {
-            self.shards[i].retain(|e| e.ts_ms >= cutoff_ms);
+            self.shards[i].retain(|ts_ms| ts_ms >= cutoff_ms);
             self.swept[i] = cutoff_ms;
         }
     }
 
     /// Number of ids held.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(hashbrown::HashTable::len).sum()
+        self.shards.iter().map(IdTable::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -486,7 +541,7 @@ pub struct Applied {
 #[derive(Debug, Default)]
 pub struct PendingBatch {
     /// Group key prefix (generation, tenant, user) to that user's groups.
-    users: hashbrown::HashMap<Vec<u8>, UserGroups, foldhash::fast::RandomState>,
+    users: hashbrown::HashMap<Vec<u8>, UserPartials, foldhash::fast::RandomState>,
     dedup: Pack,
     offsets: HashMap<i32, i64>,
     key_buf: Vec<u8>,
@@ -535,8 +590,28 @@ impl PendingBatch {
             newest_event_ms: i64::MIN,
             ..Applied::default()
         };
-        for d in deliveries {
-            let key = dedup_key(g, &d.event.tenant, &d.event.user_id, &d.event.event_id);
+        // A software pipeline over the deliveries, for the cache misses an
+        // event costs: the strings of the one KEYS_AHEAD + EVENTS_AHEAD
+        // ahead are asked for; the dedup key of the one KEYS_AHEAD ahead is
+        // computed (its strings have arrived) and its index slot asked for;
+        // the current one is folded (its slot has arrived).
+        let key_of =
+            |d: &Delivery<'_>| dedup_key(g, &d.event.tenant, &d.event.user_id, &d.event.event_id);
+        let mut keys = [[0u8; 20]; KEYS_AHEAD];
+        for (slot, d) in keys.iter_mut().zip(deliveries) {
+            *slot = key_of(d);
+            index.prefetch(slot);
+        }
+        for (at, d) in deliveries.iter().enumerate() {
+            if let Some(ahead) = deliveries.get(at + KEYS_AHEAD + EVENTS_AHEAD) {
+                prefetch_event(ahead.event);
+            }
+            let key = keys[at % KEYS_AHEAD];
+            if let Some(ahead) = deliveries.get(at + KEYS_AHEAD) {
+                let next = key_of(ahead);
+                index.prefetch(&next);
+                keys[at % KEYS_AHEAD] = next;
+            }
             if !index.admit(&key, d.kafka_ts_ms, horizon_ms) {
                 out.duplicates += 1;
                 continue;
@@ -550,7 +625,8 @@ impl PendingBatch {
     }
 
     /// Folds an event into the partials of every feature it matches: one
-    /// map lookup per event (the user), then small vectors per bucket group.
+    /// map lookup per event (the user), then a scan of that user's few
+    /// partials in the batch per feature.
     pub fn apply(&mut self, spec: &FeatureSpec, g: Generation, e: &weft_core::Event) {
         let mut key = std::mem::take(&mut self.key_buf);
         key.clear();
@@ -559,32 +635,18 @@ impl PendingBatch {
         push_str(&mut key, &e.tenant);
         push_str(&mut key, &e.user_id);
         let user = self.users.entry_ref(key.as_slice()).or_default();
-        for &index in spec.features_for(e.kind) {
+        let features = spec.features_for(e.kind);
+        if user.partials.capacity() == 0 {
+            user.partials.reserve_exact(features.len());
+        }
+        for &index in features {
             let feature = &spec.features[index];
             if !feature.filter.matches(e) {
                 continue;
             }
             let (size, bucket) = (feature.window.bucket_ms, feature.window.bucket_of(e.ts_ms));
-            let group = match user
-                .groups
-                .iter()
-                .position(|(s, b, _)| *s == size && *b == bucket)
-            {
-                Some(at) => &mut user.groups[at].2,
-                None => {
-                    user.groups.push((size, bucket, Vec::new()));
-                    &mut user.groups.last_mut().expect("just pushed").2
-                }
-            };
-            let index = index as u16;
-            match group.iter_mut().find(|(i, _)| *i == index) {
-                Some((_, p)) => feature.aggregate.update(p, e),
-                None => {
-                    let mut p = feature.aggregate.empty();
-                    feature.aggregate.update(&mut p, e);
-                    group.push((index, p));
-                }
-            }
+            let p = user.partial(size, bucket, index as u16, || feature.aggregate.empty());
+            feature.aggregate.update(p, e);
         }
         self.key_buf = key;
     }
@@ -870,21 +932,20 @@ impl SpeedStore {
             if !self.holders.contains(&h) {
                 self.holders.insert(h);
             }
-            // One record per day (key order), its groups by (size, bucket).
-            user.groups.sort_unstable_by_key(|(size, bucket, _)| {
-                (record_day(*size, *bucket), *size, *bucket)
-            });
-            for (_, _, group) in &mut user.groups {
-                group.sort_unstable_by_key(|(i, _)| *i);
-            }
+            // One record per day (key order), its groups by (size, bucket),
+            // each group's partials by feature.
+            user.partials
+                .sort_unstable_by_key(|(size, bucket, index, _)| {
+                    (record_day(*size, *bucket), *size, *bucket, *index)
+                });
             for record in user
-                .groups
+                .partials
                 .chunk_by(|a, b| record_day(a.0, a.1) == record_day(b.0, b.1))
             {
                 key.clear();
                 key.extend_from_slice(&prefix);
                 push_i64(&mut key, record_day(record[0].0, record[0].1));
-                encode_record_into(&mut value, record);
+                encode_flat_record_into(&mut value, record);
                 wb.merge_cf(partials, &key, &value);
             }
         }
@@ -1257,9 +1318,7 @@ mod tests {
     fn the_index_expires_ids_shard_by_shard() {
         let mut index = DedupIndex {
             g: Some(0),
-            shards: (0..INDEX_SHARDS)
-                .map(|_| hashbrown::HashTable::new())
-                .collect(),
+            shards: vec![IdTable::default(); INDEX_SHARDS],
             swept: vec![i64::MIN; INDEX_SHARDS],
             next_sweep: 0,
         };
