@@ -357,20 +357,23 @@ const SCAN_LIMIT: usize = 32;
 
 impl UserPartials {
     /// The partial of feature `index` in `bucket` of `size`, created with
-    /// `empty` if the batch has none yet.
+    /// `empty` if the batch has none yet. Only the first `earlier` partials
+    /// (those held before the event being folded) can be it: an event
+    /// feeds each feature once.
     fn partial(
         &mut self,
         size: i64,
         bucket: i64,
         index: u16,
+        earlier: usize,
         empty: impl FnOnce() -> Partial,
     ) -> &mut Partial {
         let key = (size, bucket, index);
         let found = match &self.at {
             Some(at) => at.get(&key).copied(),
-            // Newest first: events mostly arrive in time order.
-            None => self
-                .partials
+            // Newest first: events mostly arrive in time order. A user's
+            // first event in the batch (most users' only one) scans nothing.
+            None => self.partials[..earlier]
                 .iter()
                 .rposition(|(s, b, i, _)| (*s, *b, *i) == key),
         };
@@ -639,13 +642,16 @@ impl PendingBatch {
         if user.partials.capacity() == 0 {
             user.partials.reserve_exact(features.len());
         }
+        let earlier = user.partials.len();
         for &index in features {
             let feature = &spec.features[index];
             if !feature.filter.matches(e) {
                 continue;
             }
             let (size, bucket) = (feature.window.bucket_ms, feature.window.bucket_of(e.ts_ms));
-            let p = user.partial(size, bucket, index as u16, || feature.aggregate.empty());
+            let p = user.partial(size, bucket, index as u16, earlier, || {
+                feature.aggregate.empty()
+            });
             feature.aggregate.update(p, e);
         }
         self.key_buf = key;
@@ -1425,10 +1431,27 @@ mod tests {
         );
         let whole_dir = tempfile::tempdir().unwrap();
         let whole = SpeedStore::open(whole_dir.path(), spec.clone(), false).unwrap();
+        // A batch holds one partial per (bucket size, bucket, feature),
+        // found by a scan (few partials) or through the index (many).
+        let partial_count = |batch: &PendingBatch, indexed: bool| {
+            let user = batch.users.values().next().unwrap();
+            let mut keys: Vec<_> = user
+                .partials
+                .iter()
+                .map(|(s, b, i, _)| (*s, *b, *i))
+                .collect();
+            let n = keys.len();
+            keys.sort_unstable();
+            keys.dedup();
+            assert_eq!(keys.len(), n, "one partial per (size, bucket, feature)");
+            assert_eq!(user.at.is_some(), indexed, "{n} partials");
+            n
+        };
         let mut batch = PendingBatch::default();
         for e in &events {
             batch.apply(&spec, 0, e);
         }
+        assert!(partial_count(&batch, true) > SCAN_LIMIT);
         whole.commit(0, batch).unwrap();
         let split_dir = tempfile::tempdir().unwrap();
         let split = SpeedStore::open(split_dir.path(), spec.clone(), false).unwrap();
@@ -1437,6 +1460,7 @@ mod tests {
             for e in chunk {
                 batch.apply(&spec, 0, e);
             }
+            assert!(partial_count(&batch, false) <= SCAN_LIMIT);
             split.commit(0, batch).unwrap();
         }
         let t = t0 + 2 * DAY_MS;
