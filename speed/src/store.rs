@@ -375,7 +375,8 @@ impl UserPartials {
             // first event in the batch (most users' only one) scans nothing.
             None => self.partials[..earlier]
                 .iter()
-                .rposition(|(s, b, i, _)| (*s, *b, *i) == key),
+                // The feature first: it tells most partials apart.
+                .rposition(|(s, b, i, _)| *i == index && *b == bucket && *s == size),
         };
         let at = match found {
             Some(at) => at,
