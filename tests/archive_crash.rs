@@ -1,8 +1,9 @@
 //! Crash safety of the archiver: while `weft archive` writes 200k events
-//! (1 % malformed records mixed in), kill -9 it 10 times at random moments
-//! and restart it. After every kill each visible file reads whole; at the end
-//! the archive's (partition, offset) set equals the topic's valid records
-//! exactly, with no duplicate and no leftover temporary.
+//! (`WEFT_CRASH_EVENTS` sets another number; 1 % malformed records mixed
+//! in), kill -9 it 10 times at random moments and restart it. After every
+//! kill each visible file reads whole; at the end the archive's (partition,
+//! offset) set equals the topic's valid records exactly, with no duplicate
+//! and no leftover temporary.
 //!
 //! And the runbook's replay: files lost from a finished archive are
 //! restored by `weft archive --replay-from P=OFFSET`, after which a batch
@@ -14,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    kill_9_repeatedly, log_text, stop_cleanly, wait_for_start, wait_while_running,
+    crash_events, kill_9_repeatedly, log_text, stop_cleanly, wait_for_start, wait_while_running,
 };
 use rand::SeedableRng;
 use weft_core::archive::read_archive;
@@ -22,7 +23,6 @@ use weft_core::generator::{GenConfig, Generator, Sequencer};
 use weft_speed::archiver::read_state;
 use weft_speed::kafka::{EventProducer, Produced, produce_generated};
 
-const EVENTS: u64 = 200_000;
 const KILLS: usize = 10;
 const PARTITIONS: u32 = 8;
 
@@ -78,7 +78,7 @@ fn archiver_survives_kill_9_with_no_gap_and_no_duplicate() {
     let mut seq = Sequencer::new(PARTITIONS);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
     let mut produced = Produced::default();
-    let events = Generator::new(GenConfig::new(31, EVENTS, 4, 20_000)).unwrap();
+    let events = Generator::new(GenConfig::new(31, crash_events(), 4, 20_000)).unwrap();
     produce_generated(
         &mut producer,
         &mut seq,
@@ -119,6 +119,12 @@ fn archiver_survives_kill_9_with_no_gap_and_no_duplicate() {
         flushed,
     );
     visible_files_read_whole(); // after the last kill
+    let state = read_state(&root).unwrap();
+    eprintln!(
+        "after {KILLS} kills: {} of {} records archived",
+        state.offsets.values().sum::<i64>(),
+        end.iter().sum::<i64>()
+    );
     let starts_before = log_text(&log).matches("archiver consuming").count();
     let mut child = start_archiver(broker.bootstrap(), &root, &log, &[]);
     let deadline = Instant::now() + Duration::from_secs(120);

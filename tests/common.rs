@@ -18,6 +18,18 @@ pub(crate) fn example_spec_path() -> String {
     format!("{}/deploy/features.example.toml", repo_root())
 }
 
+/// Events the crash tests replay: 200k, or `WEFT_CRASH_EVENTS` (the issue's
+/// 1M-event run is `WEFT_CRASH_EVENTS=1000000 cargo test --test e2e crash`,
+/// recorded in docs/benchmarks.md).
+pub(crate) fn crash_events() -> u64 {
+    match std::env::var("WEFT_CRASH_EVENTS") {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("WEFT_CRASH_EVENTS={v:?} is not a number of events")),
+        Err(_) => 200_000,
+    }
+}
+
 pub(crate) fn broker_with_events(
     dir: &Path,
     partitions: u32,

@@ -1,6 +1,7 @@
-//! Crash safety of the speed layer: while `weft speed` replays 200k events,
-//! kill -9 it 10 times at random moments and restart it. At the end every
-//! user's profile in the speed view equals the reference evaluator's.
+//! Crash safety of the speed layer: while `weft speed` replays 200k events
+//! (`WEFT_CRASH_EVENTS` sets another number), kill -9 it 10 times at random
+//! moments and restart it. At the end every user's profile in the speed
+//! view equals the reference evaluator's.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -8,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    kill_9_repeatedly, log_text, logged_again, stop_cleanly, wait_for_start, wait_while_running,
+    crash_events, kill_9_repeatedly, log_text, logged_again, stop_cleanly, wait_for_start,
+    wait_while_running,
 };
 use rand::SeedableRng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -20,7 +22,6 @@ use weft_core::{Event, FeatureSpec, reference};
 use weft_speed::kafka::{EventProducer, base_config};
 use weft_speed::store::SpeedStore;
 
-const EVENTS: u64 = 200_000;
 const KILLS: usize = 10;
 
 fn spec_path() -> String {
@@ -83,7 +84,7 @@ fn speed_layer_survives_kill_9() {
     let mut seq = Sequencer::new(8);
     let mut by_user: BTreeMap<(String, String), Vec<Event>> = BTreeMap::new();
     let mut ordered = Vec::new();
-    for e in Generator::new(GenConfig::new(99, EVENTS, 4, 20_000)).unwrap() {
+    for e in Generator::new(GenConfig::new(99, crash_events(), 4, 20_000)).unwrap() {
         producer.send_event(&e).unwrap();
         let s = seq.assign(e);
         ordered.push((s.partition, s.offset, s.event));
@@ -107,6 +108,16 @@ fn speed_layer_survives_kill_9() {
         || start_speed(broker.bootstrap(), &data, &log),
         logged_again(&log, "speed layer consuming"),
     );
+    {
+        let spec =
+            Arc::new(FeatureSpec::parse(&std::fs::read_to_string(spec_path()).unwrap()).unwrap());
+        let store = SpeedStore::open(&data, spec, false).unwrap();
+        eprintln!(
+            "after {KILLS} kills: {} of {} records consumed",
+            store.offsets(0).unwrap().values().sum::<i64>(),
+            seq.end_offsets().iter().sum::<i64>()
+        );
+    }
     // Last run: let it finish, then stop it cleanly.
     let starts_before = log_text(&log).matches("speed layer consuming").count();
     let mut child = start_speed(broker.bootstrap(), &data, &log);
