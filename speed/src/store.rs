@@ -544,7 +544,7 @@ pub struct Applied {
 /// One applied batch, ready to commit atomically.
 #[derive(Debug, Default)]
 pub struct PendingBatch {
-    /// Group key prefix (generation, tenant, user) to that user's groups.
+    /// Group key prefix (generation, tenant, user) to that user's partials.
     users: hashbrown::HashMap<Vec<u8>, UserPartials, foldhash::fast::RandomState>,
     dedup: Pack,
     offsets: HashMap<i32, i64>,
