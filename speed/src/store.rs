@@ -975,12 +975,12 @@ impl SpeedStore {
         user: &str,
         as_of: Option<i64>,
     ) -> Result<StoredPartials<'_>, SpeedError> {
-        let cf = self.cf(CF_PARTIALS)?;
         let prefix = group_user_prefix(g, tenant, user);
         let mut out = StoredPartials::at(&self.spec, as_of);
         if !self.holders.contains(&holder(&prefix)) {
             return Ok(out);
         }
+        let cf = self.cf(CF_PARTIALS)?;
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(prefix_upper_bound(&prefix));
         ro.set_prefix_same_as_start(true);
