@@ -120,7 +120,7 @@ fn apply_path(
     let mut seq = Sequencer::new(partitions);
     let placed: Vec<_> = events.into_iter().map(|e| seq.assign(e)).collect();
     let started = Instant::now();
-    let cpu_before = process_cpu();
+    let cpu_before = crate::bench_serve::process_cpu(None);
     let horizon_ms = DEFAULT_DEDUP_HORIZON.as_millis() as i64;
     // As in the consumer's applier: fold a batch while the previous one is
     // written.
@@ -145,7 +145,7 @@ fn apply_path(
     }
     committer.finish()?;
     let wall = started.elapsed();
-    let cpu = process_cpu()
+    let cpu = crate::bench_serve::process_cpu(None)
         .zip(cpu_before)
         .map(|(after, before)| after - before);
     let reload_started = Instant::now();
@@ -165,21 +165,6 @@ fn apply_path(
         reload,
         ids: reloaded.len(),
     })
-}
-
-/// CPU time this process has used so far, all threads (Linux
-/// `/proc/self/stat`; None elsewhere). On a shared machine the CPU a run
-/// costs is steadier than its wall time.
-fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the whole line, in clock ticks (100 a second
-    // on Linux).
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let mut fields = rest.split_ascii_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// "2.31 s, 2.31 µs an event" (all threads), or "unknown".

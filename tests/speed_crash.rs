@@ -108,10 +108,10 @@ fn speed_layer_survives_kill_9() {
         || start_speed(broker.bootstrap(), &data, &log),
         logged_again(&log, "speed layer consuming"),
     );
+    let spec =
+        Arc::new(FeatureSpec::parse(&std::fs::read_to_string(spec_path()).unwrap()).unwrap());
     {
-        let spec =
-            Arc::new(FeatureSpec::parse(&std::fs::read_to_string(spec_path()).unwrap()).unwrap());
-        let store = SpeedStore::open(&data, spec, false).unwrap();
+        let store = SpeedStore::open(&data, spec.clone(), false).unwrap();
         eprintln!(
             "after {KILLS} kills: {} of {} records consumed",
             store.offsets(0).unwrap().values().sum::<i64>(),
@@ -133,8 +133,6 @@ fn speed_layer_survives_kill_9() {
     });
     stop_cleanly(child, &log);
 
-    let spec =
-        Arc::new(FeatureSpec::parse(&std::fs::read_to_string(spec_path()).unwrap()).unwrap());
     let store = SpeedStore::open(&data, spec.clone(), false).unwrap();
     let offsets = store.offsets(0).unwrap();
     for (p, end) in seq.end_offsets().iter().enumerate() {
