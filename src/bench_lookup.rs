@@ -12,8 +12,9 @@
 //!    view pays when no recent event of theirs is in the speed layer);
 //! 3. `evaluate`: every asked feature's window merged and finished;
 //! 4. `segments`: the spec's segments tested;
-//! 5. `reply`: the `GetProfileResponse` built (profile and freshness);
-//! 6. `encode`: the protobuf encoding into a buffer;
+//! 5. `reply`: the reply built (the values and the freshness), as the
+//!    gRPC front end builds it (`weft_serving::reply::ProfileReply`);
+//! 6. `encode`: its protobuf encoding into a buffer;
 //! 7. `drop`: freeing the reply and the buffer.
 //!
 //! Then, in a second pass over the same users, the whole handler without
@@ -32,12 +33,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use hdrhistogram::Histogram;
-use prost::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use weft_batch::{OpenedView, ViewStore};
-use weft_core::segment::segments_of;
-use weft_serving::api::profile_response;
+use weft_core::segment::segment_indices;
+use weft_serving::reply::ProfileReply;
 use weft_serving::state::{Pair, Served, Serving, now_ms};
 use weft_speed::consumer::SpeedMetrics;
 use weft_speed::store::SpeedStore;
@@ -86,6 +86,13 @@ fn nanos_histogram() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).context("creating a histogram")
 }
 
+/// A reply's bytes, as the gRPC front end writes them.
+fn encode(reply: &ProfileReply) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(reply.encoded_len());
+    reply.encode(&mut buf);
+    buf
+}
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
 }
@@ -128,7 +135,10 @@ pub(crate) fn lookup(a: &LookupArgs) -> Result<()> {
         spec.clone(),
         false,
     )?);
-    let serving = Serving::new(speed.clone(), Arc::new(SpeedMetrics::default()));
+    let serving = Arc::new(Serving::new(
+        speed.clone(),
+        Arc::new(SpeedMetrics::default()),
+    ));
     serving.switch(Pair::new(Some(view.clone()), 0));
     let pair = serving.pair()?;
     let asked = serving.select(&a.features)?;
@@ -156,18 +166,18 @@ pub(crate) fn lookup(a: &LookupArgs) -> Result<()> {
         parts.extend(speed.user_partials(pair.generation, tenant, user, Some(as_of))?);
         let t2 = Instant::now();
         let was_found = parts.found();
-        let features = parts.into_profile(as_of, asked.as_deref());
+        let values = parts.into_values(as_of, asked.as_deref());
         let t3 = Instant::now();
-        let segments = segments_of(&spec.segments, &features);
+        let segments = segment_indices(&spec, &values);
         let t4 = Instant::now();
         let served = Served {
             found: was_found,
-            features,
+            values,
             segments,
         };
-        let reply = profile_response(&serving, &pair, user, served, as_of);
+        let reply = ProfileReply::new(&serving, &pair, user, served, as_of);
         let t5 = Instant::now();
-        let buf = reply.encode_to_vec();
+        let buf = encode(&reply);
         let t6 = Instant::now();
         found += u64::from(was_found);
         bytes += buf.len() as u64;
@@ -197,8 +207,8 @@ pub(crate) fn lookup(a: &LookupArgs) -> Result<()> {
         let t0 = Instant::now();
         let as_of = now_ms();
         let served = serving.profile(&pair, tenant, user, as_of, asked.as_deref())?;
-        let reply = profile_response(&serving, &pair, user, served, as_of);
-        let buf = reply.encode_to_vec();
+        let reply = ProfileReply::new(&serving, &pair, user, served, as_of);
+        let buf = encode(&reply);
         drop(reply);
         drop(buf);
         plain.saturating_record(nanos(t0.elapsed()));
@@ -293,8 +303,8 @@ fn per_feature(
             let t = now_ms();
             let parts = view.user_partials(tenant, user, Some(t))?;
             let t0 = Instant::now();
-            let profile = parts.into_profile(t, Some(&[i]));
-            drop(profile);
+            let values = parts.into_values(t, Some(&[i]));
+            drop(values);
             h.saturating_record(nanos(t0.elapsed()));
         }
         let f = &spec.features[i];

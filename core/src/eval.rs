@@ -15,6 +15,10 @@ use crate::spec::{Aggregate, Feature, FeatureSpec};
 /// Feature name to value; a feature without a value is absent.
 pub type Profile = BTreeMap<String, FeatureValue>;
 
+/// Feature values by position in the spec (`spec.features[i]`'s at `[i]`);
+/// `None` for a feature without a value or not asked for.
+pub type Values = Vec<Option<FeatureValue>>;
+
 /// Merges the partials of the buckets a feature's window covers at `t` and
 /// finishes them. `partials` may hold any buckets, in any order.
 pub fn evaluate_feature<'a>(
@@ -317,24 +321,40 @@ impl<'s> StoredPartials<'s> {
     /// their strings and sketches move into the values instead of being
     /// copied (what a request does with the partials it read). A feature
     /// named twice in `indices` is evaluated once.
-    pub fn into_profile(mut self, t_ms: i64, indices: Option<&[usize]>) -> Profile {
+    pub fn into_profile(self, t_ms: i64, indices: Option<&[usize]>) -> Profile {
+        let spec = self.spec;
+        spec.features
+            .iter()
+            .zip(self.into_values(t_ms, indices))
+            .filter_map(|(f, v)| Some((f.name.clone(), v?)))
+            .collect()
+    }
+
+    /// [`StoredPartials::into_profile`] indexed like `spec.features`
+    /// instead of keyed by name: what a request builds its reply from,
+    /// without a map or a copy of each name. Features not in `indices`,
+    /// and features without a value, are `None`.
+    pub fn into_values(mut self, t_ms: i64, indices: Option<&[usize]>) -> Values {
         self.check_time(t_ms);
-        let mut profile = Profile::new();
+        let spec = self.spec;
+        let mut values: Values = Vec::with_capacity(spec.features.len());
+        values.resize_with(spec.features.len(), || None);
         let mut add = |i: usize| {
-            let feature = &self.spec.features[i];
-            if profile.contains_key(&feature.name) {
-                return;
-            }
             let buckets = std::mem::take(&mut self.partials[i]);
-            if let Some(v) = evaluate_feature_owned(feature, buckets, t_ms) {
-                profile.insert(feature.name.clone(), v);
-            }
+            values[i] = evaluate_feature_owned(&spec.features[i], buckets, t_ms);
         };
         match indices {
-            None => (0..self.spec.features.len()).for_each(&mut add),
-            Some(indices) => indices.iter().copied().for_each(&mut add),
+            None => (0..spec.features.len()).for_each(&mut add),
+            Some(indices) => {
+                let mut done = vec![false; spec.features.len()];
+                for &i in indices {
+                    if !std::mem::replace(&mut done[i], true) {
+                        add(i);
+                    }
+                }
+            }
         }
-        profile
+        values
     }
 
     /// The spec the partials belong to.

@@ -24,8 +24,8 @@ use std::collections::BTreeSet;
 use toml::{Table, Value};
 
 use crate::agg::FeatureValue;
-use crate::eval::Profile;
-use crate::spec::{Feature, SpecError};
+use crate::eval::{Profile, Values};
+use crate::spec::{Feature, FeatureSpec, SpecError};
 
 /// A predicate's operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,12 @@ fn number(v: &FeatureValue) -> Option<f64> {
 
 impl Predicate {
     pub fn holds(&self, profile: &Profile) -> bool {
-        let Some(v) = profile.get(&self.feature) else {
+        self.holds_for(profile.get(&self.feature))
+    }
+
+    /// Whether the predicate holds for its feature's value `v`.
+    pub fn holds_for(&self, v: Option<&FeatureValue>) -> bool {
+        let Some(v) = v else {
             return self.op == Op::Missing;
         };
         match (self.op, &self.value) {
@@ -102,7 +107,13 @@ impl Predicate {
 
 impl Segment {
     pub fn matches(&self, profile: &Profile) -> bool {
-        !self.all.is_empty() && self.all.iter().all(|p| p.holds(profile))
+        self.matches_by(|name| profile.get(name))
+    }
+
+    /// Whether the profile whose values `value` gives by feature name is
+    /// in the segment.
+    pub fn matches_by<'v>(&self, value: impl Fn(&str) -> Option<&'v FeatureValue>) -> bool {
+        !self.all.is_empty() && self.all.iter().all(|p| p.holds_for(value(&p.feature)))
     }
 }
 
@@ -112,6 +123,21 @@ pub fn segments_of(segments: &[Segment], profile: &Profile) -> Vec<String> {
         .iter()
         .filter(|s| s.matches(profile))
         .map(|s| s.name.clone())
+        .collect()
+}
+
+/// The positions in `spec.segments` of the segments a profile is in, given
+/// as [`Values`] (indexed like `spec.features`), in spec order.
+pub fn segment_indices(spec: &FeatureSpec, values: &Values) -> Vec<usize> {
+    let value = |name: &str| {
+        spec.feature_index(name)
+            .and_then(|i| values.get(i)?.as_ref())
+    };
+    spec.segments
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.matches_by(value))
+        .map(|(i, _)| i)
         .collect()
 }
 
@@ -280,15 +306,27 @@ all = [{ feature = "spend", op = "missing" }]
         .unwrap();
         let hash_without = spec("").unwrap().hash().to_string();
         assert_eq!(s.hash(), hash_without, "segments do not change the hash");
+        // The same profile as a map by name and as values by position.
+        let check = |p: &Profile, want: &[&str]| {
+            assert_eq!(segments_of(&s.segments, p), want);
+            let values: Values = s.features.iter().map(|f| p.get(&f.name).cloned()).collect();
+            let names: Vec<&str> = segment_indices(&s, &values)
+                .into_iter()
+                .map(|i| s.segments[i].name.as_str())
+                .collect();
+            assert_eq!(names, want);
+        };
         let mut p = Profile::new();
-        assert_eq!(segments_of(&s.segments, &p), ["new"]);
+        check(&p, &["new"]);
         p.insert("spend".into(), FeatureValue::Int(150));
-        assert_eq!(segments_of(&s.segments, &p), ["rich"]);
+        check(&p, &["rich"]);
         p.insert(
             "cats".into(),
             FeatureValue::Ranked(vec![("shoes".into(), 2)]),
         );
-        assert_eq!(segments_of(&s.segments, &p), ["rich", "shoes"]);
+        check(&p, &["rich", "shoes"]);
+        p.insert("spend".into(), FeatureValue::Int(50));
+        check(&p, &["shoes"]);
     }
 
     #[test]

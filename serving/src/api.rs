@@ -13,7 +13,8 @@ use crate::error::ApiError;
 use crate::gate::{Deadline, parse_grpc_timeout};
 use crate::metrics::RequestMetrics;
 use crate::recs::{RecsFeatures, RecsRequest, recommend};
-use crate::state::{Serving, now_ms, to_proto, truncate};
+use crate::reply::ProfileReply;
+use crate::state::{Pair, Served, Serving, now_ms, to_proto, truncate};
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -136,6 +137,39 @@ impl Api {
         principal: &Principal,
         req: &v1::GetProfileRequest,
     ) -> Result<v1::GetProfileResponse, ApiError> {
+        let (pair, as_of, served) = self.serve_profile(principal, req)?;
+        Ok(profile_response(
+            &self.serving,
+            &pair,
+            &req.user_id,
+            served,
+            as_of,
+        ))
+    }
+
+    /// [`Api::get_profile`] for the gRPC front end: the reply is encoded
+    /// from the served values ([`ProfileReply`]) instead of a message.
+    pub fn get_profile_reply(
+        &self,
+        principal: &Principal,
+        req: &v1::GetProfileRequest,
+    ) -> Result<ProfileReply, ApiError> {
+        let (pair, as_of, served) = self.serve_profile(principal, req)?;
+        Ok(ProfileReply::new(
+            &self.serving,
+            &pair,
+            &req.user_id,
+            served,
+            as_of,
+        ))
+    }
+
+    /// GetProfile's work: the checks, the pair, the served profile.
+    fn serve_profile(
+        &self,
+        principal: &Principal,
+        req: &v1::GetProfileRequest,
+    ) -> Result<(Arc<Pair>, i64, Served), ApiError> {
         self.check_id("user_id", &req.user_id)?;
         let features = self.serving.select(&req.features)?;
         let pair = self.serving.pair()?;
@@ -147,13 +181,7 @@ impl Api {
             as_of,
             features.as_deref(),
         )?;
-        Ok(profile_response(
-            &self.serving,
-            &pair,
-            &req.user_id,
-            served,
-            as_of,
-        ))
+        Ok((pair, as_of, served))
     }
 
     pub fn batch_get_profiles(
@@ -184,7 +212,7 @@ impl Api {
             let served =
                 self.serving
                     .profile(&pair, &principal.tenant, id, as_of, features.as_deref())?;
-            profiles.push(profile_message(id, served));
+            profiles.push(profile_message(&self.serving, id, served));
         }
         Ok(v1::BatchGetProfilesResponse {
             profiles,
@@ -244,28 +272,38 @@ impl Api {
 /// `as_of`.
 pub fn profile_response(
     serving: &Serving,
-    pair: &crate::state::Pair,
+    pair: &Pair,
     user_id: &str,
-    served: crate::state::Served,
+    served: Served,
     as_of: i64,
 ) -> v1::GetProfileResponse {
     v1::GetProfileResponse {
-        profile: Some(profile_message(user_id, served)),
+        profile: Some(profile_message(serving, user_id, served)),
         freshness: Some(serving.freshness(pair, as_of)),
     }
 }
 
 /// The wire form of a served profile.
-fn profile_message(user_id: &str, served: crate::state::Served) -> v1::Profile {
+fn profile_message(serving: &Serving, user_id: &str, mut served: Served) -> v1::Profile {
+    let spec = serving.spec();
     v1::Profile {
         user_id: user_id.to_string(),
         found: served.found,
-        features: served
-            .features
-            .into_iter()
-            .map(|(k, v)| (k, to_proto(v)))
+        features: serving
+            .by_name()
+            .iter()
+            .filter_map(|&i| {
+                Some((
+                    spec.features[i].name.clone(),
+                    to_proto(served.values[i].take()?),
+                ))
+            })
             .collect(),
-        segments: served.segments,
+        segments: served
+            .segments
+            .iter()
+            .map(|&i| spec.segments[i].name.clone())
+            .collect(),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::gate::Arrival;
 #[derive(Debug, Clone)]
 pub struct Grpc(pub Arc<Api>);
 
-fn call<'a, T>(method: Method, req: &'a Request<T>) -> Call<'a> {
+pub(crate) fn call<'a, T>(method: Method, req: &'a Request<T>) -> Call<'a> {
     Call {
         method,
         authorization: req

@@ -5,6 +5,7 @@
 //! * [`state`] holds the atomically swapped (view, generation) pair and the
 //!   merged read;
 //! * [`api`] is the request logic both front ends share ([`grpc`], [`http`]);
+//!   [`reply`] encodes GetProfile's gRPC reply straight from the values;
 //! * [`auth`] maps API keys to tenants and scopes; [`gate`] sheds load and
 //!   keeps deadlines; [`recs`] blends recommendations;
 //! * [`config`] is the layered configuration, [`metrics`] the Prometheus
@@ -19,6 +20,7 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod recs;
+pub mod reply;
 pub mod server;
 pub mod state;
 

@@ -106,11 +106,8 @@ pub fn recommend(
     req: &RecsRequest<'_>,
 ) -> Result<Vec<Recommendation>, ApiError> {
     let indices = features.indices();
-    let profile = serving
-        .profile(pair, req.tenant, req.user, req.t_ms, Some(&indices))?
-        .features;
-    let name = |i: Option<usize>| i.map(|i| serving.spec().features[i].name.as_str());
-    let value = |i: Option<usize>| name(i).and_then(|n| profile.get(n));
+    let profile = serving.profile(pair, req.tenant, req.user, req.t_ms, Some(&indices))?;
+    let value = |i: Option<usize>| i.and_then(|i| profile.value(i));
 
     let mut recent = list(value(features.recent));
     recent.truncate(features.recent_items);

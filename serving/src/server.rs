@@ -28,7 +28,6 @@ use tokio::task::JoinHandle;
 use weft_batch::view::{spawn_watcher, version_name};
 use weft_batch::{OpenedView, ViewStore};
 use weft_core::FeatureSpec;
-use weft_proto::v1::profile_service_server::ProfileServiceServer;
 use weft_speed::consumer::{Control, NewGeneration, SpeedConfig, SpeedMetrics, run_with_store};
 use weft_speed::store::SpeedStore;
 
@@ -36,10 +35,10 @@ use crate::api::Api;
 use crate::auth::Keys;
 use crate::config::ServeConfig;
 use crate::gate::{Gate, GrpcGateLayer};
-use crate::grpc::Grpc;
 use crate::http::{Health, router};
 use crate::metrics::{RequestMetrics, registry};
 use crate::recs::RecsFeatures;
+use crate::reply::ProfileServer;
 use crate::state::{Pair, Serving};
 
 /// Why `weft serve` could not start.
@@ -322,9 +321,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         metrics: requests.clone(),
     });
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    reporter
-        .set_not_serving::<ProfileServiceServer<Grpc>>()
-        .await;
+    reporter.set_not_serving::<ProfileServer>().await;
     reporter
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
@@ -367,7 +364,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)
-            .add_service(ProfileServiceServer::new(Grpc(api.clone())));
+            .add_service(ProfileServer::new(api.clone()));
         tasks.push(tokio::spawn(async move {
             let stop = async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -452,7 +449,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                 let ok = serving.current_pair().is_some();
                 health.ready.store(ok, Ordering::Relaxed);
                 if ok && !reported && !health.draining.load(Ordering::Relaxed) {
-                    reporter.set_serving::<ProfileServiceServer<Grpc>>().await;
+                    reporter.set_serving::<ProfileServer>().await;
                     reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
                     reported = true;
                 }
@@ -498,9 +495,7 @@ impl Running {
     /// the requests in flight, then the speed layer at a batch boundary.
     pub async fn stop(mut self) {
         self.health.draining.store(true, Ordering::Relaxed);
-        self.reporter
-            .set_not_serving::<ProfileServiceServer<Grpc>>()
-            .await;
+        self.reporter.set_not_serving::<ProfileServer>().await;
         self.reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;

@@ -16,8 +16,8 @@ use arc_swap::ArcSwapOption;
 use weft_batch::OpenedView;
 use weft_core::FeatureSpec;
 use weft_core::agg::FeatureValue;
-use weft_core::eval::{Profile, StoredPartials};
-use weft_core::segment::segments_of;
+use weft_core::eval::{StoredPartials, Values};
+use weft_core::segment::segment_indices;
 use weft_proto::v1;
 use weft_speed::consumer::SpeedMetrics;
 use weft_speed::store::{Generation, SpeedStore};
@@ -65,9 +65,18 @@ impl Pair {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Served {
     pub found: bool,
-    pub features: Profile,
-    /// The spec's segments the profile is in.
-    pub segments: Vec<String>,
+    /// The values of the features asked for, indexed like `spec.features`.
+    pub values: Values,
+    /// The spec's segments the profile is in, as positions in
+    /// `spec.segments`.
+    pub segments: Vec<usize>,
+}
+
+impl Served {
+    /// The value of feature `index` (a position in the spec).
+    pub fn value(&self, index: usize) -> Option<&FeatureValue> {
+        self.values.get(index)?.as_ref()
+    }
 }
 
 /// The serving state shared by both APIs.
@@ -75,6 +84,8 @@ pub struct Serving {
     spec: Arc<FeatureSpec>,
     /// Features the segments read (evaluated even when not requested).
     segment_features: Vec<usize>,
+    /// Positions of the spec's features in name order.
+    by_name: Arc<[usize]>,
     speed: Arc<SpeedStore>,
     speed_metrics: Arc<SpeedMetrics>,
     pair: ArcSwapOption<Pair>,
@@ -115,9 +126,12 @@ impl Serving {
             .collect();
         segment_features.sort_unstable();
         segment_features.dedup();
+        let mut by_name: Vec<usize> = (0..spec.features.len()).collect();
+        by_name.sort_by(|&a, &b| spec.features[a].name.cmp(&spec.features[b].name));
         Serving {
             spec,
             segment_features,
+            by_name: by_name.into(),
             speed,
             speed_metrics,
             pair: ArcSwapOption::empty(),
@@ -223,15 +237,27 @@ impl Serving {
         features: Option<&[usize]>,
     ) -> Result<Served, ApiError> {
         let parts = self.partials(pair, tenant, user, t_ms)?;
+        Ok(self.evaluate(parts, t_ms, features))
+    }
+
+    /// Evaluates a user's partials read for `t_ms` ([`Serving::partials`])
+    /// into what is served: the features at `features` (None: all) and
+    /// the segments.
+    pub fn evaluate(
+        &self,
+        parts: StoredPartials<'_>,
+        t_ms: i64,
+        features: Option<&[usize]>,
+    ) -> Served {
         let found = parts.found();
         let Some(selected) = features else {
-            let features = parts.into_profile(t_ms, None);
-            let segments = segments_of(&self.spec.segments, &features);
-            return Ok(Served {
+            let values = parts.into_values(t_ms, None);
+            let segments = segment_indices(&self.spec, &values);
+            return Served {
                 found,
-                features,
+                values,
                 segments,
-            });
+            };
         };
         // Evaluate what the segments read too, then keep what was asked.
         let mut needed = selected.to_vec();
@@ -240,17 +266,21 @@ impl Serving {
                 .iter()
                 .filter(|i| !selected.contains(i)),
         );
-        let mut features = parts.into_profile(t_ms, Some(&needed));
-        let segments = segments_of(&self.spec.segments, &features);
-        if needed.len() > selected.len() {
-            let spec = &self.spec;
-            features.retain(|name, _| selected.iter().any(|&i| spec.features[i].name == *name));
+        let mut values = parts.into_values(t_ms, Some(&needed));
+        let segments = segment_indices(&self.spec, &values);
+        for &i in &needed[selected.len()..] {
+            values[i] = None;
         }
-        Ok(Served {
+        Served {
             found,
-            features,
+            values,
             segments,
-        })
+        }
+    }
+
+    /// The spec's features in name order, the order of a reply's map.
+    pub fn by_name(&self) -> &[usize] {
+        &self.by_name
     }
 
     /// Recomputes the speed lag from the consumer's counters.
