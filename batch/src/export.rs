@@ -217,8 +217,7 @@ pub fn export(view: &OpenedView, out: &Path, at_ms: i64) -> Result<ExportSummary
         };
         let (tenant, user) = decode_user_key(&k).map_err(|e| bad(e.to_string()))?;
         partials.clear();
-        partials
-            .push_packed(&v)
+        view.push_value(&mut partials, &v)
             .map_err(|e| bad(format!("{tenant}/{user}: {e}")))?;
         sink.push(&tenant, &user, &partials, view, at_ms);
         if sink.tenant.len() >= ROWS_PER_BATCH {

@@ -23,7 +23,7 @@ use futures::StreamExt;
 use rust_rocksdb::SstFileWriter;
 use weft_core::codec::encode_partial_into;
 use weft_core::eval::apply_to;
-use weft_core::keys::{push_packed, user_prefix};
+use weft_core::keys::{begin_group, end_group, push_group_entry, user_prefix};
 use weft_core::spec::{DAY_MS, Field};
 use weft_core::{Event, FeatureSpec, Partial};
 
@@ -649,12 +649,10 @@ impl SeenIds {
 /// Folds one partition's rows, sorted by (tenant, user, partition, offset),
 /// user by user into the SST writer: one entry per user, its
 /// [`user_prefix`] (users in sorted order, the byte order of the keys) to
-/// every partial packed ([`push_packed`]: features by name, then buckets
-/// ascending).
+/// every partial grouped by feature ([`begin_group`]: features in spec
+/// order, buckets newest first).
 struct Folder<'s, 'w, 'o> {
     spec: &'s FeatureSpec,
-    /// Feature indices in name order.
-    order: Vec<usize>,
     writer: &'w mut SstFileWriter<'o>,
     recs: RecsBuilder,
     started: bool,
@@ -672,11 +670,8 @@ struct Folder<'s, 'w, 'o> {
 
 impl<'s, 'w, 'o> Folder<'s, 'w, 'o> {
     fn new(spec: &'s FeatureSpec, writer: &'w mut SstFileWriter<'o>, recs: RecsBuilder) -> Self {
-        let mut order: Vec<usize> = (0..spec.features.len()).collect();
-        order.sort_by(|a, b| spec.features[*a].name.cmp(&spec.features[*b].name));
         Folder {
             spec,
-            order,
             writer,
             recs,
             started: false,
@@ -756,13 +751,17 @@ impl<'s, 'w, 'o> Folder<'s, 'w, 'o> {
             return Ok(());
         }
         self.packed.clear();
-        for &i in &self.order {
-            let feature = &self.spec.features[i];
-            for (bucket, p) in std::mem::take(&mut self.buckets[i]) {
+        for (i, buckets) in self.buckets.iter_mut().enumerate() {
+            if buckets.is_empty() {
+                continue;
+            }
+            let group = begin_group(&mut self.packed, i);
+            for (bucket, p) in std::mem::take(buckets).into_iter().rev() {
                 encode_partial_into(&mut self.encoded, &p);
-                push_packed(&mut self.packed, &feature.name, bucket, &self.encoded);
+                push_group_entry(&mut self.packed, bucket, &self.encoded);
                 self.counts.partials += 1;
             }
+            end_group(&mut self.packed, group);
         }
         if !self.packed.is_empty() {
             let key = user_prefix(&self.event.tenant, &self.event.user_id);

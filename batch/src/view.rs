@@ -2,11 +2,12 @@
 //!
 //! A view `vN` is a directory (or object prefix) `vNNNNNN/` holding
 //! * `partials-<i>.sst`: RocksDB SST files, one entry per user: its
-//!   [`weft_core::keys::user_prefix`] to every partial of the user packed
-//!   by [`weft_core::keys::push_packed`] (feature, bucket,
-//!   [`weft_core::codec`] partial), each file sorted, together covering
-//!   every user once (format 2; format 1 had one key per feature and
-//!   bucket);
+//!   [`weft_core::keys::user_prefix`] to every partial of the user grouped
+//!   by feature ([`weft_core::keys::begin_group`]: feature position in the
+//!   spec, then (bucket, [`weft_core::codec`] partial) newest first), each
+//!   file sorted, together covering every user once (format 3; format 2,
+//!   still read, packed each entry with its feature's name and buckets
+//!   oldest first; format 1 had one key per feature and bucket);
 //! * `recs.sst`: neighbour and popularity lists ([`crate::recs`]);
 //! * `spec.toml`: the feature spec the view was computed with;
 //! * `manifest.json`: [`Manifest`], written last.
@@ -41,7 +42,10 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const SPEC_FILE: &str = "spec.toml";
 pub const CURRENT_FILE: &str = "CURRENT";
 /// The view layout version; readers refuse others.
-pub const VIEW_FORMAT: u32 = 2;
+pub const VIEW_FORMAT: u32 = 3;
+/// The oldest format this build still reads (format 2 packed each entry
+/// with its feature's name, buckets oldest first).
+pub const OLDEST_VIEW_FORMAT: u32 = 2;
 
 /// What a view is: written last, read first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -392,9 +396,9 @@ impl ViewStore {
         };
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| self.err(format!("{path}: not a view manifest: {e}")))?;
-        if manifest.format != VIEW_FORMAT {
+        if !(OLDEST_VIEW_FORMAT..=VIEW_FORMAT).contains(&manifest.format) {
             return Err(self.err(format!(
-                "{path}: view format {} is not supported (this build reads {VIEW_FORMAT})",
+                "{path}: view format {} is not supported (this build reads {OLDEST_VIEW_FORMAT} to {VIEW_FORMAT})",
                 manifest.format
             )));
         }
@@ -726,7 +730,7 @@ impl OpenedView {
         };
         if let Some(memory) = self.memory.get() {
             if let Some(value) = memory.get(&key) {
-                out.push_packed(value).map_err(bad)?;
+                self.push_value(&mut out, value).map_err(bad)?;
             }
             return Ok(out);
         }
@@ -737,8 +741,16 @@ impl OpenedView {
         else {
             return Ok(out);
         };
-        out.push_packed(&value).map_err(bad)?;
+        self.push_value(&mut out, &value).map_err(bad)?;
         Ok(out)
+    }
+
+    /// Adds one user's value, as this view's format stores it, to `out`.
+    pub fn push_value(&self, out: &mut StoredPartials<'_>, value: &[u8]) -> Result<(), String> {
+        match self.manifest.format {
+            2 => out.push_packed(value),
+            _ => out.push_grouped(value),
+        }
     }
 
     /// Reads the whole view into memory, if its keys and values come to at

@@ -221,6 +221,39 @@ impl<'s> StoredPartials<'s> {
         Ok(())
     }
 
+    /// Adds every entry of a grouped value ([`crate::keys::begin_group`]:
+    /// a format-3 batch view's value for one user). With a query time, a
+    /// group's entries stop being read at the first bucket older than the
+    /// feature's window (they come newest first), so a user's old buckets
+    /// cost nothing.
+    pub fn push_grouped(&mut self, grouped: &[u8]) -> Result<(), String> {
+        let spec = self.spec;
+        let bad = |e: crate::keys::KeyError| format!("bad grouped value: {e}");
+        for group in crate::keys::groups(grouped) {
+            let (index, entries) = group.map_err(bad)?;
+            let feature = spec.features.get(index).ok_or_else(|| {
+                format!("bad grouped value: feature index {index} is not in the spec")
+            })?;
+            self.stored = true;
+            let window = self.as_of.map(|t| feature.window.buckets_at(t));
+            for entry in entries {
+                let (bucket, value) = entry.map_err(bad)?;
+                if let Some((first, last)) = window {
+                    if bucket < first {
+                        break;
+                    }
+                    if bucket > last {
+                        continue;
+                    }
+                }
+                let p = decode_partial_for(&feature.aggregate, value)
+                    .map_err(|e| format!("{}: {e}", feature.name))?;
+                self.partials[index].push((bucket, p));
+            }
+        }
+        Ok(())
+    }
+
     /// Adds an encoded partial of feature `index` (a position in the spec,
     /// e.g. from [`FeatureSpec::feature_index`]).
     pub fn push_encoded(&mut self, index: usize, bucket: i64, value: &[u8]) -> Result<(), String> {

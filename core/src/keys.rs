@@ -285,6 +285,151 @@ impl<'a> Iterator for Unpacked<'a> {
     }
 }
 
+// ------------------------------------------------- grouped (view format 3)
+
+/// Starts feature `index`'s group in a grouped user value (batch view
+/// format 3: one value per user under [`user_prefix`], holding every
+/// partial of the user, feature by feature). A group is
+/// `varint(index) ‖ u32le(length of the entries) ‖ entries`, each entry
+/// `varint(zigzag(bucket)) ‖ varint(len) ‖ partial`, newest bucket first.
+/// `index` is the feature's position in the spec, whose hash the view
+/// records. Returns where [`end_group`] writes the length.
+pub fn begin_group(out: &mut Vec<u8>, index: usize) -> usize {
+    push_varint(out, index as u64);
+    out.extend_from_slice(&[0; 4]);
+    out.len() - 4
+}
+
+/// Appends one entry to the group begun last; entries go in descending
+/// bucket order.
+pub fn push_group_entry(out: &mut Vec<u8>, bucket: i64, partial: &[u8]) {
+    push_varint(out, ((bucket << 1) ^ (bucket >> 63)) as u64);
+    push_varint(out, partial.len() as u64);
+    out.extend_from_slice(partial);
+}
+
+/// Closes the group begun by [`begin_group`] at `at`.
+pub fn end_group(out: &mut [u8], at: usize) {
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a LEB128 varint at `*at`.
+fn read_varint(bytes: &[u8], at: &mut usize) -> Result<u64, KeyError> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*at).ok_or(KeyError {
+            at: *at,
+            problem: "truncated varint",
+        })?;
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err(KeyError {
+        at: *at,
+        problem: "varint longer than 64 bits",
+    })
+}
+
+/// The groups of a grouped user value ([`begin_group`]): each feature
+/// index with its entries.
+pub fn groups(bytes: &[u8]) -> Groups<'_> {
+    Groups { bytes, at: 0 }
+}
+
+/// Iterator of [`groups`].
+#[derive(Debug)]
+pub struct Groups<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for Groups<'a> {
+    type Item = Result<(usize, GroupEntries<'a>), KeyError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.bytes.len() {
+            return None;
+        }
+        let group = (|| {
+            let index = read_varint(self.bytes, &mut self.at)?;
+            let err = |at, problem| KeyError { at, problem };
+            let len: [u8; 4] = self
+                .bytes
+                .get(self.at..self.at + 4)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(err(self.at, "truncated group length"))?;
+            let start = self.at + 4;
+            let end = start + u32::from_le_bytes(len) as usize;
+            let entries = self
+                .bytes
+                .get(start..end)
+                .ok_or(err(start, "truncated group"))?;
+            self.at = end;
+            let index =
+                usize::try_from(index).map_err(|_| err(start, "feature index too large"))?;
+            Ok((
+                index,
+                GroupEntries {
+                    bytes: entries,
+                    at: 0,
+                },
+            ))
+        })();
+        if group.is_err() {
+            self.at = self.bytes.len(); // stop after the first error
+        }
+        Some(group)
+    }
+}
+
+/// The (bucket, partial) entries of one group, newest bucket first.
+#[derive(Debug)]
+pub struct GroupEntries<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for GroupEntries<'a> {
+    type Item = Result<(i64, &'a [u8]), KeyError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.bytes.len() {
+            return None;
+        }
+        let entry = (|| {
+            let zz = read_varint(self.bytes, &mut self.at)?;
+            let bucket = (zz >> 1) as i64 ^ -((zz & 1) as i64);
+            let len = read_varint(self.bytes, &mut self.at)?;
+            let start = self.at;
+            let partial = usize::try_from(len)
+                .ok()
+                .and_then(|len| self.bytes.get(start..start.checked_add(len)?))
+                .ok_or(KeyError {
+                    at: start,
+                    problem: "truncated partial",
+                })?;
+            self.at = start + partial.len();
+            Ok((bucket, partial))
+        })();
+        if entry.is_err() {
+            self.at = self.bytes.len();
+        }
+        Some(entry)
+    }
+}
+
 /// Decodes a key made by [`user_prefix`] into (tenant, user).
 pub fn decode_user_key(bytes: &[u8]) -> Result<(String, String), KeyError> {
     let mut r = Reader { bytes, at: 1 };
@@ -336,6 +481,48 @@ mod packed_tests {
             ("t\u{0}".into(), "u".into())
         );
         assert!(decode_user_key(&partial_key("t", "u", "f", 1)).is_err());
+    }
+
+    /// Feature index and its (bucket, partial) entries.
+    type Group = (usize, Vec<(i64, Vec<u8>)>);
+
+    #[test]
+    fn grouped_values_round_trip_and_damage_is_an_error() {
+        let groups_in: Vec<Group> = vec![
+            (
+                0,
+                vec![(i64::MAX, vec![1, 2]), (5, vec![]), (-1, vec![9; 200])],
+            ),
+            (300, vec![(i64::MIN, vec![7])]),
+            (2, vec![(63, vec![0; 130]), (-64, vec![3])]),
+        ];
+        let (mut packed, mut ends) = (Vec::new(), Vec::new());
+        for (index, entries) in &groups_in {
+            let at = begin_group(&mut packed, *index);
+            for (bucket, p) in entries {
+                push_group_entry(&mut packed, *bucket, p);
+            }
+            end_group(&mut packed, at);
+            ends.push(packed.len());
+        }
+        let back: Vec<Group> = groups(&packed)
+            .map(|g| {
+                let (index, entries) = g.unwrap();
+                let entries = entries.map(|e| e.map(|(b, p)| (b, p.to_vec())).unwrap());
+                (index, entries.collect())
+            })
+            .collect();
+        assert_eq!(back, groups_in);
+        // Cut anywhere but between groups: an error, never a panic or a
+        // silent short read.
+        for cut in (1..packed.len()).filter(|c| !ends.contains(c)) {
+            let damaged = groups(&packed[..cut]).any(|g| match g {
+                Err(_) => true,
+                Ok((_, mut entries)) => entries.any(|e| e.is_err()),
+            });
+            assert!(damaged, "cut at {cut}");
+        }
+        assert!(groups(&[0x80; 11]).any(|g| g.is_err()), "overlong varint");
     }
 }
 

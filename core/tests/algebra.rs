@@ -335,17 +335,21 @@ proptest! {
 
     /// Partials read for one query time (`StoredPartials::at`, which skips
     /// what the windows do not cover then, undecoded) evaluate there to
-    /// exactly what all of them do, through both ways in: packed values
-    /// (batch views) and decoded partials (the speed layer). The user is
-    /// found either way, even when nothing is in a window.
+    /// exactly what all of them do, through both ways in: stored values
+    /// (batch views, in format 2 and in format 3, whose reads stop at a
+    /// feature's first bucket older than its window) and decoded partials
+    /// (the speed layer). The user is found either way, even when nothing
+    /// is in a window.
     #[test]
     fn reading_for_one_time_equals_reading_all(events in arb_stream(), split in any::<prop::sample::Index>(), t in arb_query_time()) {
         let spec = test_spec();
         let events: Vec<Event> = reference::dedup(&events).into_iter().cloned().collect();
         let cut = split.index(events.len() + 1);
         let (packed_part, decoded_part) = events.split_at(cut);
-        let mut packed = Vec::new();
-        for f in &spec.features {
+        // The stored part in both view formats: packed by name (format 2)
+        // and grouped by feature, newest bucket first (format 3).
+        let (mut packed, mut grouped) = (Vec::new(), Vec::new());
+        for (index, f) in spec.features.iter().enumerate() {
             let mut buckets: BTreeMap<i64, Partial> = BTreeMap::new();
             for e in packed_part.iter().filter(|e| f.filter.matches(e)) {
                 let p = buckets.entry(f.window.bucket_of(e.ts_ms)).or_insert_with(|| f.aggregate.empty());
@@ -354,10 +358,28 @@ proptest! {
             for (bucket, p) in &buckets {
                 weft_core::keys::push_packed(&mut packed, &f.name, *bucket, &encode_partial(p));
             }
+            if !buckets.is_empty() {
+                let at = weft_core::keys::begin_group(&mut grouped, index);
+                for (bucket, p) in buckets.iter().rev() {
+                    weft_core::keys::push_group_entry(&mut grouped, *bucket, &encode_partial(p));
+                }
+                weft_core::keys::end_group(&mut grouped, at);
+            }
         }
         let (mut all, mut at_t) = (StoredPartials::new(&spec), StoredPartials::at(&spec, Some(t)));
-        for parts in [&mut all, &mut at_t] {
+        let (mut all_g, mut at_t_g) = (StoredPartials::new(&spec), StoredPartials::at(&spec, Some(t)));
+        for (parts, grouped_parts) in [(&mut all, &mut all_g), (&mut at_t, &mut at_t_g)] {
+            grouped_parts.push_grouped(&grouped).unwrap();
             parts.push_packed(&packed).unwrap();
+            for e in decoded_part {
+                for (index, f) in spec.features.iter().enumerate() {
+                    if f.filter.matches(e) {
+                        let mut p = f.aggregate.empty();
+                        f.aggregate.update(&mut p, e);
+                        grouped_parts.push_decoded(index, f.window.bucket_of(e.ts_ms), p).unwrap();
+                    }
+                }
+            }
             for e in decoded_part {
                 for (index, f) in spec.features.iter().enumerate() {
                     if f.filter.matches(e) {
@@ -370,7 +392,12 @@ proptest! {
         }
         prop_assert!(at_t.len() <= all.len());
         prop_assert_eq!(at_t.found(), !all.is_empty());
+        prop_assert_eq!(all_g.len(), all.len());
+        prop_assert_eq!(at_t_g.len(), at_t.len());
+        prop_assert_eq!(at_t_g.found(), at_t.found());
         let want = all.evaluate(t);
+        prop_assert_eq!(&all_g.evaluate(t), &want);
+        prop_assert_eq!(&at_t_g.into_profile(t, None), &want);
         prop_assert_eq!(&at_t.evaluate(t), &want);
         prop_assert_eq!(&at_t.into_profile(t, None), &want);
         prop_assert_eq!(&want, &reference::evaluate(&spec, &events, t));
