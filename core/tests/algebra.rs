@@ -376,16 +376,9 @@ proptest! {
                     if f.filter.matches(e) {
                         let mut p = f.aggregate.empty();
                         f.aggregate.update(&mut p, e);
-                        grouped_parts.push_decoded(index, f.window.bucket_of(e.ts_ms), p).unwrap();
-                    }
-                }
-            }
-            for e in decoded_part {
-                for (index, f) in spec.features.iter().enumerate() {
-                    if f.filter.matches(e) {
-                        let mut p = f.aggregate.empty();
-                        f.aggregate.update(&mut p, e);
-                        parts.push_decoded(index, f.window.bucket_of(e.ts_ms), p).unwrap();
+                        let bucket = f.window.bucket_of(e.ts_ms);
+                        grouped_parts.push_decoded(index, bucket, p.clone()).unwrap();
+                        parts.push_decoded(index, bucket, p).unwrap();
                     }
                 }
             }

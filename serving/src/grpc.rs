@@ -39,6 +39,9 @@ pub(crate) fn call<'a, T>(method: Method, req: &'a Request<T>) -> Call<'a> {
 
 #[tonic::async_trait]
 impl ProfileService for Grpc {
+    /// `weft serve` answers GetProfile through [`crate::reply`] instead
+    /// (the same bytes, without building this message); this keeps the
+    /// generated service whole for anything that mounts it directly.
     async fn get_profile(
         &self,
         req: Request<v1::GetProfileRequest>,

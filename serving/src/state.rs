@@ -85,7 +85,7 @@ pub struct Serving {
     /// Features the segments read (evaluated even when not requested).
     segment_features: Vec<usize>,
     /// Positions of the spec's features in name order.
-    by_name: Arc<[usize]>,
+    by_name: Vec<usize>,
     speed: Arc<SpeedStore>,
     speed_metrics: Arc<SpeedMetrics>,
     pair: ArcSwapOption<Pair>,
@@ -131,7 +131,7 @@ impl Serving {
         Serving {
             spec,
             segment_features,
-            by_name: by_name.into(),
+            by_name,
             speed,
             speed_metrics,
             pair: ArcSwapOption::empty(),
