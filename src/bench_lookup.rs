@@ -163,7 +163,7 @@ pub(crate) fn lookup(a: &LookupArgs) -> Result<()> {
         let t0 = Instant::now();
         let mut parts = view.user_partials(tenant, user, Some(as_of))?;
         let t1 = Instant::now();
-        parts.extend(speed.user_partials(pair.generation, tenant, user, Some(as_of))?);
+        speed.add_user_partials(&mut parts, pair.generation, tenant, user)?;
         let t2 = Instant::now();
         let was_found = parts.found();
         let values = parts.into_values(as_of, asked.as_deref());

@@ -220,10 +220,8 @@ impl Serving {
             Some(view) => view.user_partials(tenant, user, Some(t_ms))?,
             None => StoredPartials::at(&self.spec, Some(t_ms)),
         };
-        parts.extend(
-            self.speed
-                .user_partials(pair.generation, tenant, user, Some(t_ms))?,
-        );
+        self.speed
+            .add_user_partials(&mut parts, pair.generation, tenant, user)?;
         Ok(parts)
     }
 

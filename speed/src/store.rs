@@ -975,10 +975,26 @@ impl SpeedStore {
         user: &str,
         as_of: Option<i64>,
     ) -> Result<StoredPartials<'_>, SpeedError> {
-        let prefix = group_user_prefix(g, tenant, user);
         let mut out = StoredPartials::at(&self.spec, as_of);
+        self.add_user_partials(&mut out, g, tenant, user)?;
+        Ok(out)
+    }
+
+    /// Adds one user's partials in generation `g` to `out` (which keeps
+    /// those its query time wants): the merge `batch ⊕ speed` without a
+    /// second set of partials to allocate and fold in, and nothing to do
+    /// for a user the generation holds nothing of. `out` must be of a spec
+    /// with this store's hash (feature positions are shared).
+    pub fn add_user_partials(
+        &self,
+        out: &mut StoredPartials<'_>,
+        g: Generation,
+        tenant: &str,
+        user: &str,
+    ) -> Result<(), SpeedError> {
+        let prefix = group_user_prefix(g, tenant, user);
         if !self.holders.contains(&holder(&prefix)) {
-            return Ok(out);
+            return Ok(());
         }
         let cf = self.cf(CF_PARTIALS)?;
         let mut ro = ReadOptions::default();
@@ -1015,7 +1031,7 @@ impl SpeedStore {
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// A user's profile from generation `g` alone, at query time `t`.
