@@ -12,7 +12,6 @@
 //! through this path, the other methods through the generated server.
 
 use std::convert::Infallible;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -241,7 +240,7 @@ impl Encoder for ReplyEncoder {
 /// GetProfile's codec: requests decoded as by every generated method
 /// ([`WeftCodec`]), replies by [`ReplyEncoder`].
 #[derive(Debug, Default)]
-pub struct ReplyCodec(PhantomData<()>);
+pub struct ReplyCodec;
 
 type RequestCodec = WeftCodec<v1::GetProfileResponse, v1::GetProfileRequest>;
 
@@ -334,7 +333,7 @@ where
         }
         let method = GetProfile(self.api.clone());
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(ReplyCodec::default());
+            let mut grpc = tonic::server::Grpc::new(ReplyCodec);
             Ok(grpc.unary(method, req).await)
         })
     }
