@@ -26,6 +26,12 @@
 #                (not WEFT_*: `weft serve` reads those as configuration)
 #   KEEP_DATA=1  keep the archive, views and RocksDB directories (default:
 #                removed on exit; logs and results are always kept)
+#   GEN_CHRT=P   run the load generator (`weft bench serve`) under `chrt -f P`
+#                (SCHED_FIFO, needs root): it then sends each request on
+#                time instead of queueing for a core behind the servers it
+#                measures (on a shared machine, its own scheduled → sent
+#                delay otherwise reaches a p99 of 0.3-0.8 ms). Every target
+#                is measured the same way.
 #   RATE, DURATION, WARMUP, CONCURRENCY, CONNECTIONS, ROUNDS, SAMPLES: passed to
 #                `weft bench serve` / `weft bench freshness`
 set -euo pipefail
@@ -73,7 +79,7 @@ echo "  $(grep -m1 "^floor:" "$work/floor.log" || true)"
 
 # 6. Floor vs Redis vs weft.
 echo
-"$bin" bench serve --weft "127.0.0.1:$grpc_port" --key "$key" --users "$users" \
+${GEN_CHRT:+chrt -f "$GEN_CHRT"} "$bin" bench serve --weft "127.0.0.1:$grpc_port" --key "$key" --users "$users" \
   --floor "127.0.0.1:$floor_port" --redis "127.0.0.1:$redis_port" --load-redis \
   --weft-pid "$serve_pid" --floor-pid "$floor_pid" --redis-pid "$redis_pid" \
   ${RATE:+--rate "$RATE"} ${DURATION:+--duration-secs "$DURATION"} \
