@@ -314,32 +314,20 @@ pub fn end_group(out: &mut [u8], at: usize) {
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-fn push_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+fn push_varint(out: &mut Vec<u8>, v: u64) {
+    prost::encoding::encode_varint(v, out);
 }
 
-/// Reads a LEB128 varint at `*at`.
+/// Reads a LEB128 varint at `*at` (prost's, as protobuf writes them).
 fn read_varint(bytes: &[u8], at: &mut usize) -> Result<u64, KeyError> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *bytes.get(*at).ok_or(KeyError {
-            at: *at,
-            problem: "truncated varint",
-        })?;
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Ok(v);
-        }
-    }
-    Err(KeyError {
+    let mut rest = bytes.get(*at..).unwrap_or_default();
+    let before = rest.len();
+    let v = prost::encoding::decode_varint(&mut rest).map_err(|_| KeyError {
         at: *at,
-        problem: "varint longer than 64 bits",
-    })
+        problem: "truncated or overlong varint",
+    })?;
+    *at += before - rest.len();
+    Ok(v)
 }
 
 /// The groups of a grouped user value ([`begin_group`]): each feature
