@@ -8,12 +8,14 @@
 //!   [`reply`] encodes GetProfile's gRPC reply straight from the values;
 //! * [`auth`] maps API keys to tenants and scopes; [`gate`] sheds load and
 //!   keeps deadlines; [`recs`] blends recommendations;
+//! * [`conn`] is a gRPC connection that writes a small reply at once;
 //! * [`config`] is the layered configuration, [`metrics`] the Prometheus
 //!   registry.
 
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod gate;
 pub mod grpc;
