@@ -6,7 +6,10 @@
 //!   response fetched once from the real `weft serve`: no key check, no
 //!   lookup, no merge, only HTTP/2, protobuf encoding and tonic's own
 //!   dispatch. Same message, same size, same transport: the gap between it
-//!   and `weft serve` is exactly what Weft adds.
+//!   and `weft serve` is exactly what Weft adds. `weft serve` writes a
+//!   small reply in one system call where plain tonic takes two
+//!   (`weft_serving::conn`); `--one-write` gives the floor the same
+//!   connections, to separate that from the rest.
 //! * **Redis** is the peer: each user's `GetProfileResponse`, encoded once
 //!   (`--load-redis`), stored under `profile:<user>` and read back with `GET`
 //!   and decoded, so the client pays for decoding as it does over gRPC. It
@@ -114,6 +117,11 @@ pub(crate) struct FloorArgs {
     /// The user whose profile every `GetProfile` returns.
     #[arg(long, default_value = "u0000000")]
     user: String,
+    /// Serve over `weft serve`'s gRPC connections (`ReplyStream`: a reply
+    /// under 1 KiB leaves in one write) instead of tonic's plain TCP ones:
+    /// the floor for Weft's transport rather than tonic's.
+    #[arg(long)]
+    one_write: bool,
 }
 
 #[derive(Debug, Args)]
@@ -420,19 +428,27 @@ pub(crate) fn floor(a: &FloorArgs) -> Result<()> {
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         println!(
-            "floor: gRPC {addr}, answering every GetProfile with {}'s profile ({size} bytes) from {}",
-            a.user, a.from
+            "floor: gRPC {addr}, answering every GetProfile with {}'s profile ({size} bytes) from {}{}",
+            a.user,
+            a.from,
+            if a.one_write { ", one write a reply" } else { "" }
         );
-        tonic::transport::Server::builder()
-            .add_service(ProfileServiceServer::new(floor))
-            .serve_with_incoming_shutdown(incoming, async move {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            })
-            .await
-            .context("serving the floor")
+        let server = tonic::transport::Server::builder().add_service(ProfileServiceServer::new(floor));
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        if a.one_write {
+            let incoming = futures::StreamExt::map(incoming, |conn| {
+                conn.map(weft_serving::conn::ReplyStream::new)
+            });
+            server.serve_with_incoming_shutdown(incoming, stop).await
+        } else {
+            server.serve_with_incoming_shutdown(incoming, stop).await
+        }
+        .context("serving the floor")
     })
 }
 
@@ -1664,12 +1680,11 @@ pub(crate) fn freshness(a: &FreshnessArgs) -> Result<()> {
         "freshness: {} samples, one view event each for a new user of {}, {} ms + 0..={} ms apart",
         a.samples, a.tenant, a.interval_ms, a.jitter_ms
     );
-    for i in 0..a.samples {
-        let user = format!("fresh-{run}-{i}");
-        let event = Event {
+    let event_for = |user: &str| -> Result<Event> {
+        Ok(Event {
             event_id: format!("{user}-0"),
             tenant: a.tenant.clone(),
-            user_id: user.clone(),
+            user_id: user.to_string(),
             ts_ms: unix_ms()?,
             kind: EventKind::View,
             item_id: "i000001".into(),
@@ -1677,7 +1692,18 @@ pub(crate) fn freshness(a: &FreshnessArgs) -> Result<()> {
             price_minor: 0,
             quantity: 1,
             attributes: BTreeMap::new(),
-        };
+        })
+    };
+    // A new producer's first event waits for its connection, metadata and
+    // producer id (about half a second against Tansu): not what a
+    // long-lived producer pays, so one unmeasured event goes first.
+    producer.send_event(&event_for(&format!("fresh-{run}-warmup"))?)?;
+    producer
+        .flush(GIVE_UP)
+        .context("delivering the warm-up event")?;
+    for i in 0..a.samples {
+        let user = format!("fresh-{run}-{i}");
+        let event = event_for(&user)?;
         let started = Instant::now();
         producer.send_event(&event)?;
         // librdkafka sends it within the producer's linger (5 ms) while we

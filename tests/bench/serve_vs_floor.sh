@@ -32,6 +32,10 @@
 #                measures (on a shared machine, its own scheduled → sent
 #                delay otherwise reaches a p99 of 0.3-0.8 ms). Every target
 #                is measured the same way.
+#   SERVER_CHRT=P  also run every server (weft serve, the floor, Redis), all
+#                their threads, under SCHED_FIFO priority P (below GEN_CHRT's,
+#                so the generator still sends on time): what a latency-critical
+#                service gets on a shared host. Tansu keeps the normal policy.
 #   RATE, DURATION, WARMUP, CONCURRENCY, CONNECTIONS, ROUNDS, SAMPLES: passed to
 #                `weft bench serve` / `weft bench freshness`
 set -euo pipefail
@@ -78,6 +82,10 @@ wait_for "weft bench floor" 60 "${pids[-1]}" port_open "$floor_port"
 echo "  $(grep -m1 "^floor:" "$work/floor.log" || true)"
 
 # 6. Floor vs Redis vs weft.
+if [[ -n "${SERVER_CHRT:-}" ]]; then
+  for p in "$serve_pid" "$floor_pid" "$redis_pid"; do chrt -a -f -p "$SERVER_CHRT" "$p" >/dev/null; done
+  echo "  servers at SCHED_FIFO $SERVER_CHRT"
+fi
 echo
 ${GEN_CHRT:+chrt -f "$GEN_CHRT"} "$bin" bench serve --weft "127.0.0.1:$grpc_port" --key "$key" --users "$users" \
   --floor "127.0.0.1:$floor_port" --redis "127.0.0.1:$redis_port" --load-redis \
