@@ -9,11 +9,11 @@
 //! second. That is a second system call on the server, a second TCP
 //! segment, and often a second wake-up of the client for each call.
 //!
-//! [`ReplyStream`] says it takes no vectored writes, so payloads up to
+//! [`ReplyStream`] says it takes no vectored writes, so payloads under
 //! 1 KiB are copied and the trailers follow them in the same buffer, and
 //! it buffers what h2 writes until h2 flushes, so a bigger payload's frame
-//! head and body still leave together. A reply of up to 1 KiB costs one
-//! `write`; a bigger one two, as before.
+//! head and body still leave together. A reply whose message is under
+//! 1 KiB costs one `write`; a bigger one two, as before.
 
 use std::io;
 use std::pin::Pin;
