@@ -21,24 +21,25 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, BufWriter, ReadBuf};
 use tokio::net::TcpStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 /// What is buffered between two of h2's flushes before it is written
 /// out early: h2's own write buffer starts at 16 KiB.
 const BUFFER: usize = 16 * 1024;
 
-/// A gRPC connection: a [`TcpStream`] whose writes are buffered until
-/// flushed, and which tells h2 to copy small DATA frames (see the module).
+/// A gRPC connection: a [`TcpStream`] (or another stream, in tests) whose
+/// writes are buffered until flushed, and which tells h2 to copy small DATA
+/// frames (see the module).
 #[derive(Debug)]
-pub struct ReplyStream(BufWriter<TcpStream>);
+pub struct ReplyStream<T = TcpStream>(BufWriter<T>);
 
-impl ReplyStream {
-    pub fn new(tcp: TcpStream) -> ReplyStream {
-        ReplyStream(BufWriter::with_capacity(BUFFER, tcp))
+impl<T: AsyncWrite> ReplyStream<T> {
+    pub fn new(io: T) -> ReplyStream<T> {
+        ReplyStream(BufWriter::with_capacity(BUFFER, io))
     }
 }
 
-impl AsyncRead for ReplyStream {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ReplyStream<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -48,7 +49,7 @@ impl AsyncRead for ReplyStream {
     }
 }
 
-impl AsyncWrite for ReplyStream {
+impl<T: AsyncWrite + Unpin> AsyncWrite for ReplyStream<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -71,10 +72,10 @@ impl AsyncWrite for ReplyStream {
     }
 }
 
-impl Connected for ReplyStream {
-    type ConnectInfo = TcpConnectInfo;
+impl<T: AsyncWrite + Connected> Connected for ReplyStream<T> {
+    type ConnectInfo = T::ConnectInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
+    fn connect_info(&self) -> T::ConnectInfo {
         self.0.get_ref().connect_info()
     }
 }
@@ -153,5 +154,169 @@ mod tests {
         assert_eq!(&got, b"request");
         let info = server.connect_info();
         assert_eq!(info.remote_addr(), client.local_addr().ok());
+    }
+
+    /// A TCP stream that counts the writes made to it (vectored or not).
+    struct Counting {
+        io: TcpStream,
+        writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Counting {
+        fn count(&self) {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl AsyncRead for Counting {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let me = self.get_mut();
+            let r = Pin::new(&mut me.io).poll_write(cx, buf);
+            if r.is_ready() {
+                me.count();
+            }
+            r
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let me = self.get_mut();
+            let r = Pin::new(&mut me.io).poll_write_vectored(cx, bufs);
+            if r.is_ready() {
+                me.count();
+            }
+            r
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.io.is_write_vectored()
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        }
+    }
+
+    impl Connected for Counting {
+        type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+        fn connect_info(&self) -> Self::ConnectInfo {
+            self.io.connect_info()
+        }
+    }
+
+    /// Answers every GetProfile with one fixed reply of about 400 bytes.
+    struct Fixed;
+
+    #[tonic::async_trait]
+    impl weft_proto::v1::profile_service_server::ProfileService for Fixed {
+        async fn get_profile(
+            &self,
+            _: tonic::Request<weft_proto::v1::GetProfileRequest>,
+        ) -> Result<tonic::Response<weft_proto::v1::GetProfileResponse>, tonic::Status> {
+            Ok(tonic::Response::new(weft_proto::v1::GetProfileResponse {
+                profile: Some(weft_proto::v1::Profile {
+                    user_id: "u".repeat(400),
+                    found: true,
+                    ..Default::default()
+                }),
+                freshness: None,
+            }))
+        }
+
+        async fn batch_get_profiles(
+            &self,
+            _: tonic::Request<weft_proto::v1::BatchGetProfilesRequest>,
+        ) -> Result<tonic::Response<weft_proto::v1::BatchGetProfilesResponse>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+
+        async fn get_recommendations(
+            &self,
+            _: tonic::Request<weft_proto::v1::GetRecommendationsRequest>,
+        ) -> Result<tonic::Response<weft_proto::v1::GetRecommendationsResponse>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+    }
+
+    /// Serves [`Fixed`] through tonic on one connection, wrapped by `wrap`,
+    /// and returns how many writes the server made for one GetProfile call
+    /// once the connection is warm.
+    async fn writes_for_one_reply<IO>(wrap: fn(Counting) -> IO) -> usize
+    where
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use weft_proto::v1::profile_service_client::ProfileServiceClient;
+        use weft_proto::v1::profile_service_server::ProfileServiceServer;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let writes = Arc::new(AtomicUsize::new(0));
+        let counted = writes.clone();
+        let incoming = futures::stream::once(async move {
+            let (io, _) = listener.accept().await?;
+            io.set_nodelay(true)?;
+            Ok::<_, io::Error>(wrap(Counting {
+                io,
+                writes: counted,
+            }))
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ProfileServiceServer::new(Fixed))
+                .serve_with_incoming(incoming),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = ProfileServiceClient::new(channel);
+        let call = || weft_proto::v1::GetProfileRequest {
+            user_id: "u1".into(),
+            ..Default::default()
+        };
+        // The first call also settles the handshake (SETTINGS and acks).
+        client.get_profile(call()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = writes.load(Ordering::SeqCst);
+        let reply = client.get_profile(call()).await.unwrap().into_inner();
+        assert_eq!(reply.profile.unwrap().user_id.len(), 400);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writes.load(Ordering::SeqCst) - before
+    }
+
+    #[tokio::test]
+    async fn a_grpc_reply_under_a_kib_leaves_in_one_write() {
+        // Plain TCP: h2 chains the 400-byte payload, and the trailers
+        // follow in a second write (what `ReplyStream` is for).
+        assert_eq!(writes_for_one_reply(|c| c).await, 2);
+        assert_eq!(writes_for_one_reply(ReplyStream::new).await, 1);
     }
 }
