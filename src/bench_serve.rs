@@ -425,8 +425,6 @@ pub(crate) fn floor(a: &FloorArgs) -> Result<()> {
             .await
             .with_context(|| format!("binding {}", a.listen))?;
         let addr = listener.local_addr()?;
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         println!(
             "floor: gRPC {addr}, answering every GetProfile with {}'s profile ({size} bytes) from {}{}",
             a.user,
@@ -441,11 +439,11 @@ pub(crate) fn floor(a: &FloorArgs) -> Result<()> {
             }
         };
         if a.one_write {
-            let incoming = futures::StreamExt::map(incoming, |conn| {
-                conn.map(weft_serving::conn::ReplyStream::new)
-            });
+            let incoming = weft_serving::conn::incoming(listener);
             server.serve_with_incoming_shutdown(incoming, stop).await
         } else {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             server.serve_with_incoming_shutdown(incoming, stop).await
         }
         .context("serving the floor")

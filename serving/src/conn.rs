@@ -19,9 +19,10 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, BufWriter, ReadBuf};
-use tokio::net::TcpStream;
-use tonic::transport::server::Connected;
+use tokio::net::{TcpListener, TcpStream};
+use tonic::transport::server::{Connected, TcpIncoming};
 
 /// What is buffered between two of h2's flushes before it is written
 /// out early: h2's own write buffer starts at 16 KiB.
@@ -70,6 +71,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ReplyStream<T> {
     fn is_write_vectored(&self) -> bool {
         false
     }
+}
+
+/// `listener`'s connections, with TCP_NODELAY, as [`ReplyStream`]s: what
+/// tonic's `serve_with_incoming` takes.
+pub fn incoming(listener: TcpListener) -> impl Stream<Item = io::Result<ReplyStream>> {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(|conn| conn.map(ReplyStream::new))
 }
 
 impl<T: AsyncWrite + Connected> Connected for ReplyStream<T> {

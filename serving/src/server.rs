@@ -354,10 +354,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     let mut tasks = Vec::new();
     {
         let mut stopped = stopped.clone();
-        let incoming = futures::StreamExt::map(
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            |conn| conn.map(crate::conn::ReplyStream::new),
-        );
+        let incoming = crate::conn::incoming(grpc_listener);
         let server = tonic::transport::Server::builder()
             .layer(GrpcGateLayer {
                 gate: gate.clone(),
