@@ -1,0 +1,305 @@
+//! The sections of `weft.toml`, one struct each, with their defaults.
+//!
+//! A section belongs to the layer that reads it: `[kafka]` every Kafka
+//! client, `[speed]` the speed layer (in `weft speed` and inside
+//! `weft serve`), `[archive]` the archiver and the batch job's input,
+//! `[batch]` the batch job, `[views]` the view store and how serving opens
+//! views, `[serve]` the front ends, `[recommendations]` the blend,
+//! `[[tenants]]` tenants and their keys.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub bootstrap: String,
+    /// The events topic: key `tenant/user_id`, value a `weft.v1.Event`.
+    pub topic: String,
+    /// Where the speed layer sends records it cannot decode or validate.
+    pub dead_letter_topic: String,
+    /// Partitions `weft up` gives the topics it creates (an existing topic
+    /// keeps its own count: partitions are the unit of scale).
+    pub partitions: i32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> KafkaConfig {
+        KafkaConfig {
+            bootstrap: "127.0.0.1:9092".into(),
+            topic: "events".into(),
+            dead_letter_topic: "events.dlq".into(),
+            partitions: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeedSection {
+    /// RocksDB directory of the speed view: state and offsets live here, so
+    /// keep it on a volume that survives restarts.
+    pub data_dir: PathBuf,
+    /// Redeliveries whose first copy arrived at most this many seconds
+    /// before (Kafka record time) are dropped.
+    pub dedup_horizon_secs: u64,
+    /// fsync every applied batch (survives power loss, not only crashes).
+    pub sync_writes: bool,
+    /// Longest wait for a batch of records, in milliseconds: freshness
+    /// against throughput when traffic is light.
+    pub max_batch_wait_ms: u64,
+    /// Most records in one applied batch (one RocksDB WriteBatch).
+    pub max_batch: usize,
+    /// Consumer group of the informational offset commits (lag dashboards;
+    /// the positions that count are in RocksDB).
+    pub group_id: String,
+}
+
+impl Default for SpeedSection {
+    fn default() -> SpeedSection {
+        SpeedSection {
+            data_dir: PathBuf::from("weft-data/speed"),
+            dedup_horizon_secs: 3_600,
+            sync_writes: false,
+            max_batch_wait_ms: 5,
+            max_batch: 20_000,
+            group_id: "weft-speed".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSection {
+    /// The Parquet master dataset: written by `weft archive`, read by
+    /// `weft batch run`. A directory (the archiver writes local files).
+    pub root: String,
+    /// Flush when this many events are buffered.
+    pub max_rows: usize,
+    /// Flush when the oldest buffered event has waited this many
+    /// milliseconds: how late an event can reach the archive, and so how
+    /// fresh a batch run's input is.
+    pub max_delay_ms: u64,
+    /// Consumer group of the archiver's informational offset commits.
+    pub group_id: String,
+}
+
+impl Default for ArchiveSection {
+    fn default() -> ArchiveSection {
+        ArchiveSection {
+            root: "weft-data/archive".into(),
+            max_rows: 500_000,
+            max_delay_ms: 60_000,
+            group_id: "archive".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSection {
+    /// DataFusion's memory budget in MiB: rows are grouped by user in
+    /// memory within it; a partition that does not fit is sorted
+    /// externally, spilling to disk.
+    pub memory_mb: usize,
+    /// Directory for spill files (unset: the system temp directory).
+    pub spill_dir: Option<PathBuf>,
+    /// Parallel fold partitions, each writing one SST file (0: one per core).
+    pub partitions: usize,
+    /// Views kept in the store after publishing, for rollback.
+    pub keep: usize,
+    /// Co-occurrence window for item neighbours, in minutes.
+    pub cooc_window_min: i64,
+    /// Neighbours kept per item.
+    pub neighbours: usize,
+}
+
+impl Default for BatchSection {
+    fn default() -> BatchSection {
+        BatchSection {
+            memory_mb: 2_048,
+            spill_dir: None,
+            partitions: 0,
+            keep: 3,
+            cooc_window_min: 60,
+            neighbours: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewsConfig {
+    /// The batch view store (directory, `file://`, `s3://`, `gs://`); unset:
+    /// serve from the speed layer alone.
+    pub store: Option<String>,
+    /// How often to look for a newly published (or rolled back) view, in
+    /// seconds.
+    pub poll_secs: u64,
+    /// Where opened views are ingested into local RocksDB instances.
+    pub work_dir: PathBuf,
+    /// Check every view file's SHA-256 when opening it.
+    pub verify: bool,
+    /// Block cache (uncompressed blocks) shared by the open views, in MiB.
+    pub block_cache_mb: usize,
+    /// Read each newly opened view into the block cache before serving it
+    /// (a view held in memory needs no warming).
+    pub warm: bool,
+    /// Hold a newly opened view in memory, and read it without RocksDB,
+    /// when its keys and values come to at most this many MiB (0: never).
+    /// Two views are held while a switch is in progress.
+    pub memory_mb: u64,
+}
+
+impl Default for ViewsConfig {
+    fn default() -> ViewsConfig {
+        ViewsConfig {
+            store: None,
+            poll_secs: 10,
+            work_dir: PathBuf::from("weft-data/serving"),
+            verify: false,
+            block_cache_mb: 1_024,
+            warm: true,
+            memory_mb: 4_096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// gRPC listen address (port 0: any free port).
+    pub grpc_listen: SocketAddr,
+    /// HTTP/JSON listen address (also serves `/metrics` and health).
+    pub http_listen: SocketAddr,
+    /// Requests admitted at once (queued ones included); more are answered
+    /// `RESOURCE_EXHAUSTED` at once.
+    pub max_in_flight: usize,
+    /// Most ids in one `BatchGetProfiles`.
+    pub max_batch_ids: usize,
+    /// Longest user or item id, in bytes.
+    pub max_id_bytes: usize,
+    /// Most items `GetRecommendations` may ask for.
+    pub max_recommendations: u32,
+    /// Most `exclude_item_ids` in one request.
+    pub max_exclusions: usize,
+    /// Deadline applied when the client sends none, in milliseconds.
+    pub default_deadline_ms: u64,
+    /// Seconds between health turning NOT_SERVING and the listeners closing.
+    pub drain_secs: u64,
+    /// Tokio worker threads (0: one per core).
+    pub workers: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_in_flight: 2_048,
+            max_batch_ids: 100,
+            max_id_bytes: 256,
+            max_recommendations: 100,
+            max_exclusions: 1_000,
+            default_deadline_ms: 1_000,
+            drain_secs: 2,
+            workers: 0,
+        }
+    }
+}
+
+/// Which features of the spec feed recommendations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecsConfig {
+    /// A `last_n` feature over item ids: the user's recent items.
+    pub recent_items_feature: Option<String>,
+    /// A `top_k` feature over categories.
+    pub top_categories_feature: Option<String>,
+    /// A `last_n` feature over purchased item ids: excluded from picks.
+    pub purchased_items_feature: Option<String>,
+    /// Recent items whose neighbours are blended in.
+    pub recent_items: usize,
+}
+
+impl Default for RecsConfig {
+    fn default() -> RecsConfig {
+        RecsConfig {
+            recent_items_feature: Some("recently_viewed".into()),
+            top_categories_feature: Some("top_categories_30d".into()),
+            purchased_items_feature: Some("purchased_items_90d".into()),
+            recent_items: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub name: String,
+    /// Browser origins allowed to call the HTTP API with this tenant's keys
+    /// (CORS), e.g. `https://shop.example`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Shown in logs and metrics instead of the key.
+    pub name: String,
+    /// The secret, or `env:VAR` to read it from the environment (so the
+    /// file can be committed and the secret kept in a secret store).
+    pub key: Secret,
+    /// `profile:read`, `recommendations:read`, `admin`.
+    pub scopes: Vec<String>,
+    /// A widget key, embedded in web pages: may only read recommendations.
+    #[serde(default)]
+    pub publishable: bool,
+}
+
+impl KeyConfig {
+    /// The secret, resolved from the environment for `env:VAR`.
+    pub fn secret(&self) -> Result<Secret, String> {
+        match self.key.expose().strip_prefix("env:") {
+            Some(var) => std::env::var(var)
+                .map(Secret::from)
+                .map_err(|_| format!("environment variable {var} is not set")),
+            None => Ok(self.key.clone()),
+        }
+    }
+}
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    ProfileRead,
+    RecommendationsRead,
+    Admin,
+}
+
+impl Scope {
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "profile:read" => Some(Scope::ProfileRead),
+            "recommendations:read" => Some(Scope::RecommendationsRead),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::ProfileRead => "profile:read",
+            Scope::RecommendationsRead => "recommendations:read",
+            Scope::Admin => "admin",
+        }
+    }
+}
