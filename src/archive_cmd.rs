@@ -1,35 +1,48 @@
 //! `weft archive`: runs the archiver until SIGINT or SIGTERM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
+use weft_config::Overrides;
 use weft_speed::archiver::{ArchiverConfig, ArchiverMetrics, run};
 
 #[derive(Debug, Args)]
 pub(crate) struct ArchiveArgs {
-    /// Kafka bootstrap address.
+    /// Kafka bootstrap address (kafka.bootstrap).
     #[arg(long)]
-    bootstrap: String,
-    /// The archive root (hive-partitioned Parquet).
+    bootstrap: Option<String>,
+    /// The archive root, hive-partitioned Parquet (archive.root).
     #[arg(long)]
-    root: PathBuf,
-    #[arg(long, default_value = "events")]
-    topic: String,
-    /// Flush when this many events are buffered.
-    #[arg(long, default_value_t = 500_000)]
-    max_rows: usize,
-    /// Flush when the oldest buffered event has waited this long.
-    #[arg(long, default_value_t = 60_000)]
-    max_delay_ms: u64,
+    root: Option<PathBuf>,
+    /// The events topic (kafka.topic).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Flush when this many events are buffered (archive.max_rows).
+    #[arg(long)]
+    max_rows: Option<u64>,
+    /// Flush when the oldest buffered event has waited this long
+    /// (archive.max_delay_ms).
+    #[arg(long)]
+    max_delay_ms: Option<u64>,
     /// Archive partition P again from OFFSET, e.g. `--replay-from 3=120000`
     /// (repeatable): restores lost archive files while the topic still holds
     /// the records. The batch job drops the copies (same event id).
     #[arg(long, value_name = "P=OFFSET", value_parser = parse_replay_from)]
     replay_from: Vec<(i32, i64)>,
+}
+
+impl ArchiveArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides::new()
+            .set("kafka.bootstrap", "--bootstrap", self.bootstrap.clone())
+            .set_path("archive.root", "--root", self.root.as_deref())
+            .set("kafka.topic", "--topic", self.topic.clone())
+            .set("archive.max_rows", "--max-rows", self.max_rows)
+            .set("archive.max_delay_ms", "--max-delay-ms", self.max_delay_ms)
+    }
 }
 
 fn parse_replay_from(s: &str) -> Result<(i32, i64), String> {
@@ -50,11 +63,8 @@ fn parse_replay_from(s: &str) -> Result<(i32, i64), String> {
     Ok((p, o))
 }
 
-pub(crate) fn run_archive(args: &ArchiveArgs) -> Result<()> {
-    let mut config = ArchiverConfig::new(&args.bootstrap, args.root.clone());
-    config.topic = args.topic.clone();
-    config.max_rows = args.max_rows;
-    config.max_delay = Duration::from_millis(args.max_delay_ms);
+pub(crate) fn run_archive(file: Option<&Path>, args: &ArchiveArgs) -> Result<()> {
+    let mut config = ArchiverConfig::from_config(&crate::load_config(file, args.overrides())?);
     config.replay_from = args.replay_from.iter().copied().collect();
     let metrics = Arc::new(ArchiverMetrics::default());
     let worker_metrics = metrics.clone();

@@ -1,7 +1,7 @@
 //! `weft batch`: run the batch job, and the data scientist's tools over
 //! published views (inspect, export, list, rollback).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use weft_config::{Overrides, WeftConfig};
 use weft_batch::view::version_name;
 use weft_batch::{BatchConfig, JobProgress, OpenedView, ViewStore};
 
@@ -21,63 +22,108 @@ pub(crate) enum BatchCommand {
     /// Write one row per user, one column per feature, to a Parquet file.
     Export(ExportArgs),
     /// List the views in a store and which one is current.
-    List {
-        /// The view store (local directory or s3:// / gs:// URL).
-        #[arg(long)]
-        views: String,
-    },
-    /// Make an older view current again.
+    List(StoreArgs),
+    /// Make an older view current again. Every `weft serve` (and
+    /// `weft speed --views`) following the store switches to it, paired with
+    /// a speed generation rebuilt from the view's boundary, so the topic must
+    /// still hold the offsets after that boundary: checked first.
     Rollback {
-        #[arg(long)]
-        views: String,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The version to publish, e.g. 3 or v000003.
         #[arg(long)]
         to: String,
+        /// Kafka bootstrap address for the retention check (kafka.bootstrap).
+        #[arg(long)]
+        bootstrap: Option<String>,
+        /// Skip the retention check (a store no speed layer follows).
+        #[arg(long)]
+        skip_topic_check: bool,
     },
+}
+
+/// The view store: `--views`, else `views.store` from the configuration.
+#[derive(Debug, Args)]
+pub(crate) struct StoreArgs {
+    /// The view store: a local directory or an s3:// / gs:// URL
+    /// (views.store).
+    #[arg(long)]
+    views: Option<String>,
+}
+
+impl StoreArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides::new().set("views.store", "--views", self.views.clone())
+    }
+}
+
+/// The configured view store, or an error saying how to give one.
+fn view_store(c: &WeftConfig) -> Result<String> {
+    c.views
+        .store
+        .clone()
+        .context("views.store: not set (give --views, or set it in the --config file or WEFT__VIEWS__STORE)")
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// The archive root: a local directory or an s3:// / gs:// URL.
+    /// The archive root: a local directory or an s3:// / gs:// URL
+    /// (archive.root).
     #[arg(long)]
-    archive: String,
-    /// The feature spec (TOML).
+    archive: Option<String>,
+    /// The feature spec (features).
     #[arg(long)]
-    features: PathBuf,
-    /// The view store: a local directory or an s3:// / gs:// URL.
+    features: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// DataFusion's memory budget in MiB (batch.memory_mb): rows are grouped
+    /// by user in memory within it; a partition that does not fit is sorted
+    /// externally, spilling to disk.
     #[arg(long)]
-    views: String,
-    /// DataFusion's memory budget in MiB: rows are grouped by user in memory
-    /// within it; a partition that does not fit is sorted externally,
-    /// spilling to disk.
-    #[arg(long, default_value_t = 2048)]
-    memory_mb: usize,
-    /// Directory for spill files (default: the system temp directory).
+    memory_mb: Option<u64>,
+    /// Directory for spill files (batch.spill_dir; default: the system temp
+    /// directory).
     #[arg(long)]
     spill_dir: Option<PathBuf>,
-    /// Parallel fold partitions (default: the number of cores).
+    /// Parallel fold partitions (batch.partitions; default: the number of
+    /// cores).
     #[arg(long)]
-    partitions: Option<usize>,
-    /// Views to keep after publishing (for rollback).
-    #[arg(long, default_value_t = 3)]
-    keep: usize,
-    /// Co-occurrence window for item neighbours, in minutes.
-    #[arg(long, default_value_t = 60)]
-    cooc_window_min: i64,
-    /// Neighbours kept per item.
-    #[arg(long, default_value_t = 20)]
-    neighbours: usize,
+    partitions: Option<u64>,
+    /// Views to keep after publishing, for rollback (batch.keep).
+    #[arg(long)]
+    keep: Option<u64>,
+    /// Co-occurrence window for item neighbours, in minutes
+    /// (batch.cooc_window_min).
+    #[arg(long)]
+    cooc_window_min: Option<i64>,
+    /// Neighbours kept per item (batch.neighbours).
+    #[arg(long)]
+    neighbours: Option<u64>,
+}
+
+impl RunArgs {
+    fn overrides(&self) -> Overrides {
+        self.store
+            .overrides()
+            .set("archive.root", "--archive", self.archive.clone())
+            .set_path("features", "--features", self.features.as_deref())
+            .set("batch.memory_mb", "--memory-mb", self.memory_mb)
+            .set_path("batch.spill_dir", "--spill-dir", self.spill_dir.as_deref())
+            .set("batch.partitions", "--partitions", self.partitions.map(|p| p.max(1)))
+            .set("batch.keep", "--keep", self.keep)
+            .set("batch.cooc_window_min", "--cooc-window-min", self.cooc_window_min)
+            .set("batch.neighbours", "--neighbours", self.neighbours)
+    }
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ViewArgs {
-    /// The view store.
-    #[arg(long)]
-    views: String,
+    #[command(flatten)]
+    store: StoreArgs,
     /// The view version (default: the current one).
     #[arg(long)]
     version: Option<String>,
-    /// Check every file's SHA-256 against the manifest.
+    /// Check every file's SHA-256 against the manifest (also views.verify).
     #[arg(long)]
     verify: bool,
 }
@@ -139,19 +185,24 @@ fn parse_at(at: Option<&str>, view: &OpenedView) -> Result<i64> {
     }
 }
 
-async fn open_view(args: &ViewArgs, work: &tempfile::TempDir) -> Result<OpenedView> {
-    let store = ViewStore::open(&args.views)?;
+async fn open_view(
+    file: Option<&Path>,
+    args: &ViewArgs,
+    work: &tempfile::TempDir,
+) -> Result<OpenedView> {
+    let c = crate::load_config(file, args.store.overrides())?;
+    let store = ViewStore::open(&view_store(&c)?)?;
     let version = args.version.as_deref().map(parse_version).transpose()?;
-    Ok(OpenedView::open(&store, version, work.path(), args.verify).await?)
+    Ok(OpenedView::open(&store, version, work.path(), args.verify || c.views.verify).await?)
 }
 
-pub(crate) fn run(cmd: &BatchCommand) -> Result<()> {
+pub(crate) fn run(file: Option<&Path>, cmd: &BatchCommand) -> Result<()> {
     let rt = runtime()?;
     match cmd {
-        BatchCommand::Run(args) => rt.block_on(run_job(args)),
+        BatchCommand::Run(args) => rt.block_on(run_job(file, args)),
         BatchCommand::Inspect(args) => rt.block_on(async {
             let work = tempfile::tempdir()?;
-            let view = open_view(&args.view, &work).await?;
+            let view = open_view(file, &args.view, &work).await?;
             let (tenant, user) = args
                 .user
                 .split_once('/')
@@ -174,7 +225,7 @@ pub(crate) fn run(cmd: &BatchCommand) -> Result<()> {
         }),
         BatchCommand::Export(args) => rt.block_on(async {
             let work = tempfile::tempdir()?;
-            let view = open_view(&args.view, &work).await?;
+            let view = open_view(file, &args.view, &work).await?;
             let at = parse_at(args.at.as_deref(), &view)?;
             let summary = weft_batch::export::export(&view, &args.out, at)?;
             println!(
@@ -186,8 +237,9 @@ pub(crate) fn run(cmd: &BatchCommand) -> Result<()> {
             );
             Ok(())
         }),
-        BatchCommand::List { views } => rt.block_on(async {
-            let store = ViewStore::open(views)?;
+        BatchCommand::List(store) => rt.block_on(async {
+            let c = crate::load_config(file, store.overrides())?;
+            let store = ViewStore::open(&view_store(&c)?)?;
             let current = store.current().await?;
             for v in store.versions().await? {
                 let m = store.manifest(v).await?;
@@ -204,9 +256,22 @@ pub(crate) fn run(cmd: &BatchCommand) -> Result<()> {
             }
             Ok(())
         }),
-        BatchCommand::Rollback { views, to } => rt.block_on(async {
-            let store = ViewStore::open(views)?;
+        BatchCommand::Rollback {
+            store,
+            to,
+            bootstrap,
+            skip_topic_check,
+        } => rt.block_on(async {
+            let flags = store
+                .overrides()
+                .set("kafka.bootstrap", "--bootstrap", bootstrap.clone());
+            let c = crate::load_config(file, flags)?;
+            let store = ViewStore::open(&view_store(&c)?)?;
             let v = parse_version(to)?;
+            let m = store.manifest(v).await?;
+            if !skip_topic_check {
+                check_replayable(&c, &m)?;
+            }
             store.set_current(v).await?;
             println!("{} is now current in {}", version_name(v), store.display());
             Ok(())
@@ -214,17 +279,53 @@ pub(crate) fn run(cmd: &BatchCommand) -> Result<()> {
     }
 }
 
-async fn run_job(args: &RunArgs) -> Result<()> {
-    let (spec, text) = crate::load_spec(&args.features)?;
-    let mut config = BatchConfig::new(&args.archive, &args.views, Arc::new(spec), text);
-    config.memory_limit = args.memory_mb << 20;
-    config.spill_dir = args.spill_dir.clone();
-    if let Some(p) = args.partitions {
-        config.partitions = p.max(1);
+/// Refuses a rollback to a view whose speed generation cannot be rebuilt:
+/// the speed layers replay each partition from the view's `O_p + 1`, so
+/// the topic must still hold that offset.
+fn check_replayable(c: &WeftConfig, m: &weft_batch::Manifest) -> Result<()> {
+    let (bootstrap, topic) = (&c.kafka.bootstrap, &c.kafka.topic);
+    let low = weft_speed::kafka::low_watermarks(bootstrap, topic, Duration::from_secs(10))
+        .with_context(|| {
+            format!(
+                "checking that {topic} on {bootstrap} still holds the offsets after {}'s boundary (give --bootstrap, or --skip-topic-check for a store no speed layer follows)",
+                version_name(m.version)
+            )
+        })?;
+    let lost: Vec<String> = low
+        .iter()
+        .filter_map(|(p, oldest)| {
+            let needed = m.boundary_of(*p) + 1;
+            (needed < *oldest).then(|| {
+                format!("partition {p} needs offset {needed}, the oldest still on the topic is {oldest}")
+            })
+        })
+        .collect();
+    if !lost.is_empty() {
+        bail!(
+            "cannot roll back to {}: its speed generation is rebuilt from the topic, which no longer holds the offsets after the view's boundary ({}); publish a new view instead",
+            version_name(m.version),
+            lost.join("; ")
+        );
     }
-    config.keep = args.keep;
-    config.recs.window_ms = args.cooc_window_min * weft_core::spec::MINUTE_MS;
-    config.recs.neighbours = args.neighbours;
+    Ok(())
+}
+
+/// The batch job's settings from the configuration tree: `[archive].root`,
+/// `[views].store`, `[batch]`.
+pub(crate) fn batch_config(c: &WeftConfig) -> Result<BatchConfig> {
+    let (spec, text) = crate::load_spec(&c.features)?;
+    let mut config = BatchConfig::new(&c.archive.root, &view_store(c)?, Arc::new(spec), text);
+    config.memory_limit = c.batch.memory_mb << 20;
+    config.spill_dir = c.batch.spill_dir.clone();
+    config.partitions = c.batch_partitions();
+    config.keep = c.batch.keep;
+    config.recs.window_ms = c.batch.cooc_window_min * weft_core::spec::MINUTE_MS;
+    config.recs.neighbours = c.batch.neighbours;
+    Ok(config)
+}
+
+async fn run_job(file: Option<&Path>, args: &RunArgs) -> Result<()> {
+    let config = batch_config(&crate::load_config(file, args.overrides())?)?;
     let progress = Arc::new(JobProgress::default());
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -252,7 +353,7 @@ async fn run_job(args: &RunArgs) -> Result<()> {
     println!(
         "published {} to {} in {:.1} s: {} users, {} events ({} duplicates dropped), {} partials, {} items; boundary {:?}",
         version_name(summary.version),
-        args.views,
+        config.views,
         summary.seconds,
         m.counts.users,
         m.counts.events,

@@ -68,9 +68,10 @@ pub(crate) struct GenArgs {
     /// Produce to this Kafka bootstrap address.
     #[arg(long)]
     kafka: Option<String>,
-    /// Topic to produce to (created with --partitions if missing).
-    #[arg(long, default_value = "events", requires = "kafka")]
-    topic: String,
+    /// Topic to produce to, created with --partitions if missing (default:
+    /// kafka.topic from the configuration, `events`).
+    #[arg(long, requires = "kafka")]
+    topic: Option<String>,
     /// Share of malformed records mixed into the Kafka output.
     #[arg(long, default_value_t = 0.0)]
     malformed_rate: f64,
@@ -131,10 +132,15 @@ fn config(args: &GenArgs) -> Result<GenConfig> {
     Ok(cfg)
 }
 
-pub(crate) fn run(args: &GenArgs) -> Result<()> {
+pub(crate) fn run(file: Option<&std::path::Path>, args: &GenArgs) -> Result<()> {
     if args.parquet.is_none() && args.jsonl.is_none() && args.kafka.is_none() {
         bail!("nothing to write: give --parquet DIR, --jsonl FILE and/or --kafka HOST:PORT");
     }
+    let config = crate::load_config(
+        file,
+        weft_config::Overrides::new().set("kafka.topic", "--topic", args.topic.clone()),
+    )?;
+    let topic = &config.kafka.topic;
     let cfg = config(args)?;
     let max_late_days = cfg.max_late_ms.div_euclid(DAY_MS) + 1;
     let partitions = cfg.partitions;
@@ -158,9 +164,9 @@ pub(crate) fn run(args: &GenArgs) -> Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(ensure_topic(bootstrap, &args.topic, args.partitions))
-                .with_context(|| format!("preparing topic {} on {bootstrap}", args.topic))?;
-            Some(EventProducer::new(bootstrap, &args.topic)?)
+            rt.block_on(ensure_topic(bootstrap, topic, args.partitions))
+                .with_context(|| format!("preparing topic {topic} on {bootstrap}"))?;
+            Some(EventProducer::new(bootstrap, topic)?)
         }
     };
 
@@ -335,7 +341,7 @@ pub(crate) fn run(args: &GenArgs) -> Result<()> {
         let report = p.flush(Duration::from_secs(120))?;
         summary += &format!(
             "; {} records delivered to {} ({malformed} malformed)",
-            report.delivered, args.topic
+            report.delivered, topic
         );
     }
     let secs = started.elapsed().as_secs_f64();

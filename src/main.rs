@@ -23,6 +23,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use weft_core::FeatureSpec;
+use weft_config::{EnvLayer, Overrides, WeftConfig};
 use weft_core::spec::format_duration;
 
 #[derive(Debug, Parser)]
@@ -32,6 +33,11 @@ use weft_core::spec::format_duration;
     about = "Weft: an open Lambda-architecture personalization platform"
 )]
 struct Cli {
+    /// The configuration file (see deploy/weft.example.toml). Every command
+    /// reads the same tree: built-in defaults < this file <
+    /// `WEFT__SECTION__KEY` environment variables < flags.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,6 +78,12 @@ enum FeaturesCommand {
         /// The TOML spec, e.g. deploy/features.example.toml.
         spec: PathBuf,
     },
+}
+
+/// The configuration: defaults, then `file`, then the process's `WEFT__*`
+/// variables, then the command's `flags`; validated.
+pub(crate) fn load_config(file: Option<&std::path::Path>, flags: Overrides) -> Result<WeftConfig> {
+    Ok(WeftConfig::load(file, &EnvLayer::from_process(), &flags)?)
 }
 
 /// Reads and validates a feature spec; errors name the file, then the
@@ -140,13 +152,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    let file = cli.config.as_deref();
     let result = match &cli.command {
-        Command::Up(args) => up_cmd::run_up(args),
-        Command::Gen(args) => gen_cmd::run(args),
-        Command::Speed(args) => speed_cmd::run_speed(args),
-        Command::Serve(args) => serve_cmd::run_serve(args),
-        Command::Archive(args) => archive_cmd::run_archive(args),
-        Command::Batch(cmd) => batch_cmd::run(cmd),
+        Command::Up(args) => up_cmd::run_up(file, args),
+        Command::Gen(args) => gen_cmd::run(file, args),
+        Command::Speed(args) => speed_cmd::run_speed(file, args),
+        Command::Serve(args) => serve_cmd::run_serve(file, args),
+        Command::Archive(args) => archive_cmd::run_archive(file, args),
+        Command::Batch(cmd) => batch_cmd::run(file, cmd),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Features(FeaturesCommand::Check { spec }) => features_check(spec),
     };

@@ -1,20 +1,18 @@
 //! `weft serve`: the serving layer (with its speed layer) until SIGINT or
 //! SIGTERM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use serde_json::{Map, Value};
-use weft_serving::ServeConfig;
+use tokio_util::sync::CancellationToken;
+use weft_config::Overrides;
+use weft_serving::state::Serving;
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// The TOML config (see deploy/serve.example.toml); `WEFT_*` variables
-    /// and the flags below override it.
-    #[arg(long)]
-    config: Option<PathBuf>,
     /// Kafka bootstrap address (kafka.bootstrap).
     #[arg(long)]
     bootstrap: Option<String>,
@@ -33,72 +31,68 @@ pub(crate) struct ServeArgs {
     /// HTTP listen address (serve.http_listen).
     #[arg(long)]
     http_listen: Option<String>,
-    /// Print the effective configuration (keys redacted) and exit.
+    /// Print the effective configuration (keys shown as ***) and exit.
     #[arg(long)]
     print_config: bool,
 }
 
 impl ServeArgs {
-    /// The flags as a config layer: only those given.
-    fn overrides(&self) -> Value {
-        let mut root = Map::new();
-        let mut set = |section: Option<&str>, key: &str, v: Option<Value>| {
-            let Some(v) = v else { return };
-            match section {
-                None => {
-                    root.insert(key.into(), v);
-                }
-                Some(s) => {
-                    let entry = root
-                        .entry(s.to_string())
-                        .or_insert_with(|| Value::Object(Map::new()));
-                    if let Value::Object(m) = entry {
-                        m.insert(key.into(), v);
-                    }
-                }
-            }
-        };
-        let s = |v: &Option<String>| v.clone().map(Value::String);
-        let p = |v: &Option<PathBuf>| v.as_ref().map(|p| Value::String(p.display().to_string()));
-        set(None, "features", p(&self.features));
-        set(Some("kafka"), "bootstrap", s(&self.bootstrap));
-        set(Some("views"), "store", s(&self.views));
-        set(Some("speed"), "data_dir", p(&self.data_dir));
-        set(Some("serve"), "grpc_listen", s(&self.grpc_listen));
-        set(Some("serve"), "http_listen", s(&self.http_listen));
-        Value::Object(root)
+    /// The flags as the top config layer: only those given.
+    fn overrides(&self) -> Overrides {
+        Overrides::new()
+            .set_path("features", "--features", self.features.as_deref())
+            .set("kafka.bootstrap", "--bootstrap", self.bootstrap.clone())
+            .set("views.store", "--views", self.views.clone())
+            .set_path("speed.data_dir", "--data-dir", self.data_dir.as_deref())
+            .set("serve.grpc_listen", "--grpc-listen", self.grpc_listen.clone())
+            .set("serve.http_listen", "--http-listen", self.http_listen.clone())
     }
 }
 
-pub(crate) fn run_serve(args: &ServeArgs) -> Result<()> {
-    let config = ServeConfig::load(args.config.as_deref(), args.overrides())?;
+pub(crate) fn run_serve(file: Option<&Path>, args: &ServeArgs) -> Result<()> {
+    let config = crate::load_config(file, args.overrides())?;
     if args.print_config {
-        let mut shown = config.clone();
-        for t in &mut shown.tenants {
-            for k in &mut t.keys {
-                k.key = "<redacted>".into();
-            }
-        }
-        println!("{}", toml::to_string_pretty(&shown)?);
+        print!("{}", config.to_toml());
         return Ok(());
     }
-    let signals = crate::speed_cmd::StopSignals::install()?;
-    let workers = match config.serve.workers {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        n => n,
-    };
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+        .worker_threads(config.serve_workers())
         .thread_name("weft-serve")
         .enable_all()
         .build()?;
-    let running = rt
-        .block_on(weft_serving::start(config))
-        .context("starting weft serve")?;
-    println!("gRPC  {}", running.grpc_addr);
-    println!("HTTP  http://{}", running.http_addr);
-    let serving = running.serving.clone();
-    signals.wait_forever_every(Duration::from_secs(5), || {
+    let result = rt.block_on(async {
+        // Handlers first: a stop request during start-up is a clean stop.
+        let stop = crate::speed_cmd::stop_on_signals()?;
+        let grpc = weft_serving::bind(config.serve.grpc_listen, "serve.grpc_listen").await?;
+        let http = weft_serving::bind(config.serve.http_listen, "serve.http_listen").await?;
+        let server = weft_serving::Server::open(config)
+            .await
+            .context("starting weft serve")?;
+        println!("gRPC  {}", grpc.local_addr()?);
+        println!("HTTP  http://{}", http.local_addr()?);
+        let status = tokio::spawn(report_every(
+            server.serving().clone(),
+            Duration::from_secs(5),
+            stop.clone(),
+        ));
+        let served = server.run(grpc, http, stop.clone()).await;
+        stop.cancel();
+        status.await?;
+        Ok::<_, anyhow::Error>(served?)
+    });
+    rt.shutdown_timeout(Duration::from_secs(5));
+    result
+}
+
+/// Logs the served pair and the lag every `every` until `stop`.
+async fn report_every(serving: Arc<Serving>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         let pair = serving.current_pair();
         tracing::info!(
             view = pair.as_ref().map_or(0, |p| p.view_version()),
@@ -106,8 +100,5 @@ pub(crate) fn run_serve(args: &ServeArgs) -> Result<()> {
             lag_messages = serving.lag_messages(),
             "serving"
         );
-    });
-    rt.block_on(running.stop());
-    rt.shutdown_timeout(Duration::from_secs(5));
-    Ok(())
+    }
 }

@@ -1,62 +1,78 @@
 //! `weft speed`: runs the speed layer until SIGINT or SIGTERM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
+use weft_config::Overrides;
 use weft_speed::consumer::{NewGeneration, SpeedConfig, SpeedMetrics, run};
 
 #[derive(Debug, Args)]
 pub(crate) struct SpeedArgs {
-    /// Kafka bootstrap address.
+    /// Kafka bootstrap address (kafka.bootstrap).
     #[arg(long)]
-    bootstrap: String,
-    /// The feature spec (TOML).
+    bootstrap: Option<String>,
+    /// The feature spec (features).
+    #[arg(long, alias = "features")]
+    spec: Option<PathBuf>,
+    /// RocksDB directory of the speed view (speed.data_dir).
     #[arg(long)]
-    spec: PathBuf,
-    /// RocksDB directory of the speed view.
+    data_dir: Option<PathBuf>,
+    /// The events topic (kafka.topic).
     #[arg(long)]
-    data_dir: PathBuf,
-    #[arg(long, default_value = "events")]
-    topic: String,
-    #[arg(long, default_value = "events.dlq")]
-    dead_letter_topic: String,
-    /// Redeliveries within this many seconds (Kafka record time) are dropped.
-    #[arg(long, default_value_t = 3600)]
-    dedup_horizon_secs: u64,
-    /// fsync every applied batch.
+    topic: Option<String>,
+    /// The dead-letter topic (kafka.dead_letter_topic).
+    #[arg(long)]
+    dead_letter_topic: Option<String>,
+    /// Redeliveries within this many seconds (Kafka record time) are
+    /// dropped (speed.dedup_horizon_secs).
+    #[arg(long)]
+    dedup_horizon_secs: Option<u64>,
+    /// fsync every applied batch (speed.sync_writes).
     #[arg(long)]
     sync_writes: bool,
-    /// The batch view store to follow: each newly published view starts a
-    /// speed generation built from the view's boundary.
+    /// The batch view store to follow (views.store): each newly published
+    /// view starts a speed generation built from the view's boundary.
     #[arg(long)]
     views: Option<String>,
-    /// How often to look for a new view, in seconds.
-    #[arg(long, default_value_t = 10)]
-    views_poll_secs: u64,
+    /// How often to look for a new view, in seconds (views.poll_secs).
+    #[arg(long)]
+    views_poll_secs: Option<u64>,
 }
 
-pub(crate) fn run_speed(args: &SpeedArgs) -> Result<()> {
-    let spec = Arc::new(crate::load_spec(&args.spec)?.0);
-    let mut config = SpeedConfig::new(&args.bootstrap, args.data_dir.clone());
-    config.topic = args.topic.clone();
-    config.dead_letter_topic = args.dead_letter_topic.clone();
-    config.dedup_horizon = Duration::from_secs(args.dedup_horizon_secs);
-    config.sync_writes = args.sync_writes;
+impl SpeedArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides::new()
+            .set("kafka.bootstrap", "--bootstrap", self.bootstrap.clone())
+            .set_path("features", "--spec", self.spec.as_deref())
+            .set_path("speed.data_dir", "--data-dir", self.data_dir.as_deref())
+            .set("kafka.topic", "--topic", self.topic.clone())
+            .set("kafka.dead_letter_topic", "--dead-letter-topic", self.dead_letter_topic.clone())
+            .set("speed.dedup_horizon_secs", "--dedup-horizon-secs", self.dedup_horizon_secs)
+            .set("speed.sync_writes", "--sync-writes", self.sync_writes.then_some(true))
+            .set("views.store", "--views", self.views.clone())
+            .set("views.poll_secs", "--views-poll-secs", self.views_poll_secs)
+    }
+}
+
+pub(crate) fn run_speed(file: Option<&Path>, args: &SpeedArgs) -> Result<()> {
+    let c = crate::load_config(file, args.overrides())?;
+    let spec = Arc::new(crate::load_spec(&c.features)?.0);
+    let config = SpeedConfig::from_config(&c);
 
     let metrics = Arc::new(SpeedMetrics::default());
     let worker_metrics = metrics.clone();
-    let control = match &args.views {
+    let control = match &c.views.store {
         None => None,
         Some(views) => {
             let (tx, rx) = std::sync::mpsc::channel();
             weft_batch::view::spawn_watcher(
                 weft_batch::ViewStore::open(views)?,
                 spec.hash().to_string(),
-                Duration::from_secs(args.views_poll_secs.max(1)),
+                Duration::from_secs(c.views.poll_secs),
                 move |m| {
                     tx.send(NewGeneration {
                         generation: m.version as u32,
@@ -107,6 +123,27 @@ pub(crate) fn run_until_stopped(
         .join()
         .map_err(|_| anyhow::anyhow!("the {name} thread panicked"))??;
     Ok(())
+}
+
+/// A token cancelled by the first SIGINT or SIGTERM (or by its holder).
+/// The handlers are installed on the current runtime before it returns, so
+/// call it before any work starts.
+pub(crate) fn stop_on_signals() -> Result<tokio_util::sync::CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let token = tokio_util::sync::CancellationToken::new();
+    let stop = token.clone();
+    // Ends with the token: at a signal, or when the holder cancels it.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = stop.cancelled() => {}
+        }
+        stop.cancel();
+    });
+    Ok(token)
 }
 
 /// SIGINT/SIGTERM handlers, installed before any work starts so that a

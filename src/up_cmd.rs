@@ -19,8 +19,7 @@ use clap::Args;
 use rand::Rng;
 use weft_core::generator::{GenConfig, Generator};
 use weft_core::spec::DAY_MS;
-use weft_serving::ServeConfig;
-use weft_serving::config::{KeyConfig, TenantConfig};
+use weft_config::{KeyConfig, Overrides, TenantConfig, WeftConfig};
 use weft_speed::archiver::{ArchiverConfig, ArchiverMetrics};
 use weft_speed::broker::LocalBroker;
 use weft_speed::kafka::{EventProducer, ensure_topic};
@@ -30,10 +29,6 @@ pub(crate) struct UpArgs {
     /// Where everything lives.
     #[arg(long, default_value = "weft-data")]
     data_dir: PathBuf,
-    /// A `weft serve` config to start from (tenants, keys, limits); its
-    /// paths under the data directory are replaced.
-    #[arg(long)]
-    config: Option<PathBuf>,
     /// Use this Kafka broker instead of starting a local Tansu.
     #[arg(long)]
     bootstrap: Option<String>,
@@ -100,13 +95,13 @@ fn demo_tenants(data_dir: &Path) -> Result<Vec<TenantConfig>> {
             keys: vec![
                 KeyConfig {
                     name: format!("{tenant}-server"),
-                    key: server,
+                    key: server.into(),
                     scopes: vec!["profile:read".into(), "recommendations:read".into()],
                     publishable: false,
                 },
                 KeyConfig {
                     name: format!("{tenant}-widget"),
-                    key: widget,
+                    key: widget.into(),
                     scopes: vec!["recommendations:read".into()],
                     publishable: true,
                 },
@@ -136,20 +131,29 @@ fn features_path(args: &UpArgs) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn config(args: &UpArgs, features: &Path, bootstrap: &str) -> Result<ServeConfig> {
+/// The configuration `weft up` runs with: `--config` (tenants, keys,
+/// limits) with every path under the data directory, the broker, the
+/// listeners, and up's own pace (views looked for every 2 s, archive files
+/// flushed at least every 10 s) set as flags.
+fn config(
+    file: Option<&Path>,
+    args: &UpArgs,
+    features: &Path,
+    bootstrap: &str,
+) -> Result<WeftConfig> {
     let d = &args.data_dir;
-    let overrides = serde_json::json!({
-        "features": features.display().to_string(),
-        "kafka": { "bootstrap": bootstrap },
-        "speed": { "data_dir": d.join("speed").display().to_string() },
-        "views": {
-            "store": d.join("views").display().to_string(),
-            "work_dir": d.join("serving").display().to_string(),
-            "poll_secs": 2,
-        },
-        "serve": { "grpc_listen": args.grpc_listen, "http_listen": args.http_listen },
-    });
-    let mut config = ServeConfig::load(args.config.as_deref(), overrides)?;
+    let flags = Overrides::new()
+        .set_path("features", "--features", Some(features))
+        .set("kafka.bootstrap", "--bootstrap", Some(bootstrap))
+        .set_path("speed.data_dir", "--data-dir", Some(&d.join("speed")))
+        .set_path("archive.root", "--data-dir", Some(&d.join("archive")))
+        .set("archive.max_delay_ms", "weft up", Some(10_000u64))
+        .set_path("views.store", "--data-dir", Some(&d.join("views")))
+        .set_path("views.work_dir", "--data-dir", Some(&d.join("serving")))
+        .set("views.poll_secs", "weft up", Some(2u64))
+        .set("serve.grpc_listen", "--grpc-listen", Some(args.grpc_listen.as_str()))
+        .set("serve.http_listen", "--http-listen", Some(args.http_listen.as_str()));
+    let mut config = crate::load_config(file, flags)?;
     if config.tenants.is_empty() {
         config.tenants = demo_tenants(d)?;
         config.validate()?;
@@ -206,15 +210,13 @@ fn demo_traffic(
 
 /// Runs the batch job every `every` until `stop`.
 fn batch_schedule(
-    archive: PathBuf,
-    views: PathBuf,
-    spec_path: PathBuf,
+    config: &WeftConfig,
     every: Duration,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>> {
-    let (spec, text) = crate::load_spec(&spec_path)?;
-    let spec = Arc::new(spec);
-    std::fs::create_dir_all(&views)?;
+    let batch = crate::batch_cmd::batch_config(config)?;
+    let archive = PathBuf::from(&config.archive.root);
+    std::fs::create_dir_all(&batch.views)?;
     Ok(std::thread::Builder::new()
         .name("weft-batch-schedule".into())
         .spawn(move || {
@@ -243,14 +245,8 @@ fn batch_schedule(
                     tracing::info!("batch schedule: the archive is still empty");
                     continue;
                 }
-                let config = weft_batch::BatchConfig::new(
-                    &archive.display().to_string(),
-                    &views.display().to_string(),
-                    spec.clone(),
-                    text.clone(),
-                );
                 let progress = Arc::new(weft_batch::JobProgress::default());
-                match rt.block_on(weft_batch::run(&config, progress)) {
+                match rt.block_on(weft_batch::run(&batch, progress)) {
                     Ok(s) => tracing::info!(
                         view = s.version,
                         seconds = format!("{:.1}", s.seconds),
@@ -295,7 +291,7 @@ fn set_aside_previous_state(data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn run_up(args: &UpArgs) -> Result<()> {
+pub(crate) fn run_up(file: Option<&Path>, args: &UpArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let signals = crate::speed_cmd::StopSignals::install()?;
@@ -322,30 +318,25 @@ pub(crate) fn run_up(args: &UpArgs) -> Result<()> {
             b
         }
     };
-    let config = config(args, &features, &bootstrap)?;
+    let config = config(file, args, &features, &bootstrap)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("weft-up")
         .enable_all()
         .build()?;
-    rt.block_on(ensure_topic(&bootstrap, &config.kafka.topic, 8))
+    rt.block_on(ensure_topic(&bootstrap, &config.kafka.topic, config.kafka.partitions))
         .with_context(|| format!("creating topic {} on {bootstrap}", config.kafka.topic))?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let archive = args.data_dir.join("archive");
     let archiver = {
-        let mut c = ArchiverConfig::new(&bootstrap, archive.clone());
-        c.topic = config.kafka.topic.clone();
-        c.max_delay = Duration::from_secs(10);
+        let c = ArchiverConfig::from_config(&config);
         let (metrics, stop) = (Arc::new(ArchiverMetrics::default()), stop.clone());
         std::thread::Builder::new()
             .name("weft-archive".into())
             .spawn(move || weft_speed::archiver::run(&c, metrics, stop))?
     };
     let batch = batch_schedule(
-        archive,
-        args.data_dir.join("views"),
-        config.features.clone(),
+        &config,
         Duration::from_secs(args.batch_every_secs.max(1)),
         stop.clone(),
     )?;
@@ -381,6 +372,7 @@ pub(crate) fn run_up(args: &UpArgs) -> Result<()> {
         && let Some(server) = t.keys.iter().find(|k| !k.publishable)
     {
         let key = server.secret().unwrap_or_default();
+        let key = key.expose();
         let waited = Instant::now();
         while demo.is_some()
             && first_user.1.get().is_none()
@@ -432,7 +424,7 @@ pub(crate) fn run_up(args: &UpArgs) -> Result<()> {
     if let Some(d) = demo {
         let _ = d.join();
     }
-    rt.block_on(running.stop());
+    let served = rt.block_on(running.stop());
     let _ = batch.join();
     match archiver.join() {
         Ok(Err(e)) => tracing::error!(error = %e, "archiver"),
@@ -440,6 +432,7 @@ pub(crate) fn run_up(args: &UpArgs) -> Result<()> {
         Ok(Ok(())) => {}
     }
     drop(local);
+    served.context("the serving layer")?;
     println!("stopped.");
     Ok(())
 }

@@ -332,7 +332,7 @@ fn gen_to_kafka_mixes_malformed_records_at_known_offsets() {
 
 /// No Docker engine runs here: the Compose file and Kubernetes manifests are
 /// parsed (tests/python/check_deploy.py checks images, ports, volumes and
-/// commands), and every serve config they embed loads as a `ServeConfig`
+/// commands), and every config they embed loads as a `WeftConfig`
 /// against the example feature spec, which the image installs at
 /// /etc/weft/features.toml.
 #[test]
@@ -353,7 +353,7 @@ fn deploy_manifests_and_example_configs_load() {
             .replace("env:WEFT_ACME_SERVER_KEY", "server-key-0123456789")
             .replace("env:WEFT_ACME_WIDGET_KEY", "widget-key-0123456789");
         let c =
-            weft_serving::ServeConfig::from_toml(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            weft_config::WeftConfig::from_toml(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(c.features, Path::new("/etc/weft/features.toml"), "{name}");
         assert_eq!(c.serve.grpc_listen.port(), 50051, "{name}");
         assert_eq!(c.serve.http_listen.port(), 8080, "{name}");
@@ -365,4 +365,81 @@ fn deploy_manifests_and_example_configs_load() {
         );
         assert!(c.tenants[0].keys.iter().any(|k| k.publishable), "{name}");
     }
+}
+
+fn weft_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("the weft binary runs")
+}
+
+/// One config tree for every command: `WEFT__SECTION__KEY` variables win
+/// over the file, flags over both; a variable that only starts with `WEFT_`
+/// is not configuration; an unknown `WEFT__` key is refused naming the
+/// variable; keys print as `***`.
+#[test]
+fn configuration_layers_as_a_user_sets_them() {
+    let root = crate::common::repo_root();
+    let example = format!("{root}/deploy/weft.example.toml");
+    let env = [
+        ("WEFT_ACME_BIDDER_KEY", "bidder-key-0123456789"),
+        ("WEFT_ACME_ADMIN_KEY", "admin-key-0123456789"),
+        // Not configuration (one underscore): must not stop anything.
+        ("WEFT_PROTO", "proto/weft/v1/weft.proto"),
+        ("WEFT__SERVE__MAX_IN_FLIGHT", "7"),
+        ("WEFT__SERVE__MAX_BATCH_IDS", "8"),
+    ];
+    let out = weft_env(
+        &["serve", "--config", &example, "--print-config", "--views", "/tmp/flag-views"],
+        &env,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: weft_config::WeftConfig = toml::from_str(&stdout).unwrap();
+    assert_eq!(printed.serve.max_in_flight, 7, "env over the file");
+    assert_eq!(printed.serve.max_batch_ids, 8, "env over the default");
+    assert_eq!(printed.views.store.as_deref(), Some("/tmp/flag-views"), "flag over the file");
+    assert_eq!(printed.tenants[0].name, "acme", "the file over the default");
+    assert!(!stdout.contains("bidder-key-0123456789"), "{stdout}");
+    assert!(stdout.contains("key = \"***\""), "{stdout}");
+
+    // The global flag works before the subcommand too.
+    let out = weft_env(&["--config", &example, "serve", "--print-config"], &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let mut bad = env.to_vec();
+    bad.push(("WEFT__SERVE__GRPC_LISTN", "127.0.0.1:1"));
+    let out = weft_env(&["serve", "--config", &example, "--print-config"], &bad);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("serve.grpc_listn: unknown key")
+            && stderr.contains("environment variable WEFT__SERVE__GRPC_LISTN"),
+        "{stderr}"
+    );
+
+    // Every command reads the tree: `batch list` takes views.store from it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("weft.toml");
+    let views = dir.path().join("views");
+    std::fs::create_dir_all(&views).unwrap();
+    std::fs::write(&file, format!("[views]\nstore = \"{}\"\n", views.display())).unwrap();
+    ok(&["batch", "list", "--config", file.to_str().unwrap()]);
+    let out = weft_env(&["batch", "list"], &[("WEFT__VIEWS__STORE", views.to_str().unwrap())]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = weft(&["batch", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("views.store: not set"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&file, "[batch]\nkeep = \"three\"\n").unwrap();
+    let out = weft(&["batch", "list", "--config", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("batch.keep: invalid type") && stderr.contains(&file.display().to_string()),
+        "{stderr}"
+    );
 }

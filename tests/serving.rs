@@ -24,7 +24,7 @@ use weft_proto::v1;
 use weft_proto::v1::profile_service_client::ProfileServiceClient;
 use weft_serving::config::{KeyConfig, TenantConfig};
 use weft_serving::state::from_proto;
-use weft_serving::{Running, ServeConfig};
+use weft_serving::{Running, WeftConfig};
 use weft_speed::kafka::Produced;
 
 use crate::generation_switch::{Fixture, consumed_everything, fixture, wait_for};
@@ -48,13 +48,13 @@ pub(crate) fn tenants(names: &[&str]) -> Vec<TenantConfig> {
             keys: vec![
                 KeyConfig {
                     name: format!("{t}-server"),
-                    key: server_key(t),
+                    key: server_key(t).into(),
                     scopes: vec!["profile:read".into(), "recommendations:read".into()],
                     publishable: false,
                 },
                 KeyConfig {
                     name: format!("{t}-widget"),
-                    key: widget_key(t),
+                    key: widget_key(t).into(),
                     scopes: vec!["recommendations:read".into()],
                     publishable: true,
                 },
@@ -63,10 +63,10 @@ pub(crate) fn tenants(names: &[&str]) -> Vec<TenantConfig> {
         .collect()
 }
 
-fn config(f: &Fixture, tenant_names: &[&str]) -> ServeConfig {
+fn config(f: &Fixture, tenant_names: &[&str]) -> WeftConfig {
     let views = f.dir.path().join("views");
     std::fs::create_dir_all(&views).unwrap();
-    let mut c = ServeConfig {
+    let mut c = WeftConfig {
         features: (&f.spec_path).into(),
         ..Default::default()
     };
@@ -378,7 +378,7 @@ fn get_profile_equals_the_reference_before_after_and_across_view_switches() {
             );
         }
     });
-    f.rt.block_on(running.stop());
+    f.rt.block_on(running.stop()).unwrap();
 }
 
 /// One malformed request and the codes it may get.
@@ -770,7 +770,7 @@ fn malformed_requests_get_their_status_and_tenants_stay_apart() {
             .unwrap_or_else(|d| panic!("{other} reading {tenant}'s {user}: {d}"));
         }
     });
-    f.rt.block_on(running.stop());
+    f.rt.block_on(running.stop()).unwrap();
 }
 
 /// Writes a `weft serve` config for `f`'s broker: speed and view state

@@ -25,7 +25,7 @@ pub struct KafkaConfig {
     pub dead_letter_topic: String,
     /// Partitions `weft up` gives the topics it creates (an existing topic
     /// keeps its own count: partitions are the unit of scale).
-    pub partitions: i32,
+    pub partitions: u32,
 }
 
 impl Default for KafkaConfig {

@@ -10,7 +10,7 @@ impl WeftConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.serve;
         for (key, v) in [
-            ("kafka.partitions", self.kafka.partitions.max(0) as u64),
+            ("kafka.partitions", u64::from(self.kafka.partitions)),
             ("speed.max_batch", self.speed.max_batch as u64),
             ("speed.max_batch_wait_ms", self.speed.max_batch_wait_ms),
             ("archive.max_rows", self.archive.max_rows as u64),

@@ -312,13 +312,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::config::{KeyConfig, ServeConfig, TenantConfig};
+    use crate::config::{KeyConfig, TenantConfig, WeftConfig};
     use crate::state::Pair;
 
     fn key(name: &str, scopes: &[&str], publishable: bool) -> KeyConfig {
         KeyConfig {
             name: name.into(),
-            key: format!("{name}-0123456789abcdef"),
+            key: format!("{name}-0123456789abcdef").into(),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             publishable,
         }
@@ -335,7 +335,7 @@ mod tests {
             Arc::new(weft_speed::consumer::SpeedMetrics::default()),
         ));
         serving.switch(Pair::new(None, 0));
-        let config = ServeConfig::default();
+        let config = WeftConfig::default();
         let tenants = vec![TenantConfig {
             name: "acme".into(),
             allowed_origins: vec![],

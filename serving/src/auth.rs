@@ -14,38 +14,14 @@ use subtle::ConstantTimeEq;
 use crate::config::TenantConfig;
 use crate::error::ApiError;
 
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    ProfileRead,
-    RecommendationsRead,
-    Admin,
-}
+pub use weft_config::Scope;
 
-impl Scope {
-    pub fn parse(s: &str) -> Option<Scope> {
-        match s {
-            "profile:read" => Some(Scope::ProfileRead),
-            "recommendations:read" => Some(Scope::RecommendationsRead),
-            "admin" => Some(Scope::Admin),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::ProfileRead => "profile:read",
-            Scope::RecommendationsRead => "recommendations:read",
-            Scope::Admin => "admin",
-        }
-    }
-
-    fn bit(self) -> u8 {
-        match self {
-            Scope::ProfileRead => 1,
-            Scope::RecommendationsRead => 2,
-            Scope::Admin => 4,
-        }
+/// A scope's bit in [`Principal`]'s set.
+fn bit(scope: Scope) -> u8 {
+    match scope {
+        Scope::ProfileRead => 1,
+        Scope::RecommendationsRead => 2,
+        Scope::Admin => 4,
     }
 }
 
@@ -65,8 +41,8 @@ impl Principal {
     /// `Ok` when the key has `scope` (admin implies every read scope;
     /// publishable keys never read profiles).
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
-        let admin = self.scopes & Scope::Admin.bit() != 0 && !self.publishable;
-        if self.scopes & scope.bit() != 0 || admin {
+        let admin = self.scopes & bit(Scope::Admin) != 0 && !self.publishable;
+        if self.scopes & bit(scope) != 0 || admin {
             Ok(())
         } else {
             Err(ApiError::PermissionDenied(format!(
@@ -113,9 +89,9 @@ impl Keys {
                     .scopes
                     .iter()
                     .filter_map(|s| Scope::parse(s))
-                    .fold(0, |acc, s| acc | s.bit());
+                    .fold(0, |acc, s| acc | bit(s));
                 keys.entries.push(Entry {
-                    digest: digest(k.secret()?.as_bytes()),
+                    digest: digest(k.secret()?.expose().as_bytes()),
                     principal: Principal {
                         tenant: tenant.clone(),
                         key_name: k.name.as_str().into(),

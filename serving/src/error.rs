@@ -91,10 +91,20 @@ impl From<ApiError> for Status {
     }
 }
 
+/// The speed store could not answer: every variant is spelled out, so a
+/// new one needs a decision here. A store that cannot be read now (I/O,
+/// RocksDB) is UNAVAILABLE: the client may retry or go to a replica.
 impl From<weft_speed::SpeedError> for ApiError {
     fn from(e: weft_speed::SpeedError) -> ApiError {
+        use weft_speed::SpeedError;
         tracing::error!(error = %e, "speed view read failed");
-        ApiError::Internal(format!("speed view: {e}"))
+        match e {
+            SpeedError::Kafka { .. }
+            | SpeedError::Broker(_)
+            | SpeedError::LocalBroker(_)
+            | SpeedError::Store(_)
+            | SpeedError::Io { .. } => ApiError::Unavailable(format!("speed view: {e}")),
+        }
     }
 }
 

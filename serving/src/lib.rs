@@ -1,7 +1,10 @@
 //! Weft's serving layer: `weft.v1.ProfileService` over gRPC and an
 //! HTTP/JSON API, answering from `batch view vN ⊕ speed generation N`.
 //!
-//! * [`server::start`] runs it all in one process (`weft serve`);
+//! * [`server`] runs it all in one process (`weft serve`): [`run`] serves
+//!   on listeners the caller bound until a cancellation token fires
+//!   ([`Server::open`] then [`Server::run`]); [`start`] runs it on a task
+//!   (tests, `weft up`); `views` opens batch views and switches pairs;
 //! * [`state`] holds the atomically swapped (view, generation) pair and the
 //!   merged read;
 //! * [`api`] is the request logic both front ends share ([`grpc`], [`http`]);
@@ -9,12 +12,11 @@
 //! * [`auth`] maps API keys to tenants and scopes; [`gate`] sheds load and
 //!   keeps deadlines; [`recs`] blends recommendations;
 //! * [`conn`] is a gRPC connection that writes a small reply at once;
-//! * [`config`] is the layered configuration, [`metrics`] the Prometheus
-//!   registry.
+//! * [`metrics`] is the Prometheus registry; the configuration is
+//!   `weft-config`'s tree ([`WeftConfig`]), re-exported as [`config`].
 
 pub mod api;
 pub mod auth;
-pub mod config;
 pub mod conn;
 pub mod error;
 pub mod gate;
@@ -25,7 +27,10 @@ pub mod recs;
 pub mod reply;
 pub mod server;
 pub mod state;
+mod views;
 
-pub use config::ServeConfig;
+/// The configuration tree (`weft-config`), under its old path.
+pub use weft_config as config;
+pub use weft_config::WeftConfig;
 pub use error::ApiError;
-pub use server::{Running, ServeError, start};
+pub use server::{Running, ServeError, Server, bind, run, start};

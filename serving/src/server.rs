@@ -1,47 +1,51 @@
 //! `weft serve`: the speed layer, the view watcher, the pair switcher and
 //! both front ends in one process.
 //!
-//! Start-up: open the speed view; if its ready generation N came from a
-//! batch view, open view N and serve the pair (vN, N) (a generation without
-//! its view is never served). Then:
+//! [`Server::open`] does the start-up steps: the feature spec, the speed
+//! store, keys and recommendation features, and the pair at start (if the
+//! speed store's ready generation N came from a batch view, view N is opened
+//! and (vN, N) served; a generation without its view is never served).
+//! [`Server::run`] then serves on listeners the caller bound, until the
+//! caller's [`CancellationToken`] is cancelled:
 //!
 //! * the speed layer runs on its own thread, restarted with backoff after
 //!   an error (a broker outage), while requests keep being answered from
 //!   what is stored, with the growing lag in every reply's freshness;
-//! * the watcher opens each newly published view and asks the speed layer
-//!   for its generation;
-//! * the switcher, when that generation is ready, swaps the pair.
+//! * the watcher (a task) opens each newly published view and asks the
+//!   speed layer for its generation;
+//! * the switcher (a task), when that generation is ready, swaps the pair;
+//! * the gRPC and HTTP front ends (tasks).
 //!
 //! Shutdown: health turns NOT_SERVING, `serve.drain_secs` pass, the
 //! listeners close after the requests in flight, the speed layer stops at a
-//! batch boundary.
+//! batch boundary. Every task is awaited; one that fails stops the server
+//! and its error is returned.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use weft_batch::view::{spawn_watcher, version_name};
-use weft_batch::{OpenedView, ViewStore};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use weft_batch::ViewStore;
+use weft_config::WeftConfig;
 use weft_core::FeatureSpec;
 use weft_speed::consumer::{Control, NewGeneration, SpeedConfig, SpeedMetrics, run_with_store};
 use weft_speed::store::SpeedStore;
 
 use crate::api::Api;
 use crate::auth::Keys;
-use crate::config::ServeConfig;
 use crate::gate::{Gate, GrpcGateLayer};
 use crate::http::{Health, router};
 use crate::metrics::{RequestMetrics, registry};
 use crate::recs::RecsFeatures;
 use crate::reply::ProfileServer;
 use crate::state::{Pair, Serving};
+use crate::views::{Opened, ViewOpener, switch_if_ready};
 
-/// Why `weft serve` could not start.
+/// Why `weft serve` could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("{0}")]
@@ -55,6 +59,9 @@ pub enum ServeError {
         what: String,
         source: std::io::Error,
     },
+    /// A front end or background task failed while serving.
+    #[error("{0}")]
+    Task(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -70,178 +77,232 @@ pub fn load_spec(path: &Path) -> Result<FeatureSpec, ServeError> {
         .map_err(|e| ServeError::Config(format!("features: {}: {e}", path.display())))
 }
 
-/// Views opened and not yet dropped, by version.
-type Opened = Arc<Mutex<BTreeMap<u64, Arc<OpenedView>>>>;
-
-/// How views are opened (`[views]`).
-#[derive(Debug, Clone, Copy)]
-struct OpenOptions {
-    verify: bool,
-    warm: bool,
-    /// Hold views of at most this many bytes in memory.
-    memory_bytes: u64,
+/// Binds a listener for the config key `key` (`serve.grpc_listen`, ...).
+pub async fn bind(addr: std::net::SocketAddr, key: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(io(format!("{key}: binding {addr}")))
 }
 
-async fn open_view(
-    store: &ViewStore,
-    work_dir: &Path,
-    version: u64,
-    how: OpenOptions,
-) -> Result<Arc<OpenedView>, ServeError> {
-    let dir = work_dir.join(version_name(version));
-    let view = Arc::new(OpenedView::open(store, Some(version), &dir, how.verify).await?);
-    if how.memory_bytes > 0 {
-        let started = std::time::Instant::now();
-        let holding = view.clone();
-        let limit = how.memory_bytes;
-        match tokio::task::spawn_blocking(move || holding.hold_in_memory(limit)).await {
-            Ok(Ok(h)) if h.complete => {
-                tracing::info!(
-                    view = version,
-                    entries = h.entries,
-                    mib = h.bytes >> 20,
-                    ms = started.elapsed().as_millis() as u64,
-                    "holding the view in memory"
-                );
-                return Ok(view);
-            }
-            Ok(Ok(h)) => tracing::info!(
-                view = version,
-                limit_mib = limit >> 20,
-                over_mib = h.bytes >> 20,
-                "the view is larger than views.memory_mb; reading it from RocksDB"
-            ),
-            // A view that cannot be read whole is not served.
-            Ok(Err(e)) => return Err(e.into()),
-            Err(e) => {
-                tracing::warn!(error = %e, view = version, "reading the view into memory failed")
-            }
-        }
-    }
-    if how.warm {
-        let started = std::time::Instant::now();
-        let warming = view.clone();
-        match tokio::task::spawn_blocking(move || warming.warm()).await {
-            Ok(Ok(w)) => tracing::info!(
-                view = version,
-                entries = w.entries,
-                mib = w.bytes >> 20,
-                complete = w.complete,
-                ms = started.elapsed().as_millis() as u64,
-                "warmed the view's block cache"
-            ),
-            // A view that cannot be read whole is not served.
-            Ok(Err(e)) => return Err(e.into()),
-            Err(e) => tracing::warn!(error = %e, view = version, "warming the view failed"),
-        }
-    }
-    Ok(view)
-}
-
-/// A running `weft serve`.
+/// `weft serve` opened: stores, keys and the pair at start, ready to
+/// [`Server::run`].
 #[derive(Debug)]
-pub struct Running {
-    pub grpc_addr: SocketAddr,
-    pub http_addr: SocketAddr,
-    pub serving: Arc<Serving>,
-    pub health: Arc<Health>,
-    drain: Duration,
-    stop_servers: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-    reporter: tonic_health::server::HealthReporter,
-    speed_shutdown: Arc<AtomicBool>,
-    speed_thread: Option<std::thread::JoinHandle<()>>,
-    watcher_stop: Arc<AtomicBool>,
+pub struct Server {
+    config: WeftConfig,
+    store: Arc<SpeedStore>,
+    serving: Arc<Serving>,
+    api: Arc<Api>,
+    gate: Arc<Gate>,
     requests: Arc<RequestMetrics>,
+    health: Arc<Health>,
+    opener: Option<ViewOpener>,
+    opened: Opened,
 }
 
-/// Starts everything on the current tokio runtime; returns once both
-/// listeners are bound (requests are UNAVAILABLE until a pair is ready,
-/// see [`Running::wait_ready`]).
-pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
-    let spec = Arc::new(load_spec(&config.features)?);
-    weft_batch::view::set_block_cache_bytes(config.views.block_cache_mb << 20);
-    std::fs::create_dir_all(&config.speed.data_dir)
-        .map_err(io(format!("creating {}", config.speed.data_dir.display())))?;
-    let store = Arc::new(SpeedStore::open(
-        &config.speed.data_dir,
-        spec.clone(),
-        config.speed.sync_writes,
-    )?);
-    let speed_metrics = Arc::new(SpeedMetrics::default());
-    let ready = store.ready_generation()?;
-    speed_metrics
-        .ready_generation
-        .store(u64::from(ready), Ordering::Relaxed);
-    let serving = Arc::new(Serving::new(store.clone(), speed_metrics.clone()));
-    let recs =
-        RecsFeatures::resolve(&serving, &config.recommendations).map_err(ServeError::Config)?;
-    let keys =
-        Keys::new(&config.tenants).map_err(|e| ServeError::Config(format!("tenants: {e}")))?;
-    if config.tenants.iter().all(|t| t.keys.is_empty()) {
-        tracing::warn!("no API keys are configured: every request will be UNAUTHENTICATED");
-    }
+/// Serves on `grpc` and `http` until `shutdown` is cancelled, then drains
+/// (mini-redis's `run(listener, shutdown)`): [`Server::open`], then
+/// [`Server::run`].
+pub async fn run(
+    grpc: TcpListener,
+    http: TcpListener,
+    config: WeftConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    Server::open(config).await?.run(grpc, http, shutdown).await
+}
 
-    let how = OpenOptions {
-        verify: config.views.verify,
-        warm: config.views.warm,
-        memory_bytes: config.views.memory_mb << 20,
-    };
-    // The pair at start.
-    let views = match &config.views.store {
-        Some(s) => Some(ViewStore::open(s)?),
-        None => None,
-    };
-    let work_dir = config.views.work_dir.clone();
-    let opened: Opened = Arc::default();
-    match (ready, &views) {
-        (0, _) => serving.switch(Pair::new(None, 0)),
-        (g, None) => {
-            return Err(ServeError::Config(format!(
-                "views.store: {} holds speed generation {g}, built from batch view {g}; configure the view store it came from",
-                config.speed.data_dir.display()
-            )));
+impl Server {
+    /// The start-up steps, in order; nothing is served yet.
+    pub async fn open(config: WeftConfig) -> Result<Server, ServeError> {
+        let spec = Arc::new(load_spec(&config.features)?);
+        weft_batch::view::set_block_cache_bytes(config.views.block_cache_mb << 20);
+        let (store, speed_metrics) = open_speed_store(&config, spec)?;
+        let serving = Arc::new(Serving::new(store.clone(), speed_metrics));
+        let opener = match &config.views.store {
+            Some(s) => Some(ViewOpener::new(ViewStore::open(s)?, &config.views)),
+            None => None,
+        };
+        let opened = Opened::default();
+        pair_at_start(&config, &store, &serving, opener.as_ref(), &opened).await?;
+        let requests = Arc::new(RequestMetrics::default());
+        let api = Arc::new(Api {
+            recs: RecsFeatures::resolve(&serving, &config.recommendations)
+                .map_err(ServeError::Config)?,
+            keys: Keys::new(&config.tenants)
+                .map_err(|e| ServeError::Config(format!("tenants: {e}")))?,
+            serving: serving.clone(),
+            limits: config.serve.clone(),
+            metrics: requests.clone(),
+        });
+        if config.tenants.iter().all(|t| t.keys.is_empty()) {
+            tracing::warn!("no API keys are configured: every request will be UNAUTHENTICATED");
         }
-        (g, Some(views)) => match open_view(views, &work_dir, u64::from(g), how).await {
-            Ok(view) => {
-                opened
-                    .lock()
-                    .map_err(|_| ServeError::Config("poisoned".into()))?
-                    .insert(u64::from(g), view.clone());
-                serving.switch(Pair::new(Some(view), g));
-            }
-            Err(e) => tracing::error!(
-                error = %e,
-                generation = g,
-                "the batch view of the ready speed generation cannot be opened; answering UNAVAILABLE until a newer view's generation is ready"
-            ),
-        },
+        Ok(Server {
+            gate: Gate::new(config.serve.max_in_flight),
+            config,
+            store,
+            serving,
+            api,
+            requests,
+            health: Arc::new(Health::default()),
+            opener,
+            opened,
+        })
     }
 
-    // The speed layer.
-    let speed_shutdown = Arc::new(AtomicBool::new(false));
-    let (control_tx, control_rx) = std::sync::mpsc::channel::<NewGeneration>();
-    let speed_thread = {
-        let mut speed = SpeedConfig::new(&config.kafka.bootstrap, config.speed.data_dir.clone());
-        speed.topic = config.kafka.topic.clone();
-        speed.dead_letter_topic = config.kafka.dead_letter_topic.clone();
-        speed.dedup_horizon = Duration::from_secs(config.speed.dedup_horizon_secs);
-        speed.sync_writes = config.speed.sync_writes;
-        speed.max_batch_wait = Duration::from_millis(config.speed.max_batch_wait_ms.max(1));
-        let (store, metrics, shutdown) =
-            (store.clone(), speed_metrics.clone(), speed_shutdown.clone());
+    /// The serving state (the pair, lag, metrics), for status lines.
+    pub fn serving(&self) -> &Arc<Serving> {
+        &self.serving
+    }
+
+    /// Readiness as `/readyz` and gRPC health report it.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// Request metrics (the p99 of recent requests).
+    pub fn requests(&self) -> &Arc<RequestMetrics> {
+        &self.requests
+    }
+
+    /// Serves until `shutdown` is cancelled or a task fails, then drains
+    /// and stops everything; returns the first task's error, if any.
+    pub async fn run(
+        self,
+        grpc: TcpListener,
+        http: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServeError> {
+        let grpc_addr = grpc.local_addr().map_err(io("gRPC address"))?;
+        let http_addr = http.local_addr().map_err(io("HTTP address"))?;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        reporter.set_not_serving::<ProfileServer>().await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+
+        // Stops the speed thread (a flag: it polls librdkafka, not a future).
+        let speed_stop = Arc::new(AtomicBool::new(false));
+        let (control_tx, control_rx) = std::sync::mpsc::channel::<NewGeneration>();
+        let speed_thread = self.spawn_speed(control_rx, speed_stop.clone())?;
+        // Stops the front ends after the drain; `background` the watcher
+        // and the switcher.
+        let servers_stop = CancellationToken::new();
+        let background = CancellationToken::new();
+        let mut tasks: JoinSet<Result<&'static str, ServeError>> = JoinSet::new();
+        self.spawn_front_ends(&mut tasks, grpc, http, health_service, &servers_stop)?;
+        if let Some(opener) = self.opener.clone() {
+            tasks.spawn(watch_views(
+                opener,
+                self.store.spec().hash().to_string(),
+                Duration::from_secs(self.config.views.poll_secs),
+                self.serving.clone(),
+                self.opened.clone(),
+                control_tx,
+                background.clone(),
+            ));
+        }
+        tasks.spawn(switcher(
+            self.serving.clone(),
+            self.opened.clone(),
+            self.opener.clone(),
+            self.health.clone(),
+            reporter.clone(),
+            background.clone(),
+        ));
+        tracing::info!(grpc = %grpc_addr, http = %http_addr, "weft serve listening");
+
+        // Serve until asked to stop, or until a task ends early.
+        let mut failure = None;
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            Some(ended) = tasks.join_next() => {
+                failure = Some(match ended {
+                    Ok(Ok(name)) => ServeError::Task(format!("the {name} stopped unexpectedly")),
+                    Ok(Err(e)) => e,
+                    Err(e) => ServeError::Task(format!("a serving task panicked: {e}")),
+                });
+                if let Some(e) = &failure {
+                    tracing::error!(error = %e, "stopping weft serve");
+                }
+            }
+        }
+
+        // Drain: NOT_SERVING first, so load balancers move away, then close.
+        self.health.draining.store(true, Ordering::Relaxed);
+        reporter.set_not_serving::<ProfileServer>().await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        if failure.is_none() {
+            tokio::time::sleep(Duration::from_secs(self.config.serve.drain_secs)).await;
+        }
+        servers_stop.cancel();
+        background.cancel();
+        // Connections get GOAWAY and finish their requests; a client that
+        // keeps its connection open past the grace period is cut off.
+        let grace = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(grace, tasks.join_next()).await {
+                Ok(Some(Ok(Ok(_)))) => {}
+                Ok(Some(Ok(Err(e)))) => {
+                    tracing::error!(error = %e, "a serving task failed while stopping");
+                    failure.get_or_insert(e);
+                }
+                Ok(Some(Err(e))) => {
+                    tracing::error!(error = %e, "a serving task panicked while stopping");
+                    failure.get_or_insert(ServeError::Task(format!("a serving task panicked: {e}")));
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!("connections still open after the grace period; closing them");
+                    tasks.shutdown().await;
+                    break;
+                }
+            }
+        }
+        speed_stop.store(true, Ordering::Relaxed);
+        // The loop stops at a batch boundary (state is committed); only
+        // closing the Kafka client can hang on an unresponsive broker.
+        let joined = tokio::time::timeout(
+            Duration::from_secs(15),
+            tokio::task::spawn_blocking(move || speed_thread.join()),
+        )
+        .await;
+        match joined {
+            Err(_) => tracing::warn!(
+                "the speed layer's Kafka client did not close within 15 s; exiting anyway (its state is committed)"
+            ),
+            Ok(Ok(Err(_))) => {
+                failure.get_or_insert(ServeError::Task("the speed thread panicked".into()));
+            }
+            Ok(_) => {}
+        }
+        tracing::info!("weft serve stopped");
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// The speed layer on its own thread, restarted with backoff after an
+    /// error while the stored data keeps being served.
+    fn spawn_speed(
+        &self,
+        control_rx: std::sync::mpsc::Receiver<NewGeneration>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<std::thread::JoinHandle<()>, ServeError> {
+        let speed = SpeedConfig::from_config(&self.config);
+        let (store, metrics) = (self.store.clone(), self.serving.speed_metrics().clone());
         std::thread::Builder::new()
             .name("weft-speed".into())
             .spawn(move || {
                 let control = Control::new(control_rx);
                 let mut backoff = Duration::from_millis(500);
-                while !shutdown.load(Ordering::Relaxed) {
-                    match run_with_store(&speed, store.clone(), metrics.clone(), shutdown.clone(), Some(&control)) {
+                while !stop.load(Ordering::Relaxed) {
+                    match run_with_store(&speed, store.clone(), metrics.clone(), stop.clone(), Some(&control)) {
                         Ok(()) => break,
                         Err(e) => {
                             tracing::error!(error = %e, retry_in = ?backoff, "speed layer stopped; serving what is stored");
                             let until = std::time::Instant::now() + backoff;
-                            while std::time::Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
+                            while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
                                 std::thread::sleep(Duration::from_millis(50));
                             }
                             backoff = (backoff * 2).min(Duration::from_secs(15));
@@ -249,226 +310,268 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                     }
                 }
             })
-            .map_err(io("starting the speed thread"))?
-    };
-
-    // The view watcher: opens new views, asks for their generations.
-    let watcher_stop = Arc::new(AtomicBool::new(false));
-    if let Some(views) = &views {
-        let (views2, opened, serving2, stop) = (
-            views.clone(),
-            opened.clone(),
-            serving.clone(),
-            watcher_stop.clone(),
-        );
-        let handle = tokio::runtime::Handle::current();
-        let work_dir = work_dir.clone();
-        spawn_watcher(
-            views.clone(),
-            spec.hash().to_string(),
-            Duration::from_secs(config.views.poll_secs),
-            move |m| {
-                if stop.load(Ordering::Relaxed) {
-                    return false;
-                }
-                let served = serving2.current_pair().map_or(0, |p| p.view_version());
-                if m.version <= served {
-                    if m.version < served {
-                        tracing::warn!(
-                            current = m.version,
-                            served,
-                            "the view store's current view is older than the served one (a rollback); keep serving until a newer view is published"
-                        );
-                    }
-                    return true;
-                }
-                if opened.lock().map(|o| o.contains_key(&m.version)).unwrap_or(false) {
-                    return true;
-                }
-                match handle.block_on(open_view(&views2, &work_dir, m.version, how)) {
-                    Ok(view) => {
-                        if let Ok(mut o) = opened.lock() {
-                            o.insert(m.version, view);
-                        }
-                        tracing::info!(view = m.version, "opened a new batch view; building its speed generation");
-                        control_tx
-                            .send(NewGeneration {
-                                generation: m.version as u32,
-                                boundary: m.boundary.offsets.clone().into_iter().collect(),
-                            })
-                            .is_ok()
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, view = m.version, "cannot open a new batch view");
-                        true
-                    }
-                }
-            },
-        )
-        .map_err(io("starting the view watcher"))?;
+            .map_err(io("starting the speed thread"))
     }
 
-    // Front ends.
-    let gate = Gate::new(config.serve.max_in_flight);
-    let requests = Arc::new(RequestMetrics::default());
-    let registry = Arc::new(registry(serving.clone(), gate.clone(), &requests));
-    let health = Arc::new(Health::default());
-    let api = Arc::new(Api {
-        serving: serving.clone(),
-        keys,
-        limits: config.serve.clone(),
-        recs,
-        metrics: requests.clone(),
-    });
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    reporter.set_not_serving::<ProfileServer>().await;
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
-
-    let grpc_listener = tokio::net::TcpListener::bind(config.serve.grpc_listen)
-        .await
-        .map_err(io(format!(
-            "serve.grpc_listen: binding {}",
-            config.serve.grpc_listen
-        )))?;
-    let http_listener = tokio::net::TcpListener::bind(config.serve.http_listen)
-        .await
-        .map_err(io(format!(
-            "serve.http_listen: binding {}",
-            config.serve.http_listen
-        )))?;
-    let grpc_addr = grpc_listener.local_addr().map_err(io("gRPC address"))?;
-    let http_addr = http_listener.local_addr().map_err(io("HTTP address"))?;
-    let (stop_servers, stopped) = watch::channel(false);
-    let mut tasks = Vec::new();
-    {
-        let mut stopped = stopped.clone();
-        let incoming = crate::conn::incoming(grpc_listener);
+    /// gRPC (health, reflection, ProfileService behind the gate) and HTTP.
+    fn spawn_front_ends(
+        &self,
+        tasks: &mut JoinSet<Result<&'static str, ServeError>>,
+        grpc: TcpListener,
+        http: TcpListener,
+        health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+        stop: &CancellationToken,
+    ) -> Result<(), ServeError> {
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
+        let reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
         let server = tonic::transport::Server::builder()
             .layer(GrpcGateLayer {
-                gate: gate.clone(),
-                metrics: requests.clone(),
+                gate: self.gate.clone(),
+                metrics: self.requests.clone(),
             })
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)
-            .add_service(ProfileServer::new(api.clone()));
-        tasks.push(tokio::spawn(async move {
-            let stop = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            if let Err(e) = server.serve_with_incoming_shutdown(incoming, stop).await {
-                tracing::error!(error = %e, "gRPC server failed");
-            }
-        }));
-    }
-    {
-        let mut stopped = stopped.clone();
-        let app = router(api.clone(), gate.clone(), registry, health.clone());
-        tasks.push(tokio::spawn(async move {
-            let stop = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(http_listener, app)
-                .with_graceful_shutdown(stop)
+            .add_service(ProfileServer::new(self.api.clone()));
+        let incoming = crate::conn::incoming(grpc);
+        let stopped = stop.clone();
+        tasks.spawn(async move {
+            server
+                .serve_with_incoming_shutdown(incoming, stopped.cancelled_owned())
                 .await
-            {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        }));
-    }
-    // The switcher: swaps the pair when the speed layer readies the
-    // generation of an opened view; refreshes the lag; reports health.
-    {
-        let (serving, opened, health, reporter) = (
-            serving.clone(),
-            opened.clone(),
-            health.clone(),
-            reporter.clone(),
+                .map_err(|e| ServeError::Task(format!("gRPC server: {e}")))?;
+            Ok("gRPC server")
+        });
+        let registry = Arc::new(registry(
+            self.serving.clone(),
+            self.gate.clone(),
+            &self.requests,
+        ));
+        let app = router(
+            self.api.clone(),
+            self.gate.clone(),
+            registry,
+            self.health.clone(),
         );
-        let mut stopped = stopped.clone();
-        let views = views.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            let mut reported = false;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stopped.wait_for(|s| *s) => break,
-                }
-                serving.refresh_lag();
-                let ready = serving.speed_metrics().ready_generation.load(Ordering::Relaxed) as u32;
-                let current = serving.current_pair();
-                let served = current.as_ref().map(|p| p.generation);
-                if ready > 0 && served.is_none_or(|g| ready > g) {
-                    let known = opened.lock().ok().and_then(|o| o.get(&u64::from(ready)).cloned());
-                    let view = match (known, &views) {
-                        (Some(v), _) => Some(v),
-                        (None, Some(store)) => match open_view(store, &work_dir, u64::from(ready), how).await {
-                            Ok(v) => Some(v),
-                            Err(e) => {
-                                tracing::error!(error = %e, generation = ready, "cannot open the view of the ready generation");
-                                None
-                            }
-                        },
-                        (None, None) => None,
-                    };
-                    if let Some(view) = view {
-                        serving.switch(Pair::new(Some(view), ready));
-                        // Keep the previous view for requests in flight;
-                        // forget older ones and their files.
-                        let keep_from = served.map_or(u64::from(ready), u64::from);
-                        let dropped: Vec<u64> = match opened.lock() {
-                            Ok(mut o) => {
-                                let old: Vec<u64> = o.range(..keep_from).map(|(v, _)| *v).collect();
-                                old.iter().for_each(|v| { o.remove(v); });
-                                old
-                            }
-                            Err(_) => Vec::new(),
+        let stopped = stop.clone();
+        tasks.spawn(async move {
+            axum::serve(http, app)
+                .with_graceful_shutdown(stopped.cancelled_owned())
+                .await
+                .map_err(|e| ServeError::Task(format!("HTTP server: {e}")))?;
+            Ok("HTTP server")
+        });
+        Ok(())
+    }
+}
+
+/// Opens the speed store under `speed.data_dir`, with its metrics.
+fn open_speed_store(
+    config: &WeftConfig,
+    spec: Arc<FeatureSpec>,
+) -> Result<(Arc<SpeedStore>, Arc<SpeedMetrics>), ServeError> {
+    let dir = &config.speed.data_dir;
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    let store = Arc::new(SpeedStore::open(dir, spec, config.speed.sync_writes)?);
+    let metrics = Arc::new(SpeedMetrics::default());
+    metrics
+        .ready_generation
+        .store(u64::from(store.ready_generation()?), Ordering::Relaxed);
+    Ok((store, metrics))
+}
+
+/// The pair at start: (none, 0) before any view; (vN, g) when the ready
+/// generation g was built from view N. A view that cannot be opened leaves
+/// no pair (UNAVAILABLE) until a newer generation is ready.
+async fn pair_at_start(
+    config: &WeftConfig,
+    store: &SpeedStore,
+    serving: &Serving,
+    opener: Option<&ViewOpener>,
+    opened: &Opened,
+) -> Result<(), ServeError> {
+    let g = store.ready_generation()?;
+    if g == 0 {
+        serving.switch(Pair::new(None, 0));
+        return Ok(());
+    }
+    let version = store.view_of(g)?;
+    let Some(opener) = opener else {
+        return Err(ServeError::Config(format!(
+            "views.store: {} holds speed generation {g}, built from batch view {version}; configure the view store it came from",
+            config.speed.data_dir.display()
+        )));
+    };
+    match opener.open(version).await {
+        Ok(view) => {
+            opened
+                .lock()
+                .map_err(|_| ServeError::Config("poisoned".into()))?
+                .insert(version, view.clone());
+            serving.switch(Pair::new(Some(view), g));
+        }
+        Err(e) => tracing::error!(
+            error = %e,
+            generation = g,
+            view = version,
+            "the batch view of the ready speed generation cannot be opened; answering UNAVAILABLE until a newer generation is ready"
+        ),
+    }
+    Ok(())
+}
+
+/// The view watcher: every `every`, reads the store's current view. When it
+/// is not the view served (or last asked for), it is opened and the speed
+/// layer asked for a generation built from its boundary: a newly published
+/// view, or an older one after `weft batch rollback`.
+async fn watch_views(
+    opener: ViewOpener,
+    spec_hash: String,
+    every: Duration,
+    serving: Arc<Serving>,
+    opened: Opened,
+    control: std::sync::mpsc::Sender<NewGeneration>,
+    stop: CancellationToken,
+) -> Result<&'static str, ServeError> {
+    // The view the speed layer builds or has built: the served one at start.
+    let mut target = serving.current_pair().map_or(0, |p| p.view_version());
+    loop {
+        let found = async {
+            match opener.store.current().await? {
+                Some(v) if v != target => Ok(Some(opener.store.manifest(v).await?)),
+                _ => Ok::<_, weft_batch::BatchError>(None),
+            }
+        };
+        match found.await {
+            Ok(Some(m)) if m.spec_hash != spec_hash => {
+                tracing::error!(
+                    view = m.version,
+                    view_spec = %m.spec_hash,
+                    spec = %spec_hash,
+                    "ignoring a batch view of another feature spec"
+                );
+                target = m.version;
+            }
+            Ok(Some(m)) => {
+                let known = opened.lock().ok().and_then(|o| o.get(&m.version).cloned());
+                let view = match known {
+                    Some(v) => Ok(v),
+                    None => opener.open(m.version).await,
+                };
+                match view {
+                    Ok(view) => {
+                        if let Ok(mut o) = opened.lock() {
+                            o.insert(m.version, view);
+                        }
+                        let rollback = m.version < target;
+                        tracing::info!(
+                            view = m.version,
+                            previous = target,
+                            rollback,
+                            "opened the store's current batch view; building its speed generation"
+                        );
+                        let request = NewGeneration {
+                            view: m.version,
+                            boundary: m.boundary.offsets.clone().into_iter().collect(),
                         };
-                        let dirs: Vec<PathBuf> = dropped.iter().map(|v| work_dir.join(version_name(*v))).collect();
-                        tokio::task::spawn_blocking(move || {
-                            for d in dirs {
-                                let _ = std::fs::remove_dir_all(d);
-                            }
-                        });
+                        if control.send(request).is_err() {
+                            return Err(ServeError::Task(
+                                "the speed layer stopped taking new generations".into(),
+                            ));
+                        }
+                        target = m.version;
                     }
-                }
-                let ok = serving.current_pair().is_some();
-                health.ready.store(ok, Ordering::Relaxed);
-                if ok && !reported && !health.draining.load(Ordering::Relaxed) {
-                    reporter.set_serving::<ProfileServer>().await;
-                    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
-                    reported = true;
+                    // Tried again at the next poll.
+                    Err(e) => tracing::error!(error = %e, view = m.version, "cannot open the store's current batch view"),
                 }
             }
-        }));
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, store = %opener.store.display(), "view watcher"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok("view watcher"),
+            _ = tokio::time::sleep(every) => {}
+        }
     }
-    tracing::info!(grpc = %grpc_addr, http = %http_addr, "weft serve listening");
+}
+
+/// Every 10 ms: swaps the pair when the speed layer readies the generation
+/// of an opened view, refreshes the lag, reports health.
+async fn switcher(
+    serving: Arc<Serving>,
+    opened: Opened,
+    opener: Option<ViewOpener>,
+    health: Arc<Health>,
+    reporter: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) -> Result<&'static str, ServeError> {
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut reported = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return Ok("switcher"),
+        }
+        serving.refresh_lag();
+        switch_if_ready(&serving, &opened, opener.as_ref()).await;
+        let ok = serving.current_pair().is_some();
+        health.ready.store(ok, Ordering::Relaxed);
+        if ok && !reported && !health.draining.load(Ordering::Relaxed) {
+            reporter.set_serving::<ProfileServer>().await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
+            reported = true;
+        }
+    }
+}
+
+/// A `weft serve` running on a task of the current runtime, on the
+/// addresses its config names (port 0: any free port): for tests and for
+/// `weft up`, which embed the server.
+#[derive(Debug)]
+pub struct Running {
+    pub grpc_addr: std::net::SocketAddr,
+    pub http_addr: std::net::SocketAddr,
+    pub serving: Arc<Serving>,
+    pub health: Arc<Health>,
+    requests: Arc<RequestMetrics>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+/// Opens the server, binds `serve.grpc_listen` and `serve.http_listen` and
+/// runs it on a task; returns once both listeners are bound (requests are
+/// UNAVAILABLE until a pair is ready, see [`Running::wait_ready`]).
+pub async fn start(config: WeftConfig) -> Result<Running, ServeError> {
+    let grpc = bind(config.serve.grpc_listen, "serve.grpc_listen").await?;
+    let http = bind(config.serve.http_listen, "serve.http_listen").await?;
+    let grpc_addr = grpc.local_addr().map_err(io("gRPC address"))?;
+    let http_addr = http.local_addr().map_err(io("HTTP address"))?;
+    let server = Server::open(config).await?;
+    let (serving, health, requests) = (
+        server.serving.clone(),
+        server.health.clone(),
+        server.requests.clone(),
+    );
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(grpc, http, shutdown.clone()));
     Ok(Running {
         grpc_addr,
         http_addr,
         serving,
         health,
-        drain: Duration::from_secs(config.serve.drain_secs),
-        stop_servers,
-        tasks,
-        reporter,
-        speed_shutdown,
-        speed_thread: Some(speed_thread),
-        watcher_stop,
         requests,
+        shutdown,
+        task,
     })
 }
 
@@ -492,39 +595,11 @@ impl Running {
 
     /// Drains and stops: NOT_SERVING, `drain_secs`, listeners closed after
     /// the requests in flight, then the speed layer at a batch boundary.
-    pub async fn stop(mut self) {
-        self.health.draining.store(true, Ordering::Relaxed);
-        self.reporter.set_not_serving::<ProfileServer>().await;
-        self.reporter
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        tokio::time::sleep(self.drain).await;
-        let _ = self.stop_servers.send(true);
-        // Connections get GOAWAY and finish their requests; a client that
-        // keeps its connection open past the grace period is cut off.
-        let grace = tokio::time::Instant::now() + Duration::from_secs(10);
-        for mut t in self.tasks.drain(..) {
-            if tokio::time::timeout_at(grace, &mut t).await.is_err() {
-                tracing::warn!("connections still open after the grace period; closing them");
-                t.abort();
-            }
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.shutdown.cancel();
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(ServeError::Task(format!("weft serve panicked: {e}"))),
         }
-        self.watcher_stop.store(true, Ordering::Relaxed);
-        self.speed_shutdown.store(true, Ordering::Relaxed);
-        if let Some(t) = self.speed_thread.take() {
-            // The loop stops at a batch boundary (state is committed); only
-            // closing the Kafka client can hang on an unresponsive broker.
-            let joined = tokio::time::timeout(
-                Duration::from_secs(15),
-                tokio::task::spawn_blocking(move || t.join()),
-            )
-            .await;
-            if joined.is_err() {
-                tracing::warn!(
-                    "the speed layer's Kafka client did not close within 15 s; exiting anyway (its state is committed)"
-                );
-            }
-        }
-        tracing::info!("weft serve stopped");
     }
 }

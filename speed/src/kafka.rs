@@ -86,6 +86,29 @@ pub fn partition_count(bootstrap: &str, topic: &str, timeout: Duration) -> Resul
     }
 }
 
+/// The oldest offset `topic` still holds, per partition (the low
+/// watermark: retention deletes from the front). A rebuild from offset `o`
+/// of partition `p` is possible while `o >= low[p]`.
+pub fn low_watermarks(
+    bootstrap: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<std::collections::BTreeMap<i32, i64>, SpeedError> {
+    let partitions = partition_count(bootstrap, topic, timeout)?;
+    let producer: BaseProducer = base_config(bootstrap)
+        .create()
+        .map_err(SpeedError::kafka("creating metadata client"))?;
+    (0..partitions as i32)
+        .map(|p| {
+            let (low, _high) = producer
+                .client()
+                .fetch_watermarks(topic, p, timeout)
+                .map_err(SpeedError::kafka(format!("fetching the offsets of {topic}/{p}")))?;
+            Ok((p, low))
+        })
+        .collect()
+}
+
 /// Counts deliveries and keeps the first failure.
 #[derive(Debug, Default)]
 pub struct DeliveryCounter {

@@ -17,11 +17,15 @@
 //! * [`archiver`]: Kafka to the Parquet master dataset, files whole or
 //!   invisible, resuming from its own state file with no gap or duplicate.
 //! * [`metrics`]: the speed layer's Prometheus metrics.
+//! * `config`: [`consumer::SpeedConfig::from_config`] and
+//!   [`archiver::ArchiverConfig::from_config`] take `[kafka]`, `[speed]` and
+//!   `[archive]` from the configuration tree (`weft-config`).
 //! * [`error`]: [`SpeedError`], grouped by what the caller can do.
 
 pub mod archiver;
 pub mod broker;
 pub mod committer;
+mod config;
 pub mod consumer;
 pub mod cursor;
 pub mod error;

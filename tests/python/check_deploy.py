@@ -28,11 +28,11 @@ check(svc["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false",
 check("--topic events " in svc["topics"]["command"][0] and "--partitions 8" in svc["topics"]["command"][0], "compose topics job")
 serve = svc["weft-serve"]
 check(serve["image"].startswith("weft:"), "compose serve image")
-check(serve["command"][:3] == ["serve", "--config", "/etc/weft/serve.toml"], f"compose serve command {serve['command']}")
+check(serve["command"][:3] == ["serve", "--config", "/etc/weft/weft.toml"], f"compose serve command {serve['command']}")
 check({"50051:50051", "8080:8080"} <= set(serve["ports"]), "compose serve ports")
 mounts = {v.split(":")[1]: v.split(":")[0] for v in serve["volumes"]}
 check(mounts.get("/var/lib/weft/speed") == "weft-speed", "compose serve speed volume")
-check(mounts.get("/etc/weft/serve.toml") == "./serve.compose.toml", "compose serve config mount")
+check(mounts.get("/etc/weft/weft.toml") == "./weft.compose.toml", "compose serve config mount")
 check(mounts.get("/var/lib/weft/views") == "weft-views", "compose serve views volume")
 check("/readyz" in " ".join(serve["healthcheck"]["test"]), "compose serve health check")
 arch = svc["weft-archive"]
@@ -41,7 +41,7 @@ check(any(v.startswith("weft-archive:/var/lib/weft/archive") for v in arch["volu
 batch = svc["weft-batch"]
 check("weft batch run --archive /var/lib/weft/archive" in batch["command"][0], "compose batch command")
 check(set(compose["volumes"]) >= {"weft-speed", "weft-archive", "weft-views", "kafka-data"}, "compose volumes")
-configs = {"deploy/serve.compose.toml": open(os.path.join(deploy, "serve.compose.toml")).read()}
+configs = {"deploy/weft.compose.toml": open(os.path.join(deploy, "weft.compose.toml")).read()}
 
 # --- kubernetes -----------------------------------------------------------
 docs = []
@@ -60,7 +60,7 @@ if not errors:
     ss = by[("StatefulSet", "weft-serve")]["spec"]
     c = ss["template"]["spec"]["containers"][0]
     check(c["image"].startswith("weft:"), "k8s serve image")
-    check(c["args"] == ["serve", "--config", "/etc/weft/serve.toml"], "k8s serve args")
+    check(c["args"] == ["serve", "--config", "/etc/weft/weft.toml"], "k8s serve args")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     check(ports == {"grpc": 50051, "http": 8080}, f"k8s serve ports {ports}")
     check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "k8s readiness probe")
@@ -78,7 +78,7 @@ if not errors:
     bc = cron["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     check(bc["args"][:2] == ["batch", "run"] and "--views" in bc["args"], "k8s batch args")
     check(cron["concurrencyPolicy"] == "Forbid", "k8s batch runs never overlap")
-    configs["deploy/k8s/weft.yaml#serve.toml"] = by[("ConfigMap", "weft-config")]["data"]["serve.toml"]
+    configs["deploy/k8s/weft.yaml#weft.toml"] = by[("ConfigMap", "weft-config")]["data"]["weft.toml"]
 
 if errors:
     sys.exit("deploy manifests:\n  " + "\n  ".join(errors))
