@@ -4,9 +4,6 @@
 
 mod archive_cmd;
 mod batch_cmd;
-mod bench_cmd;
-mod bench_lookup;
-mod bench_serve;
 mod gen_cmd;
 mod serve_cmd;
 mod speed_cmd;
@@ -64,8 +61,6 @@ enum Command {
     /// batch views, and read them.
     #[command(subcommand)]
     Batch(batch_cmd::BatchCommand),
-    /// Measure throughput (results go in docs/benchmarks.md).
-    Bench(bench_cmd::BenchArgs),
     /// Work with feature specs.
     #[command(subcommand)]
     Features(FeaturesCommand),
@@ -160,7 +155,6 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_cmd::run_serve(file, args),
         Command::Archive(args) => archive_cmd::run_archive(file, args),
         Command::Batch(cmd) => batch_cmd::run(file, cmd),
-        Command::Bench(args) => bench_cmd::run(args),
         Command::Features(FeaturesCommand::Check { spec }) => features_check(spec),
     };
     match result {

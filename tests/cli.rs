@@ -236,7 +236,7 @@ fn help_lists_only_working_subcommands() {
     assert_eq!(
         commands,
         [
-            "up", "gen", "speed", "archive", "serve", "batch", "bench", "features", "help"
+            "up", "gen", "speed", "archive", "serve", "batch", "features", "help"
         ]
     );
     let out = weft(&["gen"]);

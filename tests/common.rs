@@ -13,6 +13,19 @@ pub(crate) fn repo_root() -> String {
     std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
 }
 
+/// The `weft-bench` binary (package `weft-bench`), which cargo puts next to
+/// `weft`: `cargo test --workspace` builds it (its own tests need it), and
+/// so does `cargo build -p weft-bench` before `cargo test -p weft`.
+pub(crate) fn weft_bench() -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_weft")).with_file_name("weft-bench");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build -p weft-bench` (or run `cargo test --workspace`)",
+        path.display()
+    );
+    path
+}
+
 /// `deploy/features.example.toml` of [`repo_root`].
 pub(crate) fn example_spec_path() -> String {
     format!("{}/deploy/features.example.toml", repo_root())

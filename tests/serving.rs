@@ -995,12 +995,14 @@ fn weft_serve_answers_python_grpcio_and_curl() {
     let (code, _) = curl(&[&format!("{http}/readyz")]);
     assert_eq!(code, 200);
 
-    // The project's load generator, with each of its gRPC clients: every
-    // scheduled request answered OK, and a wrong key named as gRPC names it.
+    // The project's load generator (`weft-bench`, built next to `weft`),
+    // with each of its gRPC clients: every scheduled request answered OK,
+    // and a wrong key named as gRPC names it.
+    let weft_bench = crate::common::weft_bench();
     let bench = |client: &str, key: &str| {
         let json = f.dir.path().join(format!("bench-{client}.json"));
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args(["bench", "serve", "--weft", &grpc, "--key", key])
+        let out = std::process::Command::new(&weft_bench)
+            .args(["serve", "--weft", &grpc, "--key", key])
             .args(["--users", "300", "--phases", "fixed", "--rate", "200"])
             .args(["--duration-secs", "1", "--warmup-secs", "0"])
             .args(["--grpc-client", client, "--json"])

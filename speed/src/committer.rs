@@ -32,7 +32,7 @@ struct Job<T> {
 /// docs. `T` travels with each batch to the `after` hook given to
 /// [`Committer::spawn`], which runs on the committer thread once that batch
 /// is committed (metrics, acknowledgements).
-pub struct Committer<T: Send + 'static> {
+pub(crate) struct Committer<T: Send + 'static> {
     jobs: Option<SyncSender<Job<T>>>,
     thread: Option<JoinHandle<Result<(), SpeedError>>>,
 }
@@ -49,7 +49,7 @@ impl<T: Send + 'static> Committer<T> {
     /// Starts the committer thread. It stops at the first failed commit;
     /// the next [`Committer::submit`] or [`Committer::finish`] returns the
     /// error.
-    pub fn spawn(
+    pub(crate) fn spawn(
         store: Arc<SpeedStore>,
         mut after: impl FnMut(T) + Send + 'static,
     ) -> Result<Committer<T>, SpeedError> {
@@ -77,7 +77,7 @@ impl<T: Send + 'static> Committer<T> {
 
     /// Hands `batch` (generation `g`) over, once the previous batch is
     /// committed.
-    pub fn submit(
+    pub(crate) fn submit(
         &mut self,
         g: Generation,
         batch: PendingBatch,
@@ -98,7 +98,7 @@ impl<T: Send + 'static> Committer<T> {
     }
 
     /// Commits what was submitted and stops the thread: the first error.
-    pub fn finish(mut self) -> Result<(), SpeedError> {
+    pub(crate) fn finish(mut self) -> Result<(), SpeedError> {
         self.join()
     }
 

@@ -9,9 +9,10 @@
 //!   an associative merge operator, offsets and dedup ids, one WriteBatch per
 //!   applied batch.
 //! * [`consumer`]: the consume-validate-dedup-apply loop, with the
-//!   dead-letter topic.
-//! * [`committer`]: [`committer::Committer`], which writes folded batches on
-//!   its own thread while the next one is folded.
+//!   dead-letter topic; [`consumer::BatchApplier`] is its apply path
+//!   (dedup, fold, commit), on its own for callers outside the loop.
+//! * `committer`: writes folded batches on its own thread while the next
+//!   one is folded (inside [`consumer::BatchApplier`]).
 //! * [`cursor`]: exact per-partition positioning after a restart, robust to
 //!   brokers that skip records when a fetch starts inside a batch.
 //! * [`archiver`]: Kafka to the Parquet master dataset, files whole or
@@ -24,8 +25,12 @@
 
 pub mod archiver;
 pub mod broker;
+<<<<<<< HEAD
 pub mod committer;
 mod config;
+=======
+mod committer;
+>>>>>>> bench
 pub mod consumer;
 pub mod cursor;
 pub mod error;

@@ -3,6 +3,5 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod cursor_exact;
-mod dedup_expiry;
 mod kafka_roundtrip;
 mod speed_apply;

@@ -5,7 +5,10 @@
 # It provides:
 #   bench_init PREFIX      sets `repo`, `work` ($WORK_DIR or a new
 #                          /tmp/PREFIX.XXXXXX), `bin` ($BENCH_BIN or the
-#                          release binary, built now), `tenant`, `key`,
+#                          release `weft`, built now), `bench_bin`
+#                          ($BENCH_TOOL_BIN, or `weft-bench` next to `bin`:
+#                          the measurements, package weft-bench, built with
+#                          it), `tenant`, `key`,
 #                          `spec`, and the EXIT trap that stops every process
 #                          in `pids` (last started first) and removes the
 #                          directories in `data_dirs` unless KEEP_DATA=1;
@@ -31,8 +34,8 @@
 #                          (`serve_pid`, `grpc_port`, `http_port`), waits
 #                          until it serves a batch view with no speed lag
 #   profile_json USER      GetProfile over HTTP (curl), the reply's JSON
-# Environment: WORK_DIR, BENCH_BIN (not WEFT_*: `weft serve` reads those as
-# configuration), KEEP_DATA=1, GEN_ARGS.
+# Environment: WORK_DIR, BENCH_BIN, BENCH_TOOL_BIN (not WEFT_*: `weft serve`
+# reads those as configuration), KEEP_DATA=1, GEN_ARGS.
 
 bench_init() {
   repo=$(pwd)
@@ -43,11 +46,15 @@ bench_init() {
   if [[ -n ${BENCH_BIN:-} ]]; then
     bin=$BENCH_BIN
   else
-    echo "building the release binary (log: $work/build.log)"
-    cargo build --release --bin weft >"$work/build.log" 2>&1 || {
+    echo "building the release binaries weft and weft-bench (log: $work/build.log)"
+    cargo build --release -p weft -p weft-bench >"$work/build.log" 2>&1 || {
       tail -20 "$work/build.log"; exit 1; }
     bin="$CARGO_TARGET_DIR/release/weft"
   fi
+  bench_bin=${BENCH_TOOL_BIN:-$(dirname "$bin")/weft-bench}
+  [[ -x $bench_bin ]] || {
+    echo "$bench_bin is missing: cargo build --release -p weft-bench, or set BENCH_TOOL_BIN" >&2
+    exit 1; }
   tenant=acme
   key=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
   spec="$repo/deploy/features.example.toml"

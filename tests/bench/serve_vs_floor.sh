@@ -14,10 +14,10 @@
 #   3. `weft batch run`: batch view v1 over the archive;
 #   4. `weft serve` over that view and the topic (its speed layer starts
 #      after the view's offsets), waited for until it serves v1 with no lag;
-#   5. redis-server (no persistence) and `weft bench floor`;
-#   6. `weft bench serve --load-redis`: floor, Redis and weft at a fixed rate
-#      and flat out (docs in src/bench_serve.rs);
-#   7. `weft bench freshness`: one event for a new user, polled until seen.
+#   5. redis-server (no persistence) and `weft-bench floor`;
+#   6. `weft-bench serve --load-redis`: floor, Redis and weft at a fixed rate
+#      and flat out (docs in bench/src/serve/mod.rs);
+#   7. `weft-bench freshness`: one event for a new user, polled until seen.
 # Every process started here is stopped on exit.
 #
 # Environment:
@@ -26,7 +26,7 @@
 #                (not WEFT_*: `weft serve` reads those as configuration)
 #   KEEP_DATA=1  keep the archive, views and RocksDB directories (default:
 #                removed on exit; logs and results are always kept)
-#   GEN_CHRT=P   run the load generator (`weft bench serve`) under `chrt -f P`
+#   GEN_CHRT=P   run the load generator (`weft-bench serve`) under `chrt -f P`
 #                (SCHED_FIFO, needs root): it then sends each request on
 #                time instead of queueing for a core behind the servers it
 #                measures (on a shared machine, its own scheduled → sent
@@ -37,7 +37,7 @@
 #                so the generator still sends on time): what a latency-critical
 #                service gets on a shared host. Tansu keeps the normal policy.
 #   RATE, DURATION, WARMUP, CONCURRENCY, CONNECTIONS, ROUNDS, SAMPLES: passed to
-#                `weft bench serve` / `weft bench freshness`
+#                `weft-bench serve` / `weft-bench freshness`
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tests/bench/lib.sh
@@ -74,11 +74,11 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --d
 pids+=($!)
 redis_pid=$!
 wait_for "redis" 30 "${pids[-1]}" redis-cli -p "$redis_port" ping
-"$bin" bench floor --listen "127.0.0.1:$floor_port" --from "127.0.0.1:$grpc_port" --key "$key" \
+"$bench_bin" floor --listen "127.0.0.1:$floor_port" --from "127.0.0.1:$grpc_port" --key "$key" \
   --user u0000000 >"$work/floor.log" 2>&1 &
 pids+=($!)
 floor_pid=$!
-wait_for "weft bench floor" 60 "${pids[-1]}" port_open "$floor_port"
+wait_for "weft-bench floor" 60 "${pids[-1]}" port_open "$floor_port"
 echo "  $(grep -m1 "^floor:" "$work/floor.log" || true)"
 
 # 6. Floor vs Redis vs weft.
@@ -87,7 +87,7 @@ if [[ -n "${SERVER_CHRT:-}" ]]; then
   echo "  servers at SCHED_FIFO $SERVER_CHRT"
 fi
 echo
-${GEN_CHRT:+chrt -f "$GEN_CHRT"} "$bin" bench serve --weft "127.0.0.1:$grpc_port" --key "$key" --users "$users" \
+${GEN_CHRT:+chrt -f "$GEN_CHRT"} "$bench_bin" serve --weft "127.0.0.1:$grpc_port" --key "$key" --users "$users" \
   --floor "127.0.0.1:$floor_port" --redis "127.0.0.1:$redis_port" --load-redis \
   --weft-pid "$serve_pid" --floor-pid "$floor_pid" --redis-pid "$redis_pid" \
   ${RATE:+--rate "$RATE"} ${DURATION:+--duration-secs "$DURATION"} \
@@ -98,7 +98,7 @@ ${GEN_CHRT:+chrt -f "$GEN_CHRT"} "$bin" bench serve --weft "127.0.0.1:$grpc_port
 
 # 7. Freshness.
 echo
-"$bin" bench freshness --weft "127.0.0.1:$grpc_port" --key "$key" --bootstrap "$bootstrap" \
+"$bench_bin" freshness --weft "127.0.0.1:$grpc_port" --key "$key" --bootstrap "$bootstrap" \
   --tenant "$tenant" ${SAMPLES:+--samples "$SAMPLES"} --json "$work/freshness.json" \
   2>"$work/bench-freshness.log" | tee "$work/freshness.md" || {
   tail -20 "$work/bench-freshness.log"; exit 1; }

@@ -18,13 +18,13 @@
 #      generated offsets a second time): it archives the whole topic from
 #      offset 0, and is waited for until its state reaches the watermarks.
 #      Every later batch run reads `live-archive/`, as in production;
-#   4. scenario A, batch swaps: `weft bench serve --phases fixed` at RATE/s
+#   4. scenario A, batch swaps: `weft-bench serve --phases fixed` at RATE/s
 #      for SWAP_SECS s (baseline), then the same while `nice -n 19 weft
 #      batch run` publishes SWAPS views back to back, each waited for until
 #      GetProfile (HTTP) reports it;
 #   5. scenario B, broker outage: a producer (Python, confluent-kafka,
 #      idempotent) sends LIVE_RATE events/s stamped with the current time;
-#      `weft bench serve --phases fixed` for OUTAGE_PHASE_SECS s; OUTAGE_AT s
+#      `weft-bench serve --phases fixed` for OUTAGE_PHASE_SECS s; OUTAGE_AT s
 #      into it the broker is killed (BROKER_STOP_SIGNAL), and OUTAGE_SECS s
 #      after that it starts again on the same port and storage; the time
 #      until the broker, the speed layer and the archiver hold everything
@@ -57,7 +57,7 @@
 #                             that saw those errors then panics the restarted
 #                             broker's sqlite storage (lite.rs:503). KILL is a
 #                             crash: connections drop and clients retry.
-#   CONCURRENCY, CONNECTIONS  passed to `weft bench serve`
+#   CONCURRENCY, CONNECTIONS  passed to `weft-bench serve`
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tests/bench/lib.sh
@@ -189,14 +189,14 @@ py() { "${py[@]}" "$@"; }
 
 # bench NAME SECONDS: the steady load, fixed rate only, a 1 s timeline.
 bench() {
-  "$bin" bench serve --weft "127.0.0.1:$grpc_port" --key "$key" --users "$users" \
+  "$bench_bin" serve --weft "127.0.0.1:$grpc_port" --key "$key" --users "$users" \
     --phases fixed --rate "$rate" --duration-secs "$2" --timeline-secs 1 \
     ${CONCURRENCY:+--concurrency "$CONCURRENCY"} ${CONNECTIONS:+--connections "$CONNECTIONS"} \
     --json "$work/$1.json" >"$work/$1.md" 2>"$work/$1.log"
 }
 
-# wait_phase LOG PID: until `weft bench serve` starts its measured phase.
-wait_phase() { wait_for "weft bench serve" 60 "$2" grep -q "fixed rate" "$1"; }
+# wait_phase LOG PID: until `weft-bench serve` starts its measured phase.
+wait_phase() { wait_for "weft-bench serve" 60 "$2" grep -q "fixed rate" "$1"; }
 
 # The version in `weft batch run`'s summary line on stdin.
 published_version() { grep -o 'published v[0-9]*' | grep -o '[1-9][0-9]*$'; }

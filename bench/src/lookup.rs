@@ -1,4 +1,4 @@
-//! `weft bench lookup`: what one `GetProfile` costs inside the server, stage
+//! `weft-bench lookup`: what one `GetProfile` costs inside the server, stage
 //! by stage, with no network and no other process on the cores.
 //!
 //! It opens a published batch view the way `weft serve` does (held in
@@ -23,7 +23,7 @@
 //! user's partials read again, untimed, before each).
 //!
 //! This is where the server's CPU per request goes once the transport is
-//! taken away: `weft bench serve --weft-pid` measures the same code with
+//! taken away: `weft-bench serve --weft-pid` measures the same code with
 //! HTTP/2, tonic and the kernel around it.
 
 use std::path::PathBuf;
@@ -97,7 +97,7 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
 }
 
-/// `weft bench lookup`.
+/// `weft-bench lookup`.
 pub(crate) fn lookup(a: &LookupArgs) -> Result<()> {
     if a.first_user.checked_add(a.users).is_none() || a.users == 0 {
         bail!("--first-user + --users must be within 1 ..= {}", u32::MAX);
@@ -147,10 +147,10 @@ pub(crate) fn lookup(a: &LookupArgs) -> Result<()> {
     let users: Vec<String> = {
         let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
         (0..a.requests)
-            .map(|_| crate::bench_serve::user_id(a.first_user + rng.random_range(0..a.users)))
+            .map(|_| crate::common::user_id(a.first_user + rng.random_range(0..a.users)))
             .collect()
     };
-    let cpu0 = crate::bench_serve::process_cpu(None);
+    let cpu0 = crate::common::process_cpu(None);
     let mut stages = STAGES
         .iter()
         .map(|_| nanos_histogram())
@@ -198,7 +198,7 @@ pub(crate) fn lookup(a: &LookupArgs) -> Result<()> {
         whole.saturating_record(nanos(t7 - t0));
     }
     let staged_wall = started.elapsed();
-    let cpu1 = crate::bench_serve::process_cpu(None);
+    let cpu1 = crate::common::process_cpu(None);
 
     // The same requests through Serving::profile, timers only around each.
     let mut plain = nanos_histogram()?;
@@ -217,7 +217,7 @@ pub(crate) fn lookup(a: &LookupArgs) -> Result<()> {
 
     let n = a.requests.max(1);
     println!(
-        "weft bench lookup: view v{version} ({}), tenant {tenant}, {} requests for users u{:07} .. u{:07}, {} asked, {:.1} % found, {:.0} bytes a reply on average",
+        "weft-bench lookup: view v{version} ({}), tenant {tenant}, {} requests for users u{:07} .. u{:07}, {} asked, {:.1} % found, {:.0} bytes a reply on average",
         if a.no_memory {
             "read from RocksDB"
         } else {

@@ -1,6 +1,7 @@
-//! `weft bench`: throughput measurements recorded in docs/benchmarks.md.
+//! `weft-bench ingest`: the ingest paths' throughput, recorded in
+//! docs/benchmarks.md.
 //!
-//! `weft bench ingest` measures, in one run against one broker (a local
+//! It measures, in one run against one broker (a local
 //! Tansu unless `--bootstrap` is given), on the same generated topic:
 //! 1. the raw consume ceiling: an rdkafka consumer that only counts;
 //! 2. the speed layer end to end: broker → decode → dedup → RocksDB,
@@ -14,43 +15,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
+use clap::Args;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use weft_core::FeatureSpec;
 use weft_core::generator::{GenConfig, Generator, Sequencer};
 use weft_speed::archiver::{ArchiverConfig, ArchiverMetrics, read_state};
 use weft_speed::broker::LocalBroker;
-use weft_speed::committer::Committer;
-use weft_speed::consumer::{DEFAULT_DEDUP_HORIZON, SpeedConfig, SpeedMetrics};
+use weft_speed::consumer::{BatchApplier, DEFAULT_DEDUP_HORIZON, Record, SpeedConfig, SpeedMetrics};
 use weft_speed::kafka::{EventProducer, base_config, ensure_topic};
-use weft_speed::store::{DedupIndex, Delivery, PendingBatch, SpeedStore};
+use weft_speed::store::SpeedStore;
 
 #[derive(Debug, Args)]
-pub(crate) struct BenchArgs {
-    #[command(subcommand)]
-    which: BenchWhich,
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchWhich {
-    /// Consume ceiling vs speed layer vs apply path vs archiver.
-    Ingest(IngestArgs),
-    /// The floor: a bare tonic ProfileService answering one fixed profile
-    /// (fetched once from `weft serve`), until SIGINT/SIGTERM.
-    Floor(crate::bench_serve::FloorArgs),
-    /// GetProfile latency and throughput: the floor vs Redis vs weft serve,
-    /// at a fixed rate and flat out.
-    Serve(crate::bench_serve::ServeBenchArgs),
-    /// Produce an event for a new user, time until GetProfile finds it.
-    Freshness(crate::bench_serve::FreshnessArgs),
-    /// One GetProfile's cost inside the server, stage by stage: a
-    /// published view read in process, no network.
-    Lookup(crate::bench_lookup::LookupArgs),
-}
-
-#[derive(Debug, Args)]
-struct IngestArgs {
+pub(crate) struct IngestArgs {
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
     #[arg(long, default_value_t = 100_000)]
@@ -69,16 +46,6 @@ struct IngestArgs {
     /// Measure only the apply path (no broker): for profiling it.
     #[arg(long)]
     apply_only: bool,
-}
-
-pub(crate) fn run(args: &BenchArgs) -> Result<()> {
-    match &args.which {
-        BenchWhich::Ingest(a) => ingest(a),
-        BenchWhich::Floor(a) => crate::bench_serve::floor(a),
-        BenchWhich::Serve(a) => crate::bench_serve::serve(a),
-        BenchWhich::Freshness(a) => crate::bench_serve::freshness(a),
-        BenchWhich::Lookup(a) => crate::bench_lookup::lookup(a),
-    }
 }
 
 fn rate(n: u64, d: Duration) -> f64 {
@@ -109,7 +76,8 @@ struct ApplyRun {
 
 /// The consumer's per-batch work on decoded events (dedup lookups and fold,
 /// then one WriteBatch per 20k events on the commit thread while the next
-/// batch is folded), timed without the broker.
+/// batch is folded), timed without the broker: the consumer's own
+/// [`BatchApplier`].
 fn apply_path(
     spec: &Arc<FeatureSpec>,
     events: Vec<weft_core::Event>,
@@ -120,50 +88,35 @@ fn apply_path(
     let mut seq = Sequencer::new(partitions);
     let placed: Vec<_> = events.into_iter().map(|e| seq.assign(e)).collect();
     let started = Instant::now();
-    let cpu_before = crate::bench_serve::process_cpu(None);
-    let horizon_ms = DEFAULT_DEDUP_HORIZON.as_millis() as i64;
-    // As in the consumer's applier: fold a batch while the previous one is
-    // written.
-    let mut committer = Committer::spawn(store.clone(), |()| {})?;
-    let mut index = DedupIndex::default();
+    let cpu_before = crate::common::process_cpu(None);
+    let mut applier = BatchApplier::spawn(store.clone(), DEFAULT_DEDUP_HORIZON, |()| {})?;
     for chunk in placed.chunks(20_000) {
-        let mut batch = PendingBatch::default();
-        let deliveries: Vec<Delivery<'_>> = chunk
-            .iter()
-            .map(|s| {
-                batch.consumed(s.partition, s.offset);
-                Delivery {
-                    event: &s.event,
-                    partition: s.partition,
-                    offset: s.offset,
-                    kafka_ts_ms: s.event.ts_ms,
-                }
-            })
-            .collect();
-        batch.apply_new(&store, 0, &deliveries, horizon_ms, &mut index)?;
-        committer.submit(0, batch, ())?;
+        let records = chunk.iter().map(|s| Record {
+            partition: s.partition,
+            offset: s.offset,
+            kafka_ts_ms: s.event.ts_ms,
+            event: Some(&s.event),
+        });
+        applier.apply(0, records, ())?;
     }
-    committer.finish()?;
+    let ids = applier.dedup_ids();
+    applier.finish()?;
     let wall = started.elapsed();
-    let cpu = crate::bench_serve::process_cpu(None)
+    let cpu = crate::common::process_cpu(None)
         .zip(cpu_before)
         .map(|(after, before)| after - before);
     let reload_started = Instant::now();
-    let reloaded = DedupIndex::load(&store, 0)?;
+    let reloaded = BatchApplier::reload_dedup_ids(&store, 0)?;
     let reload = reload_started.elapsed();
-    if reloaded.len() != index.len() {
-        bail!(
-            "the dedup index read back holds {} ids, the one folded {}",
-            reloaded.len(),
-            index.len()
-        );
+    if reloaded != ids {
+        bail!("the dedup index read back holds {reloaded} ids, the one folded {ids}");
     }
     Ok(ApplyRun {
         wall,
         cpu,
         end_offsets: seq.end_offsets().to_vec(),
         reload,
-        ids: reloaded.len(),
+        ids: reloaded,
     })
 }
 
@@ -179,7 +132,8 @@ fn cpu_note(cpu: Option<Duration>, events: u64) -> String {
     }
 }
 
-fn ingest(a: &IngestArgs) -> Result<()> {
+/// `weft-bench ingest`.
+pub(crate) fn ingest(a: &IngestArgs) -> Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix("weft-bench")
         .tempdir_in(a.work_dir.clone().unwrap_or_else(std::env::temp_dir))?;
@@ -316,7 +270,7 @@ fn ingest(a: &IngestArgs) -> Result<()> {
 
     let c = rate(n, ceiling);
     println!(
-        "weft bench ingest: {n} events, {} partitions, {} users, broker {bootstrap}, {} cores",
+        "weft-bench ingest: {n} events, {} partitions, {} users, broker {bootstrap}, {} cores",
         a.partitions,
         a.users,
         std::thread::available_parallelism().map_or(0, |p| p.get())

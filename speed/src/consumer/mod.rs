@@ -22,6 +22,10 @@
 //! to the stored offsets, so nothing is lost and nothing is counted twice.
 //! Dead letters are at-least-once: a crash between their acknowledgement and
 //! the commit re-sends them, with the same source coordinates.
+//!
+//! Steps 4-5 are [`BatchApplier`] (`consumer/apply.rs`), public so that
+//! anything applying decoded records outside this loop (the apply-path
+//! benchmark) runs the consumer's own code.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,11 +38,15 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use weft_core::{Event, FeatureSpec};
 
+mod apply;
+
+pub use apply::{BatchApplier, Folded, Record};
+
 use crate::SpeedError;
-use crate::committer::Committer;
 use crate::cursor::{Cursor, Verdict};
 use crate::kafka::{DeliveryCounter, base_config, ensure_topic, partition_count};
-use crate::store::{Applied, DedupIndex, Delivery, Generation, PendingBatch, SpeedStore};
+use crate::store::{Generation, SpeedStore};
+use apply::ApplyThread;
 
 /// Header names on dead-letter records.
 pub const DLQ_PARTITION_HEADER: &str = "weft.source.partition";
@@ -397,16 +405,15 @@ pub fn run_with_store(
     cursor.assign(&consumer)?;
     tracing::info!(topic = %config.topic, partitions, ready, ?building, resume = ?stored, "speed layer consuming");
 
-    let horizon_ms = config.dedup_horizon.as_millis() as i64;
     let mut commit_pending = false;
     let mut last_commit = Instant::now();
     let watermarks = spawn_watermark_poller(config, partitions, metrics.clone(), shutdown.clone())?;
-    let mut applier = Applier::spawn(
+    let mut applier = ApplyThread::spawn(
         store.clone(),
         metrics.clone(),
         dead_letters,
         partitions,
-        horizon_ms,
+        config.dedup_horizon,
     )?;
     let outcome = (|| -> Result<(), SpeedError> {
         while !shutdown.load(Ordering::Relaxed) {
@@ -563,153 +570,6 @@ fn commit_applied(consumer: &BaseConsumer, topic: &str, metrics: &SpeedMetrics) 
     tpl.count() == 0 || consumer.commit(&tpl, CommitMode::Async).is_ok()
 }
 
-/// A polled batch for the applier.
-struct Work {
-    g: Generation,
-    polled: Vec<Polled>,
-}
-
-/// Applies batches on its own thread, in the order submitted, while the
-/// poll loop polls and decodes the next one: dead letters, dedup and fold
-/// here, then the RocksDB commit on a [`Committer`] thread while the next
-/// batch is folded. Each batch is still one WriteBatch with its offsets,
-/// committed in order; batch N+1's dedup sees batch N's ids through the
-/// thread's [`DedupIndex`] even before N is committed, so the store moves
-/// exactly as it did with one thread.
-struct Applier {
-    work: Option<std::sync::mpsc::SyncSender<Work>>,
-    done: std::sync::mpsc::Receiver<()>,
-    thread: Option<std::thread::JoinHandle<Result<(), SpeedError>>>,
-    /// Batches submitted and not yet acknowledged.
-    in_flight: usize,
-}
-
-impl Applier {
-    fn spawn(
-        store: Arc<SpeedStore>,
-        metrics: Arc<SpeedMetrics>,
-        mut dead_letters: DeadLetters,
-        partitions: u32,
-        horizon_ms: i64,
-    ) -> Result<Applier, SpeedError> {
-        // One batch queued while one is applied: the poll loop runs at
-        // most two batches ahead of the store.
-        let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(1);
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("weft-speed-apply".into())
-            .spawn(move || {
-                // Acknowledged once committed: `drain` waits for that.
-                let committed = metrics.clone();
-                let mut committer = Committer::spawn(store.clone(), move |r: BatchReport| {
-                    r.record(&committed);
-                    let _ = done_tx.send(());
-                })?;
-                // Loaded from the store for the first batch's generation.
-                let mut index = DedupIndex::default();
-                // Latest Kafka record time seen per partition, for dedup
-                // expiry, in the generation of `latest_g`.
-                let mut latest_ts: HashMap<i32, i64> = HashMap::new();
-                let mut latest_g = None;
-                let mut last_stats = Instant::now() - Duration::from_secs(60);
-                for Work { g, polled } in work_rx {
-                    if latest_g != Some(g) {
-                        latest_ts.clear();
-                        latest_g = Some(g);
-                    }
-                    for r in &polled {
-                        if let Some(ts) = r.kafka_ts {
-                            let t = latest_ts.entry(r.partition).or_insert(ts);
-                            *t = (*t).max(ts);
-                        }
-                    }
-                    let (batch, report) =
-                        fold_batch(&store, g, &mut dead_letters, polled, horizon_ms, &mut index)?;
-                    committer.submit(g, batch, report)?;
-                    // A record's dedup lookup reaches back one horizon from
-                    // its own Kafka time; records of the slowest partition
-                    // are the oldest still to come. Two horizons of slack
-                    // cover producer clock skew.
-                    if latest_ts.len() == partitions as usize
-                        && let Some(slowest) = latest_ts.values().min()
-                    {
-                        let cutoff = slowest - 2 * horizon_ms;
-                        store.expire_dedup_before(g, cutoff);
-                        index.expire_before(g, cutoff, horizon_ms / 4);
-                    }
-                    metrics
-                        .dedup_ids
-                        .store(index.len() as u64, Ordering::Relaxed);
-                    if last_stats.elapsed() >= Duration::from_secs(5) {
-                        last_stats = Instant::now();
-                        if let Ok(mut stats) = metrics.rocksdb.lock() {
-                            *stats = store.rocksdb_stats();
-                        }
-                    }
-                }
-                committer.finish()
-            })
-            .map_err(|source| SpeedError::Io {
-                path: "weft-speed-apply thread".into(),
-                source,
-            })?;
-        Ok(Applier {
-            work: Some(work_tx),
-            done: done_rx,
-            thread: Some(thread),
-            in_flight: 0,
-        })
-    }
-
-    /// Closes the queue and waits for the thread: its result.
-    fn join(&mut self) -> Result<(), SpeedError> {
-        self.work = None;
-        match self.thread.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(SpeedError::Store("the apply thread panicked".into())),
-            None => Ok(()),
-        }
-    }
-
-    /// The applier's error once it has stopped.
-    fn failed(&mut self) -> SpeedError {
-        self.join()
-            .err()
-            .unwrap_or_else(|| SpeedError::Store("the apply thread stopped".into()))
-    }
-
-    fn submit(&mut self, g: Generation, polled: Vec<Polled>) -> Result<(), SpeedError> {
-        let sent = self
-            .work
-            .as_ref()
-            .is_some_and(|tx| tx.send(Work { g, polled }).is_ok());
-        if !sent {
-            return Err(self.failed());
-        }
-        self.in_flight += 1;
-        while self.done.try_recv().is_ok() {
-            self.in_flight -= 1;
-        }
-        Ok(())
-    }
-
-    /// Waits until every submitted batch is committed.
-    fn drain(&mut self) -> Result<(), SpeedError> {
-        while self.in_flight > 0 {
-            if self.done.recv().is_err() {
-                return Err(self.failed());
-            }
-            self.in_flight -= 1;
-        }
-        Ok(())
-    }
-
-    /// Applies what is queued and stops the thread.
-    fn finish(mut self) -> Result<(), SpeedError> {
-        self.join()
-    }
-}
-
 /// Fetches every partition's high watermark about once a second for the lag
 /// metrics, on its own thread and client (each fetch is a broker round trip
 /// the consume loop must not wait for). Stops with `shutdown`.
@@ -747,91 +607,6 @@ fn spawn_watermark_poller(
             path: "weft-speed-lag thread".into(),
             source,
         })
-}
-
-/// What a batch did, reported to the metrics once it is committed.
-struct BatchReport {
-    started: Instant,
-    records: u64,
-    applied: Applied,
-    dead: u64,
-    /// Per partition of the batch, the next offset.
-    positions: HashMap<i32, i64>,
-}
-
-impl BatchReport {
-    fn record(self, metrics: &SpeedMetrics) {
-        metrics.records.fetch_add(self.records, Ordering::Relaxed);
-        metrics
-            .applied
-            .fetch_add(self.applied.applied, Ordering::Relaxed);
-        metrics
-            .duplicates
-            .fetch_add(self.applied.duplicates, Ordering::Relaxed);
-        metrics.dead_letters.fetch_add(self.dead, Ordering::Relaxed);
-        metrics
-            .newest_event_ms
-            .fetch_max(self.applied.newest_event_ms, Ordering::Relaxed);
-        if let Ok(mut positions) = metrics.positions.lock() {
-            for (p, next) in self.positions {
-                let at = positions.entry(p).or_insert(0);
-                *at = (*at).max(next);
-            }
-        }
-        let took = self.started.elapsed();
-        metrics
-            .last_batch_micros
-            .store(took.as_micros() as u64, Ordering::Relaxed);
-        metrics.apply_seconds.observe(took.as_secs_f64());
-        metrics.batches.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Sends a batch's dead letters (waiting for the broker's acknowledgement)
-/// and folds its valid records: the batch to commit and its report.
-fn fold_batch(
-    store: &SpeedStore,
-    g: Generation,
-    dead_letters: &mut DeadLetters,
-    polled: Vec<Polled>,
-    horizon_ms: i64,
-    index: &mut DedupIndex,
-) -> Result<(PendingBatch, BatchReport), SpeedError> {
-    let started = Instant::now();
-    let mut batch = PendingBatch::default();
-    let mut valid = Vec::with_capacity(polled.len());
-    let mut dead = 0u64;
-    for r in &polled {
-        batch.consumed(r.partition, r.offset);
-        match &r.event {
-            Err(reason) => {
-                dead_letters.send(
-                    r.key.as_deref(),
-                    &r.payload,
-                    r.partition,
-                    r.offset,
-                    &reason.to_string(),
-                )?;
-                dead += 1;
-            }
-            Ok(e) => valid.push(Delivery {
-                event: e,
-                partition: r.partition,
-                offset: r.offset,
-                kafka_ts_ms: r.kafka_ts.unwrap_or(e.ts_ms),
-            }),
-        }
-    }
-    let applied = batch.apply_new(store, g, &valid, horizon_ms, index)?;
-    dead_letters.flush()?;
-    let report = BatchReport {
-        started,
-        records: polled.len() as u64,
-        applied,
-        dead,
-        positions: batch.next_offsets().clone(),
-    };
-    Ok((batch, report))
 }
 
 #[cfg(test)]

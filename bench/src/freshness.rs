@@ -1,0 +1,214 @@
+//! `weft-bench freshness`: the speed layer end to end, as a widget sees it.
+//!
+//! `weft-bench freshness` measures the speed layer end to end: produce one
+//! event for a brand-new user to Kafka, then poll `GetProfile` every
+//! millisecond until the profile is found. The time from starting to
+//! produce to the first reply that has it is what a widget waits before a
+//! click shows. The producer is flushed only after the sample (to confirm
+//! delivery): rust-rdkafka's `flush` polls in 100 ms steps, which would
+//! otherwise put a 100 ms floor under every sample. Samples are spaced by a
+//! random pause, so they sample every phase of any periodic cycle in the
+//! pipeline instead of locking onto one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use futures::{StreamExt, TryStreamExt};
+use hdrhistogram::Histogram;
+use prost::Message;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use redis::aio::MultiplexedConnection;
+use serde::Serialize;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+use weft_core::{Event, EventKind};
+use weft_proto::v1::profile_service_client::ProfileServiceClient;
+use weft_proto::v1::profile_service_server::{ProfileService, ProfileServiceServer};
+use weft_proto::v1::{
+    BatchGetProfilesRequest, BatchGetProfilesResponse, Freshness, GetProfileRequest,
+    GetProfileResponse, GetRecommendationsRequest, GetRecommendationsResponse, Profile,
+};
+use weft_speed::kafka::EventProducer;
+
+use crate::common::{
+    authorized, bearer, connect, histogram, micros, profile_request, status_error, unix_ms, user_id,
+    write_json,
+};
+
+#[derive(Debug, Args)]
+pub(crate) struct FreshnessArgs {
+    /// `weft serve`'s gRPC address.
+    #[arg(long)]
+    weft: String,
+    /// API key of --tenant.
+    #[arg(long)]
+    key: String,
+    /// Kafka bootstrap address of the broker `weft serve` consumes.
+    #[arg(long)]
+    bootstrap: String,
+    #[arg(long, default_value = "events")]
+    topic: String,
+    /// The tenant of --key (the events' tenant).
+    #[arg(long)]
+    tenant: String,
+    #[arg(long, default_value_t = 300)]
+    samples: u32,
+    /// Pause between samples.
+    #[arg(long, default_value_t = 20)]
+    interval_ms: u64,
+    /// Plus a uniformly random 0..=this, so that samples do not lock onto
+    /// a periodic cycle in the pipeline (e.g. a consumer's fetch wait) and
+    /// always see the same phase of it.
+    #[arg(long, default_value_t = 500)]
+    jitter_ms: u64,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct FreshnessReport {
+    samples: u32,
+    seen: u64,
+    timeouts: u32,
+    poll_errors: u64,
+    /// Produce start → first GetProfile reply with the user found.
+    visible_p50_us: u64,
+    visible_p99_us: u64,
+    visible_max_us: u64,
+}
+
+/// Polls `GetProfile` every millisecond until `user` is found; the time
+/// of that reply, or `None` at `deadline`.
+async fn wait_found(
+    client: &mut ProfileServiceClient<Channel>,
+    auth: &MetadataValue<Ascii>,
+    user: &str,
+    deadline: Instant,
+    poll_errors: &mut u64,
+) -> Option<Instant> {
+    loop {
+        match client
+            .get_profile(authorized(profile_request(user, &[]), auth))
+            .await
+        {
+            Ok(r) if r.get_ref().profile.as_ref().is_some_and(|p| p.found) => {
+                return Some(Instant::now());
+            }
+            Ok(_) => {}
+            Err(_) => *poll_errors += 1,
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// `weft-bench freshness`: produce → visible in GetProfile.
+pub(crate) fn freshness(a: &FreshnessArgs) -> Result<()> {
+    const GIVE_UP: Duration = Duration::from_secs(5);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let auth = bearer(&a.key)?;
+    let mut client = ProfileServiceClient::new(rt.block_on(connect(&a.weft))?);
+    // The key works (and a never-seen user is simply not found).
+    rt.block_on(client.get_profile(authorized(profile_request("fresh-probe", &[]), &auth)))
+        .map_err(|s| status_error(&format!("GetProfile from {}", a.weft), &s))?;
+    let mut producer = EventProducer::new(&a.bootstrap, &a.topic)
+        .with_context(|| format!("producing to {} on {}", a.topic, a.bootstrap))?;
+    let run = unix_ms()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(run as u64);
+    let mut visible = histogram()?;
+    let (mut timeouts, mut poll_errors) = (0u32, 0u64);
+    eprintln!(
+        "freshness: {} samples, one view event each for a new user of {}, {} ms + 0..={} ms apart",
+        a.samples, a.tenant, a.interval_ms, a.jitter_ms
+    );
+    let event_for = |user: &str| -> Result<Event> {
+        Ok(Event {
+            event_id: format!("{user}-0"),
+            tenant: a.tenant.clone(),
+            user_id: user.to_string(),
+            ts_ms: unix_ms()?,
+            kind: EventKind::View,
+            item_id: "i000001".into(),
+            category: String::new(),
+            price_minor: 0,
+            quantity: 1,
+            attributes: BTreeMap::new(),
+        })
+    };
+    // A new producer's first event waits for its connection, metadata and
+    // producer id (about half a second against Tansu): not what a
+    // long-lived producer pays, so one unmeasured event goes first.
+    producer.send_event(&event_for(&format!("fresh-{run}-warmup"))?)?;
+    producer
+        .flush(GIVE_UP)
+        .context("delivering the warm-up event")?;
+    for i in 0..a.samples {
+        let user = format!("fresh-{run}-{i}");
+        let event = event_for(&user)?;
+        let started = Instant::now();
+        producer.send_event(&event)?;
+        // librdkafka sends it within the producer's linger (5 ms) while we
+        // poll; no flush on the measured path.
+        match rt.block_on(wait_found(
+            &mut client,
+            &auth,
+            &user,
+            started + GIVE_UP,
+            &mut poll_errors,
+        )) {
+            Some(seen) => visible.saturating_record(micros(seen - started)),
+            None => timeouts += 1,
+        }
+        producer
+            .flush(GIVE_UP)
+            .with_context(|| format!("delivering sample {i}"))?;
+        std::thread::sleep(Duration::from_millis(
+            a.interval_ms + rng.random_range(0..=a.jitter_ms),
+        ));
+    }
+    let report = FreshnessReport {
+        samples: a.samples,
+        seen: visible.len(),
+        timeouts,
+        poll_errors,
+        visible_p50_us: visible.value_at_quantile(0.5),
+        visible_p99_us: visible.value_at_quantile(0.99),
+        visible_max_us: visible.max(),
+    };
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!(
+        "weft-bench freshness: {} samples to {} ({}), tenant {}, {} ms + 0..={} ms apart, polling GetProfile every 1 ms",
+        a.samples, a.topic, a.bootstrap, a.tenant, a.interval_ms, a.jitter_ms
+    );
+    println!("| produce start → | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|");
+    println!(
+        "| visible in GetProfile | {:.1} | {:.1} | {:.1} |",
+        ms(report.visible_p50_us),
+        ms(report.visible_p99_us),
+        ms(report.visible_max_us)
+    );
+    println!(
+        "seen {} of {}, timeouts (> {} s) {timeouts}, poll errors {poll_errors}",
+        report.seen,
+        a.samples,
+        GIVE_UP.as_secs()
+    );
+    if let Some(path) = &a.json {
+        write_json(path, &report)?;
+    }
+    Ok(())
+}
