@@ -136,11 +136,11 @@ pub(crate) fn run(file: Option<&std::path::Path>, args: &GenArgs) -> Result<()> 
     if args.parquet.is_none() && args.jsonl.is_none() && args.kafka.is_none() {
         bail!("nothing to write: give --parquet DIR, --jsonl FILE and/or --kafka HOST:PORT");
     }
-    let config = crate::load_config(
+    let settings = crate::load_config(
         file,
         weft_config::Overrides::new().set("kafka.topic", "--topic", args.topic.clone()),
     )?;
-    let topic = &config.kafka.topic;
+    let topic = &settings.kafka.topic;
     let cfg = config(args)?;
     let max_late_days = cfg.max_late_ms.div_euclid(DAY_MS) + 1;
     let partitions = cfg.partitions;

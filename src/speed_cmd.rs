@@ -75,7 +75,7 @@ pub(crate) fn run_speed(file: Option<&Path>, args: &SpeedArgs) -> Result<()> {
                 Duration::from_secs(c.views.poll_secs),
                 move |m| {
                     tx.send(NewGeneration {
-                        generation: m.version as u32,
+                        view: m.version,
                         boundary: m.boundary.offsets.clone().into_iter().collect(),
                     })
                     .is_ok()

@@ -253,7 +253,7 @@ fn view_plus_new_generation_equals_the_reference_for_every_user() {
 
     // The speed layer builds generation 1 from O_p + 1 and switches.
     tx.send(NewGeneration {
-        generation: 1,
+        view: 1,
         boundary: summary
             .manifest
             .boundary

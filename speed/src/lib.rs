@@ -25,12 +25,8 @@
 
 pub mod archiver;
 pub mod broker;
-<<<<<<< HEAD
-pub mod committer;
-mod config;
-=======
 mod committer;
->>>>>>> bench
+mod config;
 pub mod consumer;
 pub mod cursor;
 pub mod error;

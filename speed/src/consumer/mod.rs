@@ -91,14 +91,26 @@ impl SpeedConfig {
     }
 }
 
-/// A request to build the speed generation of a newly published batch view
-/// (see [`crate::store`], "Generations").
+/// A request to build a speed generation for the view store's current batch
+/// view: a newly published one, or an older one after a rollback (see
+/// [`crate::store`], "Generations"). The loop numbers the generation: the
+/// view's version, or the one after the newest generation if that is
+/// higher (after a rollback), so generations only count up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewGeneration {
     /// The view's version.
-    pub generation: Generation,
+    pub view: u64,
     /// The view's `O_p` per partition.
     pub boundary: HashMap<i32, i64>,
+}
+
+impl NewGeneration {
+    /// The generation this request starts when `newest` is the newest one
+    /// built or being built.
+    pub fn generation_after(&self, newest: Generation) -> Generation {
+        let next = newest.saturating_add(1);
+        Generation::try_from(self.view).map_or(next, |v| v.max(next))
+    }
 }
 
 /// Where the loop takes [`NewGeneration`] requests from. Keep one across
@@ -418,15 +430,17 @@ pub fn run_with_store(
     let outcome = (|| -> Result<(), SpeedError> {
         while !shutdown.load(Ordering::Relaxed) {
             while let Some(request) = control.and_then(Control::next) {
-                if request.generation <= building.unwrap_or(ready) {
+                let newest = building.unwrap_or(ready);
+                if newest > 0 && store.view_of(newest)? == request.view {
                     tracing::info!(
-                        generation = request.generation,
+                        view = request.view,
                         building = ?building,
                         ready,
-                        "generation already built or being built; nothing to do"
+                        "the view's generation is already built or being built; nothing to do"
                     );
                     continue;
                 }
+                let new = request.generation_after(newest);
                 // The batches in flight belong to the generation consumed
                 // so far: apply them before switching.
                 if let Err(e) = applier.drain() {
@@ -435,15 +449,15 @@ pub fn run_with_store(
                     }
                     return Err(e);
                 }
-                store.start_generation(ready, request.generation, &request.boundary, partitions)?;
-                building = Some(request.generation);
-                g = request.generation;
+                store.start_generation(ready, new, request.view, &request.boundary, partitions)?;
+                building = Some(new);
+                g = new;
                 metrics
                     .building_generation
                     .store(u64::from(g), Ordering::Relaxed);
                 let stored = store.offsets(g)?;
                 metrics.set_positions(&stored);
-                tracing::info!(generation = g, from = ?stored, "building a generation");
+                tracing::info!(generation = g, view = request.view, from = ?stored, "building a generation");
                 cursor = Cursor::new(&config.topic, partitions, &stored);
                 cursor.assign(&consumer)?;
             }
@@ -613,11 +627,22 @@ fn spawn_watermark_poller(
 mod tests {
     use super::*;
 
-    fn request(generation: Generation) -> NewGeneration {
+    fn request(view: u64) -> NewGeneration {
         NewGeneration {
-            generation,
+            view,
             boundary: HashMap::from([(0, 41)]),
         }
+    }
+
+    /// Generations count up: a new view keeps its version as the number, a
+    /// rollback (an older view) takes the next one.
+    #[test]
+    fn generations_are_numbered_upwards() {
+        assert_eq!(request(1).generation_after(0), 1);
+        assert_eq!(request(5).generation_after(2), 5);
+        assert_eq!(request(1).generation_after(2), 3);
+        assert_eq!(request(3).generation_after(3), 4);
+        assert_eq!(request(u64::MAX).generation_after(7), 8);
     }
 
     /// A request taken by a loop that then failed comes back first.

@@ -9,6 +9,7 @@ use rust_rocksdb::WriteBatch;
 
 use super::keys::{
     CF_DEDUP, CF_META, CF_OFFSETS, CF_PARTIALS, META_BUILDING, META_READY, gen_prefix, offset_key,
+    view_key,
 };
 use super::pack::{PACK_MAX_IDS, Pack, pack_ids, pack_key};
 use super::{Generation, SpeedStore, db_err};
@@ -41,7 +42,25 @@ impl SpeedStore {
         self.meta_generation(META_BUILDING)
     }
 
-    /// Starts generation `new` for a batch view whose boundary is
+    /// The batch view generation `g` was built from (0 for generation 0).
+    /// Generations count up; views need not: a rollback builds a newer
+    /// generation of an older view.
+    pub fn view_of(&self, g: Generation) -> Result<u64, SpeedError> {
+        let meta = self.cf(CF_META)?;
+        match self
+            .db
+            .get_cf(meta, view_key(g))
+            .map_err(db_err("reading generations"))?
+        {
+            // Stores from before rollbacks: generation N is view N.
+            None => Ok(u64::from(g)),
+            Some(v) => Ok(u64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
+                SpeedError::Store(format!("corrupt view record of generation {g}"))
+            })?)),
+        }
+    }
+
+    /// Starts generation `new` for batch view `view`, whose boundary is
     /// `boundary` (`O_p` per partition; absent partitions: nothing, so
     /// from offset 0): offsets `O_p + 1`, and the dedup ids of generation
     /// `from` first delivered at or below `O_p`. A generation being built
@@ -50,6 +69,7 @@ impl SpeedStore {
         &self,
         from: Generation,
         new: Generation,
+        view: u64,
         boundary: &HashMap<i32, i64>,
         partitions: u32,
     ) -> Result<(), SpeedError> {
@@ -82,6 +102,7 @@ impl SpeedStore {
         if pack.len() > 0 {
             wb.put_cf(dedup, pack_key(new, seq), &pack.body);
         }
+        wb.put_cf(meta, view_key(new), view.to_be_bytes());
         wb.put_cf(meta, META_BUILDING, new.to_be_bytes());
         self.db
             .write_opt(&wb, &self.write_opts)
@@ -107,6 +128,7 @@ impl SpeedStore {
         for cf in [CF_PARTIALS, CF_OFFSETS, CF_DEDUP] {
             wb.delete_range_cf(self.cf(cf)?, gen_prefix(0), gen_prefix(kept));
         }
+        wb.delete_range_cf(meta, view_key(0), view_key(kept));
         self.db
             .write_opt(&wb, &self.write_opts)
             .map_err(db_err("finishing a generation"))?;
@@ -122,6 +144,7 @@ impl SpeedStore {
         for cf in [CF_PARTIALS, CF_OFFSETS, CF_DEDUP] {
             wb.delete_range_cf(self.cf(cf)?, gen_prefix(g).as_slice(), end.as_slice());
         }
+        wb.delete_cf(self.cf(CF_META)?, view_key(g));
         Ok(())
     }
 }
@@ -166,7 +189,7 @@ mod tests {
                 .contains(&holder(&group_user_prefix(0, "acme", "a")))
         );
         store
-            .start_generation(0, 1, &HashMap::from([(0, 0)]), 1)
+            .start_generation(0, 1, 1, &HashMap::from([(0, 0)]), 1)
             .unwrap();
         let mut batch = PendingBatch::default();
         batch.apply(&spec, 1, &view("b", t + 1));
@@ -178,9 +201,23 @@ mod tests {
         // Generation 0 stays readable until the next switch.
         assert!(count(&store, 0, "a") > 0);
         store
-            .start_generation(1, 2, &HashMap::from([(0, 1)]), 1)
+            .start_generation(1, 2, 2, &HashMap::from([(0, 1)]), 1)
             .unwrap();
         store.finish_generation(2).unwrap();
+        assert_eq!(store.view_of(2).unwrap(), 2);
+        // A rollback: generation 3 of view 1.
+        store
+            .start_generation(2, 3, 1, &HashMap::from([(0, 0)]), 1)
+            .unwrap();
+        assert_eq!(store.building_generation().unwrap(), Some(3));
+        assert_eq!(store.view_of(3).unwrap(), 1);
+        store.finish_generation(3).unwrap();
+        assert_eq!((store.ready_generation().unwrap(), store.view_of(3).unwrap()), (3, 1));
+        assert_eq!(store.view_of(2).unwrap(), 2, "the previous generation's view is kept");
+        // Generation 1 is deleted: its record goes with it (then the
+        // fallback, the generation's number, answers).
+        let meta = store.cf(CF_META).unwrap();
+        assert!(store.db.get_cf(meta, view_key(1)).unwrap().is_none());
         assert_eq!(count(&store, 0, "a"), 0);
         assert!(
             !store.holders.iter().any(|h| h.0 == 0),

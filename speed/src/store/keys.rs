@@ -21,6 +21,16 @@ pub(super) const STORE_FORMAT: u8 = 4;
 pub(super) const META_READY: &[u8] = b"ready_generation";
 pub(super) const META_BUILDING: &[u8] = b"building_generation";
 
+/// The `meta` key recording which batch view generation `g` was built
+/// from (absent in stores written before rollbacks reached serving: then
+/// the view is the generation's number).
+pub(super) fn view_key(g: Generation) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..5].copy_from_slice(b"view/");
+    k[5..].copy_from_slice(&gen_prefix(g));
+    k
+}
+
 pub(super) fn gen_prefix(g: Generation) -> [u8; 4] {
     g.to_be_bytes()
 }
