@@ -1,32 +1,16 @@
 //! What every measurement shares: user ids, histograms, clocks, gRPC
 //! connections and keys, JSON output, and CPU time read from `/proc`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
-use futures::{StreamExt, TryStreamExt};
+use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
-use prost::Message;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
-use weft_core::{Event, EventKind};
-use weft_proto::v1::profile_service_client::ProfileServiceClient;
-use weft_proto::v1::profile_service_server::{ProfileService, ProfileServiceServer};
-use weft_proto::v1::{
-    BatchGetProfilesRequest, BatchGetProfilesResponse, Freshness, GetProfileRequest,
-    GetProfileResponse, GetRecommendationsRequest, GetRecommendationsResponse, Profile,
-};
-use weft_speed::kafka::EventProducer;
+use tonic::{Request, Status};
+use weft_proto::v1::GetProfileRequest;
 
 /// Longest latency a histogram holds, in microseconds (one hour).
 const MAX_MICROS: u64 = 3_600_000_000;

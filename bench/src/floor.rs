@@ -10,32 +10,19 @@
 //! (`weft_serving::conn`); `--one-write` gives the floor the same
 //! connections, to separate that from the rest.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
-use futures::{StreamExt, TryStreamExt};
-use hdrhistogram::Histogram;
+use anyhow::{Context, Result};
+use clap::Args;
 use prost::Message;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use redis::aio::MultiplexedConnection;
-use serde::Serialize;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
-use weft_core::{Event, EventKind};
 use weft_proto::v1::profile_service_client::ProfileServiceClient;
 use weft_proto::v1::profile_service_server::{ProfileService, ProfileServiceServer};
 use weft_proto::v1::{
-    BatchGetProfilesRequest, BatchGetProfilesResponse, Freshness, GetProfileRequest,
-    GetProfileResponse, GetRecommendationsRequest, GetRecommendationsResponse, Profile,
+    BatchGetProfilesRequest, BatchGetProfilesResponse, GetProfileRequest, GetProfileResponse,
+    GetRecommendationsRequest, GetRecommendationsResponse, Profile,
 };
-use weft_speed::kafka::EventProducer;
 
 use crate::common::{authorized, bearer, connect, profile_request, status_error};
 

@@ -10,35 +10,23 @@
 //! random pause, so they sample every phase of any periodic cycle in the
 //! pipeline instead of locking onto one.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
-use futures::{StreamExt, TryStreamExt};
-use hdrhistogram::Histogram;
-use prost::Message;
+use anyhow::{Context, Result};
+use clap::Args;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
+use tonic::transport::Channel;
 use weft_core::{Event, EventKind};
 use weft_proto::v1::profile_service_client::ProfileServiceClient;
-use weft_proto::v1::profile_service_server::{ProfileService, ProfileServiceServer};
-use weft_proto::v1::{
-    BatchGetProfilesRequest, BatchGetProfilesResponse, Freshness, GetProfileRequest,
-    GetProfileResponse, GetRecommendationsRequest, GetRecommendationsResponse, Profile,
-};
 use weft_speed::kafka::EventProducer;
 
 use crate::common::{
-    authorized, bearer, connect, histogram, micros, profile_request, status_error, unix_ms, user_id,
+    authorized, bearer, connect, histogram, micros, profile_request, status_error, unix_ms,
     write_json,
 };
 

@@ -22,7 +22,9 @@ use weft_core::FeatureSpec;
 use weft_core::generator::{GenConfig, Generator, Sequencer};
 use weft_speed::archiver::{ArchiverConfig, ArchiverMetrics, read_state};
 use weft_speed::broker::LocalBroker;
-use weft_speed::consumer::{BatchApplier, DEFAULT_DEDUP_HORIZON, Record, SpeedConfig, SpeedMetrics};
+use weft_speed::consumer::{
+    BatchApplier, DEFAULT_DEDUP_HORIZON, Record, SpeedConfig, SpeedMetrics,
+};
 use weft_speed::kafka::{EventProducer, base_config, ensure_topic};
 use weft_speed::store::SpeedStore;
 

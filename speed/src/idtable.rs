@@ -66,7 +66,8 @@ impl IdTable {
         }
     }
 
-    /// The time held for the key.
+    /// The time held for the key (tests: the fold asks [`IdTable::hold`]).
+    #[cfg(test)]
     pub(crate) fn get(&self, hi: u64, lo: u64) -> Option<i64> {
         if self.slots.is_empty() {
             return None;

@@ -1,32 +1,18 @@
 //! The load generator's clients: gRPC (straight on h2, or tonic's) and
 //! Redis, and copying profiles from weft into Redis.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 use futures::{StreamExt, TryStreamExt};
-use hdrhistogram::Histogram;
 use prost::Message;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use redis::aio::MultiplexedConnection;
-use serde::Serialize;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
-use weft_core::{Event, EventKind};
+use tonic::transport::Channel;
 use weft_proto::v1::profile_service_client::ProfileServiceClient;
-use weft_proto::v1::profile_service_server::{ProfileService, ProfileServiceServer};
-use weft_proto::v1::{
-    BatchGetProfilesRequest, BatchGetProfilesResponse, Freshness, GetProfileRequest,
-    GetProfileResponse, GetRecommendationsRequest, GetRecommendationsResponse, Profile,
-};
-use weft_speed::kafka::EventProducer;
+use weft_proto::v1::{BatchGetProfilesRequest, Freshness, GetProfileResponse};
 
 use super::ServeBenchArgs;
 use crate::common::{authorized, connect, grpc_uri, profile_request, status_error, user_id};
@@ -268,7 +254,10 @@ pub(super) async fn grpc_target(
     })
 }
 
-pub(super) async fn redis_conns(addr: &str, connections: usize) -> Result<Vec<MultiplexedConnection>> {
+pub(super) async fn redis_conns(
+    addr: &str,
+    connections: usize,
+) -> Result<Vec<MultiplexedConnection>> {
     let url = if addr.starts_with("redis://") {
         addr.to_string()
     } else {

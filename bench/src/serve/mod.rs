@@ -54,32 +54,12 @@ mod client;
 mod phase;
 mod report;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
-use futures::{StreamExt, TryStreamExt};
-use hdrhistogram::Histogram;
-use prost::Message;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use redis::aio::MultiplexedConnection;
-use serde::Serialize;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
-use weft_core::{Event, EventKind};
+use anyhow::{Result, bail};
+use clap::Args;
 use weft_proto::v1::profile_service_client::ProfileServiceClient;
-use weft_proto::v1::profile_service_server::{ProfileService, ProfileServiceServer};
-use weft_proto::v1::{
-    BatchGetProfilesRequest, BatchGetProfilesResponse, Freshness, GetProfileRequest,
-    GetProfileResponse, GetRecommendationsRequest, GetRecommendationsResponse, Profile,
-};
-use weft_speed::kafka::EventProducer;
 
 use self::client::{Conn, GrpcClient, Target, grpc_target, load_redis, redis_conns};
 use self::phase::{Phase, PhaseArg, run_phase};

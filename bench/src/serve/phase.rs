@@ -2,33 +2,17 @@
 //! errors, timeline windows) and their merge.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
-use futures::{StreamExt, TryStreamExt};
+use anyhow::{Context, Result};
+use clap::ValueEnum;
 use hdrhistogram::Histogram;
-use prost::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use redis::aio::MultiplexedConnection;
-use serde::Serialize;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
-use weft_core::{Event, EventKind};
-use weft_proto::v1::profile_service_client::ProfileServiceClient;
-use weft_proto::v1::profile_service_server::{ProfileService, ProfileServiceServer};
-use weft_proto::v1::{
-    BatchGetProfilesRequest, BatchGetProfilesResponse, Freshness, GetProfileRequest,
-    GetProfileResponse, GetRecommendationsRequest, GetRecommendationsResponse, Profile,
-};
-use weft_speed::kafka::EventProducer;
+use weft_proto::v1::Freshness;
 
-use super::client::{Conn, REQUEST_TIMEOUT, Target};
+use super::client::{REQUEST_TIMEOUT, Target};
 use super::report::WindowRow;
 use crate::common::{cpu_since, histogram, micros, process_cpu, unix_ms, user_id};
 

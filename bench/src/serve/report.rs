@@ -1,31 +1,10 @@
 //! The results: rows, ratios between targets, timelines, the JSON report.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
-use futures::{StreamExt, TryStreamExt};
-use hdrhistogram::Histogram;
-use prost::Message;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use redis::aio::MultiplexedConnection;
+use anyhow::{Result, bail};
 use serde::Serialize;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
-use weft_core::{Event, EventKind};
-use weft_proto::v1::profile_service_client::ProfileServiceClient;
-use weft_proto::v1::profile_service_server::{ProfileService, ProfileServiceServer};
-use weft_proto::v1::{
-    BatchGetProfilesRequest, BatchGetProfilesResponse, Freshness, GetProfileRequest,
-    GetProfileResponse, GetRecommendationsRequest, GetRecommendationsResponse, Profile,
-};
-use weft_speed::kafka::EventProducer;
 
 use super::client::{REQUEST_TIMEOUT, Target};
 use super::phase::{Phase, PhaseRun};
@@ -82,7 +61,12 @@ pub(super) struct WindowRow {
 }
 
 impl Row {
-    pub(super) fn new(round: u32, target: &'static str, phase: Phase, run: &PhaseRun) -> Result<Row> {
+    pub(super) fn new(
+        round: u32,
+        target: &'static str,
+        phase: Phase,
+        run: &PhaseRun,
+    ) -> Result<Row> {
         let (rec, elapsed) = (&run.rec, run.elapsed);
         let h = &rec.latency;
         let fixed = matches!(phase, Phase::Fixed(_));

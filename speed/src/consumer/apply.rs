@@ -122,8 +122,13 @@ impl<T: Send + 'static> BatchApplier<T> {
                 });
             }
         }
-        let applied =
-            batch.apply_new(&self.store, g, &deliveries, self.horizon_ms, &mut self.index)?;
+        let applied = batch.apply_new(
+            &self.store,
+            g,
+            &deliveries,
+            self.horizon_ms,
+            &mut self.index,
+        )?;
         Ok(Folded { g, batch, applied })
     }
 
@@ -139,8 +144,7 @@ impl<T: Send + 'static> BatchApplier<T> {
     /// horizon).
     pub fn expire_before(&mut self, g: Generation, cutoff_ms: i64) {
         self.store.expire_dedup_before(g, cutoff_ms);
-        self.index
-            .expire_before(g, cutoff_ms, self.horizon_ms / 4);
+        self.index.expire_before(g, cutoff_ms, self.horizon_ms / 4);
     }
 
     /// Dedup ids held in memory.
@@ -202,14 +206,11 @@ impl ApplyThread {
             .spawn(move || {
                 // Acknowledged once committed: `drain` waits for that.
                 let committed = metrics.clone();
-                let mut applier = BatchApplier::spawn(
-                    store.clone(),
-                    horizon,
-                    move |r: BatchReport| {
+                let mut applier =
+                    BatchApplier::spawn(store.clone(), horizon, move |r: BatchReport| {
                         r.record(&committed);
                         let _ = done_tx.send(());
-                    },
-                )?;
+                    })?;
                 // Latest Kafka record time seen per partition, for dedup
                 // expiry, in the generation of `latest_g`.
                 let mut latest_ts: HashMap<i32, i64> = HashMap::new();
@@ -376,10 +377,7 @@ fn fold_batch(
         Record {
             partition: r.partition,
             offset: r.offset,
-            kafka_ts_ms: r
-                .kafka_ts
-                .or(event.map(|e| e.ts_ms))
-                .unwrap_or(i64::MIN),
+            kafka_ts_ms: r.kafka_ts.or(event.map(|e| e.ts_ms)).unwrap_or(i64::MIN),
             event,
         }
     });

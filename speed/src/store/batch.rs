@@ -140,7 +140,13 @@ impl PendingBatch {
 
     /// Records an event id's first delivery (Kafka time and position) in
     /// the batch's dedup pack.
-    pub(crate) fn remember_id(&mut self, key: DedupKey, kafka_ts_ms: i64, partition: i32, offset: i64) {
+    pub(crate) fn remember_id(
+        &mut self,
+        key: DedupKey,
+        kafka_ts_ms: i64,
+        partition: i32,
+        offset: i64,
+    ) {
         self.dedup.push(PackedId {
             hash: key[4..].try_into().expect("16 bytes"),
             ts_ms: kafka_ts_ms,

@@ -90,6 +90,8 @@ impl DedupIndex {
 
     /// The Kafka time of `key`'s first delivery, if held. (The generation
     /// part of the key is not compared: the index holds one generation.)
+    /// Tests only: the fold asks [`DedupIndex::admit`].
+    #[cfg(test)]
     pub(crate) fn first_delivery(&self, key: &DedupKey) -> Option<i64> {
         let (hi, lo) = Self::split(key);
         self.shards.get(Self::shard(hi))?.get(hi, lo)
@@ -122,10 +124,6 @@ impl DedupIndex {
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(IdTable::len).sum()
     }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
@@ -139,6 +137,10 @@ mod tests {
     use crate::store::tests::view;
     use crate::store::{Delivery, PendingBatch};
 
+    /// A batch folded while the previous one is still being committed sees
+    /// that batch's ids; another generation's index starts from the store,
+    /// which knows only committed batches; a reloaded index is the store's.
+    #[test]
     fn dedup_sees_the_batch_in_flight() {
         let dir = tempfile::tempdir().unwrap();
         let spec = Arc::new(
@@ -190,6 +192,9 @@ mod tests {
         assert_eq!(reloaded.len(), 1);
     }
 
+    /// Expiry sweeps one shard per call and only shards that lag the
+    /// cutoff by more than the slack; ids at or after the cutoff stay.
+    #[test]
     fn the_index_expires_ids_shard_by_shard() {
         let mut index = DedupIndex {
             g: Some(0),

@@ -160,6 +160,9 @@ mod tests {
     use crate::store::keys::{group_user_prefix, holder};
     use crate::store::tests::view;
 
+    /// The holder set must never hide a user with partials: after commits,
+    /// after a reopen (loaded from the keys), across a generation switch.
+    #[test]
     fn holders_track_commits_reopens_and_generations() {
         let dir = tempfile::tempdir().unwrap();
         let spec = Arc::new(

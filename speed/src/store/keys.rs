@@ -92,6 +92,7 @@ mod tests {
     use super::*;
     use weft_core::keys::push_i64;
 
+    #[test]
     fn the_prefix_extractor_maps_a_group_key_and_its_user_prefix_alike() {
         let prefix = group_user_prefix(7, "acme", "u\u{0}01");
         let mut key = prefix.clone();

@@ -584,6 +584,11 @@ mod tests {
         }
     }
 
+    /// Bucket records merge like one batch: events of one user spread over
+    /// two days and many buckets, committed in several batches (merge
+    /// operands), then compacted (merged into a stored value), read the
+    /// same as the same events committed at once.
+    #[test]
     fn bucket_records_merge_across_batches_and_compaction() {
         let spec = Arc::new(
             FeatureSpec::parse(include_str!("../../../deploy/features.example.toml")).unwrap(),

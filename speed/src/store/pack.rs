@@ -101,7 +101,10 @@ impl PackedId {
 }
 
 /// The ids of a pack, or an error naming the damage.
-pub(super) fn pack_ids(key: &[u8], value: &[u8]) -> Result<impl Iterator<Item = PackedId>, SpeedError> {
+pub(super) fn pack_ids(
+    key: &[u8],
+    value: &[u8],
+) -> Result<impl Iterator<Item = PackedId>, SpeedError> {
     let body = value.get(PACK_HEADER..).unwrap_or_default();
     if value.len() < PACK_HEADER || body.len() % PACK_ENTRY != 0 {
         return Err(SpeedError::Store(format!(
@@ -149,6 +152,8 @@ pub(super) fn dedup_expired(cutoffs: &DashMap<Generation, i64>, key: &[u8], valu
 mod tests {
     use super::*;
 
+    /// A damaged pack is an error naming it, not a silent loss of ids.
+    #[test]
     fn a_damaged_pack_is_refused() {
         let mut pack = Pack::default();
         let id = PackedId {
@@ -165,6 +170,8 @@ mod tests {
         assert!(err.contains("not a header and whole ids"), "{err}");
     }
 
+    /// Dedup keys are stored: the hash must never change between builds.
+    #[test]
     fn dedup_keys_are_stable_and_length_prefixed() {
         let key = dedup_key(3, "acme", "u1", "e1");
         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
