@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use weft_batch::view::version_name;
-use weft_batch::{BatchConfig, JobProgress, OpenedView, ViewStore};
+use weft_batch::{BatchConfig, JobProgress};
+use weft_view::{BlockCache, OpenedView, ViewStore, version_name};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BatchCommand {
@@ -139,10 +139,15 @@ fn parse_at(at: Option<&str>, view: &OpenedView) -> Result<i64> {
     }
 }
 
+/// The block cache of a view a command opens: one user or one scan, so
+/// small.
+const VIEW_BLOCK_CACHE_BYTES: usize = 64 << 20;
+
 async fn open_view(args: &ViewArgs, work: &tempfile::TempDir) -> Result<OpenedView> {
     let store = ViewStore::open(&args.views)?;
     let version = args.version.as_deref().map(parse_version).transpose()?;
-    Ok(OpenedView::open(&store, version, work.path(), args.verify).await?)
+    let cache = BlockCache::new(VIEW_BLOCK_CACHE_BYTES);
+    Ok(OpenedView::open(&store, version, work.path(), args.verify, &cache).await?)
 }
 
 pub(crate) fn run(cmd: &BatchCommand) -> Result<()> {

@@ -25,11 +25,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use weft_batch::view::{spawn_watcher, version_name};
-use weft_batch::{OpenedView, ViewStore};
 use weft_core::FeatureSpec;
 use weft_speed::consumer::{Control, NewGeneration, SpeedConfig, SpeedMetrics, run_with_store};
 use weft_speed::store::SpeedStore;
+use weft_view::{BlockCache, OpenedView, ViewStore, spawn_watcher, version_name};
 
 use crate::api::Api;
 use crate::auth::Keys;
@@ -49,7 +48,7 @@ pub enum ServeError {
     #[error("{0}")]
     Speed(#[from] weft_speed::SpeedError),
     #[error("{0}")]
-    Batch(#[from] weft_batch::BatchError),
+    View(#[from] weft_view::ViewError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -74,22 +73,25 @@ pub fn load_spec(path: &Path) -> Result<FeatureSpec, ServeError> {
 type Opened = Arc<Mutex<BTreeMap<u64, Arc<OpenedView>>>>;
 
 /// How views are opened (`[views]`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct OpenOptions {
     verify: bool,
     warm: bool,
     /// Hold views of at most this many bytes in memory.
     memory_bytes: u64,
+    /// The block cache every opened view shares (`views.block_cache_mb`).
+    cache: BlockCache,
 }
 
 async fn open_view(
     store: &ViewStore,
     work_dir: &Path,
     version: u64,
-    how: OpenOptions,
+    how: &OpenOptions,
 ) -> Result<Arc<OpenedView>, ServeError> {
     let dir = work_dir.join(version_name(version));
-    let view = Arc::new(OpenedView::open(store, Some(version), &dir, how.verify).await?);
+    let view =
+        Arc::new(OpenedView::open(store, Some(version), &dir, how.verify, &how.cache).await?);
     if how.memory_bytes > 0 {
         let started = std::time::Instant::now();
         let holding = view.clone();
@@ -160,7 +162,6 @@ pub struct Running {
 /// see [`Running::wait_ready`]).
 pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     let spec = Arc::new(load_spec(&config.features)?);
-    weft_batch::view::set_block_cache_bytes(config.views.block_cache_mb << 20);
     std::fs::create_dir_all(&config.speed.data_dir)
         .map_err(io(format!("creating {}", config.speed.data_dir.display())))?;
     let store = Arc::new(SpeedStore::open(
@@ -186,6 +187,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         verify: config.views.verify,
         warm: config.views.warm,
         memory_bytes: config.views.memory_mb << 20,
+        cache: BlockCache::new(config.views.block_cache_mb << 20),
     };
     // The pair at start.
     let views = match &config.views.store {
@@ -202,7 +204,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                 config.speed.data_dir.display()
             )));
         }
-        (g, Some(views)) => match open_view(views, &work_dir, u64::from(g), how).await {
+        (g, Some(views)) => match open_view(views, &work_dir, u64::from(g), &how).await {
             Ok(view) => {
                 opened
                     .lock()
@@ -255,11 +257,12 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     // The view watcher: opens new views, asks for their generations.
     let watcher_stop = Arc::new(AtomicBool::new(false));
     if let Some(views) = &views {
-        let (views2, opened, serving2, stop) = (
+        let (views2, opened, serving2, stop, how) = (
             views.clone(),
             opened.clone(),
             serving.clone(),
             watcher_stop.clone(),
+            how.clone(),
         );
         let handle = tokio::runtime::Handle::current();
         let work_dir = work_dir.clone();
@@ -285,7 +288,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                 if opened.lock().map(|o| o.contains_key(&m.version)).unwrap_or(false) {
                     return true;
                 }
-                match handle.block_on(open_view(&views2, &work_dir, m.version, how)) {
+                match handle.block_on(open_view(&views2, &work_dir, m.version, &how)) {
                     Ok(view) => {
                         if let Ok(mut o) = opened.lock() {
                             o.insert(m.version, view);
@@ -415,7 +418,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                     let known = opened.lock().ok().and_then(|o| o.get(&u64::from(ready)).cloned());
                     let view = match (known, &views) {
                         (Some(v), _) => Some(v),
-                        (None, Some(store)) => match open_view(store, &work_dir, u64::from(ready), how).await {
+                        (None, Some(store)) => match open_view(store, &work_dir, u64::from(ready), &how).await {
                             Ok(v) => Some(v),
                             Err(e) => {
                                 tracing::error!(error = %e, generation = ready, "cannot open the view of the ready generation");
