@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use weft_batch::{BatchConfig, JobProgress};
 use weft_config::{Overrides, WeftConfig};
-use weft_batch::view::version_name;
-use weft_batch::{BatchConfig, JobProgress, OpenedView, ViewStore};
+use weft_view::{BlockCache, OpenedView, ViewStore, version_name};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BatchCommand {
@@ -185,6 +185,10 @@ fn parse_at(at: Option<&str>, view: &OpenedView) -> Result<i64> {
     }
 }
 
+/// The block cache of a view a command opens: one user or one scan, so
+/// small.
+const VIEW_BLOCK_CACHE_BYTES: usize = 64 << 20;
+
 async fn open_view(
     file: Option<&Path>,
     args: &ViewArgs,
@@ -193,7 +197,9 @@ async fn open_view(
     let c = crate::load_config(file, args.store.overrides())?;
     let store = ViewStore::open(&view_store(&c)?)?;
     let version = args.version.as_deref().map(parse_version).transpose()?;
-    Ok(OpenedView::open(&store, version, work.path(), args.verify || c.views.verify).await?)
+    let cache = BlockCache::new(VIEW_BLOCK_CACHE_BYTES);
+    let verify = args.verify || c.views.verify;
+    Ok(OpenedView::open(&store, version, work.path(), verify, &cache).await?)
 }
 
 pub(crate) fn run(file: Option<&Path>, cmd: &BatchCommand) -> Result<()> {
@@ -282,7 +288,7 @@ pub(crate) fn run(file: Option<&Path>, cmd: &BatchCommand) -> Result<()> {
 /// Refuses a rollback to a view whose speed generation cannot be rebuilt:
 /// the speed layers replay each partition from the view's `O_p + 1`, so
 /// the topic must still hold that offset.
-fn check_replayable(c: &WeftConfig, m: &weft_batch::Manifest) -> Result<()> {
+fn check_replayable(c: &WeftConfig, m: &weft_view::Manifest) -> Result<()> {
     let (bootstrap, topic) = (&c.kafka.bootstrap, &c.kafka.topic);
     let low = weft_speed::kafka::low_watermarks(bootstrap, topic, Duration::from_secs(10))
         .with_context(|| {

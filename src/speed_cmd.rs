@@ -69,8 +69,8 @@ pub(crate) fn run_speed(file: Option<&Path>, args: &SpeedArgs) -> Result<()> {
         None => None,
         Some(views) => {
             let (tx, rx) = std::sync::mpsc::channel();
-            weft_batch::view::spawn_watcher(
-                weft_batch::ViewStore::open(views)?,
+            weft_view::spawn_watcher(
+                weft_view::ViewStore::open(views)?,
                 spec.hash().to_string(),
                 Duration::from_secs(c.views.poll_secs),
                 move |m| {

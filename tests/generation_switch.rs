@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
-use weft_batch::{BatchConfig, JobProgress, OpenedView, ViewStore};
+use weft_batch::{BatchConfig, JobProgress};
 use weft_core::archive::{ARCHIVER_STATE_DIR, ARCHIVER_STATE_FILE, ArchiveWriter, ArchiverState};
 use weft_core::eval::compare_profiles;
 use weft_core::generator::{GenConfig, Generator, Sequenced, Sequencer};
@@ -20,6 +20,7 @@ use weft_speed::broker::LocalBroker;
 use weft_speed::consumer::{NewGeneration, SpeedConfig, SpeedMetrics, run};
 use weft_speed::kafka::{EventProducer, Produced, produce_generated};
 use weft_speed::store::SpeedStore;
+use weft_view::{BlockCache, OpenedView, ViewStore};
 
 pub(crate) const PARTITIONS: u32 = 8;
 
@@ -195,6 +196,7 @@ impl Fixture {
                 None,
                 work.path(),
                 true,
+                &BlockCache::default(),
             ))
             .unwrap();
         let by_user = produced.by_user();

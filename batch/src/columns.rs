@@ -8,7 +8,6 @@ use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::{Array, Int32Array, Int64Array, MapArray, RecordBatch};
 use weft_core::{Event, EventKind};
 
-use crate::group::push_attribute;
 use crate::{BatchError, Result};
 
 /// A string column of any of Arrow's string layouts.
@@ -176,5 +175,15 @@ impl<'a> EventColumns<'a> {
                 }
             }
         }
+    }
+}
+
+/// Appends one attribute of a row as `len:key` `len:value` (decimal byte
+/// lengths), pairs in key order.
+pub(crate) fn push_attribute(out: &mut String, key: &str, value: &str) {
+    use std::fmt::Write;
+    for s in [key, value] {
+        let _ = write!(out, "{}:", s.len());
+        out.push_str(s);
     }
 }

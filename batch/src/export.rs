@@ -24,8 +24,8 @@ use weft_core::FeatureValue;
 use weft_core::eval::StoredPartials;
 use weft_core::keys::{PARTIAL_TAG, decode_user_key};
 use weft_core::spec::{Aggregate, Feature};
+use weft_view::OpenedView;
 
-use crate::view::OpenedView;
 use crate::{BatchError, Result};
 
 const ROWS_PER_BATCH: usize = 64 * 1024;

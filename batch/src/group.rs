@@ -195,7 +195,7 @@ pub(crate) struct Grouper {
     users: Vec<Interner>,
     /// Item ids and categories.
     strings: Interner,
-    /// Attribute sets, each encoded by [`push_attribute`].
+    /// Attribute sets, each encoded by [`push_attribute`](crate::columns::push_attribute).
     attribute_sets: Interner,
     scratch: String,
     /// The previous row's tenant (tenants change rarely).
@@ -551,16 +551,6 @@ impl SortBatchBuilder {
         let mut columns = batch.columns().to_vec();
         columns.push(Arc::new(self.tenant.finish()));
         RecordBatch::try_new(sort_schema(), columns).expect("columns match sort_schema")
-    }
-}
-
-/// Appends one attribute of a row as `len:key` `len:value` (decimal byte
-/// lengths), pairs in key order.
-pub(crate) fn push_attribute(out: &mut String, key: &str, value: &str) {
-    use std::fmt::Write;
-    for s in [key, value] {
-        let _ = write!(out, "{}:", s.len());
-        out.push_str(s);
     }
 }
 

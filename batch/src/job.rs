@@ -26,14 +26,16 @@ use weft_core::eval::apply_to;
 use weft_core::keys::{begin_group, end_group, push_group_entry, user_prefix};
 use weft_core::spec::{DAY_MS, Field};
 use weft_core::{Event, FeatureSpec, Partial};
+use weft_view::ViewStore;
+use weft_view::format::{
+    Counts, FileKind, Manifest, SPEC_FILE, VIEW_FORMAT, ViewFile, describe, sst_options,
+};
+use weft_view::recs::RecsConfig;
 
 use crate::columns::EventColumns;
 use crate::group::{self, Grouper, Visit};
-use crate::recs::{self, RecsBuilder, RecsConfig};
-use crate::source::{self, Boundary, Location};
-use crate::view::{
-    Counts, FileKind, Manifest, VIEW_FORMAT, ViewFile, ViewStore, describe, sst_options,
-};
+use crate::recs::{self, RecsBuilder};
+use crate::source::{self, boundary_filter, compute_boundary};
 use crate::{BatchError, Result};
 
 /// Everything a run needs.
@@ -203,7 +205,7 @@ pub async fn run(config: &BatchConfig, progress: Arc<JobProgress>) -> Result<Job
     let started = Instant::now();
     let views = ViewStore::open(&config.views)?;
     progress.set("checking archive");
-    let archive = Location::parse(&config.archive, true)?;
+    let archive = source::open_archive(&config.archive)?;
     let files = source::list_files(&archive).await?;
     if files.is_empty() {
         return Err(BatchError::EmptyArchive(archive.display.clone()));
@@ -221,7 +223,7 @@ pub async fn run(config: &BatchConfig, progress: Arc<JobProgress>) -> Result<Job
     let state = source::archiver_state(&archive).await?;
 
     let ctx = session(config)?;
-    archive.register(&ctx);
+    source::register(&archive, &ctx);
     let schema = weft_core::archive::archive_schema();
     let options = ParquetReadOptions::default()
         .table_partition_cols(vec![
@@ -232,11 +234,11 @@ pub async fn run(config: &BatchConfig, progress: Arc<JobProgress>) -> Result<Job
     let table = ctx.read_parquet(archive.url.as_str(), options).await?;
 
     progress.set("computing boundary");
-    let boundary = Boundary::compute(&table, state.as_ref()).await?;
+    let boundary = compute_boundary(&table, state.as_ref()).await?;
 
     progress.set("scanning and grouping");
     let df = table
-        .filter(boundary.filter())?
+        .filter(boundary_filter(&boundary))?
         .select_columns(&columns(&config.spec))?;
     let plan = df.create_physical_plan().await?;
     let plan_schema = plan.schema();
@@ -322,7 +324,7 @@ pub async fn run(config: &BatchConfig, progress: Arc<JobProgress>) -> Result<Job
     counts.recs_entries = entries.len() as u64;
     if !entries.is_empty() {
         let path = staging.dir.join("recs.sst");
-        let opts = sst_options();
+        let opts = sst_options(None);
         let mut writer = SstFileWriter::create(&opts);
         writer
             .open(&path)
@@ -339,7 +341,7 @@ pub async fn run(config: &BatchConfig, progress: Arc<JobProgress>) -> Result<Job
     }
 
     progress.set("publishing");
-    let spec_path = staging.dir.join(crate::view::SPEC_FILE);
+    let spec_path = staging.dir.join(SPEC_FILE);
     std::fs::write(&spec_path, &config.spec_text).map_err(BatchError::io(&spec_path))?;
     let manifest = Manifest {
         format: VIEW_FORMAT,
@@ -422,7 +424,7 @@ async fn fold_partition(
         }
     }
 
-    let opts = sst_options();
+    let opts = sst_options(None);
     let mut writer = SstFileWriter::create(&opts);
     writer
         .open(path)

@@ -1,13 +1,12 @@
 //! The archive as the batch layer sees it: its location, its files (each
 //! footer and schema checked before any work starts, so a bad file is named
 //! and nothing is published), the archiver's commit record, and the merge
-//! boundary.
+//! boundary (its type, [`Boundary`], is part of the view format in
+//! `weft_view`; computing it with DataFusion is [`compute_boundary`]).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use arrow_schema::{DataType, Schema};
-use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::prelude::{DataFrame, Expr, SessionContext, col, lit};
 use futures::{StreamExt, TryStreamExt};
@@ -15,95 +14,22 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::parquet_to_arrow_schema;
 use parquet::file::metadata::ParquetMetaDataReader;
-use serde::{Deserialize, Serialize};
 use weft_core::archive::{ARCHIVER_STATE_DIR, ARCHIVER_STATE_FILE, ArchiverState, archive_schema};
+use weft_view::{Boundary, BoundarySource, Location, ViewError};
 
 use crate::{BatchError, Result};
 
-/// Where an archive (or a view store) lives: a local directory or an
-/// object-store URL (`s3://bucket/prefix`, `gs://bucket/prefix`,
-/// `file:///path`). Cloud credentials come from the usual environment
-/// variables (`AWS_*`, `GOOGLE_*`).
-#[derive(Debug, Clone)]
-pub struct Location {
-    /// As the user wrote it, for messages.
-    pub display: String,
-    /// The directory as a URL ending in `/`.
-    pub url: ListingTableUrl,
-    pub store: Arc<dyn ObjectStore>,
-    /// The local directory, when the location is on this machine.
-    pub local: Option<std::path::PathBuf>,
+/// Resolves the archive's location; it must exist.
+pub fn open_archive(location: &str) -> Result<Location> {
+    Location::parse(location, true).map_err(|e| match e {
+        ViewError::Missing(display) => BatchError::MissingArchive(display),
+        e => e.into(),
+    })
 }
 
-impl Location {
-    /// Resolves `location`. A local directory must exist when `must_exist`.
-    pub fn parse(location: &str, must_exist: bool) -> Result<Location> {
-        let display = location.to_string();
-        let (scheme, _) = location.split_once("://").unwrap_or(("", location));
-        match scheme {
-            "" | "file" => {
-                let path =
-                    std::path::Path::new(location.strip_prefix("file://").unwrap_or(location));
-                if !path.is_dir() {
-                    if must_exist || path.exists() {
-                        return Err(BatchError::MissingArchive(display));
-                    }
-                    std::fs::create_dir_all(path).map_err(BatchError::io(path))?;
-                }
-                let abs = path.canonicalize().map_err(BatchError::io(path))?;
-                let text = format!("{}/", abs.display());
-                Ok(Location {
-                    display,
-                    url: ListingTableUrl::parse(&text)?,
-                    store: Arc::new(object_store::local::LocalFileSystem::new()),
-                    local: Some(abs),
-                })
-            }
-            "s3" | "s3a" | "gs" => {
-                let text = format!("{}/", location.trim_end_matches('/'));
-                let store: Arc<dyn ObjectStore> = if scheme == "gs" {
-                    Arc::new(
-                        object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                            .with_url(&text)
-                            .build()?,
-                    )
-                } else {
-                    Arc::new(
-                        object_store::aws::AmazonS3Builder::from_env()
-                            .with_url(&text)
-                            .build()?,
-                    )
-                };
-                Ok(Location {
-                    display,
-                    url: ListingTableUrl::parse(&text)?,
-                    store,
-                    local: None,
-                })
-            }
-            other => Err(BatchError::Argument(format!(
-                "{location}: unsupported scheme '{other}' (use a local path, file://, s3:// or gs://)"
-            ))),
-        }
-    }
-
-    /// Makes the location's store known to DataFusion.
-    pub fn register(&self, ctx: &SessionContext) {
-        let url: &url::Url = self.url.as_ref();
-        ctx.register_object_store(url, self.store.clone());
-    }
-
-    pub fn prefix(&self) -> &ObjPath {
-        self.url.prefix()
-    }
-
-    /// The object path of `rel` (slash-separated) under this location.
-    pub fn child(&self, rel: &str) -> ObjPath {
-        let rel = ObjPath::from(rel);
-        let mut parts: Vec<_> = self.prefix().parts().collect();
-        parts.extend(rel.parts());
-        ObjPath::from_iter(parts)
-    }
+/// Makes the location's store known to DataFusion.
+pub fn register(location: &Location, ctx: &SessionContext) {
+    ctx.register_object_store(&location.url, location.store.clone());
 }
 
 /// One archive file, checked.
@@ -263,100 +189,84 @@ pub async fn archiver_state(archive: &Location) -> Result<Option<ArchiverState>>
     }
 }
 
-/// How the boundary was determined.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BoundarySource {
-    /// From `_archiver/state.json`: everything below its offsets is archived
-    /// (invalid records are in the dead-letter topic, not gaps).
-    ArchiverState { flush: u64 },
-    /// From the offsets present: per partition, the prefix from offset 0
-    /// without a hole.
-    Contiguity,
-}
-
-/// The merge boundary: per partition the highest offset `O_p` the view
-/// includes (-1: none). Events above it are the speed layer's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Boundary {
-    pub offsets: BTreeMap<i32, i64>,
-    pub source: BoundarySource,
-}
-
-impl Boundary {
-    /// Rows the view folds: `_offset <= O_p` of their partition.
-    pub fn filter(&self) -> Expr {
-        self.offsets
-            .iter()
-            .filter(|(_, o)| **o >= 0)
-            .map(|(p, o)| {
-                col("_partition")
-                    .eq(lit(*p))
-                    .and(col("_offset").lt_eq(lit(*o)))
-            })
-            .reduce(Expr::or)
-            .unwrap_or(lit(false))
-    }
-
-    pub async fn compute(archive: &DataFrame, state: Option<&ArchiverState>) -> Result<Boundary> {
-        if let Some(state) = state {
-            return Ok(Boundary {
-                offsets: state
-                    .offsets
-                    .iter()
-                    .map(|(p, next)| (*p, next - 1))
-                    .collect(),
-                source: BoundarySource::ArchiverState { flush: state.flush },
-            });
-        }
-        let stats = archive
-            .clone()
-            .aggregate(
-                vec![col("_partition")],
-                vec![
-                    min(col("_offset")).alias("lo"),
-                    max(col("_offset")).alias("hi"),
-                    count(col("_offset")).alias("n"),
-                    sum(col("_offset")).alias("total"),
-                ],
-            )?
-            .collect()
-            .await?;
-        let mut offsets = BTreeMap::new();
-        for batch in &stats {
-            let ints = |name: &str| -> Result<Vec<i64>> {
-                let c = batch.column_by_name(name).ok_or_else(|| {
-                    BatchError::Argument(format!("boundary query lost column {name}"))
-                })?;
-                let c = int64_values(c, name)?;
-                Ok(c.into_iter().map(|v| v.unwrap_or(-1)).collect())
-            };
-            let (parts, lo, hi, n, total) = (
-                ints("_partition")?,
-                ints("lo")?,
-                ints("hi")?,
-                ints("n")?,
-                ints("total")?,
-            );
-            for i in 0..parts.len() {
-                let p = parts[i] as i32;
-                // A permutation of 0..=hi has exactly these count and sum.
-                let whole = lo[i] == 0
-                    && n[i] == hi[i] + 1
-                    && i128::from(total[i]) == i128::from(hi[i]) * i128::from(hi[i] + 1) / 2;
-                let o = if whole {
-                    hi[i]
-                } else {
-                    contiguous_prefix(archive, p).await?
-                };
-                offsets.insert(p, o);
-            }
-        }
-        Ok(Boundary {
-            offsets,
-            source: BoundarySource::Contiguity,
+/// Rows the view folds: `_offset <= O_p` of their partition.
+pub fn boundary_filter(boundary: &Boundary) -> Expr {
+    boundary
+        .offsets
+        .iter()
+        .filter(|(_, o)| **o >= 0)
+        .map(|(p, o)| {
+            col("_partition")
+                .eq(lit(*p))
+                .and(col("_offset").lt_eq(lit(*o)))
         })
+        .reduce(Expr::or)
+        .unwrap_or(lit(false))
+}
+
+/// The boundary of `archive`: from the archiver's commit record if there is
+/// one, else per partition the prefix from offset 0 without a hole.
+pub async fn compute_boundary(
+    archive: &DataFrame,
+    state: Option<&ArchiverState>,
+) -> Result<Boundary> {
+    if let Some(state) = state {
+        return Ok(Boundary {
+            offsets: state
+                .offsets
+                .iter()
+                .map(|(p, next)| (*p, next - 1))
+                .collect(),
+            source: BoundarySource::ArchiverState { flush: state.flush },
+        });
     }
+    let stats = archive
+        .clone()
+        .aggregate(
+            vec![col("_partition")],
+            vec![
+                min(col("_offset")).alias("lo"),
+                max(col("_offset")).alias("hi"),
+                count(col("_offset")).alias("n"),
+                sum(col("_offset")).alias("total"),
+            ],
+        )?
+        .collect()
+        .await?;
+    let mut offsets = BTreeMap::new();
+    for batch in &stats {
+        let ints = |name: &str| -> Result<Vec<i64>> {
+            let c = batch.column_by_name(name).ok_or_else(|| {
+                BatchError::Argument(format!("boundary query lost column {name}"))
+            })?;
+            let c = int64_values(c, name)?;
+            Ok(c.into_iter().map(|v| v.unwrap_or(-1)).collect())
+        };
+        let (parts, lo, hi, n, total) = (
+            ints("_partition")?,
+            ints("lo")?,
+            ints("hi")?,
+            ints("n")?,
+            ints("total")?,
+        );
+        for i in 0..parts.len() {
+            let p = parts[i] as i32;
+            // A permutation of 0..=hi has exactly these count and sum.
+            let whole = lo[i] == 0
+                && n[i] == hi[i] + 1
+                && i128::from(total[i]) == i128::from(hi[i]) * i128::from(hi[i] + 1) / 2;
+            let o = if whole {
+                hi[i]
+            } else {
+                contiguous_prefix(archive, p).await?
+            };
+            offsets.insert(p, o);
+        }
+    }
+    Ok(Boundary {
+        offsets,
+        source: BoundarySource::Contiguity,
+    })
 }
 
 /// An integer column of a DataFusion result as i64s (nulls as None).

@@ -4,11 +4,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use weft_batch::{BatchConfig, JobProgress, JobSummary, OpenedView, ViewStore};
+use weft_batch::{BatchConfig, JobProgress, JobSummary};
 use weft_core::archive::ArchiveWriter;
 use weft_core::eval::compare_profiles;
 use weft_core::generator::{GenConfig, Generator, Sequenced, Sequencer};
 use weft_core::{Event, EventKind, FeatureSpec, reference};
+use weft_view::{BlockCache, OpenedView, ViewStore};
 
 pub(crate) fn example_spec() -> (Arc<FeatureSpec>, String) {
     let text = include_str!("../../deploy/features.example.toml").to_string();
@@ -129,7 +130,9 @@ pub(crate) async fn run_job(
 
 pub(crate) async fn open_current(views: &Path, work: &Path) -> OpenedView {
     let store = ViewStore::open(views.to_str().unwrap()).unwrap();
-    OpenedView::open(&store, None, work, true).await.unwrap()
+    OpenedView::open(&store, None, work, true, &BlockCache::default())
+        .await
+        .unwrap()
 }
 
 /// Asserts that every user's profile from the view equals the reference

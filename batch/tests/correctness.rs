@@ -85,10 +85,7 @@ async fn a_memory_budget_smaller_than_the_data_spills_and_stays_exact() {
 
 /// Neighbour lists are well-formed; tenant popularity equals a plain
 /// recomputation from the deduplicated events.
-fn check_recommendations(
-    view: &weft_batch::OpenedView,
-    events: &[weft_core::generator::Sequenced],
-) {
+fn check_recommendations(view: &weft_view::OpenedView, events: &[weft_core::generator::Sequenced]) {
     let tenant = events[0].event.tenant.clone();
     let config = view.manifest().recs.clone();
     let max_ts = events.iter().map(|s| s.event.ts_ms).max().unwrap();

@@ -7,10 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use weft_batch::{BatchConfig, BatchError, JobProgress, ViewStore};
+use weft_batch::{BatchConfig, BatchError, JobProgress};
 use weft_core::archive::{
     ARCHIVER_STATE_DIR, ARCHIVER_STATE_FILE, ArchiverState, list_files, read_file,
 };
+use weft_view::ViewStore;
 
 use crate::common::*;
 
@@ -167,7 +168,7 @@ async fn the_boundary_stops_at_the_first_gap() {
     assert_eq!(summary.manifest.boundary.offsets, boundary);
     assert_eq!(
         summary.manifest.boundary.source,
-        weft_batch::source::BoundarySource::Contiguity
+        weft_view::BoundarySource::Contiguity
     );
     let included: Vec<_> = present
         .into_iter()
@@ -219,7 +220,7 @@ async fn the_archiver_state_is_the_boundary() {
     let m = &summary.manifest;
     assert_eq!(
         m.boundary.source,
-        weft_batch::source::BoundarySource::ArchiverState { flush: 7 }
+        weft_view::BoundarySource::ArchiverState { flush: 7 }
     );
     for (p, next) in &state.offsets {
         assert_eq!(m.boundary_of(*p), next - 1);

@@ -7,9 +7,9 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{Array, StructArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use weft_batch::view::{MANIFEST_FILE, version_name};
-use weft_batch::{OpenedView, ViewStore};
 use weft_core::{FeatureSpec, FeatureValue, Profile};
+use weft_view::format::MANIFEST_FILE;
+use weft_view::{BlockCache, OpenedView, ViewStore, version_name};
 
 use crate::common::*;
 
@@ -49,7 +49,7 @@ async fn views_are_versioned_kept_and_rolled_back() {
     store.set_current(3).await.unwrap();
     assert_eq!(store.current().await.unwrap(), Some(3));
     let work = tempfile::tempdir().unwrap();
-    let view = OpenedView::open(&store, None, work.path(), true)
+    let view = OpenedView::open(&store, None, work.path(), true, &BlockCache::default())
         .await
         .unwrap();
     assert_eq!(view.manifest().version, 3);
@@ -65,7 +65,7 @@ async fn views_are_versioned_kept_and_rolled_back() {
     bytes[last] ^= 0xFF;
     std::fs::write(&path, bytes).unwrap();
     let work = tempfile::tempdir().unwrap();
-    let err = OpenedView::open(&store, Some(4), work.path(), true)
+    let err = OpenedView::open(&store, Some(4), work.path(), true, &BlockCache::default())
         .await
         .unwrap_err();
     assert!(err.to_string().contains(file.as_str()), "{err}");
@@ -76,7 +76,7 @@ async fn views_are_versioned_kept_and_rolled_back() {
     let summary = run_job(&archive, &views, (other.clone(), text.to_string()), 1 << 30).await;
     assert_eq!(summary.manifest.spec_hash, other.hash());
     assert_ne!(summary.manifest.spec_hash, example_spec().0.hash());
-    let manifest: weft_batch::Manifest = serde_json::from_slice(
+    let manifest: weft_view::Manifest = serde_json::from_slice(
         &std::fs::read(
             views
                 .join(version_name(summary.version))

@@ -35,12 +35,12 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use weft_batch::{OpenedView, ViewStore};
 use weft_core::segment::segment_indices;
 use weft_serving::reply::ProfileReply;
 use weft_serving::state::{Pair, Served, Serving, now_ms};
 use weft_speed::consumer::SpeedMetrics;
 use weft_speed::store::SpeedStore;
+use weft_view::{BlockCache, OpenedView, ViewStore};
 
 #[derive(Debug, Args)]
 pub(crate) struct LookupArgs {
@@ -115,6 +115,7 @@ pub(crate) fn lookup(a: &LookupArgs) -> Result<()> {
             a.version,
             &scratch.path().join("view"),
             false,
+            &BlockCache::default(),
         ))
         .with_context(|| format!("opening the view from {}", a.views))?,
     );

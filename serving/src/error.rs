@@ -108,9 +108,42 @@ impl From<weft_speed::SpeedError> for ApiError {
     }
 }
 
-impl From<weft_batch::BatchError> for ApiError {
-    fn from(e: weft_batch::BatchError) -> ApiError {
+/// A batch view read failed: UNAVAILABLE when the view's object store
+/// could not be reached (retrying may succeed), INTERNAL otherwise (a
+/// corrupt or unreadable view).
+impl From<weft_view::ViewError> for ApiError {
+    fn from(e: weft_view::ViewError) -> ApiError {
         tracing::error!(error = %e, "batch view read failed");
-        ApiError::Internal(format!("batch view: {e}"))
+        match e {
+            weft_view::ViewError::ObjectStore(_) => {
+                ApiError::Unavailable(format!("batch view: {e}"))
+            }
+            _ => ApiError::Internal(format!("batch view: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_errors_have_their_codes() {
+        let unreachable = weft_view::ViewError::ObjectStore(object_store_error());
+        assert_eq!(ApiError::from(unreachable).code(), Code::Unavailable);
+        let corrupt = weft_view::ViewError::BadFile {
+            file: "v000001.db".into(),
+            problem: "corrupt ranked list".into(),
+        };
+        let e = ApiError::from(corrupt);
+        assert_eq!(e.code(), Code::Internal);
+        assert_eq!(e.to_string(), "batch view: v000001.db: corrupt ranked list");
+    }
+
+    fn object_store_error() -> weft_view::error::ObjectStoreError {
+        weft_view::error::ObjectStoreError::Generic {
+            store: "S3",
+            source: "connection refused".into(),
+        }
     }
 }

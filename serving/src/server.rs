@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use weft_batch::ViewStore;
+use weft_view::{BlockCache, ViewStore};
 use weft_config::WeftConfig;
 use weft_core::FeatureSpec;
 use weft_speed::consumer::{Control, NewGeneration, SpeedConfig, SpeedMetrics, run_with_store};
@@ -53,7 +53,7 @@ pub enum ServeError {
     #[error("{0}")]
     Speed(#[from] weft_speed::SpeedError),
     #[error("{0}")]
-    Batch(#[from] weft_batch::BatchError),
+    View(#[from] weft_view::ViewError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -115,11 +115,14 @@ impl Server {
     /// The start-up steps, in order; nothing is served yet.
     pub async fn open(config: WeftConfig) -> Result<Server, ServeError> {
         let spec = Arc::new(load_spec(&config.features)?);
-        weft_batch::view::set_block_cache_bytes(config.views.block_cache_mb << 20);
         let (store, speed_metrics) = open_speed_store(&config, spec)?;
         let serving = Arc::new(Serving::new(store.clone(), speed_metrics));
         let opener = match &config.views.store {
-            Some(s) => Some(ViewOpener::new(ViewStore::open(s)?, &config.views)),
+            Some(s) => Some(ViewOpener::new(
+                ViewStore::open(s)?,
+                &config.views,
+                BlockCache::new(config.views.block_cache_mb << 20),
+            )),
             None => None,
         };
         let opened = Opened::default();
@@ -447,7 +450,7 @@ async fn watch_views(
         let found = async {
             match opener.store.current().await? {
                 Some(v) if v != target => Ok(Some(opener.store.manifest(v).await?)),
-                _ => Ok::<_, weft_batch::BatchError>(None),
+                _ => Ok::<_, weft_view::ViewError>(None),
             }
         };
         match found.await {

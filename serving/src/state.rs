@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use weft_batch::OpenedView;
 use weft_core::FeatureSpec;
 use weft_core::agg::FeatureValue;
 use weft_core::eval::{StoredPartials, Values};
@@ -21,6 +20,7 @@ use weft_core::segment::segment_indices;
 use weft_proto::v1;
 use weft_speed::consumer::SpeedMetrics;
 use weft_speed::store::{Generation, SpeedStore};
+use weft_view::OpenedView;
 
 use crate::error::ApiError;
 

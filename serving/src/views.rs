@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use weft_batch::view::version_name;
-use weft_batch::{OpenedView, ViewStore};
+use weft_view::{BlockCache, OpenedView, ViewStore, version_name};
 use weft_config::ViewsConfig;
 
 use crate::ServeError;
@@ -33,12 +32,15 @@ pub(crate) struct ViewOpener {
     warm: bool,
     /// Hold views of at most this many bytes in memory.
     memory_bytes: u64,
+    /// The block cache every opened view shares (`views.block_cache_mb`).
+    cache: BlockCache,
 }
 
 impl ViewOpener {
-    pub(crate) fn new(store: ViewStore, c: &ViewsConfig) -> ViewOpener {
+    pub(crate) fn new(store: ViewStore, c: &ViewsConfig, cache: BlockCache) -> ViewOpener {
         ViewOpener {
             store,
+            cache,
             work_dir: c.work_dir.clone(),
             verify: c.verify,
             warm: c.warm,
@@ -54,7 +56,7 @@ impl ViewOpener {
     pub(crate) async fn open(&self, version: u64) -> Result<Arc<OpenedView>, ServeError> {
         let dir = self.work_dir.join(version_name(version));
         let view =
-            Arc::new(OpenedView::open(&self.store, Some(version), &dir, self.verify).await?);
+            Arc::new(OpenedView::open(&self.store, Some(version), &dir, self.verify, &self.cache).await?);
         if self.memory_bytes > 0 && self.hold_in_memory(&view, version).await? {
             return Ok(view);
         }

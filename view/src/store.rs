@@ -1,0 +1,357 @@
+//! The view store: staging, publishing, `CURRENT` (rollback), retention and
+//! fetching a view's files.
+//!
+//! The store's `CURRENT` file names the published view. Publishing writes the
+//! whole view first (locally in a staging directory renamed into place in one
+//! step; on an object store, `manifest.json` created only-if-absent after
+//! the data), then replaces `CURRENT` atomically, so a reader that goes
+//! through `CURRENT` sees the old view or the new one, never a partial one.
+//! Older views are kept (`keep`) for rollback ([`ViewStore::set_current`]).
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::format::{
+    CURRENT_FILE, MANIFEST_FILE, Manifest, OLDEST_VIEW_FORMAT, SPEC_FILE, VIEW_FORMAT,
+    parse_version, version_name,
+};
+use crate::location::Location;
+use crate::{Result, ViewError};
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(ViewError::io(path))?;
+    f.write_all(bytes).map_err(ViewError::io(path))?;
+    f.sync_all().map_err(ViewError::io(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(ViewError::io(dir))
+}
+
+/// A directory a job writes a view into before publishing it. Removed on
+/// drop unless published.
+#[derive(Debug)]
+pub struct Staging {
+    pub dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    published: bool,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.published && self._temp.is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Where views are published: a local directory or an object-store URL.
+#[derive(Debug, Clone)]
+pub struct ViewStore {
+    loc: Location,
+}
+
+impl ViewStore {
+    /// Opens a view store, creating a local directory if it is missing.
+    pub fn open(location: &str) -> Result<ViewStore> {
+        Ok(ViewStore {
+            loc: Location::parse(location, false)?,
+        })
+    }
+
+    pub fn display(&self) -> &str {
+        &self.loc.display
+    }
+
+    pub(crate) fn err(&self, problem: impl Into<String>) -> ViewError {
+        ViewError::Store {
+            store: self.loc.display.clone(),
+            problem: problem.into(),
+        }
+    }
+
+    /// A fresh staging directory: inside a local store (so publishing is a
+    /// rename), or a temporary directory for a remote one.
+    pub fn staging(&self) -> Result<Staging> {
+        match &self.loc.local {
+            Some(root) => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default();
+                let dir = root.join(format!(".staging-{}-{nanos}", std::process::id()));
+                fs::create_dir_all(&dir).map_err(ViewError::io(&dir))?;
+                Ok(Staging {
+                    dir,
+                    _temp: None,
+                    published: false,
+                })
+            }
+            None => {
+                let temp = tempfile::tempdir().map_err(ViewError::io(std::env::temp_dir()))?;
+                Ok(Staging {
+                    dir: temp.path().to_path_buf(),
+                    _temp: Some(temp),
+                    published: false,
+                })
+            }
+        }
+    }
+
+    /// Published views (those with a manifest), oldest first.
+    pub async fn versions(&self) -> Result<Vec<u64>> {
+        let prefix = self.loc.prefix().clone();
+        let metas: Vec<_> = self.loc.store.list(Some(&prefix)).try_collect().await?;
+        let mut out: Vec<u64> = metas
+            .iter()
+            .filter_map(|m| {
+                let parts: Vec<_> = m.location.prefix_match(&prefix)?.collect();
+                match parts.as_slice() {
+                    [dir, file] if file.as_ref() == MANIFEST_FILE => parse_version(dir.as_ref()),
+                    _ => None,
+                }
+            })
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The published view's version (None: nothing published yet).
+    pub async fn current(&self) -> Result<Option<u64>> {
+        match self.loc.store.get(&self.loc.child(CURRENT_FILE)).await {
+            Ok(got) => {
+                let bytes = got.bytes().await?;
+                let text = String::from_utf8_lossy(&bytes);
+                parse_version(text.trim())
+                    .map(Some)
+                    .ok_or_else(|| self.err(format!("{CURRENT_FILE} holds '{}'", text.trim())))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn manifest(&self, version: u64) -> Result<Manifest> {
+        let path = self
+            .loc
+            .child(&format!("{}/{MANIFEST_FILE}", version_name(version)));
+        let bytes = match self.loc.store.get(&path).await {
+            Ok(got) => got.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(self.err(format!("view {} does not exist", version_name(version))));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| self.err(format!("{path}: not a view manifest: {e}")))?;
+        if !(OLDEST_VIEW_FORMAT..=VIEW_FORMAT).contains(&manifest.format) {
+            return Err(self.err(format!(
+                "{path}: view format {} is not supported (this build reads {OLDEST_VIEW_FORMAT} to {VIEW_FORMAT})",
+                manifest.format
+            )));
+        }
+        Ok(manifest)
+    }
+
+    /// Publishes a staged view as the next version and makes it current;
+    /// then deletes all but the newest `keep` views (never the current one).
+    /// Returns the version.
+    pub async fn publish(
+        &self,
+        mut staging: Staging,
+        mut manifest: Manifest,
+        keep: usize,
+    ) -> Result<u64> {
+        let version = match &self.loc.local {
+            Some(root) => loop {
+                let dirs = fs::read_dir(root).map_err(ViewError::io(root))?;
+                let highest = dirs
+                    .filter_map(|d| parse_version(d.ok()?.file_name().to_str()?))
+                    .max()
+                    .unwrap_or(0);
+                manifest.version = highest + 1;
+                let bytes =
+                    serde_json::to_vec_pretty(&manifest).map_err(|e| self.err(e.to_string()))?;
+                write_synced(&staging.dir.join(MANIFEST_FILE), &bytes)?;
+                for entry in fs::read_dir(&staging.dir).map_err(ViewError::io(&staging.dir))? {
+                    let path = entry.map_err(ViewError::io(&staging.dir))?.path();
+                    File::open(&path)
+                        .and_then(|f| f.sync_all())
+                        .map_err(ViewError::io(&path))?;
+                }
+                sync_dir(&staging.dir)?;
+                let target = root.join(version_name(manifest.version));
+                match fs::rename(&staging.dir, &target) {
+                    Ok(()) => {
+                        staging.published = true;
+                        sync_dir(root)?;
+                        break manifest.version;
+                    }
+                    // Another job took this version: take the next one.
+                    Err(e) if target.exists() => {
+                        tracing::warn!(error = %e, "view {} exists; retrying", target.display());
+                    }
+                    Err(e) => return Err(ViewError::io(&target)(e)),
+                }
+            },
+            None => {
+                let highest = self.versions().await?.last().copied().unwrap_or(0);
+                manifest.version = highest + 1;
+                let dir = version_name(manifest.version);
+                for entry in fs::read_dir(&staging.dir).map_err(ViewError::io(&staging.dir))? {
+                    let path = entry.map_err(ViewError::io(&staging.dir))?.path();
+                    let name = path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or_default();
+                    self.upload(&path, &self.loc.child(&format!("{dir}/{name}")))
+                        .await?;
+                }
+                let bytes =
+                    serde_json::to_vec_pretty(&manifest).map_err(|e| self.err(e.to_string()))?;
+                let put = PutOptions {
+                    mode: PutMode::Create,
+                    ..Default::default()
+                };
+                self.loc
+                    .store
+                    .put_opts(
+                        &self.loc.child(&format!("{dir}/{MANIFEST_FILE}")),
+                        bytes.into(),
+                        put,
+                    )
+                    .await
+                    .map_err(|e| self.err(format!("publishing {dir}: {e}")))?;
+                manifest.version
+            }
+        };
+        self.set_current(version).await?;
+        self.prune(keep).await?;
+        Ok(version)
+    }
+
+    async fn upload(&self, from: &Path, to: &ObjPath) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut writer = object_store::buffered::BufWriter::new(self.loc.store.clone(), to.clone());
+        let mut f = File::open(from).map_err(ViewError::io(from))?;
+        let mut buf = vec![0u8; 8 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(ViewError::io(from))?;
+            if n == 0 {
+                break;
+            }
+            writer
+                .write_all(&buf[..n])
+                .await
+                .map_err(|e| self.err(format!("uploading {}: {e}", from.display())))?;
+        }
+        writer
+            .shutdown()
+            .await
+            .map_err(|e| self.err(format!("uploading {}: {e}", from.display())))
+    }
+
+    /// Makes `version` the published view (also: rollback). It must exist.
+    pub async fn set_current(&self, version: u64) -> Result<()> {
+        self.manifest(version).await?;
+        let text = format!("{}\n", version_name(version));
+        match &self.loc.local {
+            Some(root) => {
+                let tmp = root.join(format!(".{CURRENT_FILE}.tmp"));
+                write_synced(&tmp, text.as_bytes())?;
+                let path = root.join(CURRENT_FILE);
+                fs::rename(&tmp, &path).map_err(ViewError::io(&path))?;
+                sync_dir(root)
+            }
+            None => {
+                self.loc
+                    .store
+                    .put(&self.loc.child(CURRENT_FILE), PutPayload::from(text))
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes all but the newest `keep` views, never the current one.
+    pub async fn prune(&self, keep: usize) -> Result<Vec<u64>> {
+        let current = self.current().await?;
+        let versions = self.versions().await?;
+        let doomed: Vec<u64> = versions
+            .iter()
+            .rev()
+            .skip(keep.max(1))
+            .copied()
+            .filter(|v| Some(*v) != current)
+            .collect();
+        for v in &doomed {
+            match &self.loc.local {
+                Some(root) => {
+                    let dir = root.join(version_name(*v));
+                    // The manifest goes first, so a half-deleted view is
+                    // never listed as published.
+                    fs::remove_file(dir.join(MANIFEST_FILE)).map_err(ViewError::io(&dir))?;
+                    fs::remove_dir_all(&dir).map_err(ViewError::io(&dir))?;
+                }
+                None => {
+                    let prefix = self.loc.child(&version_name(*v));
+                    self.loc
+                        .store
+                        .delete(
+                            &self
+                                .loc
+                                .child(&format!("{}/{MANIFEST_FILE}", version_name(*v))),
+                        )
+                        .await?;
+                    let objects: Vec<_> = self.loc.store.list(Some(&prefix)).try_collect().await?;
+                    for o in objects {
+                        self.loc.store.delete(&o.location).await?;
+                    }
+                }
+            }
+        }
+        Ok(doomed)
+    }
+
+    /// A local directory holding the view's files: the view itself for a
+    /// local store, a download into `cache` otherwise.
+    pub(crate) async fn fetch(
+        &self,
+        version: u64,
+        manifest: &Manifest,
+        cache: &Path,
+    ) -> Result<PathBuf> {
+        let name = version_name(version);
+        if let Some(root) = &self.loc.local {
+            return Ok(root.join(name));
+        }
+        let dir = cache.join(format!("download-{name}"));
+        fs::create_dir_all(&dir).map_err(ViewError::io(&dir))?;
+        let names = manifest
+            .files
+            .iter()
+            .map(|f| f.name.clone())
+            .chain([SPEC_FILE.to_string()]);
+        for file in names {
+            let got = self
+                .loc
+                .store
+                .get(&self.loc.child(&format!("{name}/{file}")))
+                .await?;
+            let mut stream = got.into_stream();
+            let path = dir.join(&file);
+            let mut out = File::create(&path).map_err(ViewError::io(&path))?;
+            while let Some(chunk) = stream.try_next().await? {
+                out.write_all(&chunk).map_err(ViewError::io(&path))?;
+            }
+        }
+        Ok(dir)
+    }
+}
