@@ -1,66 +1,12 @@
-//! Segments: named predicates over a profile's feature values, for
-//! targeting ("big spenders", "mobile browsers with a full cart").
-//!
-//! ```toml
-//! [[segment]]
-//! name = "big_spender"
-//! all = [
-//!   { feature = "spend_90d", op = "gte", value = 50000 },
-//!   { feature = "top_categories_30d", op = "contains", value = "shoes" },
-//! ]
-//! ```
-//!
-//! A profile is in a segment when every predicate holds (`all`; an empty
-//! list never matches). Operators: `gt gte lt lte` compare a number (count,
-//! sum, avg, min, max, distinct count, first/last seen); `eq ne` compare a
-//! number or a string; `contains` tests a `last_n` list or `top_k` ranking
-//! (or equality for a string value); `exists` / `missing` test whether the
-//! feature has a value. A predicate on a feature without a value is false,
-//! except `missing`. Segments are evaluated at query time on the served
-//! profile, so they do not change the spec hash and never need a batch run.
-
-use std::collections::BTreeSet;
-
-use toml::{Table, Value};
+//! Segments on a profile: which of the spec's segments
+//! ([`crate::spec::Segment`], defined and checked with the spec) a served
+//! profile is in. A predicate on a feature without a value is false,
+//! except `missing`; a segment with no predicates never matches.
 
 use crate::agg::FeatureValue;
 use crate::eval::{Profile, Values};
-use crate::spec::{Feature, FeatureSpec, SpecError};
-
-/// A predicate's operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Gt,
-    Gte,
-    Lt,
-    Lte,
-    Eq,
-    Ne,
-    Contains,
-    Exists,
-    Missing,
-}
-
-/// The literal a predicate compares with.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Operand {
-    None,
-    Number(f64),
-    Str(String),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Predicate {
-    pub feature: String,
-    pub op: Op,
-    pub value: Operand,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Segment {
-    pub name: String,
-    pub all: Vec<Predicate>,
-}
+use crate::spec::FeatureSpec;
+pub use crate::spec::{Op, Operand, Predicate, Segment};
 
 fn number(v: &FeatureValue) -> Option<f64> {
     match v {
@@ -141,133 +87,12 @@ pub fn segment_indices(spec: &FeatureSpec, values: &Values) -> Vec<usize> {
         .collect()
 }
 
-fn err(key: String, problem: impl Into<String>) -> SpecError {
-    SpecError {
-        feature: None,
-        key: Some(key),
-        problem: problem.into(),
-    }
-}
-
-/// Parses the `[[segment]]` array against the spec's features.
-pub fn parse_segments(value: &Value, features: &[Feature]) -> Result<Vec<Segment>, SpecError> {
-    let Value::Array(items) = value else {
-        return Err(err(
-            "segment".into(),
-            "expected an array of tables ([[segment]])",
-        ));
-    };
-    let mut names = BTreeSet::new();
-    let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let at = format!("segment[{i}]");
-        let Value::Table(t) = item else {
-            return Err(err(at, "is not a table"));
-        };
-        out.push(parse_segment(&at, t, features)?);
-        if !names.insert(out[i].name.clone()) {
-            return Err(err(format!("{at}.name"), "defined more than once"));
-        }
-    }
-    Ok(out)
-}
-
-fn parse_segment(at: &str, t: &Table, features: &[Feature]) -> Result<Segment, SpecError> {
-    for key in t.keys() {
-        if !matches!(key.as_str(), "name" | "all" | "description") {
-            return Err(err(
-                format!("{at}.{key}"),
-                "unknown key (expected name, all, description)",
-            ));
-        }
-    }
-    let name = match t.get("name") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => return Err(err(format!("{at}.name"), "expected a non-empty string")),
-    };
-    let Some(Value::Array(preds)) = t.get("all") else {
-        return Err(err(
-            format!("{at}.all"),
-            "expected a list of predicates like { feature = \"views_7d\", op = \"gte\", value = 3 }",
-        ));
-    };
-    if preds.is_empty() {
-        return Err(err(format!("{at}.all"), "is empty"));
-    }
-    let mut all = Vec::new();
-    for (j, p) in preds.iter().enumerate() {
-        let at = format!("{at}.all[{j}]");
-        let Value::Table(p) = p else {
-            return Err(err(at, "is not a table"));
-        };
-        for key in p.keys() {
-            if !matches!(key.as_str(), "feature" | "op" | "value") {
-                return Err(err(
-                    format!("{at}.{key}"),
-                    "unknown key (expected feature, op, value)",
-                ));
-            }
-        }
-        let feature = match p.get("feature") {
-            Some(Value::String(f)) => f.clone(),
-            _ => return Err(err(format!("{at}.feature"), "expected a feature name")),
-        };
-        if !features.iter().any(|f| f.name == feature) {
-            return Err(err(
-                format!("{at}.feature"),
-                format!("the spec has no feature '{feature}'"),
-            ));
-        }
-        let op = match p.get("op").and_then(Value::as_str) {
-            Some("gt") => Op::Gt,
-            Some("gte") => Op::Gte,
-            Some("lt") => Op::Lt,
-            Some("lte") => Op::Lte,
-            Some("eq") => Op::Eq,
-            Some("ne") => Op::Ne,
-            Some("contains") => Op::Contains,
-            Some("exists") => Op::Exists,
-            Some("missing") => Op::Missing,
-            other => {
-                return Err(err(
-                    format!("{at}.op"),
-                    format!(
-                        "unknown operator {other:?} (expected gt, gte, lt, lte, eq, ne, contains, exists, missing)"
-                    ),
-                ));
-            }
-        };
-        let value = match p.get("value") {
-            None => Operand::None,
-            Some(Value::Integer(i)) => Operand::Number(*i as f64),
-            Some(Value::Float(f)) => Operand::Number(*f),
-            Some(Value::String(s)) => Operand::Str(s.clone()),
-            Some(_) => return Err(err(format!("{at}.value"), "expected a number or a string")),
-        };
-        let fits = matches!(
-            (op, &value),
-            (Op::Exists | Op::Missing, Operand::None)
-                | (Op::Gt | Op::Gte | Op::Lt | Op::Lte, Operand::Number(_))
-                | (Op::Eq | Op::Ne, Operand::Number(_) | Operand::Str(_))
-                | (Op::Contains, Operand::Str(_))
-        );
-        if !fits {
-            return Err(err(
-                format!("{at}.value"),
-                "does not fit the operator (gt/gte/lt/lte: a number; eq/ne: a number or string; contains: a string; exists/missing: no value)",
-            ));
-        }
-        all.push(Predicate { feature, op, value });
-    }
-    Ok(Segment { name, all })
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::FeatureSpec;
+    use crate::spec::SpecError;
 
     const FEATURES: &str = r#"
 [[feature]]
@@ -327,35 +152,5 @@ all = [{ feature = "spend", op = "missing" }]
         check(&p, &["rich", "shoes"]);
         p.insert("spend".into(), FeatureValue::Int(50));
         check(&p, &["shoes"]);
-    }
-
-    #[test]
-    fn bad_segments_name_the_key() {
-        for (text, key) in [
-            (
-                "[[segment]]\nname = \"x\"\nall = [{ feature = \"nope\", op = \"gt\", value = 1 }]",
-                "segment[0].all[0].feature",
-            ),
-            (
-                "[[segment]]\nname = \"x\"\nall = [{ feature = \"spend\", op = \"between\", value = 1 }]",
-                "segment[0].all[0].op",
-            ),
-            (
-                "[[segment]]\nname = \"x\"\nall = [{ feature = \"spend\", op = \"gt\", value = \"a\" }]",
-                "segment[0].all[0].value",
-            ),
-            ("[[segment]]\nname = \"x\"\nall = []", "segment[0].all"),
-            (
-                "[[segment]]\nall = [{ feature = \"spend\", op = \"exists\" }]",
-                "segment[0].name",
-            ),
-            (
-                "[[segment]]\nname = \"x\"\nall = [{ feature = \"spend\", op = \"exists\" }]\n[[segment]]\nname = \"x\"\nall = [{ feature = \"spend\", op = \"exists\" }]",
-                "segment[1].name",
-            ),
-        ] {
-            let e = spec(text).unwrap_err();
-            assert_eq!(e.key.as_deref(), Some(key), "{e}");
-        }
     }
 }

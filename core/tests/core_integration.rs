@@ -6,3 +6,4 @@ mod algebra;
 mod archive_io;
 mod example_spec;
 mod generator;
+mod spec_errors;

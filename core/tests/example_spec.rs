@@ -63,3 +63,13 @@ fn example_spec_parses() {
     }
     assert_eq!(spec.hash().len(), 16);
 }
+
+/// Views record the spec hash, and a serving process refuses a view whose
+/// hash differs from its spec's: the hash of the same text must never
+/// change. This is the value the spec reader computed before it became
+/// serde structs.
+#[test]
+fn example_spec_hash_is_pinned() {
+    let spec = FeatureSpec::parse(include_str!("../../deploy/features.example.toml")).unwrap();
+    assert_eq!(spec.hash(), "c5b447cf9d4108ea");
+}
