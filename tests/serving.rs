@@ -169,21 +169,39 @@ async fn connect(addr: SocketAddr) -> ProfileServiceClient<Channel> {
 
 /// Waits until the served pair is `view` and everything produced is applied.
 fn wait_served(running: &Running, produced: &Produced, view: u64) {
+    wait_served_pair(running, produced, view, view);
+}
+
+/// Waits until the served pair is (`view`, `generation`) and everything
+/// produced is applied.
+fn wait_served_pair(running: &Running, produced: &Produced, view: u64, generation: u64) {
     let serving = running.serving.clone();
     wait_for(
-        &format!("view {view} served and the topic consumed"),
+        &format!("(view {view}, generation {generation}) served and the topic consumed"),
         Duration::from_secs(120),
         || {
-            serving
-                .current_pair()
-                .is_some_and(|p| p.view_version() == view && p.generation as u64 == view)
-                && consumed_everything(serving.speed_metrics(), produced)
+            serving.current_pair().is_some_and(|p| {
+                p.view_version() == view && u64::from(p.generation) == generation
+            }) && consumed_everything(serving.speed_metrics(), produced)
         },
     );
 }
 
-/// GetProfile (and BatchGetProfiles) == reference for every user.
+/// GetProfile (and BatchGetProfiles) == reference for every user, on view
+/// `view` and speed generation `view`.
 pub(crate) fn assert_every_user(f: &Fixture, addr: SocketAddr, produced: &Produced, view: u64) {
+    assert_every_user_on(f, addr, produced, view, view);
+}
+
+/// GetProfile (and BatchGetProfiles) == reference for every user, on the
+/// pair (`view`, `generation`).
+pub(crate) fn assert_every_user_on(
+    f: &Fixture,
+    addr: SocketAddr,
+    produced: &Produced,
+    view: u64,
+    generation: u64,
+) {
     let by_user = produced.by_user();
     let spec = f.spec.clone();
     let mut in_segments = 0;
@@ -204,7 +222,7 @@ pub(crate) fn assert_every_user(f: &Fixture, addr: SocketAddr, produced: &Produc
                 .into_inner();
             let fresh = r.freshness.unwrap();
             assert_eq!(fresh.batch_view_version, view);
-            assert_eq!(fresh.speed_generation, view);
+            assert_eq!(fresh.speed_generation, generation);
             let profile = r.profile.unwrap();
             assert!(profile.found, "{tenant}/{user} not found");
             let expected = reference::evaluate(&spec, events, fresh.as_of_ms);
@@ -290,46 +308,9 @@ fn get_profile_equals_the_reference_before_after_and_across_view_switches() {
     topic.produce(Vec::new(), 30_000, 0.005);
     wait_served(&running, &topic.produced, 1);
     let by_user = Arc::new(topic.produced.by_user());
-    let users: Vec<(String, String)> = by_user.keys().cloned().collect();
     let stop = Arc::new(AtomicBool::new(false));
     let seen: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
-    let checker = {
-        let (by_user, stop, seen, spec) =
-            (by_user.clone(), stop.clone(), seen.clone(), f.spec.clone());
-        f.rt.spawn(async move {
-            let mut client = connect(addr).await;
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-            while !stop.load(Ordering::Relaxed) {
-                let (tenant, user) = &users[rng.random_range(0..users.len())];
-                let r = client
-                    .get_profile(with_key(
-                        v1::GetProfileRequest {
-                            user_id: user.clone(),
-                            features: vec![],
-                        },
-                        &server_key(tenant),
-                    ))
-                    .await
-                    .expect("no request fails across a switch")
-                    .into_inner();
-                let fresh = r.freshness.unwrap();
-                let expected = reference::evaluate(
-                    &spec,
-                    &by_user[&(tenant.clone(), user.clone())],
-                    fresh.as_of_ms,
-                );
-                if let Err(d) =
-                    compare_profiles(&spec, &served_features(&r.profile.unwrap()), &expected)
-                {
-                    panic!(
-                        "across the switch (view {}): {tenant}/{user}: {d}",
-                        fresh.batch_view_version
-                    );
-                }
-                seen[fresh.batch_view_version.min(2) as usize].fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let checker = spawn_checker(&f, addr, by_user.clone(), stop.clone(), seen.clone());
     let committed = topic.committed_behind(150);
     let (_, summary) = f.publish_view(&topic.produced, &committed);
     assert_eq!(summary.version, 2);
@@ -378,7 +359,86 @@ fn get_profile_equals_the_reference_before_after_and_across_view_switches() {
             );
         }
     });
+    // 4. A rollback to view 1 (`weft batch rollback`, as an operator runs
+    //    it) while requests run: the server builds generation 3 from view
+    //    1's boundary and switches to (v1, 3); no request fails, and then
+    //    every user equals the reference on view 1.
+    topic.produce(Vec::new(), 10_000, 0.005);
+    wait_served(&running, &topic.produced, 2);
+    let rolled = Arc::new(topic.produced.by_user());
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
+    let checker = spawn_checker(&f, addr, rolled, stop.clone(), seen.clone());
+    let views = f.dir.path().join("views");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["batch", "rollback", "--to", "1", "--views"])
+        .arg(&views)
+        .args(["--bootstrap", f.broker.bootstrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_served_pair(&running, &topic.produced, 1, 3);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    f.rt.block_on(checker).unwrap();
+    let (on_1, on_2) = (
+        seen[1].load(Ordering::Relaxed),
+        seen[2].load(Ordering::Relaxed),
+    );
+    assert!(
+        on_1 > 0 && on_2 > 0,
+        "answers on view 2: {on_2}, then on view 1: {on_1}"
+    );
+    assert_every_user_on(&f, addr, &topic.produced, 1, 3);
+
     f.rt.block_on(running.stop()).unwrap();
+}
+
+/// Asks GetProfile for random users until `stop`; every answer must
+/// succeed and equal the reference at its own query time (whichever pair
+/// served it). Counts answers per view in `seen` (2 and up in the last).
+fn spawn_checker(
+    f: &Fixture,
+    addr: SocketAddr,
+    by_user: Arc<BTreeMap<(String, String), Vec<Event>>>,
+    stop: Arc<AtomicBool>,
+    seen: Arc<[AtomicU64; 3]>,
+) -> tokio::task::JoinHandle<()> {
+    let users: Vec<(String, String)> = by_user.keys().cloned().collect();
+    let spec = f.spec.clone();
+    f.rt.spawn(async move {
+        let mut client = connect(addr).await;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        while !stop.load(Ordering::Relaxed) {
+            let (tenant, user) = &users[rng.random_range(0..users.len())];
+            let r = client
+                .get_profile(with_key(
+                    v1::GetProfileRequest {
+                        user_id: user.clone(),
+                        features: vec![],
+                    },
+                    &server_key(tenant),
+                ))
+                .await
+                .expect("no request fails across a switch")
+                .into_inner();
+            let fresh = r.freshness.unwrap();
+            let expected = reference::evaluate(
+                &spec,
+                &by_user[&(tenant.clone(), user.clone())],
+                fresh.as_of_ms,
+            );
+            if let Err(d) =
+                compare_profiles(&spec, &served_features(&r.profile.unwrap()), &expected)
+            {
+                panic!(
+                    "across the switch (view {}): {tenant}/{user}: {d}",
+                    fresh.batch_view_version
+                );
+            }
+            seen[fresh.batch_view_version.min(2) as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    })
 }
 
 /// One malformed request and the codes it may get.
