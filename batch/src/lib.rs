@@ -18,7 +18,7 @@
 //!   publishing with retention and rollback, and opening a view for reads
 //!   are the `weft_view` crate, which serving uses without DataFusion.
 //! * [`export`]: one Parquet row per user, one column per feature.
-//! * [`error`]: [`BatchError`].
+//! * [`error`]: the error type, [`BatchError`].
 //!
 //! `docs/batch.md` is the user guide; `docs/semantics.md` the semantics.
 

@@ -16,7 +16,7 @@
 //!   popularity, from RocksDB through a [`BlockCache`] ([`cache`]) the
 //!   caller passes in, or from a copy held in memory (`memory`).
 //! * [`watch`]: [`spawn_watcher`], following a store's `CURRENT`.
-//! * [`error`]: [`ViewError`].
+//! * [`error`]: the error type, [`ViewError`].
 //!
 //! Computing views (DataFusion over the Parquet archive) is `weft_batch`.
 
