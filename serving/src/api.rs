@@ -13,7 +13,6 @@ use crate::error::ApiError;
 use crate::gate::{Deadline, parse_grpc_timeout};
 use crate::metrics::RequestMetrics;
 use crate::recs::{RecsFeatures, RecsRequest, recommend};
-use crate::reply::ProfileReply;
 use crate::state::{Pair, Served, Serving, now_ms, to_proto, truncate};
 
 /// Everything a request handler needs.
@@ -147,25 +146,9 @@ impl Api {
         ))
     }
 
-    /// [`Api::get_profile`] for the gRPC front end: the reply is encoded
-    /// from the served values ([`ProfileReply`]) instead of a message.
-    pub fn get_profile_reply(
-        &self,
-        principal: &Principal,
-        req: &v1::GetProfileRequest,
-    ) -> Result<ProfileReply, ApiError> {
-        let (pair, as_of, served) = self.serve_profile(principal, req)?;
-        Ok(ProfileReply::new(
-            &self.serving,
-            &pair,
-            &req.user_id,
-            served,
-            as_of,
-        ))
-    }
-
-    /// GetProfile's work: the checks, the pair, the served profile.
-    fn serve_profile(
+    /// GetProfile's work: the checks, the pair, the served profile (which
+    /// the gRPC front end encodes without building the message).
+    pub(crate) fn serve_profile(
         &self,
         principal: &Principal,
         req: &v1::GetProfileRequest,

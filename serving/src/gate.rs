@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::error::ApiError;
-use crate::metrics::RequestMetrics;
+use crate::metrics::{InFlight, RequestMetrics};
 
 /// When the server first saw a request.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +60,12 @@ impl Gate {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+impl InFlight for Gate {
+    fn in_flight(&self) -> usize {
+        Gate::in_flight(self)
     }
 }
 

@@ -39,7 +39,7 @@ pub(crate) fn call<'a, T>(method: Method, req: &'a Request<T>) -> Call<'a> {
 
 #[tonic::async_trait]
 impl ProfileService for Grpc {
-    /// `weft serve` answers GetProfile through [`crate::reply`] instead
+    /// `weft serve` answers GetProfile through its own encoder instead
     /// (the same bytes, without building this message); this keeps the
     /// generated service whole for anything that mounts it directly.
     async fn get_profile(

@@ -29,7 +29,6 @@ use weft_speed::metrics::gauge;
 use weft_speed::store::CACHE_PROPERTIES;
 
 use crate::error::code_name;
-use crate::gate::Gate;
 use crate::state::{Serving, now_ms};
 
 type Labels = [(&'static str, &'static str); 3];
@@ -120,11 +119,17 @@ impl RequestMetrics {
     }
 }
 
+/// Whatever counts the requests admitted and not yet answered (the
+/// admission gate), read at scrape time.
+pub trait InFlight: std::fmt::Debug + Send + Sync + 'static {
+    fn in_flight(&self) -> usize;
+}
+
 /// Reads the serving state at scrape time.
 #[derive(Debug)]
 struct ServingCollector {
     serving: Arc<Serving>,
-    gate: Arc<Gate>,
+    gate: Arc<dyn InFlight>,
 }
 
 impl Collector for ServingCollector {
@@ -194,8 +199,12 @@ impl Collector for ServingCollector {
 }
 
 /// The process registry: speed metrics, request latencies and the serving
-/// gauges.
-pub fn registry(serving: Arc<Serving>, gate: Arc<Gate>, requests: &RequestMetrics) -> Registry {
+/// gauges (`gate` gives the in-flight count).
+pub fn registry(
+    serving: Arc<Serving>,
+    gate: Arc<impl InFlight>,
+    requests: &RequestMetrics,
+) -> Registry {
     let mut registry = weft_speed::metrics::registry(serving.speed_metrics().clone());
     registry.register(
         "weft_serving_request_seconds",

@@ -28,7 +28,9 @@ use weft_proto::codec::WeftCodec;
 use weft_proto::v1;
 use weft_proto::v1::profile_service_server::ProfileServiceServer;
 
-use crate::api::Api;
+use crate::api::{Api, Method};
+use crate::auth::Principal;
+use crate::error::ApiError;
 use crate::grpc::{Grpc, call};
 use crate::state::{Pair, Served, Serving};
 
@@ -129,6 +131,25 @@ impl ProfileReply {
         }
         message_header(2, freshness, buf);
         self.freshness.encode_raw(buf);
+    }
+}
+
+impl Api {
+    /// [`Api::get_profile`] for the gRPC front end: the reply is encoded
+    /// from the served values ([`ProfileReply`]) instead of a message.
+    pub fn get_profile_reply(
+        &self,
+        principal: &Principal,
+        req: &v1::GetProfileRequest,
+    ) -> Result<ProfileReply, ApiError> {
+        let (pair, as_of, served) = self.serve_profile(principal, req)?;
+        Ok(ProfileReply::new(
+            &self.serving,
+            &pair,
+            &req.user_id,
+            served,
+            as_of,
+        ))
     }
 }
 
@@ -281,7 +302,7 @@ impl tonic::server::UnaryService<v1::GetProfileRequest> for GetProfile {
     type Future = std::future::Ready<Result<Response<ProfileReply>, Status>>;
 
     fn call(&mut self, req: Request<v1::GetProfileRequest>) -> Self::Future {
-        let c = call(crate::api::Method::GetProfile, &req);
+        let c = call(Method::GetProfile, &req);
         let api = &self.0;
         std::future::ready(
             api.run("grpc", &c, |p, _| api.get_profile_reply(p, req.get_ref()))
