@@ -59,10 +59,9 @@ impl StoreArgs {
 
 /// The configured view store, or an error saying how to give one.
 fn view_store(c: &WeftConfig) -> Result<String> {
-    c.views
-        .store
-        .clone()
-        .context("views.store: not set (give --views, or set it in the --config file or WEFT__VIEWS__STORE)")
+    c.views.store.clone().context(
+        "views.store: not set (give --views, or set it in the --config file or WEFT__VIEWS__STORE)",
+    )
 }
 
 #[derive(Debug, Args)]
@@ -109,9 +108,17 @@ impl RunArgs {
             .set_path("features", "--features", self.features.as_deref())
             .set("batch.memory_mb", "--memory-mb", self.memory_mb)
             .set_path("batch.spill_dir", "--spill-dir", self.spill_dir.as_deref())
-            .set("batch.partitions", "--partitions", self.partitions.map(|p| p.max(1)))
+            .set(
+                "batch.partitions",
+                "--partitions",
+                self.partitions.map(|p| p.max(1)),
+            )
             .set("batch.keep", "--keep", self.keep)
-            .set("batch.cooc_window_min", "--cooc-window-min", self.cooc_window_min)
+            .set(
+                "batch.cooc_window_min",
+                "--cooc-window-min",
+                self.cooc_window_min,
+            )
             .set("batch.neighbours", "--neighbours", self.neighbours)
     }
 }
@@ -154,10 +161,7 @@ pub(crate) struct ExportArgs {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    weft_core::runtime::multi_thread("weft-batch", 0).context("starting the async runtime")
 }
 
 fn parse_version(s: &str) -> Result<u64> {
@@ -302,7 +306,9 @@ fn check_replayable(c: &WeftConfig, m: &weft_view::Manifest) -> Result<()> {
         .filter_map(|(p, oldest)| {
             let needed = m.boundary_of(*p) + 1;
             (needed < *oldest).then(|| {
-                format!("partition {p} needs offset {needed}, the oldest still on the topic is {oldest}")
+                format!(
+                    "partition {p} needs offset {needed}, the oldest still on the topic is {oldest}"
+                )
             })
         })
         .collect();

@@ -161,9 +161,7 @@ pub(crate) fn run(file: Option<&std::path::Path>, args: &GenArgs) -> Result<()> 
     let mut kafka = match &args.kafka {
         None => None,
         Some(bootstrap) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let rt = weft_core::runtime::current_thread()?;
             rt.block_on(ensure_topic(bootstrap, topic, args.partitions))
                 .with_context(|| format!("preparing topic {topic} on {bootstrap}"))?;
             Some(EventProducer::new(bootstrap, topic)?)

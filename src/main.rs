@@ -19,8 +19,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use weft_core::FeatureSpec;
 use weft_config::{EnvLayer, Overrides, WeftConfig};
+use weft_core::FeatureSpec;
 use weft_core::spec::format_duration;
 
 #[derive(Debug, Parser)]

@@ -44,8 +44,16 @@ impl ServeArgs {
             .set("kafka.bootstrap", "--bootstrap", self.bootstrap.clone())
             .set("views.store", "--views", self.views.clone())
             .set_path("speed.data_dir", "--data-dir", self.data_dir.as_deref())
-            .set("serve.grpc_listen", "--grpc-listen", self.grpc_listen.clone())
-            .set("serve.http_listen", "--http-listen", self.http_listen.clone())
+            .set(
+                "serve.grpc_listen",
+                "--grpc-listen",
+                self.grpc_listen.clone(),
+            )
+            .set(
+                "serve.http_listen",
+                "--http-listen",
+                self.http_listen.clone(),
+            )
     }
 }
 
@@ -55,11 +63,7 @@ pub(crate) fn run_serve(file: Option<&Path>, args: &ServeArgs) -> Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.serve_workers())
-        .thread_name("weft-serve")
-        .enable_all()
-        .build()?;
+    let rt = weft_core::runtime::multi_thread("weft-serve", config.serve_workers())?;
     let result = rt.block_on(async {
         // Handlers first: a stop request during start-up is a clean stop.
         let stop = crate::speed_cmd::stop_on_signals()?;

@@ -50,9 +50,21 @@ impl SpeedArgs {
             .set_path("features", "--spec", self.spec.as_deref())
             .set_path("speed.data_dir", "--data-dir", self.data_dir.as_deref())
             .set("kafka.topic", "--topic", self.topic.clone())
-            .set("kafka.dead_letter_topic", "--dead-letter-topic", self.dead_letter_topic.clone())
-            .set("speed.dedup_horizon_secs", "--dedup-horizon-secs", self.dedup_horizon_secs)
-            .set("speed.sync_writes", "--sync-writes", self.sync_writes.then_some(true))
+            .set(
+                "kafka.dead_letter_topic",
+                "--dead-letter-topic",
+                self.dead_letter_topic.clone(),
+            )
+            .set(
+                "speed.dedup_horizon_secs",
+                "--dedup-horizon-secs",
+                self.dedup_horizon_secs,
+            )
+            .set(
+                "speed.sync_writes",
+                "--sync-writes",
+                self.sync_writes.then_some(true),
+            )
             .set("views.store", "--views", self.views.clone())
             .set("views.poll_secs", "--views-poll-secs", self.views_poll_secs)
     }
@@ -157,9 +169,7 @@ pub(crate) struct StopSignals {
 impl StopSignals {
     pub(crate) fn install() -> Result<StopSignals> {
         use tokio::signal::unix::{SignalKind, signal};
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let rt = weft_core::runtime::current_thread()?;
         let (term, int) = rt.block_on(async {
             Ok::<_, std::io::Error>((
                 signal(SignalKind::terminate())?,

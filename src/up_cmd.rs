@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use rand::Rng;
+use weft_config::{KeyConfig, Overrides, TenantConfig, WeftConfig};
 use weft_core::generator::{GenConfig, Generator};
 use weft_core::spec::DAY_MS;
-use weft_config::{KeyConfig, Overrides, TenantConfig, WeftConfig};
 use weft_speed::archiver::{ArchiverConfig, ArchiverMetrics};
 use weft_speed::broker::LocalBroker;
 use weft_speed::kafka::{EventProducer, ensure_topic};
@@ -151,8 +151,16 @@ fn config(
         .set_path("views.store", "--data-dir", Some(&d.join("views")))
         .set_path("views.work_dir", "--data-dir", Some(&d.join("serving")))
         .set("views.poll_secs", "weft up", Some(2u64))
-        .set("serve.grpc_listen", "--grpc-listen", Some(args.grpc_listen.as_str()))
-        .set("serve.http_listen", "--http-listen", Some(args.http_listen.as_str()));
+        .set(
+            "serve.grpc_listen",
+            "--grpc-listen",
+            Some(args.grpc_listen.as_str()),
+        )
+        .set(
+            "serve.http_listen",
+            "--http-listen",
+            Some(args.http_listen.as_str()),
+        );
     let mut config = crate::load_config(file, flags)?;
     if config.tenants.is_empty() {
         config.tenants = demo_tenants(d)?;
@@ -220,10 +228,7 @@ fn batch_schedule(
     Ok(std::thread::Builder::new()
         .name("weft-batch-schedule".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
+            let rt = match weft_core::runtime::multi_thread("weft-batch-schedule", 2)
             {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -319,13 +324,13 @@ pub(crate) fn run_up(file: Option<&Path>, args: &UpArgs) -> Result<()> {
         }
     };
     let config = config(file, args, &features, &bootstrap)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("weft-up")
-        .enable_all()
-        .build()?;
-    rt.block_on(ensure_topic(&bootstrap, &config.kafka.topic, config.kafka.partitions))
-        .with_context(|| format!("creating topic {} on {bootstrap}", config.kafka.topic))?;
+    let rt = weft_core::runtime::multi_thread("weft-up", 2)?;
+    rt.block_on(ensure_topic(
+        &bootstrap,
+        &config.kafka.topic,
+        config.kafka.partitions,
+    ))
+    .with_context(|| format!("creating topic {} on {bootstrap}", config.kafka.topic))?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let archiver = {

@@ -352,8 +352,7 @@ fn deploy_manifests_and_example_configs_load() {
             .unwrap()
             .replace("env:WEFT_ACME_SERVER_KEY", "server-key-0123456789")
             .replace("env:WEFT_ACME_WIDGET_KEY", "widget-key-0123456789");
-        let c =
-            weft_config::WeftConfig::from_toml(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let c = weft_config::WeftConfig::from_toml(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(c.features, Path::new("/etc/weft/features.toml"), "{name}");
         assert_eq!(c.serve.grpc_listen.port(), 50051, "{name}");
         assert_eq!(c.serve.http_listen.port(), 8080, "{name}");
@@ -392,22 +391,41 @@ fn configuration_layers_as_a_user_sets_them() {
         ("WEFT__SERVE__MAX_BATCH_IDS", "8"),
     ];
     let out = weft_env(
-        &["serve", "--config", &example, "--print-config", "--views", "/tmp/flag-views"],
+        &[
+            "serve",
+            "--config",
+            &example,
+            "--print-config",
+            "--views",
+            "/tmp/flag-views",
+        ],
         &env,
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed: weft_config::WeftConfig = toml::from_str(&stdout).unwrap();
     assert_eq!(printed.serve.max_in_flight, 7, "env over the file");
     assert_eq!(printed.serve.max_batch_ids, 8, "env over the default");
-    assert_eq!(printed.views.store.as_deref(), Some("/tmp/flag-views"), "flag over the file");
+    assert_eq!(
+        printed.views.store.as_deref(),
+        Some("/tmp/flag-views"),
+        "flag over the file"
+    );
     assert_eq!(printed.tenants[0].name, "acme", "the file over the default");
     assert!(!stdout.contains("bidder-key-0123456789"), "{stdout}");
     assert!(stdout.contains("key = \"***\""), "{stdout}");
 
     // The global flag works before the subcommand too.
     let out = weft_env(&["--config", &example, "serve", "--print-config"], &env);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut bad = env.to_vec();
     bad.push(("WEFT__SERVE__GRPC_LISTN", "127.0.0.1:1"));
@@ -427,8 +445,15 @@ fn configuration_layers_as_a_user_sets_them() {
     std::fs::create_dir_all(&views).unwrap();
     std::fs::write(&file, format!("[views]\nstore = \"{}\"\n", views.display())).unwrap();
     ok(&["batch", "list", "--config", file.to_str().unwrap()]);
-    let out = weft_env(&["batch", "list"], &[("WEFT__VIEWS__STORE", views.to_str().unwrap())]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = weft_env(
+        &["batch", "list"],
+        &[("WEFT__VIEWS__STORE", views.to_str().unwrap())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = weft(&["batch", "list"]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("views.store: not set"),

@@ -48,11 +48,7 @@ pub(crate) fn broker_with_events(
     partitions: u32,
 ) -> (weft_speed::broker::LocalBroker, tokio::runtime::Runtime) {
     let broker = weft_speed::broker::LocalBroker::start(None, &dir.join("logs")).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = weft_core::runtime::multi_thread("weft-test", 2).unwrap();
     rt.block_on(weft_speed::kafka::ensure_topic(
         broker.bootstrap(),
         "events",

@@ -180,9 +180,10 @@ fn wait_served_pair(running: &Running, produced: &Produced, view: u64, generatio
         &format!("(view {view}, generation {generation}) served and the topic consumed"),
         Duration::from_secs(120),
         || {
-            serving.current_pair().is_some_and(|p| {
-                p.view_version() == view && u64::from(p.generation) == generation
-            }) && consumed_everything(serving.speed_metrics(), produced)
+            serving
+                .current_pair()
+                .is_some_and(|p| p.view_version() == view && u64::from(p.generation) == generation)
+                && consumed_everything(serving.speed_metrics(), produced)
         },
     );
 }
@@ -376,7 +377,11 @@ fn get_profile_equals_the_reference_before_after_and_across_view_switches() {
         .args(["--bootstrap", f.broker.bootstrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_served_pair(&running, &topic.produced, 1, 3);
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);

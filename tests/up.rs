@@ -68,10 +68,7 @@ fn weft_up_serves_demo_profiles_with_freshness() {
 
     // Wait until a batch view is served, then read the user of the printed
     // lines (one the demo traffic has sent events for).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = weft_core::runtime::current_thread().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     let reply = rt.block_on(poll_profile(&grpc, &key, &user, deadline, &log, |r| {
         r.freshness.as_ref().unwrap().batch_view_version >= 1 && r.profile.as_ref().unwrap().found

@@ -141,11 +141,7 @@ async fn fetch_floor(a: &FloorArgs) -> Result<Floor> {
 
 /// `weft-bench floor`: serves the fixed answers until SIGINT/SIGTERM.
 pub(crate) fn floor(a: &FloorArgs) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("weft-floor")
-        .enable_all()
-        .build()?;
+    let rt = weft_core::runtime::multi_thread("weft-floor", 2)?;
     rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;

@@ -103,10 +103,7 @@ async fn wait_found(
 /// `weft-bench freshness`: produce → visible in GetProfile.
 pub(crate) fn freshness(a: &FreshnessArgs) -> Result<()> {
     const GIVE_UP: Duration = Duration::from_secs(5);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
+    let rt = weft_core::runtime::multi_thread("weft-freshness", 1)?;
     let auth = bearer(&a.key)?;
     let mut client = ProfileServiceClient::new(rt.block_on(connect(&a.weft))?);
     // The key works (and a never-seen user is simply not found).

@@ -170,9 +170,7 @@ pub(crate) fn ingest(a: &IngestArgs) -> Result<()> {
         }
     };
     let topic = format!("bench-{}", std::process::id());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = weft_core::runtime::current_thread()?;
     rt.block_on(ensure_topic(&bootstrap, &topic, a.partitions))?;
 
     // Produce the topic (timed, for reference).

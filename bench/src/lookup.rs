@@ -106,9 +106,7 @@ pub(crate) fn lookup(a: &LookupArgs) -> Result<()> {
         .prefix("weft-bench-lookup")
         .tempdir_in(a.work_dir.clone().unwrap_or_else(std::env::temp_dir))?;
     let store = ViewStore::open(&a.views)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = weft_core::runtime::current_thread()?;
     let view = Arc::new(
         rt.block_on(OpenedView::open(
             &store,

@@ -19,8 +19,8 @@
 
 mod error;
 mod layers;
-pub mod sections;
 mod secret;
+pub mod sections;
 mod validate;
 
 use std::path::{Path, PathBuf};

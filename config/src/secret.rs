@@ -68,8 +68,8 @@ mod tests {
         assert_eq!(format!("{s}"), "***");
         assert_eq!(format!("{:?}", Some(&s)), "Some(***)");
         assert_eq!(s.expose(), "sk_live_0123456789abcdef");
-        let toml = toml::to_string(&std::collections::BTreeMap::from([("key", &s)]))
-            .expect("serializes");
+        let toml =
+            toml::to_string(&std::collections::BTreeMap::from([("key", &s)])).expect("serializes");
         assert_eq!(toml.trim(), "key = \"***\"");
     }
 }

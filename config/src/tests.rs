@@ -50,7 +50,10 @@ fn the_example_loads() {
     let c = WeftConfig::from_toml(&example_text()).expect("example loads");
     assert_eq!(c.tenants[0].keys.len(), 3);
     assert_eq!(c.views.store.as_deref(), Some("weft-data/views"));
-    assert_eq!(c.batch.spill_dir, Some(PathBuf::from("/var/tmp/weft-spill")));
+    assert_eq!(
+        c.batch.spill_dir,
+        Some(PathBuf::from("/var/tmp/weft-spill"))
+    );
     // Apart from the keys marked "example", the example shows the defaults.
     let mut expected = WeftConfig::default();
     expected.views.store = c.views.store.clone();
@@ -77,17 +80,27 @@ fn the_example_documents_every_key() {
     all.insert("views.store".into());
     all.insert("batch.spill_dir".into());
     all.remove("tenants");
-    assert_eq!(documented, all, "deploy/weft.example.toml vs the config tree");
+    assert_eq!(
+        documented, all,
+        "deploy/weft.example.toml vs the config tree"
+    );
 }
 
 #[test]
 fn errors_name_the_key() {
     let e = WeftConfig::from_toml("[serve]\nmax_batch_ids = \"many\"\n").expect_err("type");
-    assert!(e.to_string().starts_with("serve.max_batch_ids: invalid type"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("serve.max_batch_ids: invalid type"),
+        "{e}"
+    );
     let e = WeftConfig::from_toml("[serve]\nmax_batch_ids = 0\n").expect_err("zero");
     assert_eq!(e.to_string(), "serve.max_batch_ids: must be at least 1");
     let e = WeftConfig::from_toml("[serve]\nmax_batchids = 3\n").expect_err("unknown");
-    assert!(e.to_string().starts_with("serve.max_batchids: unknown key"), "{e}");
+    assert!(
+        e.to_string().starts_with("serve.max_batchids: unknown key"),
+        "{e}"
+    );
     let e = WeftConfig::from_toml("[speeed]\ndata_dir = \"x\"\n").expect_err("section");
     assert!(e.to_string().starts_with("speeed: unknown key"), "{e}");
     let e = WeftConfig::from_toml("[batch]\nkeep = 0\n").expect_err("keep");
@@ -155,7 +168,10 @@ fn a_bad_variable_is_named() {
     .expect_err("unknown key");
     let msg = e.to_string();
     assert!(msg.starts_with("serve.grpc_listn: unknown key"), "{msg}");
-    assert!(msg.contains("environment variable WEFT__SERVE__GRPC_LISTN"), "{msg}");
+    assert!(
+        msg.contains("environment variable WEFT__SERVE__GRPC_LISTN"),
+        "{msg}"
+    );
     let e = WeftConfig::load(
         None,
         &env(&[("WEFT__SERVE__MAX_IN_FLIGHT", "lots")]),
@@ -163,8 +179,14 @@ fn a_bad_variable_is_named() {
     )
     .expect_err("bad value");
     let msg = e.to_string();
-    assert!(msg.starts_with("serve.max_in_flight: invalid type"), "{msg}");
-    assert!(msg.ends_with("(from environment variable WEFT__SERVE__MAX_IN_FLIGHT)"), "{msg}");
+    assert!(
+        msg.starts_with("serve.max_in_flight: invalid type"),
+        "{msg}"
+    );
+    assert!(
+        msg.ends_with("(from environment variable WEFT__SERVE__MAX_IN_FLIGHT)"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -173,16 +195,22 @@ fn a_bad_file_is_named() {
     let missing = dir.path().join("nope.toml");
     let e = WeftConfig::load(Some(&missing), &EnvLayer::default(), &Overrides::new())
         .expect_err("missing");
-    assert_eq!(e.to_string(), format!("config: {}: does not exist", missing.display()));
+    assert_eq!(
+        e.to_string(),
+        format!("config: {}: does not exist", missing.display())
+    );
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "[serve]\nmax_in_flight = = 3\n").expect("write");
-    let e = WeftConfig::load(Some(&file), &EnvLayer::default(), &Overrides::new())
-        .expect_err("syntax");
+    let e =
+        WeftConfig::load(Some(&file), &EnvLayer::default(), &Overrides::new()).expect_err("syntax");
     assert!(e.to_string().contains("line 2"), "{e}");
     std::fs::write(&file, "[serve]\nmax_inflight = 3\n").expect("write");
     let e = WeftConfig::load(Some(&file), &EnvLayer::default(), &Overrides::new())
         .expect_err("unknown");
-    assert!(e.to_string().ends_with(&format!("(in {})", file.display())), "{e}");
+    assert!(
+        e.to_string().ends_with(&format!("(in {})", file.display())),
+        "{e}"
+    );
 }
 
 #[test]

@@ -17,12 +17,18 @@ impl WeftConfig {
             ("archive.max_delay_ms", self.archive.max_delay_ms),
             ("batch.memory_mb", self.batch.memory_mb as u64),
             ("batch.keep", self.batch.keep as u64),
-            ("batch.cooc_window_min", self.batch.cooc_window_min.max(0) as u64),
+            (
+                "batch.cooc_window_min",
+                self.batch.cooc_window_min.max(0) as u64,
+            ),
             ("batch.neighbours", self.batch.neighbours as u64),
             ("serve.max_in_flight", s.max_in_flight as u64),
             ("serve.max_batch_ids", s.max_batch_ids as u64),
             ("serve.max_id_bytes", s.max_id_bytes as u64),
-            ("serve.max_recommendations", u64::from(s.max_recommendations)),
+            (
+                "serve.max_recommendations",
+                u64::from(s.max_recommendations),
+            ),
             ("serve.default_deadline_ms", s.default_deadline_ms),
             ("views.poll_secs", self.views.poll_secs),
         ] {
@@ -48,8 +54,16 @@ impl WeftConfig {
                 format!("is the events topic {:?}", self.kafka.topic),
             ));
         }
-        if self.views.store.as_deref().is_some_and(|v| v.trim().is_empty()) {
-            return Err(invalid("views.store", "is empty (leave it unset for no view store)"));
+        if self
+            .views
+            .store
+            .as_deref()
+            .is_some_and(|v| v.trim().is_empty())
+        {
+            return Err(invalid(
+                "views.store",
+                "is empty (leave it unset for no view store)",
+            ));
         }
         self.validate_tenants()
     }

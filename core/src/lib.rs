@@ -13,7 +13,8 @@
 //!   the order-preserving key encoding (tenant, user, feature, bucket).
 //! * [`archive`]: the hive-partitioned Parquet master dataset.
 //! * [`generator`]: the deterministic, realistic event generator.
-//! * [`partition`]: Kafka's murmur2 partitioner; [`time`]: UTC dates.
+//! * [`partition`]: Kafka's murmur2 partitioner; [`time`]: UTC dates;
+//!   [`runtime`]: the one way a tokio runtime is built.
 //!
 //! The semantics these implement are written down once, in
 //! `docs/semantics.md`.
@@ -27,6 +28,7 @@ pub mod generator;
 pub mod keys;
 pub mod partition;
 pub mod reference;
+pub mod runtime;
 pub mod segment;
 pub mod spec;
 pub mod time;

@@ -29,8 +29,8 @@ pub mod server;
 pub mod state;
 mod views;
 
+pub use error::ApiError;
+pub use server::{Running, ServeError, Server, bind, run, start};
 /// The configuration tree (`weft-config`), under its old path.
 pub use weft_config as config;
 pub use weft_config::WeftConfig;
-pub use error::ApiError;
-pub use server::{Running, ServeError, Server, bind, run, start};

@@ -29,11 +29,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use weft_view::{BlockCache, ViewStore};
 use weft_config::WeftConfig;
 use weft_core::FeatureSpec;
 use weft_speed::consumer::{Control, NewGeneration, SpeedConfig, SpeedMetrics, run_with_store};
 use weft_speed::store::SpeedStore;
+use weft_view::{BlockCache, ViewStore};
 
 use crate::api::Api;
 use crate::auth::Keys;
@@ -254,7 +254,8 @@ impl Server {
                 }
                 Ok(Some(Err(e))) => {
                     tracing::error!(error = %e, "a serving task panicked while stopping");
-                    failure.get_or_insert(ServeError::Task(format!("a serving task panicked: {e}")));
+                    failure
+                        .get_or_insert(ServeError::Task(format!("a serving task panicked: {e}")));
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -322,7 +323,9 @@ impl Server {
         tasks: &mut JoinSet<Result<&'static str, ServeError>>,
         grpc: TcpListener,
         http: TcpListener,
-        health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+        health_service: tonic_health::pb::health_server::HealthServer<
+            impl tonic_health::pb::health_server::Health,
+        >,
         stop: &CancellationToken,
     ) -> Result<(), ServeError> {
         let reflection = tonic_reflection::server::Builder::configure()
@@ -493,7 +496,9 @@ async fn watch_views(
                         target = m.version;
                     }
                     // Tried again at the next poll.
-                    Err(e) => tracing::error!(error = %e, view = m.version, "cannot open the store's current batch view"),
+                    Err(e) => {
+                        tracing::error!(error = %e, view = m.version, "cannot open the store's current batch view")
+                    }
                 }
             }
             Ok(None) => {}

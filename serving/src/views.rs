@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use weft_view::{BlockCache, OpenedView, ViewStore, version_name};
 use weft_config::ViewsConfig;
+use weft_view::{BlockCache, OpenedView, ViewStore, version_name};
 
 use crate::ServeError;
 use weft_speed::store::Generation;
@@ -55,8 +55,9 @@ impl ViewOpener {
     /// Opens view `version` and reads it into memory or the block cache.
     pub(crate) async fn open(&self, version: u64) -> Result<Arc<OpenedView>, ServeError> {
         let dir = self.work_dir.join(version_name(version));
-        let view =
-            Arc::new(OpenedView::open(&self.store, Some(version), &dir, self.verify, &self.cache).await?);
+        let view = Arc::new(
+            OpenedView::open(&self.store, Some(version), &dir, self.verify, &self.cache).await?,
+        );
         if self.memory_bytes > 0 && self.hold_in_memory(&view, version).await? {
             return Ok(view);
         }
@@ -82,7 +83,11 @@ impl ViewOpener {
 
     /// Reads `view` whole into memory when it fits; false when it does not
     /// (it is then read from RocksDB).
-    async fn hold_in_memory(&self, view: &Arc<OpenedView>, version: u64) -> Result<bool, ServeError> {
+    async fn hold_in_memory(
+        &self,
+        view: &Arc<OpenedView>,
+        version: u64,
+    ) -> Result<bool, ServeError> {
         let started = std::time::Instant::now();
         let holding = view.clone();
         let limit = self.memory_bytes;
@@ -158,7 +163,11 @@ pub(crate) async fn switch_if_ready(
         (None, None) => return false,
     };
     serving.switch(Pair::new(Some(view), ready));
-    tracing::info!(view = version, generation = ready, "serving a new (view, generation) pair");
+    tracing::info!(
+        view = version,
+        generation = ready,
+        "serving a new (view, generation) pair"
+    );
     // Keep the new view, the previous one (requests in flight finish on
     // it) and the one whose generation is being built; forget the others
     // and their files.

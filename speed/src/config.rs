@@ -52,8 +52,18 @@ mod tests {
         c.archive.max_rows = 9;
         let s = SpeedConfig::from_config(&c);
         assert_eq!(
-            (s.bootstrap.as_str(), s.topic.as_str(), s.max_batch_wait, s.dedup_horizon),
-            ("k:1", "ev", Duration::from_millis(7), Duration::from_secs(60))
+            (
+                s.bootstrap.as_str(),
+                s.topic.as_str(),
+                s.max_batch_wait,
+                s.dedup_horizon
+            ),
+            (
+                "k:1",
+                "ev",
+                Duration::from_millis(7),
+                Duration::from_secs(60)
+            )
         );
         let a = ArchiverConfig::from_config(&c);
         assert_eq!(

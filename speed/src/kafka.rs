@@ -103,7 +103,9 @@ pub fn low_watermarks(
             let (low, _high) = producer
                 .client()
                 .fetch_watermarks(topic, p, timeout)
-                .map_err(SpeedError::kafka(format!("fetching the offsets of {topic}/{p}")))?;
+                .map_err(SpeedError::kafka(format!(
+                    "fetching the offsets of {topic}/{p}"
+                )))?;
             Ok((p, low))
         })
         .collect()

@@ -52,9 +52,7 @@ fn read_from(bootstrap: &str, start: i64, end: i64) -> Result<Vec<i64>> {
 fn cursor_is_exact_on_a_broker_that_skips_inside_batches() -> Result<()> {
     let logs = tempfile::tempdir()?;
     let broker = LocalBroker::start(None, logs.path())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = weft_core::runtime::current_thread()?;
     rt.block_on(ensure_topic(broker.bootstrap(), "batches", 1))?;
     // Ten record batches of 100: offsets 0-99, 100-199, ...
     let mut producer = EventProducer::new(broker.bootstrap(), "batches")?;

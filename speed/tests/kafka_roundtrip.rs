@@ -22,9 +22,7 @@ fn produce_and_consume_100k_events_in_order() -> Result<()> {
     let logs = tempfile::tempdir()?;
     let broker = LocalBroker::start(None, logs.path())?;
     let topic = "events";
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = weft_core::runtime::current_thread()?;
     rt.block_on(ensure_topic(broker.bootstrap(), topic, PARTITIONS))?;
 
     // Produce in arrival order; remember each user's sequence and the

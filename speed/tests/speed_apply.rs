@@ -76,9 +76,7 @@ fn run_until(
 fn speed_view_equals_reference_for_every_user_across_a_restart() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let broker = LocalBroker::start(None, &dir.path().join("logs"))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = weft_core::runtime::current_thread()?;
     rt.block_on(ensure_topic(broker.bootstrap(), "events", PARTITIONS))?;
     let spec = example_spec();
     let config = SpeedConfig::new(broker.bootstrap(), dir.path().join("speed"));

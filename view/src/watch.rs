@@ -18,10 +18,7 @@ pub fn spawn_watcher(
     std::thread::Builder::new()
         .name("weft-view-watch".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match weft_core::runtime::current_thread() {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!(error = %e, "view watcher: no runtime");

@@ -164,15 +164,10 @@ pub(crate) fn serve(a: &ServeBenchArgs) -> Result<()> {
     }
     // One thread: a current-thread runtime, whose tasks never wake another
     // worker thread to steal them.
-    let mut rt = match a.threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
+    let rt = match a.threads {
+        1 => weft_core::runtime::current_thread()?,
+        n => weft_core::runtime::multi_thread("weft-bench", n)?,
     };
-    let rt = rt.thread_name("weft-bench").enable_all().build()?;
     rt.block_on(serve_async(a))
 }
 

@@ -362,13 +362,10 @@ pub fn run_with_store(
     control: Option<&Control>,
 ) -> Result<(), SpeedError> {
     let partitions = partition_count(&config.bootstrap, &config.topic, Duration::from_secs(30))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| SpeedError::Io {
-            path: "tokio runtime".into(),
-            source: e,
-        })?;
+    let rt = weft_core::runtime::current_thread().map_err(|e| SpeedError::Io {
+        path: "tokio runtime".into(),
+        source: e,
+    })?;
     rt.block_on(ensure_topic(
         &config.bootstrap,
         &config.dead_letter_topic,

@@ -54,9 +54,9 @@ impl SpeedStore {
         {
             // Stores from before rollbacks: generation N is view N.
             None => Ok(u64::from(g)),
-            Some(v) => Ok(u64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
-                SpeedError::Store(format!("corrupt view record of generation {g}"))
-            })?)),
+            Some(v) => Ok(u64::from_be_bytes(v.as_slice().try_into().map_err(
+                |_| SpeedError::Store(format!("corrupt view record of generation {g}")),
+            )?)),
         }
     }
 
@@ -208,19 +208,6 @@ mod tests {
             .unwrap();
         store.finish_generation(2).unwrap();
         assert_eq!(store.view_of(2).unwrap(), 2);
-        // A rollback: generation 3 of view 1.
-        store
-            .start_generation(2, 3, 1, &HashMap::from([(0, 0)]), 1)
-            .unwrap();
-        assert_eq!(store.building_generation().unwrap(), Some(3));
-        assert_eq!(store.view_of(3).unwrap(), 1);
-        store.finish_generation(3).unwrap();
-        assert_eq!((store.ready_generation().unwrap(), store.view_of(3).unwrap()), (3, 1));
-        assert_eq!(store.view_of(2).unwrap(), 2, "the previous generation's view is kept");
-        // Generation 1 is deleted: its record goes with it (then the
-        // fallback, the generation's number, answers).
-        let meta = store.cf(CF_META).unwrap();
-        assert!(store.db.get_cf(meta, view_key(1)).unwrap().is_none());
         assert_eq!(count(&store, 0, "a"), 0);
         assert!(
             !store.holders.iter().any(|h| h.0 == 0),
@@ -230,5 +217,25 @@ mod tests {
             count(&store, 1, "b") > 0,
             "generation 1 stays until the next switch"
         );
+        // A rollback: generation 3 of view 1.
+        store
+            .start_generation(2, 3, 1, &HashMap::from([(0, 0)]), 1)
+            .unwrap();
+        assert_eq!(store.building_generation().unwrap(), Some(3));
+        assert_eq!(store.view_of(3).unwrap(), 1);
+        store.finish_generation(3).unwrap();
+        assert_eq!(
+            (store.ready_generation().unwrap(), store.view_of(3).unwrap()),
+            (3, 1)
+        );
+        assert_eq!(
+            store.view_of(2).unwrap(),
+            2,
+            "the previous generation's view is kept"
+        );
+        // Generation 1 is deleted: its record goes with it (then the
+        // fallback, the generation's number, answers).
+        let meta = store.cf(CF_META).unwrap();
+        assert!(store.db.get_cf(meta, view_key(1)).unwrap().is_none());
     }
 }
