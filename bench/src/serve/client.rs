@@ -24,8 +24,6 @@ pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) const LOAD_BATCH: u32 = 100;
 /// `BatchGetProfiles` calls in flight when loading Redis.
 pub(super) const LOAD_IN_FLIGHT: usize = 8;
-/// Longest latency a histogram holds, in microseconds (one hour).
-
 /// The gRPC client the load generator measures with (`--grpc-client`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(super) enum GrpcClient {

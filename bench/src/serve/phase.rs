@@ -10,10 +10,10 @@ use clap::ValueEnum;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
 use weft_proto::v1::Freshness;
 
 use super::client::{REQUEST_TIMEOUT, Target};
-use super::report::WindowRow;
 use crate::common::{cpu_since, histogram, micros, process_cpu, unix_ms, user_id};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -351,4 +351,20 @@ pub(super) async fn run_phase(
         elapsed,
         started_unix_ms,
     })
+}
+
+/// One window of a phase's timeline.
+#[derive(Debug, Serialize)]
+pub(super) struct WindowRow {
+    /// Seconds from the phase start to the window's start.
+    pub(super) from_secs: f64,
+    pub(super) ok: u64,
+    pub(super) errors: u64,
+    /// `None` without successful replies.
+    pub(super) p99_us: Option<u64>,
+    pub(super) max_us: Option<u64>,
+    /// Live freshness in the window's replies (weft only).
+    pub(super) max_speed_lag_ms: Option<i64>,
+    pub(super) max_speed_lag_messages: Option<i64>,
+    pub(super) batch_view_versions: Vec<u64>,
 }

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use super::client::{REQUEST_TIMEOUT, Target};
-use super::phase::{Phase, PhaseRun};
+use super::phase::{Phase, PhaseRun, WindowRow};
 use crate::common::user_id;
 
 /// One row of the results table.
@@ -42,22 +42,6 @@ pub(super) struct Row {
     /// `--timeline-secs`, fixed rate only: one row per window.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) timeline: Vec<WindowRow>,
-}
-
-/// One window of a phase's timeline.
-#[derive(Debug, Serialize)]
-pub(super) struct WindowRow {
-    /// Seconds from the phase start to the window's start.
-    pub(super) from_secs: f64,
-    pub(super) ok: u64,
-    pub(super) errors: u64,
-    /// `None` without successful replies.
-    pub(super) p99_us: Option<u64>,
-    pub(super) max_us: Option<u64>,
-    /// Live freshness in the window's replies (weft only).
-    pub(super) max_speed_lag_ms: Option<i64>,
-    pub(super) max_speed_lag_messages: Option<i64>,
-    pub(super) batch_view_versions: Vec<u64>,
 }
 
 impl Row {
