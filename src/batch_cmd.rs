@@ -301,10 +301,21 @@ fn check_replayable(c: &WeftConfig, m: &weft_view::Manifest) -> Result<()> {
                 version_name(m.version)
             )
         })?;
+    replay_gaps(&low, m.version, &m.boundary.offsets)
+}
+
+/// The partitions whose records after view `version`'s `boundary` (`O_p`;
+/// absent: none) the topic no longer holds (`low`: the oldest offset left
+/// per partition), as an error.
+fn replay_gaps(
+    low: &std::collections::BTreeMap<i32, i64>,
+    version: u64,
+    boundary: &std::collections::BTreeMap<i32, i64>,
+) -> Result<()> {
     let lost: Vec<String> = low
         .iter()
         .filter_map(|(p, oldest)| {
-            let needed = m.boundary_of(*p) + 1;
+            let needed = boundary.get(p).map_or(0, |o| o + 1);
             (needed < *oldest).then(|| {
                 format!(
                     "partition {p} needs offset {needed}, the oldest still on the topic is {oldest}"
@@ -315,11 +326,38 @@ fn check_replayable(c: &WeftConfig, m: &weft_view::Manifest) -> Result<()> {
     if !lost.is_empty() {
         bail!(
             "cannot roll back to {}: its speed generation is rebuilt from the topic, which no longer holds the offsets after the view's boundary ({}); publish a new view instead",
-            version_name(m.version),
+            version_name(version),
             lost.join("; ")
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A rollback is refused when retention deleted records the speed
+    /// layers would replay, naming each partition, the offset needed and
+    /// the oldest one left; partitions the view never saw need offset 0.
+    #[test]
+    fn a_rollback_needs_the_views_tail_on_the_topic() {
+        let boundary = BTreeMap::from([(0, 99), (1, 10)]);
+        let low = BTreeMap::from([(0, 100), (1, 0), (2, 0)]);
+        replay_gaps(&low, 1, &boundary).unwrap();
+        let low = BTreeMap::from([(0, 101), (1, 0), (2, 5)]);
+        let e = replay_gaps(&low, 1, &boundary).unwrap_err().to_string();
+        assert!(e.starts_with("cannot roll back to v000001:"), "{e}");
+        assert!(
+            e.contains("partition 0 needs offset 100, the oldest still on the topic is 101; partition 2 needs offset 0, the oldest still on the topic is 5"),
+            "{e}"
+        );
+        assert!(!e.contains("partition 1 "), "{e}");
+    }
 }
 
 /// The batch job's settings from the configuration tree: `[archive].root`,
