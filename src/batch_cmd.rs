@@ -333,33 +333,6 @@ fn replay_gaps(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use std::collections::BTreeMap;
-
-    use super::*;
-
-    /// A rollback is refused when retention deleted records the speed
-    /// layers would replay, naming each partition, the offset needed and
-    /// the oldest one left; partitions the view never saw need offset 0.
-    #[test]
-    fn a_rollback_needs_the_views_tail_on_the_topic() {
-        let boundary = BTreeMap::from([(0, 99), (1, 10)]);
-        let low = BTreeMap::from([(0, 100), (1, 0), (2, 0)]);
-        replay_gaps(&low, 1, &boundary).unwrap();
-        let low = BTreeMap::from([(0, 101), (1, 0), (2, 5)]);
-        let e = replay_gaps(&low, 1, &boundary).unwrap_err().to_string();
-        assert!(e.starts_with("cannot roll back to v000001:"), "{e}");
-        assert!(
-            e.contains("partition 0 needs offset 100, the oldest still on the topic is 101; partition 2 needs offset 0, the oldest still on the topic is 5"),
-            "{e}"
-        );
-        assert!(!e.contains("partition 1 "), "{e}");
-    }
-}
-
 /// The batch job's settings from the configuration tree: `[archive].root`,
 /// `[views].store`, `[batch]`.
 pub(crate) fn batch_config(c: &WeftConfig) -> Result<BatchConfig> {
@@ -417,4 +390,31 @@ async fn run_job(file: Option<&Path>, args: &RunArgs) -> Result<()> {
         summary.grouped_in_memory, summary.partitions, summary.spills, summary.spilled_bytes
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A rollback is refused when retention deleted records the speed
+    /// layers would replay, naming each partition, the offset needed and
+    /// the oldest one left; partitions the view never saw need offset 0.
+    #[test]
+    fn a_rollback_needs_the_views_tail_on_the_topic() {
+        let boundary = BTreeMap::from([(0, 99), (1, 10)]);
+        let low = BTreeMap::from([(0, 100), (1, 0), (2, 0)]);
+        replay_gaps(&low, 1, &boundary).unwrap();
+        let low = BTreeMap::from([(0, 101), (1, 0), (2, 5)]);
+        let e = replay_gaps(&low, 1, &boundary).unwrap_err().to_string();
+        assert!(e.starts_with("cannot roll back to v000001:"), "{e}");
+        assert!(
+            e.contains("partition 0 needs offset 100, the oldest still on the topic is 101; partition 2 needs offset 0, the oldest still on the topic is 5"),
+            "{e}"
+        );
+        assert!(!e.contains("partition 1 "), "{e}");
+    }
 }

@@ -93,7 +93,8 @@ impl From<ApiError> for Status {
 
 /// The speed store could not answer: every variant is spelled out, so a
 /// new one needs a decision here. A store that cannot be read now (I/O,
-/// RocksDB) is UNAVAILABLE: the client may retry or go to a replica.
+/// RocksDB) is UNAVAILABLE: the client may retry or go to a replica. Data
+/// that does not decode is INTERNAL: retrying the same node cannot help.
 impl From<weft_speed::SpeedError> for ApiError {
     fn from(e: weft_speed::SpeedError) -> ApiError {
         use weft_speed::SpeedError;
@@ -104,6 +105,7 @@ impl From<weft_speed::SpeedError> for ApiError {
             | SpeedError::LocalBroker(_)
             | SpeedError::Store(_)
             | SpeedError::Io { .. } => ApiError::Unavailable(format!("speed view: {e}")),
+            SpeedError::Corrupt(_) => ApiError::Internal(format!("speed view: {e}")),
         }
     }
 }
@@ -126,6 +128,19 @@ impl From<weft_view::ViewError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn speed_errors_have_their_codes() {
+        let unreadable = weft_speed::SpeedError::Store("reading partials: IO error".into());
+        assert_eq!(ApiError::from(unreadable).code(), Code::Unavailable);
+        let corrupt = weft_speed::SpeedError::Corrupt("acme/u1: truncated partial".into());
+        let e = ApiError::from(corrupt);
+        assert_eq!(e.code(), Code::Internal);
+        assert_eq!(
+            e.to_string(),
+            "speed view: speed store: corrupt: acme/u1: truncated partial"
+        );
+    }
 
     #[test]
     fn view_errors_have_their_codes() {

@@ -24,6 +24,10 @@ pub enum SpeedError {
     /// directory (disk, permissions, a store built with another spec).
     #[error("speed store: {0}")]
     Store(String),
+    /// A stored value or key does not decode: the data directory is
+    /// damaged (restore it, or start on a fresh one, which replays).
+    #[error("speed store: corrupt: {0}")]
+    Corrupt(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -27,7 +27,7 @@ impl SpeedStore {
             Some(v) => Ok(Some(Generation::from_be_bytes(
                 v.as_slice()
                     .try_into()
-                    .map_err(|_| SpeedError::Store("corrupt generation record".into()))?,
+                    .map_err(|_| SpeedError::Corrupt("generation record".into()))?,
             ))),
         }
     }
@@ -55,7 +55,7 @@ impl SpeedStore {
             // Stores from before rollbacks: generation N is view N.
             None => Ok(u64::from(g)),
             Some(v) => Ok(u64::from_be_bytes(v.as_slice().try_into().map_err(
-                |_| SpeedError::Store(format!("corrupt view record of generation {g}")),
+                |_| SpeedError::Corrupt(format!("view record of generation {g}")),
             )?)),
         }
     }

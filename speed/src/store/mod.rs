@@ -279,12 +279,12 @@ impl SpeedStore {
             let partition = i32::from_be_bytes(
                 k[4..8]
                     .try_into()
-                    .map_err(|_| SpeedError::Store("bad offset key".into()))?,
+                    .map_err(|_| SpeedError::Corrupt("bad offset key".into()))?,
             );
             let offset = i64::from_be_bytes(
                 v[..8]
                     .try_into()
-                    .map_err(|_| SpeedError::Store("bad offset value".into()))?,
+                    .map_err(|_| SpeedError::Corrupt("bad offset value".into()))?,
             );
             out.insert(partition, offset);
         }
@@ -423,7 +423,7 @@ impl SpeedStore {
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(prefix_upper_bound(&prefix));
         ro.set_prefix_same_as_start(true);
-        let bad = |problem: String| SpeedError::Store(format!("{tenant}/{user}: {problem}"));
+        let bad = |problem: String| SpeedError::Corrupt(format!("{tenant}/{user}: {problem}"));
         for item in self
             .db
             .iterator_cf_opt(cf, ro, IteratorMode::From(&prefix, Direction::Forward))
