@@ -43,7 +43,7 @@ use crate::metrics::{RequestMetrics, registry};
 use crate::recs::RecsFeatures;
 use crate::reply::ProfileServer;
 use crate::state::{Pair, Serving};
-use crate::views::{Opened, ViewOpener, switch_if_ready};
+use crate::views::{ViewOpener, switch_if_ready};
 
 /// Why `weft serve` could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +96,6 @@ pub struct Server {
     requests: Arc<RequestMetrics>,
     health: Arc<Health>,
     opener: Option<ViewOpener>,
-    opened: Opened,
 }
 
 /// Serves on `grpc` and `http` until `shutdown` is cancelled, then drains
@@ -125,8 +124,7 @@ impl Server {
             )),
             None => None,
         };
-        let opened = Opened::default();
-        pair_at_start(&config, &store, &serving, opener.as_ref(), &opened).await?;
+        pair_at_start(&config, &store, &serving, opener.as_ref()).await?;
         let requests = Arc::new(RequestMetrics::default());
         let api = Arc::new(Api {
             recs: RecsFeatures::resolve(&serving, &config.recommendations)
@@ -149,7 +147,6 @@ impl Server {
             requests,
             health: Arc::new(Health::default()),
             opener,
-            opened,
         })
     }
 
@@ -188,30 +185,26 @@ impl Server {
         let speed_stop = Arc::new(AtomicBool::new(false));
         let (control_tx, control_rx) = std::sync::mpsc::channel::<NewGeneration>();
         let speed_thread = self.spawn_speed(control_rx, speed_stop.clone())?;
-        // Stops the front ends after the drain; `background` the watcher
-        // and the switcher.
-        let servers_stop = CancellationToken::new();
-        let background = CancellationToken::new();
+        // Stops the front ends, the watcher and the switcher after the drain.
+        let tasks_stop = CancellationToken::new();
         let mut tasks: JoinSet<Result<&'static str, ServeError>> = JoinSet::new();
-        self.spawn_front_ends(&mut tasks, grpc, http, health_service, &servers_stop)?;
+        self.spawn_front_ends(&mut tasks, grpc, http, health_service, &tasks_stop)?;
         if let Some(opener) = self.opener.clone() {
             tasks.spawn(watch_views(
                 opener,
                 self.store.spec().hash().to_string(),
                 Duration::from_secs(self.config.views.poll_secs),
                 self.serving.clone(),
-                self.opened.clone(),
                 control_tx,
-                background.clone(),
+                tasks_stop.clone(),
             ));
         }
         tasks.spawn(switcher(
             self.serving.clone(),
-            self.opened.clone(),
             self.opener.clone(),
             self.health.clone(),
             reporter.clone(),
-            background.clone(),
+            tasks_stop.clone(),
         ));
         tracing::info!(grpc = %grpc_addr, http = %http_addr, "weft serve listening");
 
@@ -240,8 +233,7 @@ impl Server {
         if failure.is_none() {
             tokio::time::sleep(Duration::from_secs(self.config.serve.drain_secs)).await;
         }
-        servers_stop.cancel();
-        background.cancel();
+        tasks_stop.cancel();
         // Connections get GOAWAY and finish their requests; a client that
         // keeps its connection open past the grace period is cut off.
         let grace = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -402,7 +394,6 @@ async fn pair_at_start(
     store: &SpeedStore,
     serving: &Serving,
     opener: Option<&ViewOpener>,
-    opened: &Opened,
 ) -> Result<(), ServeError> {
     let g = store.ready_generation()?;
     if g == 0 {
@@ -416,14 +407,8 @@ async fn pair_at_start(
             config.speed.data_dir.display()
         )));
     };
-    match opener.open(version).await {
-        Ok(view) => {
-            opened
-                .lock()
-                .map_err(|_| ServeError::Config("poisoned".into()))?
-                .insert(version, view.clone());
-            serving.switch(Pair::new(Some(view), g));
-        }
+    match opener.get(version).await {
+        Ok(view) => serving.switch(Pair::new(Some(view), g)),
         Err(e) => tracing::error!(
             error = %e,
             generation = g,
@@ -443,7 +428,6 @@ async fn watch_views(
     spec_hash: String,
     every: Duration,
     serving: Arc<Serving>,
-    opened: Opened,
     control: std::sync::mpsc::Sender<NewGeneration>,
     stop: CancellationToken,
 ) -> Result<&'static str, ServeError> {
@@ -467,16 +451,8 @@ async fn watch_views(
                 target = m.version;
             }
             Ok(Some(m)) => {
-                let known = opened.lock().ok().and_then(|o| o.get(&m.version).cloned());
-                let view = match known {
-                    Some(v) => Ok(v),
-                    None => opener.open(m.version).await,
-                };
-                match view {
-                    Ok(view) => {
-                        if let Ok(mut o) = opened.lock() {
-                            o.insert(m.version, view);
-                        }
+                match opener.get(m.version).await {
+                    Ok(_) => {
                         let rollback = m.version < target;
                         tracing::info!(
                             view = m.version,
@@ -515,7 +491,6 @@ async fn watch_views(
 /// of an opened view, refreshes the lag, reports health.
 async fn switcher(
     serving: Arc<Serving>,
-    opened: Opened,
     opener: Option<ViewOpener>,
     health: Arc<Health>,
     reporter: tonic_health::server::HealthReporter,
@@ -529,7 +504,7 @@ async fn switcher(
             _ = stop.cancelled() => return Ok("switcher"),
         }
         serving.refresh_lag();
-        switch_if_ready(&serving, &opened, opener.as_ref()).await;
+        switch_if_ready(&serving, opener.as_ref()).await;
         let ok = serving.current_pair().is_some();
         health.ready.store(ok, Ordering::Relaxed);
         if ok && !reported && !health.draining.load(Ordering::Relaxed) {

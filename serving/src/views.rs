@@ -8,22 +8,23 @@
 //! view; the previous view stays open for the requests still on it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use weft_config::ViewsConfig;
 use weft_view::{BlockCache, OpenedView, ViewStore, version_name};
 
-use crate::ServeError;
 use weft_speed::store::Generation;
 
+use crate::ServeError;
 use crate::state::{Pair, Serving};
 
 /// Views opened and not yet dropped, by version.
-pub(crate) type Opened = Arc<Mutex<BTreeMap<u64, Arc<OpenedView>>>>;
+type Opened = Arc<Mutex<BTreeMap<u64, Arc<OpenedView>>>>;
 
-/// How views are opened (`[views]`).
+/// How views are opened (`[views]`), and the views open now (shared by
+/// clones: the watcher, the switcher and start-up see the same ones).
 #[derive(Debug, Clone)]
 pub(crate) struct ViewOpener {
     pub(crate) store: ViewStore,
@@ -34,6 +35,7 @@ pub(crate) struct ViewOpener {
     memory_bytes: u64,
     /// The block cache every opened view shares (`views.block_cache_mb`).
     cache: BlockCache,
+    opened: Opened,
 }
 
 impl ViewOpener {
@@ -45,15 +47,61 @@ impl ViewOpener {
             verify: c.verify,
             warm: c.warm,
             memory_bytes: c.memory_mb << 20,
+            opened: Opened::default(),
         }
     }
 
-    pub(crate) fn work_dir(&self) -> &Path {
-        &self.work_dir
+    /// View `version`: the one already open, else opened now (and kept).
+    pub(crate) async fn get(&self, version: u64) -> Result<Arc<OpenedView>, ServeError> {
+        if let Some(v) = self
+            .opened
+            .lock()
+            .ok()
+            .and_then(|o| o.get(&version).cloned())
+        {
+            return Ok(v);
+        }
+        let view = self.open(version).await?;
+        if let Ok(mut o) = self.opened.lock() {
+            o.insert(version, view.clone());
+        }
+        Ok(view)
+    }
+
+    /// Forgets every open view but those in `keep`, and removes their
+    /// files (requests still on one hold their `Arc`).
+    async fn retain(&self, keep: &[u64]) {
+        let dropped: Vec<u64> = match self.opened.lock() {
+            Ok(mut o) => {
+                let old: Vec<u64> = o.keys().filter(|v| !keep.contains(v)).copied().collect();
+                for v in &old {
+                    o.remove(v);
+                }
+                old
+            }
+            Err(_) => Vec::new(),
+        };
+        let dirs: Vec<PathBuf> = dropped
+            .iter()
+            .map(|v| self.work_dir.join(version_name(*v)))
+            .collect();
+        // Removing directories blocks; the result only matters to disk use.
+        let removed = tokio::task::spawn_blocking(move || {
+            for d in dirs {
+                if let Err(e) = std::fs::remove_dir_all(&d)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(error = %e, dir = %d.display(), "cannot remove an old view's files");
+                }
+            }
+        });
+        if let Err(e) = removed.await {
+            tracing::warn!(error = %e, "removing old views' files failed");
+        }
     }
 
     /// Opens view `version` and reads it into memory or the block cache.
-    pub(crate) async fn open(&self, version: u64) -> Result<Arc<OpenedView>, ServeError> {
+    async fn open(&self, version: u64) -> Result<Arc<OpenedView>, ServeError> {
         let dir = self.work_dir.join(version_name(version));
         let view = Arc::new(
             OpenedView::open(&self.store, Some(version), &dir, self.verify, &self.cache).await?,
@@ -125,11 +173,7 @@ impl ViewOpener {
 /// the served pair's, pair it with the view it was built from (opened by the
 /// watcher, or opened now after a restart) and swap. Returns whether it
 /// swapped. A rollback is a newer generation of an older view.
-pub(crate) async fn switch_if_ready(
-    serving: &Serving,
-    opened: &Opened,
-    opener: Option<&ViewOpener>,
-) -> bool {
+pub(crate) async fn switch_if_ready(serving: &Serving, opener: Option<&ViewOpener>) -> bool {
     let ready = serving
         .speed_metrics()
         .ready_generation
@@ -138,6 +182,9 @@ pub(crate) async fn switch_if_ready(
     if ready == 0 || current.as_ref().is_some_and(|p| ready <= p.generation) {
         return false;
     }
+    let Some(opener) = opener else {
+        return false;
+    };
     let version = match serving.speed().view_of(ready) {
         Ok(v) => v,
         Err(e) => {
@@ -145,22 +192,12 @@ pub(crate) async fn switch_if_ready(
             return false;
         }
     };
-    let known = opened.lock().ok().and_then(|o| o.get(&version).cloned());
-    let view = match (known, opener) {
-        (Some(v), _) => v,
-        (None, Some(opener)) => match opener.open(version).await {
-            Ok(v) => {
-                if let Ok(mut o) = opened.lock() {
-                    o.insert(version, v.clone());
-                }
-                v
-            }
-            Err(e) => {
-                tracing::error!(error = %e, generation = ready, view = version, "cannot open the view of the ready generation");
-                return false;
-            }
-        },
-        (None, None) => return false,
+    let view = match opener.get(version).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, generation = ready, view = version, "cannot open the view of the ready generation");
+            return false;
+        }
     };
     serving.switch(Pair::new(Some(view), ready));
     tracing::info!(
@@ -182,34 +219,6 @@ pub(crate) async fn switch_if_ready(
     {
         keep.push(v);
     }
-    let dropped: Vec<u64> = match opened.lock() {
-        Ok(mut o) => {
-            let old: Vec<u64> = o.keys().filter(|v| !keep.contains(v)).copied().collect();
-            for v in &old {
-                o.remove(v);
-            }
-            old
-        }
-        Err(_) => Vec::new(),
-    };
-    if let Some(opener) = opener {
-        let dirs: Vec<PathBuf> = dropped
-            .iter()
-            .map(|v| opener.work_dir().join(version_name(*v)))
-            .collect();
-        // Removing directories blocks; the result only matters to disk use.
-        let removed = tokio::task::spawn_blocking(move || {
-            for d in dirs {
-                if let Err(e) = std::fs::remove_dir_all(&d)
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
-                    tracing::warn!(error = %e, dir = %d.display(), "cannot remove an old view's files");
-                }
-            }
-        });
-        if let Err(e) = removed.await {
-            tracing::warn!(error = %e, "removing old views' files failed");
-        }
-    }
+    opener.retain(&keep).await;
     true
 }
