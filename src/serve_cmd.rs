@@ -63,7 +63,7 @@ pub(crate) fn run_serve(file: Option<&Path>, args: &ServeArgs) -> Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    let rt = weft_core::runtime::multi_thread("weft-serve", config.serve_workers())?;
+    let rt = weft_core::runtime::multi_thread("weft-serve", config.serve.workers)?;
     let result = rt.block_on(async {
         // Handlers first: a stop request during start-up is a clean stop.
         let stop = crate::speed_cmd::stop_on_signals()?;

@@ -139,15 +139,6 @@ impl WeftConfig {
             n => n,
         }
     }
-
-    /// Tokio worker threads for `weft serve`: `serve.workers`, or one per
-    /// core when it is 0.
-    pub fn serve_workers(&self) -> usize {
-        match self.serve.workers {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            n => n,
-        }
-    }
 }
 
 #[cfg(test)]
