@@ -309,20 +309,12 @@ fn get_profile_equals_the_reference_before_after_and_across_view_switches() {
     topic.produce(Vec::new(), 30_000, 0.005);
     wait_served(&running, &topic.produced, 1);
     let by_user = Arc::new(topic.produced.by_user());
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
-    let checker = spawn_checker(&f, addr, by_user.clone(), stop.clone(), seen.clone());
+    let checker = Checker::spawn(&f, addr, by_user.clone());
     let committed = topic.committed_behind(150);
     let (_, summary) = f.publish_view(&topic.produced, &committed);
     assert_eq!(summary.version, 2);
     wait_served(&running, &topic.produced, 2);
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    f.rt.block_on(checker).unwrap();
-    let (on_1, on_2) = (
-        seen[1].load(Ordering::Relaxed),
-        seen[2].load(Ordering::Relaxed),
-    );
+    let (on_1, on_2) = checker.finish(&f);
     assert!(
         on_1 > 0 && on_2 > 0,
         "answers on view 1: {on_1}, on view 2: {on_2}"
@@ -367,9 +359,7 @@ fn get_profile_equals_the_reference_before_after_and_across_view_switches() {
     topic.produce(Vec::new(), 10_000, 0.005);
     wait_served(&running, &topic.produced, 2);
     let rolled = Arc::new(topic.produced.by_user());
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
-    let checker = spawn_checker(&f, addr, rolled, stop.clone(), seen.clone());
+    let checker = Checker::spawn(&f, addr, rolled);
     let views = f.dir.path().join("views");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(["batch", "rollback", "--to", "1", "--views"])
@@ -383,13 +373,7 @@ fn get_profile_equals_the_reference_before_after_and_across_view_switches() {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_served_pair(&running, &topic.produced, 1, 3);
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    f.rt.block_on(checker).unwrap();
-    let (on_1, on_2) = (
-        seen[1].load(Ordering::Relaxed),
-        seen[2].load(Ordering::Relaxed),
-    );
+    let (on_1, on_2) = checker.finish(&f);
     assert!(
         on_1 > 0 && on_2 > 0,
         "answers on view 2: {on_2}, then on view 1: {on_1}"
@@ -397,6 +381,41 @@ fn get_profile_equals_the_reference_before_after_and_across_view_switches() {
     assert_every_user_on(&f, addr, &topic.produced, 1, 3);
 
     f.rt.block_on(running.stop()).unwrap();
+}
+
+/// GetProfile for random users, on a task, until [`Checker::finish`]:
+/// every answer must succeed and equal the reference at its own query time
+/// (whichever pair served it). Answers are counted per view (2 and up in
+/// the last).
+struct Checker {
+    task: tokio::task::JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+    seen: Arc<[AtomicU64; 3]>,
+}
+
+impl Checker {
+    fn spawn(
+        f: &Fixture,
+        addr: SocketAddr,
+        by_user: Arc<BTreeMap<(String, String), Vec<Event>>>,
+    ) -> Checker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
+        let task = spawn_checker(f, addr, by_user, stop.clone(), seen.clone());
+        Checker { task, stop, seen }
+    }
+
+    /// Lets it run 300 ms more, stops it and returns the answers it got on
+    /// view 1 and on view 2.
+    fn finish(self, f: &Fixture) -> (u64, u64) {
+        std::thread::sleep(Duration::from_millis(300));
+        self.stop.store(true, Ordering::Relaxed);
+        f.rt.block_on(self.task).unwrap();
+        (
+            self.seen[1].load(Ordering::Relaxed),
+            self.seen[2].load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// Asks GetProfile for random users until `stop`; every answer must
