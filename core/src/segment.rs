@@ -92,26 +92,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::spec::SpecError;
-
-    const FEATURES: &str = r#"
-[[feature]]
-name = "spend"
-aggregate = "sum"
-field = "revenue"
-window = "90d"
-
-[[feature]]
-name = "cats"
-aggregate = "top_k"
-field = "category"
-k = 3
-window = "30d"
-"#;
-
-    fn spec(segments: &str) -> Result<FeatureSpec, SpecError> {
-        FeatureSpec::parse(&format!("{FEATURES}\n{segments}"))
-    }
+    use crate::spec::segment::tests::spec;
 
     #[test]
     fn segments_match_profiles() {

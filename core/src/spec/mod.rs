@@ -38,7 +38,7 @@ mod duration;
 mod error;
 mod feature;
 mod raw;
-mod segment;
+pub(crate) mod segment;
 
 pub use aggregate::{Aggregate, Field, FieldValue, HLL_LG_K, MAX_LIST_LEN};
 pub use duration::{

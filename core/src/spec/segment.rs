@@ -235,7 +235,7 @@ impl RawPredicate {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use crate::FeatureSpec;
     use crate::spec::SpecError;
 
@@ -254,7 +254,9 @@ k = 3
 window = "30d"
 "#;
 
-    fn spec(segments: &str) -> Result<FeatureSpec, SpecError> {
+    /// Two features (`spend`, `cats`) and `segments`: the fixture of the
+    /// segment tests here and in `crate::segment`.
+    pub(crate) fn spec(segments: &str) -> Result<FeatureSpec, SpecError> {
         FeatureSpec::parse(&format!("{FEATURES}\n{segments}"))
     }
 
