@@ -199,7 +199,7 @@ async fn open_view(
     work: &tempfile::TempDir,
 ) -> Result<OpenedView> {
     let c = crate::load_config(file, args.store.overrides())?;
-    let store = ViewStore::open(&view_store(&c)?)?;
+    let store = ViewStore::open(&view_store(&c)?, &c.s3)?;
     let version = args.version.as_deref().map(parse_version).transpose()?;
     let cache = BlockCache::new(VIEW_BLOCK_CACHE_BYTES);
     let verify = args.verify || c.views.verify;
@@ -249,7 +249,7 @@ pub(crate) fn run(file: Option<&Path>, cmd: &BatchCommand) -> Result<()> {
         }),
         BatchCommand::List(store) => rt.block_on(async {
             let c = crate::load_config(file, store.overrides())?;
-            let store = ViewStore::open(&view_store(&c)?)?;
+            let store = ViewStore::open(&view_store(&c)?, &c.s3)?;
             let current = store.current().await?;
             for v in store.versions().await? {
                 let m = store.manifest(v).await?;
@@ -276,7 +276,7 @@ pub(crate) fn run(file: Option<&Path>, cmd: &BatchCommand) -> Result<()> {
                 .overrides()
                 .set("kafka.bootstrap", "--bootstrap", bootstrap.clone());
             let c = crate::load_config(file, flags)?;
-            let store = ViewStore::open(&view_store(&c)?)?;
+            let store = ViewStore::open(&view_store(&c)?, &c.s3)?;
             let v = parse_version(to)?;
             let m = store.manifest(v).await?;
             if !skip_topic_check {
@@ -344,6 +344,7 @@ pub(crate) fn batch_config(c: &WeftConfig) -> Result<BatchConfig> {
     config.keep = c.batch.keep;
     config.recs.window_ms = c.batch.cooc_window_min * weft_core::spec::MINUTE_MS;
     config.recs.neighbours = c.batch.neighbours;
+    config.s3 = c.s3.clone();
     Ok(config)
 }
 

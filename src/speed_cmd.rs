@@ -82,7 +82,7 @@ pub(crate) fn run_speed(file: Option<&Path>, args: &SpeedArgs) -> Result<()> {
         Some(views) => {
             let (tx, rx) = std::sync::mpsc::channel();
             weft_view::spawn_watcher(
-                weft_view::ViewStore::open(views)?,
+                weft_view::ViewStore::open(views, &c.s3)?,
                 spec.hash().to_string(),
                 Duration::from_secs(c.views.poll_secs),
                 move |m| {

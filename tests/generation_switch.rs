@@ -192,7 +192,7 @@ impl Fixture {
         let view = self
             .rt
             .block_on(OpenedView::open(
-                &ViewStore::open(views.to_str().unwrap()).unwrap(),
+                &ViewStore::open(views.to_str().unwrap(), &Default::default()).unwrap(),
                 None,
                 work.path(),
                 true,

@@ -22,8 +22,6 @@ pub enum BatchError {
         #[source]
         source: std::io::Error,
     },
-    #[error("object store: {0}")]
-    ObjectStore(#[from] object_store::Error),
     #[error("DataFusion: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
     /// The view format, the view store or an opened view
@@ -36,6 +34,13 @@ pub enum BatchError {
         #[source]
         source: rust_rocksdb::Error,
     },
+}
+
+/// An object store's failure is the view crate's ([`ViewError::ObjectStore`]).
+impl From<object_store::Error> for BatchError {
+    fn from(e: object_store::Error) -> BatchError {
+        BatchError::View(e.into())
+    }
 }
 
 impl BatchError {

@@ -21,6 +21,7 @@ use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use rust_rocksdb::SstFileWriter;
+use weft_config::S3Section;
 use weft_core::codec::encode_partial_into;
 use weft_core::eval::apply_to;
 use weft_core::keys::{begin_group, end_group, push_group_entry, user_prefix};
@@ -58,6 +59,8 @@ pub struct BatchConfig {
     /// Views to keep in the store after publishing.
     pub keep: usize,
     pub recs: RecsConfig,
+    /// How `s3://` archives and view stores are reached.
+    pub s3: S3Section,
 }
 
 impl BatchConfig {
@@ -77,6 +80,7 @@ impl BatchConfig {
             partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             keep: 3,
             recs: RecsConfig::default(),
+            s3: S3Section::default(),
         }
     }
 }
@@ -203,9 +207,9 @@ fn columns(spec: &FeatureSpec) -> Vec<&'static str> {
 /// published.
 pub async fn run(config: &BatchConfig, progress: Arc<JobProgress>) -> Result<JobSummary> {
     let started = Instant::now();
-    let views = ViewStore::open(&config.views)?;
+    let views = ViewStore::open(&config.views, &config.s3)?;
     progress.set("checking archive");
-    let archive = source::open_archive(&config.archive)?;
+    let archive = source::open_archive(&config.archive, &config.s3)?;
     let files = source::list_files(&archive).await?;
     if files.is_empty() {
         return Err(BatchError::EmptyArchive(archive.display.clone()));

@@ -14,14 +14,15 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::parquet_to_arrow_schema;
 use parquet::file::metadata::ParquetMetaDataReader;
+use weft_config::S3Section;
 use weft_core::archive::{ARCHIVER_STATE_DIR, ARCHIVER_STATE_FILE, ArchiverState, archive_schema};
 use weft_view::{Boundary, BoundarySource, Location, ViewError};
 
 use crate::{BatchError, Result};
 
 /// Resolves the archive's location; it must exist.
-pub fn open_archive(location: &str) -> Result<Location> {
-    Location::parse(location, true).map_err(|e| match e {
+pub fn open_archive(location: &str, s3: &S3Section) -> Result<Location> {
+    Location::parse(location, true, s3).map_err(|e| match e {
         ViewError::Missing(display) => BatchError::MissingArchive(display),
         e => e.into(),
     })

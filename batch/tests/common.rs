@@ -129,7 +129,7 @@ pub(crate) async fn run_job(
 }
 
 pub(crate) async fn open_current(views: &Path, work: &Path) -> OpenedView {
-    let store = ViewStore::open(views.to_str().unwrap()).unwrap();
+    let store = ViewStore::open(views.to_str().unwrap(), &Default::default()).unwrap();
     OpenedView::open(&store, None, work, true, &BlockCache::default())
         .await
         .unwrap()

@@ -28,7 +28,7 @@ async fn try_run(archive: &Path, views: &Path) -> Result<weft_batch::JobSummary,
 }
 
 async fn assert_nothing_published(views: &Path) {
-    let store = ViewStore::open(views.to_str().unwrap()).unwrap();
+    let store = ViewStore::open(views.to_str().unwrap(), &Default::default()).unwrap();
     assert_eq!(store.current().await.unwrap(), None);
     assert!(store.versions().await.unwrap().is_empty());
     let leftovers: Vec<_> = std::fs::read_dir(views).unwrap().collect();

@@ -19,7 +19,7 @@ async fn views_are_versioned_kept_and_rolled_back() {
     let (archive, views) = (dir.path().join("archive"), dir.path().join("views"));
     let events = generated_events(8, 8_000, 400);
     write_archive(&archive, &events);
-    let store = ViewStore::open(views.to_str().unwrap()).unwrap();
+    let store = ViewStore::open(views.to_str().unwrap(), &Default::default()).unwrap();
     assert_eq!(store.current().await.unwrap(), None);
     // A half-written view (no manifest) and a stale staging directory are
     // never listed as views.

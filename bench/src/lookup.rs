@@ -105,7 +105,7 @@ pub(crate) fn lookup(a: &LookupArgs) -> Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix("weft-bench-lookup")
         .tempdir_in(a.work_dir.clone().unwrap_or_else(std::env::temp_dir))?;
-    let store = ViewStore::open(&a.views)?;
+    let store = ViewStore::open(&a.views, &weft_config::S3Section::default())?;
     let rt = weft_core::runtime::current_thread()?;
     let view = Arc::new(
         rt.block_on(OpenedView::open(

@@ -1,8 +1,8 @@
 //! Weft's one configuration tree, read by every command.
 //!
 //! * [`WeftConfig`] is `weft.toml`: `features` and the sections
-//!   `[kafka] [speed] [archive] [batch] [views] [serve] [recommendations]
-//!   [[tenants]]` ([`sections`]); `deploy/weft.example.toml` documents every
+//!   `[kafka] [speed] [archive] [batch] [views] [s3] [serve]
+//!   [recommendations] [[tenants]]` ([`sections`]); `deploy/weft.example.toml` documents every
 //!   key with its default and a test loads it.
 //! * [`WeftConfig::load`] layers it: compiled-in defaults, then a TOML file
 //!   (`--config`), then `WEFT__SECTION__KEY` environment variables
@@ -33,8 +33,8 @@ pub use error::ConfigError;
 pub use layers::{ENV_PREFIX, EnvLayer, Overrides};
 pub use secret::Secret;
 pub use sections::{
-    ArchiveSection, BatchSection, KafkaConfig, KeyConfig, RecsConfig, Scope, ServerConfig,
-    SpeedSection, TenantConfig, ViewsConfig,
+    ArchiveSection, BatchSection, KafkaConfig, KeyConfig, RecsConfig, S3Section, Scope,
+    ServerConfig, SpeedSection, TenantConfig, ViewsConfig,
 };
 
 /// The whole configuration (`weft.toml`).
@@ -49,6 +49,7 @@ pub struct WeftConfig {
     pub archive: ArchiveSection,
     pub batch: BatchSection,
     pub views: ViewsConfig,
+    pub s3: S3Section,
     pub serve: ServerConfig,
     pub recommendations: RecsConfig,
     pub tenants: Vec<TenantConfig>,
@@ -63,6 +64,7 @@ impl Default for WeftConfig {
             archive: ArchiveSection::default(),
             batch: BatchSection::default(),
             views: ViewsConfig::default(),
+            s3: S3Section::default(),
             serve: ServerConfig::default(),
             recommendations: RecsConfig::default(),
             tenants: Vec::new(),

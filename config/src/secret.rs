@@ -19,6 +19,17 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// The secret itself, or for `env:VAR` the value of that environment
+    /// variable (so a committed file can name a secret kept elsewhere).
+    pub fn resolve(&self) -> Result<Secret, String> {
+        match self.0.strip_prefix("env:") {
+            Some(var) => std::env::var(var)
+                .map(Secret::from)
+                .map_err(|_| format!("environment variable {var} is not set")),
+            None => Ok(self.clone()),
+        }
+    }
 }
 
 impl From<String> for Secret {

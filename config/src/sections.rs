@@ -4,7 +4,7 @@
 //! client, `[speed]` the speed layer (in `weft speed` and inside
 //! `weft serve`), `[archive]` the archiver and the batch job's input,
 //! `[batch]` the batch job, `[views]` the view store and how serving opens
-//! views, `[serve]` the front ends, `[recommendations]` the blend,
+//! views, `[s3]` how `s3://` archives and view stores are reached, `[serve]` the front ends, `[recommendations]` the blend,
 //! `[[tenants]]` tenants and their keys.
 
 use std::net::SocketAddr;
@@ -77,7 +77,7 @@ impl Default for SpeedSection {
 #[serde(deny_unknown_fields)]
 pub struct ArchiveSection {
     /// The Parquet master dataset: written by `weft archive`, read by
-    /// `weft batch run`. A directory (the archiver writes local files).
+    /// `weft batch run`. A directory, `file://` or `s3://bucket/prefix` URL.
     pub root: String,
     /// Flush when this many events are buffered.
     pub max_rows: usize,
@@ -166,6 +166,50 @@ impl Default for ViewsConfig {
             block_cache_mb: 1_024,
             warm: true,
             memory_mb: 4_096,
+        }
+    }
+}
+
+/// How S3 locations (`s3://bucket/prefix`, for `archive.root` and
+/// `views.store`) are reached. A key left unset falls back to the standard
+/// AWS environment variable (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`), then to
+/// AWS's own default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Section {
+    /// An S3-compatible endpoint, e.g. `http://127.0.0.1:9000` (unset: AWS).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Access key id; `env:VAR` reads it from the environment.
+    pub access_key_id: Option<Secret>,
+    /// Secret access key; `env:VAR` reads it from the environment.
+    pub secret_access_key: Option<Secret>,
+    /// Allow a plain-HTTP endpoint (a local S3 server).
+    pub allow_http: bool,
+    /// Longest wait for a connection, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Longest wait for one request's answer, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Retries of a failed request (with backoff)...
+    pub max_retries: usize,
+    /// ... within at most this many milliseconds in all: an unreachable
+    /// endpoint fails an operation after about this long.
+    pub retry_timeout_ms: u64,
+}
+
+impl Default for S3Section {
+    fn default() -> S3Section {
+        S3Section {
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 30_000,
+            max_retries: 3,
+            retry_timeout_ms: 30_000,
         }
     }
 }
@@ -268,12 +312,7 @@ pub struct KeyConfig {
 impl KeyConfig {
     /// The secret, resolved from the environment for `env:VAR`.
     pub fn secret(&self) -> Result<Secret, String> {
-        match self.key.expose().strip_prefix("env:") {
-            Some(var) => std::env::var(var)
-                .map(Secret::from)
-                .map_err(|_| format!("environment variable {var} is not set")),
-            None => Ok(self.key.clone()),
-        }
+        self.key.resolve()
     }
 }
 

@@ -58,6 +58,15 @@ fn the_example_loads() {
     let mut expected = WeftConfig::default();
     expected.views.store = c.views.store.clone();
     expected.batch.spill_dir = c.batch.spill_dir.clone();
+    assert_eq!(c.s3.region.as_deref(), Some("us-east-1"));
+    for (example, value) in [
+        (&mut expected.s3.endpoint, &c.s3.endpoint),
+        (&mut expected.s3.region, &c.s3.region),
+    ] {
+        *example = value.clone();
+    }
+    expected.s3.access_key_id = c.s3.access_key_id.clone();
+    expected.s3.secret_access_key = c.s3.secret_access_key.clone();
     expected.tenants = c.tenants.clone();
     assert_eq!(c, expected);
     // The example's spec path is relative to the repository root.
@@ -79,6 +88,9 @@ fn the_example_documents_every_key() {
     // Keys unset by default are not rendered.
     all.insert("views.store".into());
     all.insert("batch.spill_dir".into());
+    for key in ["endpoint", "region", "access_key_id", "secret_access_key"] {
+        all.insert(format!("s3.{key}"));
+    }
     all.remove("tenants");
     assert_eq!(
         documented, all,

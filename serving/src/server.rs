@@ -118,7 +118,7 @@ impl Server {
         let serving = Arc::new(Serving::new(store.clone(), speed_metrics));
         let opener = match &config.views.store {
             Some(s) => Some(ViewOpener::new(
-                ViewStore::open(s)?,
+                ViewStore::open(s, &config.s3)?,
                 &config.views,
                 BlockCache::new(config.views.block_cache_mb << 20),
             )),

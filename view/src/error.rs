@@ -23,9 +23,12 @@ pub enum ViewError {
         #[source]
         source: std::io::Error,
     },
-    /// The object store failed (unreachable, refused, or an object is gone).
+    /// The object store failed (unreachable, refused, or an object is
+    /// gone). Its message already holds its causes (the request's method
+    /// and URL, the server's status and answer), so it is not chained again
+    /// as a source.
     #[error("object store: {0}")]
-    ObjectStore(#[from] object_store::Error),
+    ObjectStore(object_store::Error),
     #[error("view store {store}: {problem}")]
     Store { store: String, problem: String },
     #[error("RocksDB {context}: {source}")]
@@ -34,6 +37,12 @@ pub enum ViewError {
         #[source]
         source: rust_rocksdb::Error,
     },
+}
+
+impl From<object_store::Error> for ViewError {
+    fn from(e: object_store::Error) -> ViewError {
+        ViewError::ObjectStore(e)
+    }
 }
 
 impl ViewError {

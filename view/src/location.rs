@@ -3,15 +3,17 @@
 
 use std::sync::Arc;
 
-use object_store::ObjectStore;
 use object_store::path::Path as ObjPath;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use weft_config::S3Section;
 
 use crate::{Result, ViewError};
 
 /// Where an archive (or a view store) lives: a local directory or an
 /// object-store URL (`s3://bucket/prefix`, `gs://bucket/prefix`,
-/// `file:///path`). Cloud credentials come from the usual environment
-/// variables (`AWS_*`, `GOOGLE_*`).
+/// `file:///path`). S3 is reached as `[s3]` says ([`S3Section`]: endpoint,
+/// credentials, timeouts), each unset key falling back to its `AWS_*`
+/// environment variable; Google Cloud Storage reads `GOOGLE_*`.
 #[derive(Debug, Clone)]
 pub struct Location {
     /// As the user wrote it, for messages.
@@ -28,7 +30,7 @@ pub struct Location {
 impl Location {
     /// Resolves `location`. A local directory must exist when `must_exist`
     /// ([`ViewError::Missing`] otherwise).
-    pub fn parse(location: &str, must_exist: bool) -> Result<Location> {
+    pub fn parse(location: &str, must_exist: bool, s3: &S3Section) -> Result<Location> {
         let display = location.to_string();
         let (scheme, _) = location.split_once("://").unwrap_or(("", location));
         let bad_url = |e: &dyn std::fmt::Display| ViewError::Argument(format!("{location}: {e}"));
@@ -66,8 +68,8 @@ impl Location {
                     )
                 } else {
                     Arc::new(
-                        object_store::aws::AmazonS3Builder::from_env()
-                            .with_url(&text)
+                        s3_builder(s3, &text)
+                            .map_err(ViewError::Argument)?
                             .build()?,
                     )
                 };
@@ -97,4 +99,42 @@ impl Location {
         parts.extend(rel.parts());
         ObjPath::from_iter(parts)
     }
+}
+
+/// An S3 client for `url` as `[s3]` says, unset keys from `AWS_*`.
+fn s3_builder(s3: &S3Section, url: &str) -> Result<object_store::aws::AmazonS3Builder, String> {
+    let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+    if let Some(endpoint) = &s3.endpoint {
+        b = b.with_endpoint(endpoint);
+    }
+    if let Some(region) = &s3.region {
+        b = b.with_region(region);
+    }
+    let secret = |key: &str, s: &weft_config::Secret| {
+        s.resolve()
+            .map(|s| s.expose().to_string())
+            .map_err(|e| format!("s3.{key}: {e}"))
+    };
+    if let Some(id) = &s3.access_key_id {
+        b = b.with_access_key_id(secret("access_key_id", id)?);
+    }
+    if let Some(key) = &s3.secret_access_key {
+        b = b.with_secret_access_key(secret("secret_access_key", key)?);
+    }
+    // The client options replace those `from_env` read, AWS_ALLOW_HTTP
+    // among them: read it again.
+    let allow_http = s3.allow_http
+        || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    let ms = std::time::Duration::from_millis;
+    Ok(b.with_client_options(
+        ClientOptions::new()
+            .with_connect_timeout(ms(s3.connect_timeout_ms))
+            .with_timeout(ms(s3.request_timeout_ms)),
+    )
+    .with_allow_http(allow_http)
+    .with_retry(RetryConfig {
+        max_retries: s3.max_retries,
+        retry_timeout: ms(s3.retry_timeout_ms),
+        ..RetryConfig::default()
+    }))
 }

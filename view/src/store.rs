@@ -22,6 +22,7 @@ use crate::format::{
 };
 use crate::location::Location;
 use crate::{Result, ViewError};
+use weft_config::S3Section;
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::create(path).map_err(ViewError::io(path))?;
@@ -59,10 +60,11 @@ pub struct ViewStore {
 }
 
 impl ViewStore {
-    /// Opens a view store, creating a local directory if it is missing.
-    pub fn open(location: &str) -> Result<ViewStore> {
+    /// Opens a view store, creating a local directory if it is missing;
+    /// `s3` says how an `s3://` store is reached.
+    pub fn open(location: &str, s3: &S3Section) -> Result<ViewStore> {
         Ok(ViewStore {
-            loc: Location::parse(location, false)?,
+            loc: Location::parse(location, false, s3)?,
         })
     }
 
