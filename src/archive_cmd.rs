@@ -1,6 +1,6 @@
 //! `weft archive`: runs the archiver until SIGINT or SIGTERM.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -14,9 +14,10 @@ pub(crate) struct ArchiveArgs {
     /// Kafka bootstrap address (kafka.bootstrap).
     #[arg(long)]
     bootstrap: Option<String>,
-    /// The archive root, hive-partitioned Parquet (archive.root).
+    /// The archive root, hive-partitioned Parquet: a directory or a
+    /// file:// / s3://bucket/prefix URL (archive.root).
     #[arg(long)]
-    root: Option<PathBuf>,
+    root: Option<String>,
     /// The events topic (kafka.topic).
     #[arg(long)]
     topic: Option<String>,
@@ -38,7 +39,7 @@ impl ArchiveArgs {
     fn overrides(&self) -> Overrides {
         Overrides::new()
             .set("kafka.bootstrap", "--bootstrap", self.bootstrap.clone())
-            .set_path("archive.root", "--root", self.root.as_deref())
+            .set("archive.root", "--root", self.root.clone())
             .set("kafka.topic", "--topic", self.topic.clone())
             .set("archive.max_rows", "--max-rows", self.max_rows)
             .set("archive.max_delay_ms", "--max-delay-ms", self.max_delay_ms)

@@ -28,7 +28,12 @@ const PARTITIONS: u32 = 8;
 
 /// Starts `weft archive` (flushes of at most 20k rows or 300 ms) with
 /// `extra` arguments, its log appended to `log`.
-pub(crate) fn start_archiver(bootstrap: &str, root: &Path, log: &Path, extra: &[&str]) -> Child {
+pub(crate) fn start_archiver(
+    bootstrap: &str,
+    root: impl AsRef<std::ffi::OsStr>,
+    log: &Path,
+    extra: &[&str],
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -6,6 +6,7 @@ mod archive_crash;
 mod cli;
 mod common;
 mod generation_switch;
+mod s3;
 mod serving;
 mod speed_crash;
 mod up;

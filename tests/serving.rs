@@ -863,7 +863,7 @@ fn malformed_requests_get_their_status_and_tenants_stay_apart() {
 pub(crate) fn write_serve_config(
     f: &Fixture,
     state: &std::path::Path,
-    views: Option<&std::path::Path>,
+    views: Option<&str>,
     tenants: &[&str],
 ) -> std::path::PathBuf {
     let mut toml = format!(
@@ -881,7 +881,7 @@ poll_secs = 1
         state = state.display(),
     );
     if let Some(views) = views {
-        toml += &format!("store = \"{}\"\n", views.display());
+        toml += &format!("store = \"{views}\"\n");
     }
     toml +=
         "[serve]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndrain_secs = 0\n";

@@ -72,55 +72,12 @@ fn metric(text: &str, name: &str) -> HashMap<String, f64> {
 }
 
 impl Loop<'_> {
-    fn http_addr(&self) -> SocketAddr {
-        self.serve
-            .http
-            .strip_prefix("http://")
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
     fn grpc_addr(&self) -> SocketAddr {
         self.serve.grpc.parse().unwrap()
     }
 
-    /// Waits until `weft serve` serves batch view `view` and its speed
-    /// layer has applied every record produced.
     fn wait_served(&mut self, produced: &Produced, view: u64) {
-        let ends = produced.end_offsets(PARTITIONS);
-        let http = self.http_addr();
-        let deadline = Instant::now() + WAIT;
-        wait_while_running(&mut self.serve.child, &self.serve_log, deadline, || {
-            let (code, text) = http_get(http, "/metrics", &[]);
-            if code != 200 {
-                return Err(format!("/metrics: {code}"));
-            }
-            let version = metric(&text, "weft_serving_batch_view_version");
-            if version.get("") != Some(&(view as f64)) {
-                return Err(format!("serving view {version:?}, waiting for {view}"));
-            }
-            let positions = metric(&text, "weft_speed_position");
-            let behind: Vec<(usize, f64, i64)> = ends
-                .iter()
-                .enumerate()
-                .map(|(p, end)| {
-                    let at = positions
-                        .get(&format!("{{partition=\"{p}\"}}"))
-                        .copied()
-                        .unwrap_or(0.0);
-                    (p, at, *end)
-                })
-                .filter(|(_, at, end)| *at < *end as f64)
-                .collect();
-            if behind.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "speed layer behind (partition, at, end): {behind:?}"
-                ))
-            }
-        });
+        wait_served(&mut self.serve, &self.serve_log, produced, view);
     }
 
     /// Waits until the archiver has committed every record produced.
@@ -175,8 +132,46 @@ impl Loop<'_> {
     }
 }
 
+/// Waits until `weft serve` serves batch view `view` and its speed layer
+/// has applied every record produced.
+pub(crate) fn wait_served(serve: &mut ServeProcess, log: &Path, produced: &Produced, view: u64) {
+    let ends = produced.end_offsets(PARTITIONS);
+    let http: SocketAddr = serve.http.strip_prefix("http://").unwrap().parse().unwrap();
+    let deadline = Instant::now() + WAIT;
+    wait_while_running(&mut serve.child, log, deadline, || {
+        let (code, text) = http_get(http, "/metrics", &[]);
+        if code != 200 {
+            return Err(format!("/metrics: {code}"));
+        }
+        let version = metric(&text, "weft_serving_batch_view_version");
+        if version.get("") != Some(&(view as f64)) {
+            return Err(format!("serving view {version:?}, waiting for {view}"));
+        }
+        let positions = metric(&text, "weft_speed_position");
+        let behind: Vec<(usize, f64, i64)> = ends
+            .iter()
+            .enumerate()
+            .map(|(p, end)| {
+                let at = positions
+                    .get(&format!("{{partition=\"{p}\"}}"))
+                    .copied()
+                    .unwrap_or(0.0);
+                (p, at, *end)
+            })
+            .filter(|(_, at, end)| *at < *end as f64)
+            .collect();
+        if behind.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "speed layer behind (partition, at, end): {behind:?}"
+            ))
+        }
+    });
+}
+
 /// The version in `weft batch run`'s "published v000001 to …" line.
-fn published_version(output: &str) -> Option<u64> {
+pub(crate) fn published_version(output: &str) -> Option<u64> {
     let rest = &output[output.find("published v")? + "published v".len()..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
@@ -241,7 +236,8 @@ fn served_equals_the_reference_around_the_whole_loop() {
     let names = tenant_names(&topic.produced);
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let state = f.dir.path().join("serve");
-    let serve_config = write_serve_config(&f, &state, Some(&f.dir.path().join("views")), &names);
+    let views = f.dir.path().join("views");
+    let serve_config = write_serve_config(&f, &state, views.to_str(), &names);
     std::fs::create_dir_all(f.dir.path().join("views")).unwrap();
     let serve_log = f.dir.path().join("serve.log");
     let archive = f.dir.path().join("archive");

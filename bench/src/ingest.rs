@@ -245,7 +245,8 @@ pub(crate) fn ingest(a: &IngestArgs) -> Result<()> {
     let end = &run.end_offsets;
 
     // 4. Archiver.
-    let mut aconfig = ArchiverConfig::new(&bootstrap, scratch.path().join("archive"));
+    let root = scratch.path().join("archive");
+    let mut aconfig = ArchiverConfig::new(&bootstrap, root.to_string_lossy());
     aconfig.topic = topic.clone();
     aconfig.max_delay = Duration::from_secs(2);
     let ametrics = Arc::new(ArchiverMetrics::default());
@@ -254,7 +255,6 @@ pub(crate) fn ingest(a: &IngestArgs) -> Result<()> {
         let (aconfig, ametrics, ashutdown) = (aconfig.clone(), ametrics.clone(), ashutdown.clone());
         std::thread::spawn(move || weft_speed::archiver::run(&aconfig, ametrics, ashutdown))
     };
-    let root = aconfig.root.clone();
     wait_until("archiver start", Duration::from_secs(60), || {
         ametrics.records.load(Ordering::Relaxed) > 0 || aworker.is_finished()
     })?;

@@ -212,8 +212,13 @@ pub fn writer_properties() -> WriterProperties {
 
 /// The directory of one (tenant, day) partition.
 pub fn partition_dir(root: &Path, tenant: &str, day: i64) -> PathBuf {
-    root.join(format!("tenant={tenant}"))
-        .join(format!("date={}", date_of(day * DAY_MS)))
+    root.join(partition_rel(tenant, day))
+}
+
+/// The (tenant, day) partition's path under the archive root,
+/// `tenant=<t>/date=<YYYY-MM-DD>` (an object store's key prefix).
+pub fn partition_rel(tenant: &str, day: i64) -> String {
+    format!("tenant={tenant}/date={}", date_of(day * DAY_MS))
 }
 
 /// Writes one archive file atomically: temp name, fsync, rename, fsync dir.

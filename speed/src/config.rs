@@ -2,7 +2,6 @@
 //! configuration tree (`weft-config`): `[kafka]` and `[speed]`, `[kafka]`
 //! and `[archive]`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use weft_config::WeftConfig;
@@ -28,7 +27,8 @@ impl SpeedConfig {
 impl ArchiverConfig {
     /// `weft archive` and the archiver inside `weft up`.
     pub fn from_config(c: &WeftConfig) -> ArchiverConfig {
-        let mut a = ArchiverConfig::new(&c.kafka.bootstrap, PathBuf::from(&c.archive.root));
+        let mut a = ArchiverConfig::new(&c.kafka.bootstrap, c.archive.root.as_str());
+        a.s3 = c.s3.clone();
         a.topic = c.kafka.topic.clone();
         a.group_id = c.archive.group_id.clone();
         a.max_rows = c.archive.max_rows.max(1);
@@ -67,8 +67,8 @@ mod tests {
         );
         let a = ArchiverConfig::from_config(&c);
         assert_eq!(
-            (a.root, a.topic.as_str(), a.max_rows),
-            (PathBuf::from("/a"), "ev", 9)
+            (a.root.as_str(), a.topic.as_str(), a.max_rows),
+            ("/a", "ev", 9)
         );
     }
 }

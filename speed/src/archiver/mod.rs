@@ -5,11 +5,13 @@
 //! when `max_rows` events are buffered or the oldest has waited
 //! `max_delay`. A flush:
 //!
-//! 1. writes one file per (tenant, day) as `part-f<flush>-<n>.parquet`, each
-//!    under a hidden temporary name, fsynced and renamed into place (a file is
-//!    whole or invisible);
+//! 1. writes one file per (tenant, day) as `part-f<flush>-<n>.parquet`,
+//!    whole or invisible: locally under a hidden temporary name, fsynced and
+//!    renamed into place; on an object store (S3) as one PUT or a multipart
+//!    upload completed after its last part ([`sink`]);
 //! 2. then replaces `<root>/_archiver/state.json` atomically (temp, fsync,
-//!    rename) with the flush number and the next offset per partition.
+//!    rename; or one PUT) with the flush number and the next offset per
+//!    partition.
 //!
 //! The state file is the commit point. On start, files of flushes after the
 //! recorded one (a crash between 1 and 2) are deleted, and consumption
@@ -18,24 +20,27 @@
 //! archived (the speed layer sends them to the dead-letter topic); their
 //! offsets are simply passed.
 
+mod sink;
+
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
+use weft_config::S3Section;
 use weft_core::Event;
-use weft_core::archive::{ArchiveBatchBuilder, AtomicParquetFile, list_files, partition_dir};
+use weft_core::archive::ArchiveBatchBuilder;
 use weft_core::spec::DAY_MS;
 
 use crate::SpeedError;
 use crate::cursor::{Cursor, Verdict};
 use crate::kafka::{base_config, partition_count};
 
+use sink::Sink;
+pub use sink::read_state;
 pub use weft_core::archive::{
     ARCHIVER_STATE_DIR as STATE_DIR, ARCHIVER_STATE_FILE as STATE_FILE, ArchiverState,
 };
@@ -46,7 +51,10 @@ pub struct ArchiverConfig {
     pub topic: String,
     /// Group id for informational offset commits.
     pub group_id: String,
-    pub root: PathBuf,
+    /// The archive: a directory, or a `file://` / `s3://bucket/prefix` URL.
+    pub root: String,
+    /// How an `s3://` root is reached.
+    pub s3: S3Section,
     /// Flush when this many events are buffered.
     pub max_rows: usize,
     /// Flush when the oldest buffered event has waited this long: the
@@ -59,12 +67,13 @@ pub struct ArchiverConfig {
 }
 
 impl ArchiverConfig {
-    pub fn new(bootstrap: &str, root: PathBuf) -> ArchiverConfig {
+    pub fn new(bootstrap: &str, root: impl Into<String>) -> ArchiverConfig {
         ArchiverConfig {
             bootstrap: bootstrap.to_string(),
             topic: "events".into(),
             group_id: "archive".into(),
-            root,
+            root: root.into(),
+            s3: S3Section::default(),
             max_rows: 500_000,
             max_delay: Duration::from_secs(60),
             replay_from: BTreeMap::new(),
@@ -81,79 +90,10 @@ pub struct ArchiverMetrics {
     pub files: AtomicU64,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpeedError + '_ {
-    move |source| SpeedError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Reads the state file (absent: nothing archived yet).
-pub fn read_state(root: &Path) -> Result<ArchiverState, SpeedError> {
-    let path = root.join(STATE_DIR).join(STATE_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| SpeedError::Store(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ArchiverState::default()),
-        Err(e) => Err(io(&path)(e)),
-    }
-}
-
-fn write_state(root: &Path, state: &ArchiverState) -> Result<(), SpeedError> {
-    let dir = root.join(STATE_DIR);
-    fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let tmp = dir.join(".state.json.tmp");
-    let path = dir.join(STATE_FILE);
-    let bytes = serde_json::to_vec_pretty(state).map_err(|e| SpeedError::Store(e.to_string()))?;
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(&bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(&dir))
-}
-
 /// The flush number in a file name `part-f<flush>-<n>.parquet`.
 fn flush_of(path: &Path) -> Option<u64> {
     let name = path.file_name()?.to_str()?;
     name.strip_prefix("part-f")?.split('-').next()?.parse().ok()
-}
-
-/// Deletes the files of flushes the state does not record (a crash between
-/// writing them and the state), and stale temporaries.
-fn remove_uncommitted(root: &Path, state: &ArchiverState) -> Result<usize, SpeedError> {
-    if !root.exists() {
-        return Ok(0);
-    }
-    let mut removed = remove_temporaries(root)?;
-    let files = list_files(root).map_err(|e| SpeedError::Store(e.to_string()))?;
-    for f in files {
-        if flush_of(&f).is_some_and(|n| n > state.flush) {
-            fs::remove_file(&f).map_err(io(&f))?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
-/// Deletes hidden `.<name>.tmp` files a killed writer left behind.
-fn remove_temporaries(dir: &Path) -> Result<usize, SpeedError> {
-    let mut removed = 0;
-    for entry in fs::read_dir(dir).map_err(io(dir))? {
-        let path = entry.map_err(io(dir))?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        if path.is_dir() {
-            removed += remove_temporaries(&path)?;
-        } else if name.starts_with('.') && name.ends_with(".tmp") {
-            fs::remove_file(&path).map_err(io(&path))?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
 }
 
 /// Buffered events of one flush.
@@ -226,8 +166,9 @@ pub fn run(
     metrics: Arc<ArchiverMetrics>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<(), SpeedError> {
-    let mut state = read_state(&config.root)?;
-    let removed = remove_uncommitted(&config.root, &state)?;
+    let sink = Sink::open(&config.root, &config.s3)?;
+    let mut state = sink.read_state()?;
+    let removed = sink.remove_uncommitted(&state)?;
     if removed > 0 {
         tracing::warn!(
             removed,
@@ -246,7 +187,7 @@ pub fn run(
         .map_err(SpeedError::kafka("creating the archiver's consumer"))?;
     let mut cursor = Cursor::new(&config.topic, partitions, &state.offsets);
     cursor.assign(&consumer)?;
-    tracing::info!(root = %config.root.display(), flush = state.flush, resume = ?state.offsets, "archiver consuming");
+    tracing::info!(root = %config.root, flush = state.flush, resume = ?state.offsets, "archiver consuming");
 
     let mut buffer = Buffer::default();
     let mut pending_offsets = state.offsets.clone();
@@ -258,9 +199,9 @@ pub fn run(
                 .is_some_and(|t| t.elapsed() >= config.max_delay);
         if (due || stopping) && pending_offsets != state.offsets {
             state.flush += 1;
-            let files = flush(&config.root, state.flush, &mut buffer)?;
+            let files = flush(&sink, state.flush, &mut buffer)?;
             state.offsets = pending_offsets.clone();
-            write_state(&config.root, &state)?;
+            sink.write_state(&state)?;
             metrics.flushes.fetch_add(1, Ordering::Relaxed);
             metrics.files.fetch_add(files as u64, Ordering::Relaxed);
             if let Ok(positions) = consumer.position() {
@@ -298,20 +239,15 @@ pub fn run(
 }
 
 /// Writes the buffer's files for flush `n`; returns how many.
-fn flush(root: &Path, n: u64, buffer: &mut Buffer) -> Result<usize, SpeedError> {
+fn flush(sink: &Sink, n: u64, buffer: &mut Buffer) -> Result<usize, SpeedError> {
     let parts = std::mem::take(&mut buffer.parts);
     let mut written = 0;
     for (i, ((tenant, day), mut builder)) in parts.into_iter().enumerate() {
         if builder.is_empty() {
             continue;
         }
-        let dest = partition_dir(root, &tenant, day).join(format!("part-f{n:08}-{i:04}.parquet"));
-        let mut file =
-            AtomicParquetFile::create(dest).map_err(|e| SpeedError::Store(e.to_string()))?;
-        file.write(&builder.finish())
-            .map_err(|e| SpeedError::Store(e.to_string()))?;
-        file.commit()
-            .map_err(|e| SpeedError::Store(e.to_string()))?;
+        let name = format!("part-f{n:08}-{i:04}.parquet");
+        sink.write_file(&tenant, day, &name, &builder.finish())?;
         written += 1;
     }
     buffer.rows = 0;
