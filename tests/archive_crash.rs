@@ -58,6 +58,38 @@ pub(crate) fn start_archiver(
         .expect("weft archive starts")
 }
 
+/// The archive under `root` holds every valid record of `produced` exactly
+/// once, as produced, and nothing else.
+pub(crate) fn assert_archive_is_the_topic(root: &Path, produced: &Produced) {
+    let archived = read_archive(root).unwrap();
+    let coords: HashSet<(i32, i64)> = archived.iter().map(|s| (s.partition, s.offset)).collect();
+    assert_eq!(
+        coords.len(),
+        archived.len(),
+        "no (partition, offset) is archived twice"
+    );
+    let expected: HashMap<(i32, i64), &weft_core::Event> = produced
+        .valid
+        .iter()
+        .map(|(p, o, e)| ((*p, *o), e))
+        .collect();
+    assert_eq!(
+        archived.len(),
+        expected.len(),
+        "every valid record archived once"
+    );
+    for s in &archived {
+        assert_eq!(
+            expected.get(&(s.partition, s.offset)),
+            Some(&&s.event),
+            "record {}:{}",
+            s.partition,
+            s.offset
+        );
+        assert!(!produced.malformed.contains(&(s.partition, s.offset)));
+    }
+}
+
 fn hidden_temporaries(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -147,33 +179,7 @@ fn archiver_survives_kill_9_with_no_gap_and_no_duplicate() {
     });
     stop_cleanly(child, &log);
 
-    let archived = read_archive(&root).unwrap();
-    let coords: HashSet<(i32, i64)> = archived.iter().map(|s| (s.partition, s.offset)).collect();
-    assert_eq!(
-        coords.len(),
-        archived.len(),
-        "no (partition, offset) is archived twice"
-    );
-    let expected: HashMap<(i32, i64), &weft_core::Event> = produced
-        .valid
-        .iter()
-        .map(|(p, o, e)| ((*p, *o), e))
-        .collect();
-    assert_eq!(
-        archived.len(),
-        expected.len(),
-        "every valid record archived once"
-    );
-    for s in &archived {
-        assert_eq!(
-            expected.get(&(s.partition, s.offset)),
-            Some(&&s.event),
-            "record {}:{}",
-            s.partition,
-            s.offset
-        );
-        assert!(!produced.malformed.contains(&(s.partition, s.offset)));
-    }
+    assert_archive_is_the_topic(&root, &produced);
     assert_eq!(
         hidden_temporaries(&root),
         0,

@@ -282,20 +282,7 @@ fn archive_batch_and_serve_on_s3() {
         "objects other than data and the commit record: {stray:?}"
     );
     s3.mirror(rt, "archive", &mirror);
-    let archived = read_archive(&mirror).unwrap();
-    let coords: std::collections::HashSet<(i32, i64)> =
-        archived.iter().map(|s| (s.partition, s.offset)).collect();
-    assert_eq!(coords.len(), archived.len(), "a record archived twice");
-    let valid: std::collections::HashSet<(i32, i64)> = topic
-        .produced
-        .valid
-        .iter()
-        .map(|(p, o, _)| (*p, *o))
-        .collect();
-    assert_eq!(
-        coords, valid,
-        "the archive on S3 is the topic's valid records"
-    );
+    crate::archive_crash::assert_archive_is_the_topic(&mirror, &topic.produced);
 
     // Stage 2: batch on S3, serving from S3.
     let batch = ["batch", "run", "--memory-mb", "512", "--partitions", "2"];

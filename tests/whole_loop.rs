@@ -330,17 +330,7 @@ fn served_equals_the_reference_around_the_whole_loop() {
     // exactly once, whatever the kills interrupted.
     l.archiver = start_archiver(&f, &l.archive, &l.archive_log);
     l.wait_archived(&topic.produced);
-    let archived = weft_core::archive::read_archive(&l.archive).unwrap();
-    let coords: std::collections::HashSet<(i32, i64)> =
-        archived.iter().map(|s| (s.partition, s.offset)).collect();
-    assert_eq!(coords.len(), archived.len(), "a record archived twice");
-    let valid: std::collections::HashSet<(i32, i64)> = topic
-        .produced
-        .valid
-        .iter()
-        .map(|(p, o, _)| (*p, *o))
-        .collect();
-    assert_eq!(coords, valid, "the archive is the topic's valid records");
+    crate::archive_crash::assert_archive_is_the_topic(&l.archive, &topic.produced);
     stop_cleanly(l.serve.child, &l.serve_log);
     stop_cleanly(l.archiver, &l.archive_log);
 }
