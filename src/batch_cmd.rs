@@ -203,7 +203,9 @@ async fn open_view(
     let version = args.version.as_deref().map(parse_version).transpose()?;
     let cache = BlockCache::new(VIEW_BLOCK_CACHE_BYTES);
     let verify = args.verify || c.views.verify;
-    Ok(OpenedView::open(&store, version, work.path(), verify, &cache).await?)
+    OpenedView::open(&store, version, work.path(), verify, &cache)
+        .await
+        .with_context(|| format!("view store {}", store.display()))
 }
 
 pub(crate) fn run(file: Option<&Path>, cmd: &BatchCommand) -> Result<()> {
@@ -250,8 +252,13 @@ pub(crate) fn run(file: Option<&Path>, cmd: &BatchCommand) -> Result<()> {
         BatchCommand::List(store) => rt.block_on(async {
             let c = crate::load_config(file, store.overrides())?;
             let store = ViewStore::open(&view_store(&c)?, &c.s3)?;
-            let current = store.current().await?;
-            for v in store.versions().await? {
+            let in_store = || format!("view store {}", store.display());
+            let current = store.current().await.with_context(in_store)?;
+            let versions = store.versions().await.with_context(in_store)?;
+            if versions.is_empty() {
+                println!("no views in {}", store.display());
+            }
+            for v in versions {
                 let m = store.manifest(v).await?;
                 println!(
                     "{}{} created {} ms, spec {}, {} users, {} events, boundary {:?}",
