@@ -323,6 +323,10 @@ fn archive_batch_and_serve_on_s3() {
         "{out}"
     );
     assert_eq!(out.matches("403 Forbidden").count(), 1, "said once: {out}");
+    assert!(
+        !out.contains(&s3.secret_access_key),
+        "the secret printed: {out}"
+    );
 
     // An unreachable endpoint fails within the configured retry timeout.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -339,6 +343,10 @@ fn archive_batch_and_serve_on_s3() {
         ],
     );
     assert!(!ok && out.contains(&dead), "{out}");
+    assert!(
+        out.contains("retry_timeout: 2s"),
+        "the configured retry timeout: {out}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "took {:?}:\n{out}",

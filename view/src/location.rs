@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use object_store::path::Path as ObjPath;
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::{ClientConfigKey, ObjectStore, RetryConfig};
 use weft_config::S3Section;
 
 use crate::{Result, ViewError};
@@ -101,11 +101,16 @@ impl Location {
     }
 }
 
-/// An S3 client for `url` as `[s3]` says, unset keys from `AWS_*`.
+/// An S3 client for `url` as `[s3]` says, unset keys from `AWS_*` (the
+/// client options `from_env` reads, proxies among them, are kept).
 fn s3_builder(s3: &S3Section, url: &str) -> Result<object_store::aws::AmazonS3Builder, String> {
+    use object_store::aws::{AmazonS3ConfigKey as Key, AwsCredential};
     let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
     if let Some(endpoint) = &s3.endpoint {
-        b = b.with_endpoint(endpoint);
+        // Both keys: an `AWS_ENDPOINT_URL_S3` would otherwise win.
+        b = b
+            .with_config(Key::Endpoint, endpoint)
+            .with_config(Key::S3Endpoint, endpoint);
     }
     if let Some(region) = &s3.region {
         b = b.with_region(region);
@@ -115,26 +120,38 @@ fn s3_builder(s3: &S3Section, url: &str) -> Result<object_store::aws::AmazonS3Bu
             .map(|s| s.expose().to_string())
             .map_err(|e| format!("s3.{key}: {e}"))
     };
-    if let Some(id) = &s3.access_key_id {
-        b = b.with_access_key_id(secret("access_key_id", id)?);
+    match (&s3.access_key_id, &s3.secret_access_key) {
+        // Keys from the config go without the environment's session token
+        // (temporary AWS credentials would be refused by another store).
+        (Some(id), Some(key)) => {
+            b = b.with_credentials(Arc::new(object_store::StaticCredentialProvider::new(
+                AwsCredential {
+                    key_id: secret("access_key_id", id)?,
+                    secret_key: secret("secret_access_key", key)?,
+                    token: None,
+                },
+            )));
+        }
+        (None, None) => {}
+        _ => {
+            return Err("s3.access_key_id and s3.secret_access_key: set both or neither".into());
+        }
     }
-    if let Some(key) = &s3.secret_access_key {
-        b = b.with_secret_access_key(secret("secret_access_key", key)?);
+    if s3.allow_http {
+        b = b.with_allow_http(true);
     }
-    // The client options replace those `from_env` read, AWS_ALLOW_HTTP
-    // among them: read it again.
-    let allow_http = s3.allow_http
-        || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-    let ms = std::time::Duration::from_millis;
-    Ok(b.with_client_options(
-        ClientOptions::new()
-            .with_connect_timeout(ms(s3.connect_timeout_ms))
-            .with_timeout(ms(s3.request_timeout_ms)),
+    let client = |key| Key::Client(key);
+    Ok(b.with_config(
+        client(ClientConfigKey::ConnectTimeout),
+        format!("{}ms", s3.connect_timeout_ms),
     )
-    .with_allow_http(allow_http)
+    .with_config(
+        client(ClientConfigKey::Timeout),
+        format!("{}ms", s3.request_timeout_ms),
+    )
     .with_retry(RetryConfig {
         max_retries: s3.max_retries,
-        retry_timeout: ms(s3.retry_timeout_ms),
+        retry_timeout: std::time::Duration::from_millis(s3.retry_timeout_ms),
         ..RetryConfig::default()
     }))
 }
