@@ -101,6 +101,17 @@ pub(crate) fn with_key<T>(msg: T, key: &str) -> Request<T> {
     r
 }
 
+/// A GetProfile of every feature of `user`, sent with `key`.
+pub(crate) fn whole_profile(user: &str, key: &str) -> Request<v1::GetProfileRequest> {
+    with_key(
+        v1::GetProfileRequest {
+            user_id: user.to_string(),
+            features: vec![],
+        },
+        key,
+    )
+}
+
 pub(crate) fn served_features(p: &v1::Profile) -> Profile {
     p.features
         .iter()
@@ -146,13 +157,7 @@ pub(crate) async fn poll_profile(
             "no satisfying profile of {user} in time; log:\n{}",
             crate::common::log_text(log)
         );
-        let request = with_key(
-            v1::GetProfileRequest {
-                user_id: user.to_string(),
-                features: vec![],
-            },
-            key,
-        );
+        let request = whole_profile(user, key);
         if let Ok(r) = client.get_profile(request).await {
             let r = r.into_inner();
             if done(&r) {
@@ -211,13 +216,7 @@ pub(crate) fn assert_every_user_on(
         let mut client = connect(addr).await;
         for ((tenant, user), events) in &by_user {
             let r = client
-                .get_profile(with_key(
-                    v1::GetProfileRequest {
-                        user_id: user.clone(),
-                        features: vec![],
-                    },
-                    &server_key(tenant),
-                ))
+                .get_profile(whole_profile(user, &server_key(tenant)))
                 .await
                 .unwrap()
                 .into_inner();
@@ -436,13 +435,7 @@ fn spawn_checker(
         while !stop.load(Ordering::Relaxed) {
             let (tenant, user) = &users[rng.random_range(0..users.len())];
             let r = client
-                .get_profile(with_key(
-                    v1::GetProfileRequest {
-                        user_id: user.clone(),
-                        features: vec![],
-                    },
-                    &server_key(tenant),
-                ))
+                .get_profile(whole_profile(user, &server_key(tenant)))
                 .await
                 .expect("no request fails across a switch")
                 .into_inner();
@@ -829,13 +822,7 @@ fn malformed_requests_get_their_status_and_tenants_stay_apart() {
         for ((tenant, user), _) in by_user.iter().step_by(3) {
             let other = names.iter().find(|n| **n != tenant.as_str()).unwrap();
             let r = client
-                .get_profile(with_key(
-                    v1::GetProfileRequest {
-                        user_id: user.clone(),
-                        features: vec![],
-                    },
-                    &server_key(other),
-                ))
+                .get_profile(whole_profile(user, &server_key(other)))
                 .await
                 .unwrap()
                 .into_inner();

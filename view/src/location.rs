@@ -140,13 +140,12 @@ fn s3_builder(s3: &S3Section, url: &str) -> Result<object_store::aws::AmazonS3Bu
     if s3.allow_http {
         b = b.with_allow_http(true);
     }
-    let client = |key| Key::Client(key);
     Ok(b.with_config(
-        client(ClientConfigKey::ConnectTimeout),
+        Key::Client(ClientConfigKey::ConnectTimeout),
         format!("{}ms", s3.connect_timeout_ms),
     )
     .with_config(
-        client(ClientConfigKey::Timeout),
+        Key::Client(ClientConfigKey::Timeout),
         format!("{}ms", s3.request_timeout_ms),
     )
     .with_retry(RetryConfig {
