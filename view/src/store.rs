@@ -36,13 +36,35 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(ViewError::io(dir))
 }
 
+/// Where a cluster job's tasks put their files in a remote store, under
+/// the job's id: `<store>/_staging/<job>/`. (In a local store the job's
+/// staging directory, `.staging-<job>`, is shared instead.)
+pub const STAGING_PREFIX: &str = "_staging";
+
 /// A directory a job writes a view into before publishing it. Removed on
 /// drop unless published.
+///
+/// A cluster job's tasks put their files in the store themselves
+/// ([`ViewStore::stage_file`]) under names of their own (an attempt that
+/// was retried leaves its file behind); the job adopts the files of the
+/// attempts that counted ([`Staging::adopt`]) and publishing moves those,
+/// and only those, into the view.
 #[derive(Debug)]
 pub struct Staging {
     pub dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     published: bool,
+    /// The cluster job whose tasks stage files, if any.
+    job: Option<String>,
+    /// (staged name, name in the view) of the tasks' files.
+    adopted: Vec<(String, String)>,
+}
+
+impl Staging {
+    /// Takes the task file staged as `staged` into the view as `name`.
+    pub fn adopt(&mut self, staged: &str, name: &str) {
+        self.adopted.push((staged.to_string(), name.to_string()));
+    }
 }
 
 impl Drop for Staging {
@@ -94,6 +116,8 @@ impl ViewStore {
                     dir,
                     _temp: None,
                     published: false,
+                    job: None,
+                    adopted: Vec::new(),
                 })
             }
             None => {
@@ -102,7 +126,105 @@ impl ViewStore {
                     dir: temp.path().to_path_buf(),
                     _temp: Some(temp),
                     published: false,
+                    job: None,
+                    adopted: Vec::new(),
                 })
+            }
+        }
+    }
+
+    /// The staging of cluster job `job` (an id unique to the run): the
+    /// directory its tasks share in a local store, or a temporary
+    /// directory for the files the client writes itself when the store is
+    /// remote (the tasks' files go to `_staging/<job>/` in the store).
+    pub fn job_staging(&self, job: &str) -> Result<Staging> {
+        let mut staging = match &self.loc.local {
+            Some(root) => {
+                let dir = root.join(format!(".staging-{job}"));
+                fs::create_dir_all(&dir).map_err(ViewError::io(&dir))?;
+                Staging {
+                    dir,
+                    _temp: None,
+                    published: false,
+                    job: None,
+                    adopted: Vec::new(),
+                }
+            }
+            None => self.staging()?,
+        };
+        staging.job = Some(job.to_string());
+        Ok(staging)
+    }
+
+    /// A task's side of [`ViewStore::job_staging`]: puts the finished local
+    /// file `from` into job `job`'s staging area as `name`, whole or not at
+    /// all (a temporary renamed into place locally; one upload, completed
+    /// last, remotely).
+    pub async fn stage_file(&self, job: &str, from: &Path, name: &str) -> Result<()> {
+        match &self.loc.local {
+            Some(root) => {
+                let dir = root.join(format!(".staging-{job}"));
+                fs::create_dir_all(&dir).map_err(ViewError::io(&dir))?;
+                let (tmp, target) = (dir.join(format!(".{name}.tmp")), dir.join(name));
+                if fs::rename(from, &tmp).is_err() {
+                    fs::copy(from, &tmp).map_err(ViewError::io(&tmp))?;
+                }
+                // Temporary files are private; a view's files are not.
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))
+                        .map_err(ViewError::io(&tmp))?;
+                }
+                File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(ViewError::io(&tmp))?;
+                fs::rename(&tmp, &target).map_err(ViewError::io(&target))
+            }
+            None => {
+                self.upload(from, &self.staged_object(job, name)).await
+            }
+        }
+    }
+
+    /// The bytes a task of job `job` staged as `name`.
+    pub async fn read_staged(&self, job: &str, name: &str) -> Result<Vec<u8>> {
+        match &self.loc.local {
+            Some(root) => {
+                let path = root.join(format!(".staging-{job}")).join(name);
+                fs::read(&path).map_err(ViewError::io(&path))
+            }
+            None => {
+                let got = self.loc.store.get(&self.staged_object(job, name)).await?;
+                Ok(got.bytes().await?.to_vec())
+            }
+        }
+    }
+
+    fn staged_object(&self, job: &str, name: &str) -> ObjPath {
+        self.loc.child(&format!("{STAGING_PREFIX}/{job}/{name}"))
+    }
+
+    /// Deletes job `job`'s staging area: after publishing, or when the job
+    /// failed (what its tasks staged is never visible to readers, who go
+    /// through manifests).
+    pub async fn discard_job(&self, job: &str) -> Result<()> {
+        match &self.loc.local {
+            Some(root) => {
+                let dir = root.join(format!(".staging-{job}"));
+                match fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(ViewError::io(&dir)(e))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            None => {
+                let prefix = self.loc.child(&format!("{STAGING_PREFIX}/{job}"));
+                let objects: Vec<_> = self.loc.store.list(Some(&prefix)).try_collect().await?;
+                for o in objects {
+                    self.loc.store.delete(&o.location).await?;
+                }
+                Ok(())
             }
         }
     }
@@ -171,6 +293,9 @@ impl ViewStore {
         mut manifest: Manifest,
         keep: usize,
     ) -> Result<u64> {
+        if self.loc.local.is_some() && staging.job.is_some() {
+            self.settle_local(&staging, &manifest)?;
+        }
         let version = match &self.loc.local {
             Some(root) => loop {
                 let dirs = fs::read_dir(root).map_err(ViewError::io(root))?;
@@ -216,6 +341,18 @@ impl ViewStore {
                     self.upload(&path, &self.loc.child(&format!("{dir}/{name}")))
                         .await?;
                 }
+                if let Some(job) = &staging.job {
+                    for (staged, name) in &staging.adopted {
+                        self.loc
+                            .store
+                            .copy(
+                                &self.staged_object(job, staged),
+                                &self.loc.child(&format!("{dir}/{name}")),
+                            )
+                            .await
+                            .map_err(|e| self.err(format!("publishing {dir}: {e}")))?;
+                    }
+                }
                 let bytes =
                     serde_json::to_vec_pretty(&manifest).map_err(|e| self.err(e.to_string()))?;
                 let put = PutOptions {
@@ -235,8 +372,33 @@ impl ViewStore {
             }
         };
         self.set_current(version).await?;
+        if let (None, Some(job)) = (&self.loc.local, &staging.job)
+            && let Err(e) = self.discard_job(job).await
+        {
+            tracing::warn!(error = %e, job, "the published job's staging area was not removed");
+        }
         self.prune(keep).await?;
         Ok(version)
+    }
+
+    /// A local cluster job's staging directory made into the view: the
+    /// adopted task files renamed to their names in the view, everything
+    /// else the tasks left (files of retried attempts, temporaries)
+    /// removed.
+    fn settle_local(&self, staging: &Staging, manifest: &Manifest) -> Result<()> {
+        for (staged, name) in &staging.adopted {
+            let (from, to) = (staging.dir.join(staged), staging.dir.join(name));
+            fs::rename(&from, &to).map_err(ViewError::io(&from))?;
+        }
+        for entry in fs::read_dir(&staging.dir).map_err(ViewError::io(&staging.dir))? {
+            let path = entry.map_err(ViewError::io(&staging.dir))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let keep = name == SPEC_FILE || manifest.files.iter().any(|f| f.name == name);
+            if !keep {
+                fs::remove_file(&path).map_err(ViewError::io(&path))?;
+            }
+        }
+        Ok(())
     }
 
     async fn upload(&self, from: &Path, to: &ObjPath) -> Result<()> {
