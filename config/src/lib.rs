@@ -1,7 +1,7 @@
 //! Weft's one configuration tree, read by every command.
 //!
 //! * [`WeftConfig`] is `weft.toml`: `features` and the sections
-//!   `[kafka] [speed] [archive] [batch] [views] [s3] [serve]
+//!   `[kafka] [speed] [archive] [batch] [cluster] [views] [s3] [serve]
 //!   [recommendations] [[tenants]]` ([`sections`]); `deploy/weft.example.toml` documents every
 //!   key with its default and a test loads it.
 //! * [`WeftConfig::load`] layers it: compiled-in defaults, then a TOML file
@@ -33,8 +33,8 @@ pub use error::ConfigError;
 pub use layers::{ENV_PREFIX, EnvLayer, Overrides};
 pub use secret::Secret;
 pub use sections::{
-    ArchiveSection, BatchSection, KafkaConfig, KeyConfig, RecsConfig, S3Section, Scope,
-    ServerConfig, SpeedSection, TenantConfig, ViewsConfig,
+    ArchiveSection, BatchSection, ClusterSection, KafkaConfig, KeyConfig, RecsConfig, S3Section, Scope,
+    ServerConfig, SpeedSection, TenantConfig, ViewsConfig, parse_scheduler,
 };
 
 /// The whole configuration (`weft.toml`).
@@ -48,6 +48,7 @@ pub struct WeftConfig {
     pub speed: SpeedSection,
     pub archive: ArchiveSection,
     pub batch: BatchSection,
+    pub cluster: ClusterSection,
     pub views: ViewsConfig,
     pub s3: S3Section,
     pub serve: ServerConfig,
@@ -63,6 +64,7 @@ impl Default for WeftConfig {
             speed: SpeedSection::default(),
             archive: ArchiveSection::default(),
             batch: BatchSection::default(),
+            cluster: ClusterSection::default(),
             views: ViewsConfig::default(),
             s3: S3Section::default(),
             serve: ServerConfig::default(),

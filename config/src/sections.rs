@@ -3,7 +3,8 @@
 //! A section belongs to the layer that reads it: `[kafka]` every Kafka
 //! client, `[speed]` the speed layer (in `weft speed` and inside
 //! `weft serve`), `[archive]` the archiver and the batch job's input,
-//! `[batch]` the batch job, `[views]` the view store and how serving opens
+//! `[batch]` the batch job, `[cluster]` the batch job on a Ballista
+//! cluster, `[views]` the view store and how serving opens
 //! views, `[s3]` how `s3://` archives and view stores are reached, `[serve]` the front ends, `[recommendations]` the blend,
 //! `[[tenants]]` tenants and their keys.
 
@@ -128,6 +129,82 @@ impl Default for BatchSection {
             keep: 3,
             cooc_window_min: 60,
             neighbours: 20,
+        }
+    }
+}
+
+/// The batch job on an Apache DataFusion Ballista cluster: which scheduler
+/// `weft batch run` submits to, and how `weft batch scheduler` and
+/// `weft batch executor` processes run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// The scheduler, `df://host:port`: `weft batch run` submits the job to
+    /// it (unset: the job runs in-process) and executors register with it.
+    pub scheduler: Option<String>,
+    /// Scheduler: the address it listens on.
+    pub bind: SocketAddr,
+    /// Scheduler: an executor without a heartbeat for this many seconds is
+    /// lost; its tasks (and the shuffle output it held) run again elsewhere.
+    pub executor_timeout_secs: u64,
+    /// Scheduler: attempts of a task before its job fails.
+    pub task_max_failures: usize,
+    /// Executor: the host it binds and advertises to the scheduler, its
+    /// peers (shuffle reads) and clients (results).
+    pub host: String,
+    /// Executor: Arrow Flight port (shuffle and results).
+    pub flight_port: u16,
+    /// Executor: gRPC port the scheduler launches tasks through.
+    pub grpc_port: u16,
+    /// Executor: shuffle files and spills.
+    pub work_dir: PathBuf,
+    /// Executor: tasks run at once (0: one per core).
+    pub vcores: usize,
+    /// Executor: memory pool in MiB, shared by its running tasks; a fold
+    /// that does not fit its share sorts externally, spilling to work_dir.
+    pub memory_mb: usize,
+    /// Executor: seconds between heartbeats to the scheduler.
+    pub heartbeat_secs: u64,
+    /// `weft batch run`: seconds to wait for a connection to the scheduler.
+    pub connect_timeout_secs: u64,
+}
+
+/// The host and port of a scheduler URL, `df://host:port` (port 50050 when
+/// absent), or what is wrong with it.
+pub fn parse_scheduler(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("df://")
+        .ok_or_else(|| format!("'{url}': expected df://host:port"))?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            port.parse::<u16>()
+                .map_err(|_| format!("'{url}': '{port}' is not a port"))?,
+        ),
+        None => (rest, 50050),
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err(format!("'{url}': expected df://host:port"));
+    }
+    Ok((host.to_string(), port))
+}
+
+impl Default for ClusterSection {
+    fn default() -> ClusterSection {
+        ClusterSection {
+            scheduler: None,
+            bind: SocketAddr::from(([127, 0, 0, 1], 50050)),
+            executor_timeout_secs: 30,
+            task_max_failures: 4,
+            host: "127.0.0.1".into(),
+            flight_port: 50071,
+            grpc_port: 50072,
+            work_dir: PathBuf::from("weft-data/executor"),
+            vcores: 0,
+            memory_mb: 2_048,
+            heartbeat_secs: 5,
+            connect_timeout_secs: 10,
         }
     }
 }

@@ -65,6 +65,8 @@ fn the_example_loads() {
     ] {
         *example = value.clone();
     }
+    assert_eq!(c.cluster.scheduler.as_deref(), Some("df://10.0.0.5:50050"));
+    expected.cluster.scheduler = c.cluster.scheduler.clone();
     expected.s3.access_key_id = c.s3.access_key_id.clone();
     expected.s3.secret_access_key = c.s3.secret_access_key.clone();
     expected.tenants = c.tenants.clone();
@@ -88,6 +90,7 @@ fn the_example_documents_every_key() {
     // Keys unset by default are not rendered.
     all.insert("views.store".into());
     all.insert("batch.spill_dir".into());
+    all.insert("cluster.scheduler".into());
     for key in ["endpoint", "region", "access_key_id", "secret_access_key"] {
         all.insert(format!("s3.{key}"));
     }
@@ -117,6 +120,20 @@ fn errors_name_the_key() {
     assert!(e.to_string().starts_with("speeed: unknown key"), "{e}");
     let e = WeftConfig::from_toml("[batch]\nkeep = 0\n").expect_err("keep");
     assert_eq!(e.to_string(), "batch.keep: must be at least 1");
+    let e = WeftConfig::from_toml("[cluster]\nscheduler = \"http://h:1\"\n").expect_err("url");
+    assert_eq!(
+        e.to_string(),
+        "cluster.scheduler: 'http://h:1': expected df://host:port"
+    );
+    let e = WeftConfig::from_toml("[cluster]\nscheduler = \"df://h:port\"\n").expect_err("port");
+    assert_eq!(
+        e.to_string(),
+        "cluster.scheduler: 'df://h:port': 'port' is not a port"
+    );
+    assert_eq!(
+        crate::parse_scheduler("df://sched/").unwrap(),
+        ("sched".to_string(), 50050)
+    );
     let e = WeftConfig::from_toml(
         "[[tenants]]\nname = \"a\"\n[[tenants.keys]]\nname = \"k\"\nkey = \"0123456789abcdef\"\nscopes = [\"profile:write\"]\n",
     )

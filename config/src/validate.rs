@@ -31,6 +31,11 @@ impl WeftConfig {
             ),
             ("serve.default_deadline_ms", s.default_deadline_ms),
             ("views.poll_secs", self.views.poll_secs),
+            ("cluster.executor_timeout_secs", self.cluster.executor_timeout_secs),
+            ("cluster.task_max_failures", self.cluster.task_max_failures as u64),
+            ("cluster.memory_mb", self.cluster.memory_mb as u64),
+            ("cluster.heartbeat_secs", self.cluster.heartbeat_secs),
+            ("cluster.connect_timeout_secs", self.cluster.connect_timeout_secs),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
@@ -43,10 +48,14 @@ impl WeftConfig {
             ("speed.group_id", &self.speed.group_id),
             ("archive.root", &self.archive.root),
             ("archive.group_id", &self.archive.group_id),
+            ("cluster.host", &self.cluster.host),
         ] {
             if v.trim().is_empty() {
                 return Err(invalid(key, "is empty"));
             }
+        }
+        if let Some(url) = &self.cluster.scheduler {
+            crate::parse_scheduler(url).map_err(|e| invalid("cluster.scheduler", e))?;
         }
         if self.kafka.topic == self.kafka.dead_letter_topic {
             return Err(invalid(
