@@ -15,8 +15,16 @@ use weft_view::{BlockCache, OpenedView, ViewStore, version_name};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BatchCommand {
-    /// Recompute every user's features from the archive and publish a view.
+    /// Recompute every user's features from the archive and publish a view
+    /// (in this process, or on a Ballista cluster with --cluster).
     Run(RunArgs),
+    /// Run a Ballista scheduler for `weft batch run --cluster` (until
+    /// stopped): it cuts each job into stages and hands tasks to executors.
+    Scheduler(SchedulerArgs),
+    /// Run a Ballista executor (until stopped): it registers with the
+    /// scheduler and runs the batch job's scan and fold tasks, writing the
+    /// view's files into the view store.
+    Executor(ExecutorArgs),
     /// Print one user's features as of a time, computed from a view.
     Inspect(InspectArgs),
     /// Write one row per user, one column per feature, to a Parquet file.
@@ -98,6 +106,54 @@ pub(crate) struct RunArgs {
     /// Neighbours kept per item (batch.neighbours).
     #[arg(long)]
     neighbours: Option<u64>,
+    /// Run on the Ballista cluster of this scheduler, df://host:port
+    /// (cluster.scheduler; unset: in this process). The executors reach the
+    /// archive and the view store themselves, with their own [s3] settings.
+    #[arg(long)]
+    cluster: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SchedulerArgs {
+    /// Address to listen on (cluster.bind).
+    #[arg(long)]
+    bind: Option<String>,
+    /// Seconds without a heartbeat after which an executor is lost and its
+    /// tasks run elsewhere (cluster.executor_timeout_secs).
+    #[arg(long)]
+    executor_timeout_secs: Option<u64>,
+    /// Attempts of a task before its job fails (cluster.task_max_failures).
+    #[arg(long)]
+    task_max_failures: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExecutorArgs {
+    /// The scheduler to register with, df://host:port (cluster.scheduler).
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// Host to bind and advertise to the scheduler, peers and clients
+    /// (cluster.host).
+    #[arg(long)]
+    host: Option<String>,
+    /// Arrow Flight port: shuffle reads and results (cluster.flight_port).
+    #[arg(long)]
+    flight_port: Option<u16>,
+    /// gRPC port the scheduler launches tasks through (cluster.grpc_port).
+    #[arg(long)]
+    grpc_port: Option<u16>,
+    /// Shuffle files and spills (cluster.work_dir).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Tasks run at once; 0: one per core (cluster.vcores).
+    #[arg(long)]
+    vcores: Option<u64>,
+    /// Memory pool in MiB shared by the running tasks (cluster.memory_mb).
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// Seconds between heartbeats to the scheduler (cluster.heartbeat_secs).
+    #[arg(long)]
+    heartbeat_secs: Option<u64>,
 }
 
 impl RunArgs {
@@ -120,6 +176,7 @@ impl RunArgs {
                 self.cooc_window_min,
             )
             .set("batch.neighbours", "--neighbours", self.neighbours)
+            .set("cluster.scheduler", "--cluster", self.cluster.clone())
     }
 }
 
@@ -212,6 +269,37 @@ pub(crate) fn run(file: Option<&Path>, cmd: &BatchCommand) -> Result<()> {
     let rt = runtime()?;
     match cmd {
         BatchCommand::Run(args) => rt.block_on(run_job(file, args)),
+        BatchCommand::Scheduler(args) => {
+            let flags = Overrides::new()
+                .set("cluster.bind", "--bind", args.bind.clone())
+                .set(
+                    "cluster.executor_timeout_secs",
+                    "--executor-timeout-secs",
+                    args.executor_timeout_secs,
+                )
+                .set(
+                    "cluster.task_max_failures",
+                    "--task-max-failures",
+                    args.task_max_failures,
+                );
+            let c = crate::load_config(file, flags)?;
+            rt.block_on(weft_batch::cluster::process::scheduler(&c.cluster, &c.s3))?;
+            Ok(())
+        }
+        BatchCommand::Executor(args) => {
+            let flags = Overrides::new()
+                .set("cluster.scheduler", "--scheduler", args.scheduler.clone())
+                .set("cluster.host", "--host", args.host.clone())
+                .set("cluster.flight_port", "--flight-port", args.flight_port)
+                .set("cluster.grpc_port", "--grpc-port", args.grpc_port)
+                .set_path("cluster.work_dir", "--work-dir", args.work_dir.as_deref())
+                .set("cluster.vcores", "--vcores", args.vcores)
+                .set("cluster.memory_mb", "--memory-mb", args.memory_mb)
+                .set("cluster.heartbeat_secs", "--heartbeat-secs", args.heartbeat_secs);
+            let c = crate::load_config(file, flags)?;
+            rt.block_on(weft_batch::cluster::process::executor(&c.cluster, &c.s3))?;
+            Ok(())
+        }
         BatchCommand::Inspect(args) => rt.block_on(async {
             let work = tempfile::tempdir()?;
             let view = open_view(file, &args.view, &work).await?;
@@ -352,6 +440,8 @@ pub(crate) fn batch_config(c: &WeftConfig) -> Result<BatchConfig> {
     config.recs.window_ms = c.batch.cooc_window_min * weft_core::spec::MINUTE_MS;
     config.recs.neighbours = c.batch.neighbours;
     config.s3 = c.s3.clone();
+    config.cluster = c.cluster.scheduler.clone();
+    config.connect_timeout = Duration::from_secs(c.cluster.connect_timeout_secs);
     Ok(config)
 }
 
@@ -381,6 +471,9 @@ async fn run_job(file: Option<&Path>, args: &RunArgs) -> Result<()> {
     bar.finish_and_clear();
     let summary = result?;
     let m = &summary.manifest;
+    if let Some(scheduler) = &config.cluster {
+        println!("ran on the cluster of {scheduler} ({} fold tasks)", summary.partitions);
+    }
     println!(
         "published {} to {} in {:.1} s: {} users, {} events ({} duplicates dropped), {} partials, {} items; boundary {:?}",
         version_name(summary.version),

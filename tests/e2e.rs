@@ -4,6 +4,7 @@
 
 mod archive_crash;
 mod cli;
+mod cluster;
 mod common;
 mod generation_switch;
 mod s3;

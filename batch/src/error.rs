@@ -16,6 +16,10 @@ pub enum BatchError {
     BadFile { file: String, problem: String },
     #[error("bad argument: {0}")]
     Argument(String),
+    /// A cluster run failed: the scheduler, and what it or an executor
+    /// said.
+    #[error("cluster {scheduler}: {problem}")]
+    Cluster { scheduler: String, problem: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -12,6 +12,11 @@
 //!   bounded, spilling memory pool; each partition is then folded user by
 //!   user with `weft_core`'s aggregates (the same code the speed layer and
 //!   the reference share) straight into a sorted SST file.
+//! * [`operator`]: [`operator::FoldExec`], the physical operator that
+//!   runs the fold of one partition as a task, in this process or on a
+//!   Ballista executor; [`cluster`]: running the job on a Ballista cluster
+//!   (the client, `weft batch scheduler`, `weft batch executor`, and the
+//!   codec that ships the operator).
 //! * [`recs`]: item-to-item neighbours from co-occurrence and item
 //!   popularity per tenant and category, for recommendations.
 //! * the view format (SST files + manifest), the view store, atomic
@@ -22,13 +27,16 @@
 //!
 //! `docs/batch.md` is the user guide; `docs/semantics.md` the semantics.
 
+pub mod cluster;
 pub mod error;
 pub mod export;
 pub mod job;
+pub mod operator;
 pub mod recs;
 pub mod source;
 
 mod columns;
+mod fold;
 mod group;
 
 pub use error::{BatchError, Result};

@@ -151,6 +151,58 @@ impl RecsBuilder {
     }
 }
 
+/// What a partition's [`RecsBuilder`] hands the combining step
+/// ([`finish`]), as bytes: how a cluster task sends it to the client.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RecsPart {
+    tenants: Vec<String>,
+    /// (tenant, item, category, users, popularity).
+    stats: Vec<(u32, String, String, u64, f64)>,
+    pairs: Vec<(u64, u32)>,
+}
+
+impl RecsBuilder {
+    /// The finished builder's statistics, for [`RecsBuilder::from_bytes`]
+    /// in another process.
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        let part = RecsPart {
+            tenants: self.tenants.clone(),
+            stats: self
+                .stats
+                .iter()
+                .map(|(t, item, s)| (*t, item.clone(), s.category.clone(), s.users, s.popularity))
+                .collect(),
+            pairs: self.pairs.iter().map(|(k, n)| (*k, *n)).collect(),
+        };
+        postcard::to_allocvec(&part).map_err(|e| e.to_string())
+    }
+
+    /// A finished builder from [`RecsBuilder::to_bytes`]: enough for
+    /// [`finish`], not for observing more users.
+    pub(crate) fn from_bytes(config: RecsConfig, bytes: &[u8]) -> Result<RecsBuilder, String> {
+        let part: RecsPart = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        let mut b = RecsBuilder::new(config, 0);
+        b.tenants = part.tenants;
+        b.stats = part
+            .stats
+            .into_iter()
+            .map(|(t, item, category, users, popularity)| {
+                (
+                    t,
+                    item,
+                    ItemStats {
+                        category,
+                        users,
+                        popularity,
+                    },
+                )
+            })
+            .collect();
+        b.pairs = part.pairs.into_iter().collect();
+        Ok(b)
+    }
+}
+
 fn pair_key(a: u32, b: u32) -> u64 {
     (u64::from(a.min(b)) << 32) | u64::from(a.max(b))
 }
@@ -284,4 +336,67 @@ pub(crate) fn finish(
         );
     }
     (out, items.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+
+    use weft_core::{Event, EventKind};
+
+    use super::*;
+
+    fn event(tenant: &str, item: &str, category: &str, ts_ms: i64, kind: EventKind) -> Event {
+        Event {
+            event_id: format!("{item}-{ts_ms}"),
+            tenant: tenant.into(),
+            user_id: String::new(),
+            ts_ms,
+            kind,
+            item_id: item.into(),
+            category: category.into(),
+            price_minor: 0,
+            quantity: 1,
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    /// Two partitions' statistics sent as bytes (a cluster task's
+    /// `recs-*.bin`) combine into the same entries as the builders
+    /// themselves.
+    #[test]
+    fn statistics_survive_the_trip_between_processes() {
+        let config = RecsConfig::default();
+        let build = |users: &[(&str, &[(&str, &str, i64, EventKind)])]| {
+            let mut b = RecsBuilder::new(config.clone(), 10 * 86_400_000);
+            for (tenant, events) in users {
+                b.start_user(tenant);
+                for (item, category, ts, kind) in events.iter() {
+                    b.observe(&event(tenant, item, category, *ts, *kind));
+                }
+                b.finish_user();
+            }
+            b
+        };
+        let parts = || {
+            vec![
+                build(&[
+                    ("a", &[("i1", "c1", 1_000, EventKind::View), ("i2", "c1", 2_000, EventKind::Purchase)]),
+                    ("b", &[("i1", "c2", 5_000, EventKind::Click), ("i3", "", 6_000, EventKind::AddToCart)]),
+                ]),
+                build(&[("a", &[("i2", "c1", 3_000, EventKind::View), ("i1", "c1", 3_500, EventKind::Click)])]),
+            ]
+        };
+        let direct = finish(parts(), &config);
+        let sent = parts()
+            .iter()
+            .map(|b| RecsBuilder::from_bytes(config.clone(), &b.to_bytes().unwrap()).unwrap())
+            .collect();
+        let via_bytes = finish(sent, &config);
+        assert!(!direct.0.is_empty());
+        assert_eq!(direct, via_bytes);
+        assert!(RecsBuilder::from_bytes(config, b"\xff\xff").is_err());
+    }
 }

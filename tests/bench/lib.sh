@@ -1,14 +1,17 @@
 # Shared by the benchmark scripts that run Weft's processes on this machine
-# (serve_vs_floor.sh, swaps_and_outage.sh). Source it after `set -euo
-# pipefail` from the repository root, then call `bench_init WORK_DIR_PREFIX`.
+# (serve_vs_floor.sh, swaps_and_outage.sh, batch_cluster.sh). Source it after
+# `set -euo pipefail` from the repository root, then call
+# `bench_init WORK_DIR_PREFIX`.
 #
 # It provides:
-#   bench_init PREFIX      sets `repo`, `work` ($WORK_DIR or a new
+#   bench_init PREFIX [--no-tool]
+#                          sets `repo`, `work` ($WORK_DIR or a new
 #                          /tmp/PREFIX.XXXXXX), `bin` ($BENCH_BIN or the
 #                          release `weft`, built now), `bench_bin`
 #                          ($BENCH_TOOL_BIN, or `weft-bench` next to `bin`:
 #                          the measurements, package weft-bench, built with
-#                          it), `tenant`, `key`,
+#                          the workspace; with --no-tool, for a script that only runs
+#                          `weft`, neither built nor required), `tenant`, `key`,
 #                          `spec`, and the EXIT trap that stops every process
 #                          in `pids` (last started first) and removes the
 #                          directories in `data_dirs` unless KEEP_DATA=1;
@@ -39,22 +42,33 @@
 
 bench_init() {
   repo=$(pwd)
+  local tool=1
+  if [[ ${2:-} == --no-tool ]]; then tool=0; fi
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft/target}"
   work=${WORK_DIR:-$(mktemp -d "/tmp/$1.XXXXXX")}
   mkdir -p "$work"
   work=$(cd "$work" && pwd)
   if [[ -n ${BENCH_BIN:-} ]]; then
     bin=$BENCH_BIN
-  else
+  elif ((tool)); then
     echo "building the release binaries weft and weft-bench (log: $work/build.log)"
-    cargo build --release -p weft -p weft-bench >"$work/build.log" 2>&1 || {
+    # --workspace: the features the tests build with (per-package
+    # selection would build DataFusion and RocksDB again).
+    cargo build --release --workspace >"$work/build.log" 2>&1 || {
+      tail -20 "$work/build.log"; exit 1; }
+    bin="$CARGO_TARGET_DIR/release/weft"
+  else
+    echo "building the release binary weft (log: $work/build.log)"
+    cargo build --release --workspace >"$work/build.log" 2>&1 || {
       tail -20 "$work/build.log"; exit 1; }
     bin="$CARGO_TARGET_DIR/release/weft"
   fi
-  bench_bin=${BENCH_TOOL_BIN:-$(dirname "$bin")/weft-bench}
-  [[ -x $bench_bin ]] || {
-    echo "$bench_bin is missing: cargo build --release -p weft-bench, or set BENCH_TOOL_BIN" >&2
-    exit 1; }
+  if ((tool)); then
+    bench_bin=${BENCH_TOOL_BIN:-$(dirname "$bin")/weft-bench}
+    [[ -x $bench_bin ]] || {
+      echo "$bench_bin is missing: cargo build --release --workspace, or set BENCH_TOOL_BIN" >&2
+      exit 1; }
+  fi
   tenant=acme
   key=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
   spec="$repo/deploy/features.example.toml"
