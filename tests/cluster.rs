@@ -20,7 +20,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
@@ -44,15 +44,8 @@ const FOLD_FINISHED: &str = "weft fold task finished";
 /// no scheduler, executor or client behind. Its stderr (and stdout) go to
 /// `log`.
 struct Proc {
-    child: Child,
+    child: crate::common::Reaped,
     log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Proc {
@@ -170,7 +163,7 @@ impl Env {
             .stderr(file)
             .spawn()
             .unwrap();
-        Proc { child, log }
+        Proc { child: crate::common::Reaped(child), log }
     }
 
     /// Starts `weft ARGS` as a client: stdout and stderr apart, in
@@ -186,7 +179,7 @@ impl Env {
             .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
             .unwrap();
-        (Proc { child, log: err }, Instant::now())
+        (Proc { child: crate::common::Reaped(child), log: err }, Instant::now())
     }
 
     /// Waits for a client [`Env::start`]ed, calling `tick` every 20 ms

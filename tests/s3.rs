@@ -20,7 +20,7 @@
 
 use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::TryStreamExt;
@@ -42,18 +42,11 @@ const KILLS: usize = 5;
 
 /// A running `tests/python/s3_server.py`: one bucket and one key.
 pub(crate) struct S3Server {
-    child: Child,
+    _child: crate::common::Reaped,
     pub(crate) endpoint: String,
     pub(crate) bucket: String,
     access_key_id: String,
     secret_access_key: String,
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl S3Server {
@@ -81,7 +74,7 @@ impl S3Server {
             bucket: field("bucket"),
             access_key_id: field("access_key_id"),
             secret_access_key: field("secret_access_key"),
-            child,
+            _child: crate::common::Reaped(child),
         }
     }
 
