@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use weft_view::format::{FileKind, MANIFEST_FILE, SPEC_FILE, ViewFile};
 use weft_view::{BlockCache, Location, Manifest, OpenedView, ViewStore, version_name};
@@ -265,24 +264,7 @@ impl Env {
 
     /// Every object under `prefix` of the bucket, relative to it, sorted.
     fn objects(&self, prefix: &str) -> Vec<String> {
-        let loc = self.location(prefix);
-        let metas: Vec<_> = self
-            .rt
-            .block_on(loc.store.list(Some(loc.prefix())).try_collect())
-            .unwrap();
-        let mut names: Vec<String> = metas
-            .iter()
-            .map(|m| {
-                m.location
-                    .prefix_match(loc.prefix())
-                    .unwrap()
-                    .map(|p| p.as_ref().to_string())
-                    .collect::<Vec<_>>()
-                    .join("/")
-            })
-            .collect();
-        names.sort();
-        names
+        self.s3.list(&self.rt, prefix)
     }
 
     /// Fails naming them if any object of the bucket is a cluster job's

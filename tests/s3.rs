@@ -108,7 +108,7 @@ impl S3Server {
     }
 
     /// Every object under `prefix`, relative to it, sorted.
-    fn list(&self, rt: &tokio::runtime::Runtime, prefix: &str) -> Vec<String> {
+    pub(crate) fn list(&self, rt: &tokio::runtime::Runtime, prefix: &str) -> Vec<String> {
         let loc = self.location(prefix);
         let metas: Vec<_> = rt
             .block_on(loc.store.list(Some(loc.prefix())).try_collect())

@@ -92,17 +92,7 @@ secret_access_key = "$(field secret_access_key)"
 allow_http = true
 EOF
   start=$SECONDS
-  python3 - "$work/s3.json" "$work/archive" <<'EOF'
-import json, os, sys, boto3
-c = json.load(open(sys.argv[1]))
-s3 = boto3.client("s3", endpoint_url=c["endpoint"], aws_access_key_id=c["access_key_id"],
-                  aws_secret_access_key=c["secret_access_key"], region_name=c["region"])
-root = sys.argv[2]
-for d, _, files in os.walk(root):
-    for f in files:
-        path = os.path.join(d, f)
-        s3.upload_file(path, c["bucket"], "archive/" + os.path.relpath(path, root))
-EOF
+  python3 tests/bench/s3_upload.py "$work/s3.json" "$work/archive" archive
   echo "  uploaded to s3://weft/archive at $(field endpoint) in $((SECONDS - start)) s"
 fi
 echo "  config $config:"
