@@ -139,7 +139,8 @@ pub(crate) struct ExecutorArgs {
     /// Arrow Flight port: shuffle reads and results (cluster.flight_port).
     #[arg(long)]
     flight_port: Option<u16>,
-    /// gRPC port the scheduler launches tasks through (cluster.grpc_port).
+    /// gRPC port the scheduler reaches the executor on: cancelling tasks,
+    /// removing job data, stopping (cluster.grpc_port).
     #[arg(long)]
     grpc_port: Option<u16>,
     /// Shuffle files and spills (cluster.work_dir).

@@ -154,7 +154,8 @@ pub struct ClusterSection {
     pub host: String,
     /// Executor: Arrow Flight port (shuffle and results).
     pub flight_port: u16,
-    /// Executor: gRPC port the scheduler launches tasks through.
+    /// Executor: gRPC port the scheduler reaches it on (cancelling tasks,
+    /// removing job data, stopping; executors ask for tasks themselves).
     pub grpc_port: u16,
     /// Executor: shuffle files and spills.
     pub work_dir: PathBuf,
