@@ -24,8 +24,8 @@ use arrow_array::{RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -40,7 +40,7 @@ use weft_view::ViewStore;
 use weft_view::format::{Counts, ViewFile};
 use weft_view::recs::RecsConfig;
 
-use crate::fold::fold_partition;
+use crate::fold::{FoldOutput, fold_partition};
 use crate::job::JobProgress;
 use crate::recs::RecsBuilder;
 use crate::{BatchError, Result};
@@ -81,6 +81,25 @@ pub(crate) struct TaskReport {
     pub seconds: f64,
 }
 
+impl TaskReport {
+    /// The report of a fold's output (nothing staged).
+    fn new(partition: Option<usize>, out: &FoldOutput, host: String, started: Instant) -> Self {
+        TaskReport {
+            partition,
+            counts: out.counts.clone(),
+            file: out.file.clone(),
+            staged: None,
+            recs_staged: None,
+            max_ts: out.max_ts,
+            spills: out.spills,
+            spilled_bytes: out.spilled_bytes,
+            in_memory: out.in_memory,
+            host,
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 /// Where an in-process run's tasks put their output.
 #[derive(Debug)]
 pub(crate) struct LocalSink {
@@ -104,7 +123,11 @@ pub struct FoldExec {
 }
 
 fn report_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new("report", DataType::Utf8, false)]))
+    Arc::new(Schema::new(vec![Field::new(
+        "report",
+        DataType::Utf8,
+        false,
+    )]))
 }
 
 impl FoldExec {
@@ -310,20 +333,25 @@ fn shuffle_partition(input: &Arc<dyn ExecutionPlan>, partition: usize) -> DfResu
     }
 }
 
-/// A name no other attempt of any task uses.
-fn attempt_id(partition: usize) -> String {
+/// A number no other call, in this process or another, is likely to
+/// return: names cluster jobs and the files of task attempts.
+pub(crate) fn nonce() -> u64 {
     use std::hash::BuildHasher;
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    let salt = std::collections::hash_map::RandomState::new().hash_one((
+    std::collections::hash_map::RandomState::new().hash_one((
         std::process::id(),
         nanos,
         SEQ.fetch_add(1, Ordering::Relaxed),
-    ));
-    format!("{partition}.{salt:016x}")
+    ))
+}
+
+/// A name no other attempt of any task uses.
+fn attempt_id(partition: usize) -> String {
+    format!("{partition}.{:016x}", nonce())
 }
 
 /// Who ran a cluster task, for the client's log: the executor's
@@ -367,19 +395,7 @@ async fn run_task(
             reservation,
         )
         .await?;
-        let report = TaskReport {
-            partition: Some(partition),
-            counts: out.counts.clone(),
-            file: out.file.clone(),
-            staged: None,
-            recs_staged: None,
-            max_ts: out.max_ts,
-            spills: out.spills,
-            spilled_bytes: out.spilled_bytes,
-            in_memory: out.in_memory,
-            host: "local".into(),
-            seconds: started.elapsed().as_secs_f64(),
-        };
+        let report = TaskReport::new(Some(partition), &out, "local".into(), started);
         let mut slots = sink
             .recs
             .lock()
@@ -400,7 +416,8 @@ async fn run_task(
     let views = ViewStore::open(store, s3)?;
     let disk = &ctx.runtime_env().disk_manager;
     let sst = disk.create_tmp_file("weft fold partials")?;
-    let no_path = || BatchError::Argument("the executor's temporary files have no local path".into());
+    let no_path =
+        || BatchError::Argument("the executor's temporary files have no local path".into());
     let sst_path = sst.path().ok_or_else(no_path)?;
     let progress = JobProgress::default();
     let mut out = fold_partition(
@@ -435,21 +452,11 @@ async fn run_task(
         .map_err(|e| BatchError::Argument(format!("encoding recommendation statistics: {e}")))?;
     std::fs::write(recs_path, &bytes).map_err(BatchError::io(recs_path))?;
     let recs_staged = format!("recs-{attempt}.bin");
-    views
-        .stage_file(job, recs_path, &recs_staged)
-        .await?;
+    views.stage_file(job, recs_path, &recs_staged).await?;
     let report = TaskReport {
-        partition: global,
-        counts: out.counts,
-        file: out.file,
         staged,
         recs_staged: Some(recs_staged),
-        max_ts: out.max_ts,
-        spills: out.spills,
-        spilled_bytes: out.spilled_bytes,
-        in_memory: out.in_memory,
-        host: host_name(),
-        seconds: started.elapsed().as_secs_f64(),
+        ..TaskReport::new(global, &out, host_name(), started)
     };
     tracing::info!(
         partition = %shown,
@@ -485,7 +492,9 @@ pub(crate) fn reports(batches: &[RecordBatch], tasks: usize) -> Result<Vec<TaskR
                     )));
                 }
                 Some(p) if out.iter().any(|o| o.partition == Some(p)) => {
-                    return Err(BatchError::Argument(format!("two reports of partition {p}")));
+                    return Err(BatchError::Argument(format!(
+                        "two reports of partition {p}"
+                    )));
                 }
                 _ => out.push(r),
             }

@@ -41,6 +41,11 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// staging directory, `.staging-<job>`, is shared instead.)
 pub const STAGING_PREFIX: &str = "_staging";
 
+/// Cluster job `job`'s staging directory in the local store at `root`.
+fn job_dir(root: &Path, job: &str) -> PathBuf {
+    root.join(format!(".staging-{job}"))
+}
+
 /// A directory a job writes a view into before publishing it. Removed on
 /// drop unless published.
 ///
@@ -61,6 +66,16 @@ pub struct Staging {
 }
 
 impl Staging {
+    fn new(dir: PathBuf, temp: Option<tempfile::TempDir>) -> Staging {
+        Staging {
+            dir,
+            _temp: temp,
+            published: false,
+            job: None,
+            adopted: Vec::new(),
+        }
+    }
+
     /// Takes the task file staged as `staged` into the view as `name`.
     pub fn adopt(&mut self, staged: &str, name: &str) {
         self.adopted.push((staged.to_string(), name.to_string()));
@@ -112,23 +127,11 @@ impl ViewStore {
                     .unwrap_or_default();
                 let dir = root.join(format!(".staging-{}-{nanos}", std::process::id()));
                 fs::create_dir_all(&dir).map_err(ViewError::io(&dir))?;
-                Ok(Staging {
-                    dir,
-                    _temp: None,
-                    published: false,
-                    job: None,
-                    adopted: Vec::new(),
-                })
+                Ok(Staging::new(dir, None))
             }
             None => {
                 let temp = tempfile::tempdir().map_err(ViewError::io(std::env::temp_dir()))?;
-                Ok(Staging {
-                    dir: temp.path().to_path_buf(),
-                    _temp: Some(temp),
-                    published: false,
-                    job: None,
-                    adopted: Vec::new(),
-                })
+                Ok(Staging::new(temp.path().to_path_buf(), Some(temp)))
             }
         }
     }
@@ -140,15 +143,9 @@ impl ViewStore {
     pub fn job_staging(&self, job: &str) -> Result<Staging> {
         let mut staging = match &self.loc.local {
             Some(root) => {
-                let dir = root.join(format!(".staging-{job}"));
+                let dir = job_dir(root, job);
                 fs::create_dir_all(&dir).map_err(ViewError::io(&dir))?;
-                Staging {
-                    dir,
-                    _temp: None,
-                    published: false,
-                    job: None,
-                    adopted: Vec::new(),
-                }
+                Staging::new(dir, None)
             }
             None => self.staging()?,
         };
@@ -163,7 +160,7 @@ impl ViewStore {
     pub async fn stage_file(&self, job: &str, from: &Path, name: &str) -> Result<()> {
         match &self.loc.local {
             Some(root) => {
-                let dir = root.join(format!(".staging-{job}"));
+                let dir = job_dir(root, job);
                 fs::create_dir_all(&dir).map_err(ViewError::io(&dir))?;
                 let (tmp, target) = (dir.join(format!(".{name}.tmp")), dir.join(name));
                 if fs::rename(from, &tmp).is_err() {
@@ -180,9 +177,7 @@ impl ViewStore {
                     .map_err(ViewError::io(&tmp))?;
                 fs::rename(&tmp, &target).map_err(ViewError::io(&target))
             }
-            None => {
-                self.upload(from, &self.staged_object(job, name)).await
-            }
+            None => self.upload(from, &self.staged_object(job, name)).await,
         }
     }
 
@@ -190,7 +185,7 @@ impl ViewStore {
     pub async fn read_staged(&self, job: &str, name: &str) -> Result<Vec<u8>> {
         match &self.loc.local {
             Some(root) => {
-                let path = root.join(format!(".staging-{job}")).join(name);
+                let path = job_dir(root, job).join(name);
                 fs::read(&path).map_err(ViewError::io(&path))
             }
             None => {
@@ -210,7 +205,7 @@ impl ViewStore {
     pub async fn discard_job(&self, job: &str) -> Result<()> {
         match &self.loc.local {
             Some(root) => {
-                let dir = root.join(format!(".staging-{job}"));
+                let dir = job_dir(root, job);
                 match fs::remove_dir_all(&dir) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         Err(ViewError::io(&dir)(e))
@@ -219,12 +214,8 @@ impl ViewStore {
                 }
             }
             None => {
-                let prefix = self.loc.child(&format!("{STAGING_PREFIX}/{job}"));
-                let objects: Vec<_> = self.loc.store.list(Some(&prefix)).try_collect().await?;
-                for o in objects {
-                    self.loc.store.delete(&o.location).await?;
-                }
-                Ok(())
+                self.delete_under(&self.loc.child(&format!("{STAGING_PREFIX}/{job}")))
+                    .await
             }
         }
     }
@@ -392,11 +383,23 @@ impl ViewStore {
         }
         for entry in fs::read_dir(&staging.dir).map_err(ViewError::io(&staging.dir))? {
             let path = entry.map_err(ViewError::io(&staging.dir))?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             let keep = name == SPEC_FILE || manifest.files.iter().any(|f| f.name == name);
             if !keep {
                 fs::remove_file(&path).map_err(ViewError::io(&path))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Deletes every object under `prefix` (a remote store).
+    async fn delete_under(&self, prefix: &ObjPath) -> Result<()> {
+        let objects: Vec<_> = self.loc.store.list(Some(prefix)).try_collect().await?;
+        for o in objects {
+            self.loc.store.delete(&o.location).await?;
         }
         Ok(())
     }
@@ -465,7 +468,6 @@ impl ViewStore {
                     fs::remove_dir_all(&dir).map_err(ViewError::io(&dir))?;
                 }
                 None => {
-                    let prefix = self.loc.child(&version_name(*v));
                     self.loc
                         .store
                         .delete(
@@ -474,10 +476,8 @@ impl ViewStore {
                                 .child(&format!("{}/{MANIFEST_FILE}", version_name(*v))),
                         )
                         .await?;
-                    let objects: Vec<_> = self.loc.store.list(Some(&prefix)).try_collect().await?;
-                    for o in objects {
-                        self.loc.store.delete(&o.location).await?;
-                    }
+                    self.delete_under(&self.loc.child(&version_name(*v)))
+                        .await?;
                 }
             }
         }

@@ -30,13 +30,11 @@ use crate::{BatchError, Result};
 /// An id for a new cluster job: names its staging area and its Ballista
 /// job name.
 pub fn job_id() -> String {
-    use std::hash::BuildHasher;
-    let nanos = std::time::SystemTime::now()
+    let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
+        .map(|d| d.as_millis())
         .unwrap_or_default();
-    let salt = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
-    format!("{}-{:08x}", nanos / 1_000_000, salt as u32)
+    format!("{millis}-{:08x}", operator::nonce() as u32)
 }
 
 fn cluster_error(scheduler: &str, problem: impl std::fmt::Display) -> BatchError {
@@ -58,8 +56,7 @@ pub(crate) async fn run(
     mut task: FoldTask,
     ctx: &SessionContext,
 ) -> Result<(Staging, Vec<TaskReport>, Vec<RecsBuilder>)> {
-    let (host, port) =
-        weft_config::parse_scheduler(scheduler).map_err(BatchError::Argument)?;
+    let (host, port) = weft_config::parse_scheduler(scheduler).map_err(BatchError::Argument)?;
     // Fail fast, and by name, when nothing listens: Ballista's client
     // would retry for a long time.
     match tokio::time::timeout(
@@ -131,13 +128,19 @@ pub(crate) async fn run(
         let name = r.recs_staged.as_deref().ok_or_else(|| {
             cluster_error(
                 scheduler,
-                format!("partition {:?}'s report has no recommendation statistics", r.partition),
+                format!(
+                    "partition {:?}'s report has no recommendation statistics",
+                    r.partition
+                ),
             )
         })?;
         let bytes = views.read_staged(job, name).await?;
         builders.push(
             RecsBuilder::from_bytes(config.recs.clone(), &bytes).map_err(|e| {
-                cluster_error(scheduler, format!("partition {:?}'s {name}: {e}", r.partition))
+                cluster_error(
+                    scheduler,
+                    format!("partition {:?}'s {name}: {e}", r.partition),
+                )
             })?,
         );
     }
