@@ -296,7 +296,11 @@ pub(crate) fn run(file: Option<&Path>, cmd: &BatchCommand) -> Result<()> {
                 .set_path("cluster.work_dir", "--work-dir", args.work_dir.as_deref())
                 .set("cluster.vcores", "--vcores", args.vcores)
                 .set("cluster.memory_mb", "--memory-mb", args.memory_mb)
-                .set("cluster.heartbeat_secs", "--heartbeat-secs", args.heartbeat_secs);
+                .set(
+                    "cluster.heartbeat_secs",
+                    "--heartbeat-secs",
+                    args.heartbeat_secs,
+                );
             let c = crate::load_config(file, flags)?;
             rt.block_on(weft_batch::cluster::process::executor(&c.cluster, &c.s3))?;
             Ok(())
@@ -473,7 +477,10 @@ async fn run_job(file: Option<&Path>, args: &RunArgs) -> Result<()> {
     let summary = result?;
     let m = &summary.manifest;
     if let Some(scheduler) = &config.cluster {
-        println!("ran on the cluster of {scheduler} ({} fold tasks)", summary.partitions);
+        println!(
+            "ran on the cluster of {scheduler} ({} fold tasks)",
+            summary.partitions
+        );
     }
     println!(
         "published {} to {} in {:.1} s: {} users, {} events ({} duplicates dropped), {} partials, {} items; boundary {:?}",

@@ -162,7 +162,10 @@ impl Env {
             .stderr(file)
             .spawn()
             .unwrap();
-        Proc { child: crate::common::Reaped(child), log }
+        Proc {
+            child: crate::common::Reaped(child),
+            log,
+        }
     }
 
     /// Starts `weft ARGS` as a client: stdout and stderr apart, in
@@ -178,7 +181,13 @@ impl Env {
             .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
             .unwrap();
-        (Proc { child: crate::common::Reaped(child), log: err }, Instant::now())
+        (
+            Proc {
+                child: crate::common::Reaped(child),
+                log: err,
+            },
+            Instant::now(),
+        )
     }
 
     /// Waits for a client [`Env::start`]ed, calling `tick` every 20 ms

@@ -201,7 +201,10 @@ fn columns(spec: &FeatureSpec) -> Vec<&'static str> {
 /// published (and a cluster job's staged files are deleted).
 pub async fn run(config: &BatchConfig, progress: Arc<JobProgress>) -> Result<JobSummary> {
     let views = ViewStore::open(&config.views, &config.s3)?;
-    let job = config.cluster.as_ref().map(|_| crate::cluster::client::job_id());
+    let job = config
+        .cluster
+        .as_ref()
+        .map(|_| crate::cluster::client::job_id());
     let result = run_in(config, progress, &views, job.as_deref()).await;
     if let (Err(_), Some(job)) = (&result, &job)
         && let Err(e) = views.discard_job(job).await
@@ -400,4 +403,3 @@ fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
 }
-

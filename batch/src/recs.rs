@@ -383,10 +383,28 @@ mod tests {
         let parts = || {
             vec![
                 build(&[
-                    ("a", &[("i1", "c1", 1_000, EventKind::View), ("i2", "c1", 2_000, EventKind::Purchase)]),
-                    ("b", &[("i1", "c2", 5_000, EventKind::Click), ("i3", "", 6_000, EventKind::AddToCart)]),
+                    (
+                        "a",
+                        &[
+                            ("i1", "c1", 1_000, EventKind::View),
+                            ("i2", "c1", 2_000, EventKind::Purchase),
+                        ],
+                    ),
+                    (
+                        "b",
+                        &[
+                            ("i1", "c2", 5_000, EventKind::Click),
+                            ("i3", "", 6_000, EventKind::AddToCart),
+                        ],
+                    ),
                 ]),
-                build(&[("a", &[("i2", "c1", 3_000, EventKind::View), ("i1", "c1", 3_500, EventKind::Click)])]),
+                build(&[(
+                    "a",
+                    &[
+                        ("i2", "c1", 3_000, EventKind::View),
+                        ("i1", "c1", 3_500, EventKind::Click),
+                    ],
+                )]),
             ]
         };
         let direct = finish(parts(), &config);

@@ -33,8 +33,8 @@ pub use error::ConfigError;
 pub use layers::{ENV_PREFIX, EnvLayer, Overrides};
 pub use secret::Secret;
 pub use sections::{
-    ArchiveSection, BatchSection, ClusterSection, KafkaConfig, KeyConfig, RecsConfig, S3Section, Scope,
-    ServerConfig, SpeedSection, TenantConfig, ViewsConfig, parse_scheduler,
+    ArchiveSection, BatchSection, ClusterSection, KafkaConfig, KeyConfig, RecsConfig, S3Section,
+    Scope, ServerConfig, SpeedSection, TenantConfig, ViewsConfig, parse_scheduler,
 };
 
 /// The whole configuration (`weft.toml`).

@@ -31,11 +31,20 @@ impl WeftConfig {
             ),
             ("serve.default_deadline_ms", s.default_deadline_ms),
             ("views.poll_secs", self.views.poll_secs),
-            ("cluster.executor_timeout_secs", self.cluster.executor_timeout_secs),
-            ("cluster.task_max_failures", self.cluster.task_max_failures as u64),
+            (
+                "cluster.executor_timeout_secs",
+                self.cluster.executor_timeout_secs,
+            ),
+            (
+                "cluster.task_max_failures",
+                self.cluster.task_max_failures as u64,
+            ),
             ("cluster.memory_mb", self.cluster.memory_mb as u64),
             ("cluster.heartbeat_secs", self.cluster.heartbeat_secs),
-            ("cluster.connect_timeout_secs", self.cluster.connect_timeout_secs),
+            (
+                "cluster.connect_timeout_secs",
+                self.cluster.connect_timeout_secs,
+            ),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));

@@ -117,7 +117,10 @@ mod tests {
         assert_eq!(open(&buf).unwrap(), (WEFT, &[42u8][..]));
         buf[4] = 9;
         let e = open(&buf).unwrap_err().to_string();
-        assert!(e.contains("wire version 9") && e.contains("reads version 1"), "{e}");
+        assert!(
+            e.contains("wire version 9") && e.contains("reads version 1"),
+            "{e}"
+        );
         let e = open(b"\x08\x01").unwrap_err().to_string();
         assert!(e.contains("without Weft's envelope"), "{e}");
     }
