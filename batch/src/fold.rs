@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use arrow_array::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::expressions::col as pcol;
@@ -52,18 +52,6 @@ pub(crate) async fn fold_partition(
     progress: &JobProgress,
     reservation: MemoryReservation,
 ) -> Result<FoldOutput> {
-    // Room kept for the external sort's own reservations (its merge
-    // reservation and a first batch) while the rows are grouped: without
-    // it the grouping can take the whole pool (a Ballista task has a pool
-    // of its own) and the sort that takes over cannot even start.
-    let headroom = MemoryConsumer::new(format!("weft sort headroom[{partition}]"))
-        .register(task_ctx.memory_pool());
-    let spill_reservation = task_ctx
-        .session_config()
-        .options()
-        .execution
-        .sort_spill_reservation_bytes;
-    let _ = headroom.try_grow(2 * spill_reservation + (8 << 20));
     let mut stream = input.execute(partition, task_ctx.clone())?;
     let mut grouper = Grouper::new();
     // Set when the rows stop fitting: the batch not taken (if any) and why.
@@ -134,7 +122,6 @@ pub(crate) async fn fold_partition(
             },
         ));
         let schema = group::sort_schema();
-        headroom.free();
         let ordering = ["tenant", "user_id", "_partition", "_offset"]
             .iter()
             .map(|c| Ok(PhysicalSortExpr::new_default(pcol(c, &schema)?)))
