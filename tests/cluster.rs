@@ -9,7 +9,10 @@
 //!    names, kinds and entry counts; not sizes or checksums, since SST
 //!    properties carry timestamps) and every entry of every file
 //!    byte-equal, keys and values, the recommendation file included; the
-//!    fold ran on the executors; no `_staging/` object is left behind;
+//!    fold ran on the executors, every task through the external sort
+//!    (the executors' memory is smaller than a task's grouped rows) where
+//!    the local run grouped every partition in memory; no `_staging/`
+//!    object is left behind;
 //! 2. one executor killed with -9 as soon as it starts a fold task: the job
 //!    either completes (Ballista ran the task again elsewhere) with the
 //!    view of a local run of the same partitions, or fails with a message
@@ -33,6 +36,12 @@ use crate::whole_loop::published_version;
 
 /// Events generated (duplicates included).
 const EVENTS: u64 = 150_000;
+/// Each executor's memory (its one task slot's pool): less than a fold
+/// task's rows take grouped (about 37,500 rows of 4 partitions), so every
+/// fold task on the cluster sorts its rows externally, spilling to disk,
+/// while the local runs (512 MiB) group theirs in memory: the two paths
+/// must publish the same view.
+const EXECUTOR_MEMORY_MB: u32 = 2;
 /// Longest any `weft` command may run before the test kills it and fails.
 const WAIT: Duration = Duration::from_secs(300);
 /// What an executor logs when a fold task begins (and ends).
@@ -527,6 +536,8 @@ impl Env {
                     work.to_str().unwrap(),
                     "--vcores",
                     "1",
+                    "--memory-mb",
+                    &EXECUTOR_MEMORY_MB.to_string(),
                     "--heartbeat-secs",
                     "1",
                 ],
@@ -544,6 +555,13 @@ impl Env {
             url,
         }
     }
+}
+
+/// The sort spills a `weft batch run` reports ("... sort spills N (B
+/// bytes)").
+fn sort_spills(stdout: &str) -> Option<u64> {
+    let (_, after) = stdout.split_once("sort spills ")?;
+    after.split_whitespace().next()?.parse().ok()
 }
 
 #[test]
@@ -595,7 +613,7 @@ fn cluster_batch_equals_local_and_survives_a_lost_executor() {
     let mut cluster = env.start_cluster();
 
     // 1. Local and cluster runs publish the same view.
-    env.publish("local", "views-local", 4, None);
+    let local_run = env.publish("local", "views-local", 4, None);
     let local = env.manifest("views-local");
     assert!(
         local.counts.rows == EVENTS && local.counts.duplicates > 0 && local.counts.users > 0,
@@ -603,12 +621,28 @@ fn cluster_batch_equals_local_and_survives_a_lost_executor() {
         local.counts
     );
     let before = cluster.fold_tasks();
-    env.publish("cluster", "views-cluster", 4, Some(cluster.url.as_str()));
+    let cluster_run = env.publish("cluster", "views-cluster", 4, Some(cluster.url.as_str()));
     let after = cluster.fold_tasks();
     assert!(
         after.0 - before.0 >= 4 && after.1 - before.1 >= 4,
         "the 4 fold tasks ran on the executors: (started, finished) {before:?} -> {after:?}; logs:\n{}",
         cluster.logs()
+    );
+    assert!(
+        local_run
+            .stdout
+            .contains("rows grouped in memory in 4 of 4 partitions"),
+        "the local run grouped every partition in memory:\n{}",
+        local_run.text()
+    );
+    let spills = sort_spills(&cluster_run.stdout);
+    assert!(
+        cluster_run
+            .stdout
+            .contains("rows grouped in memory in 0 of 4 partitions")
+            && spills.is_some_and(|n| n >= 4),
+        "every fold task on the {EXECUTOR_MEMORY_MB} MiB executors sorted externally and spilled:\n{}",
+        cluster_run.text()
     );
     env.assert_same_view("views-local", "views-cluster");
     env.assert_no_staging_left("after the cluster run");

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use arrow_array::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::memory_pool::MemoryReservation;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::expressions::col as pcol;
@@ -97,6 +97,27 @@ pub(crate) async fn fold_partition(
         // External sort of everything: the rows held so far (their memory
         // handed over to the sort as it takes them), then the rest.
         let batch_rows = task_ctx.session_config().batch_size();
+        // The sort needs room of its own from the first batch on: its merge
+        // reservation (`sort_spill_reservation_bytes`, not spillable, let
+        // go and taken again around every spill) and a batch or two. The
+        // grouping has just filled the pool (a Ballista task has a pool of
+        // its own), so give that room back now and keep the held rows'
+        // reservation under it until they are handed over (they outgrow it
+        // by at most this room).
+        let room = task_ctx
+            .session_config()
+            .options()
+            .execution
+            .sort_spill_reservation_bytes
+            + 2 * batch_rows * group::SORT_ROW_BYTES;
+        let want = reservation.size().saturating_sub(room);
+        // And the held rows cannot be spilled: a spillable reservation is
+        // only held to its fair share of the pool, so the grouping's and the
+        // sorter's together could take more than the pool and leave none
+        // for the sorter's merges. Not spillable, the rows still held shrink
+        // the sorter's share instead.
+        let reservation = unspillable(reservation, want, partition, &task_ctx);
+        let cap = reservation.size();
         // The reservation follows what the grouper still holds as the
         // sort takes the rows over (chunk by chunk), and is freed with it.
         let mut held = Some(grouper.into_batches(batch_rows));
@@ -104,7 +125,7 @@ pub(crate) async fn fold_partition(
             let batches = held.as_mut()?;
             match batches.next() {
                 Some(batch) => {
-                    reservation.resize(batches.bytes());
+                    reservation.resize(batches.bytes().min(cap));
                     Some(batch.map_err(|e| DataFusionError::External(Box::new(e))))
                 }
                 None => {
@@ -114,13 +135,11 @@ pub(crate) async fn fold_partition(
                 }
             }
         }))
-        .chain(futures::stream::iter(overflow.map(Ok)).chain(stream).map(
-            |batch: datafusion::error::Result<RecordBatch>| {
-                batch.and_then(|b| {
-                    group::to_sort_batch(&b).map_err(|e| DataFusionError::External(Box::new(e)))
-                })
-            },
-        ));
+        .chain(
+            futures::stream::iter(overflow.map(Ok))
+                .chain(stream)
+                .flat_map(move |batch| futures::stream::iter(sort_batches(batch, batch_rows))),
+        );
         let schema = group::sort_schema();
         let ordering = ["tenant", "user_id", "_partition", "_offset"]
             .iter()
@@ -201,6 +220,46 @@ pub(crate) async fn fold_partition(
         spilled_bytes,
         in_memory,
     })
+}
+
+/// A scanned batch as batches of the sort's schema of at most `rows` rows
+/// each: the scan's (or the shuffle's) batches can be larger than the
+/// sort's, which are sized to its share of the pool.
+fn sort_batches(
+    batch: datafusion::error::Result<RecordBatch>,
+    rows: usize,
+) -> Vec<datafusion::error::Result<RecordBatch>> {
+    let batch = match batch {
+        Ok(batch) => batch,
+        Err(e) => return vec![Err(e)],
+    };
+    (0..batch.num_rows())
+        .step_by(rows.max(1))
+        .map(|start| {
+            let len = rows.min(batch.num_rows() - start);
+            group::to_sort_batch(&batch.slice(start, len))
+                .map_err(|e| DataFusionError::External(Box::new(e)))
+        })
+        .collect()
+}
+
+/// Moves a spillable reservation to a new one that cannot be spilled, of
+/// `bytes` (or as much of it as the pool grants: the rows are held either
+/// way, the reservation only accounts for them).
+fn unspillable(
+    spillable: MemoryReservation,
+    bytes: usize,
+    partition: usize,
+    task_ctx: &datafusion::execution::TaskContext,
+) -> MemoryReservation {
+    drop(spillable);
+    let held = MemoryConsumer::new(format!("weft grouped rows[{partition}]"))
+        .register(task_ctx.memory_pool());
+    let mut want = bytes;
+    while want > 0 && held.try_grow(want).is_err() {
+        want /= 2;
+    }
+    held
 }
 
 /// A one-shot [`PartitionStream`]: hands its stream to the first caller.

@@ -501,6 +501,11 @@ impl Grouped {
     }
 }
 
+/// About what one row of a [`sort_schema`] batch takes in memory (an
+/// upper figure for the archive's generated events): what batch sizes and
+/// the external sort's room are reckoned in.
+pub(crate) const SORT_ROW_BYTES: usize = 256;
+
 /// A scanned batch as a batch of [`sort_schema`].
 pub(crate) fn to_sort_batch(batch: &RecordBatch) -> Result<RecordBatch> {
     let cols = EventColumns::new(batch)?;

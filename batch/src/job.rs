@@ -147,24 +147,34 @@ fn session(config: &BatchConfig) -> Result<SessionContext> {
     if let Some(dir) = &config.spill_dir {
         runtime = runtime.with_temp_file_path(dir.clone());
     }
-    // Rows per batch: 8192, fewer under a small budget, so that one batch
-    // (about 250 bytes a row) stays a small share of a sorter's part of the
-    // pool and a sorter can always take the next one or spill.
-    let batch_rows =
-        (config.memory_limit / (config.partitions.max(1) * 32 * 256)).clamp(1024, 8192);
-    let mut session = SessionConfig::new()
-        .with_target_partitions(config.partitions.max(1))
-        .with_batch_size(batch_rows);
-    // Each sorter reserves memory up front for merging its spilled runs;
-    // scale it to the budget so small budgets still spill instead of
-    // failing (DataFusion's default is 10 MB per sorter).
     let partitions = config.partitions.max(1);
-    session.options_mut().execution.sort_spill_reservation_bytes =
-        (config.memory_limit / (4 * partitions)).clamp(256 << 10, 10 << 20);
+    let session = fit_to_pool(
+        SessionConfig::new().with_target_partitions(partitions),
+        config.memory_limit,
+        partitions,
+    );
     Ok(SessionContext::new_with_config_rt(
         session,
         runtime.build_arc()?,
     ))
+}
+
+/// Sizes a session's batches and its sorters' merge reservation to a
+/// memory pool of `pool` bytes shared by `partitions` fold partitions.
+///
+/// Rows per batch: 8192, fewer under a small budget, so that one batch
+/// stays a small share of a sorter's part of the pool and a sorter can
+/// always take the next one or spill. Each sorter reserves memory up
+/// front for merging its spilled runs: scaled to the budget so that
+/// small budgets still spill instead of failing (DataFusion's default is
+/// 10 MB a sorter).
+pub(crate) fn fit_to_pool(session: SessionConfig, pool: usize, partitions: usize) -> SessionConfig {
+    let partitions = partitions.max(1);
+    let batch_rows = (pool / (partitions * 32 * crate::group::SORT_ROW_BYTES)).clamp(1024, 8192);
+    let mut session = session.with_batch_size(batch_rows);
+    session.options_mut().execution.sort_spill_reservation_bytes =
+        (pool / (4 * partitions)).clamp(256 << 10, 10 << 20);
+    session
 }
 
 /// The archive columns a run reads: everything but `attributes` unless the

@@ -302,6 +302,28 @@ impl ExecutionPlan for FoldExec {
     }
 }
 
+/// The task context a fold on an executor runs in: the client sized the
+/// session's batches and sort reservations to its own memory budget; an
+/// executor gives each task a pool of its own (its memory over its task
+/// slots), to which they are sized again.
+fn fit_to_task_pool(ctx: &Arc<TaskContext>) -> Arc<TaskContext> {
+    use datafusion::execution::memory_pool::MemoryLimit;
+    let MemoryLimit::Finite(pool) = ctx.memory_pool().memory_limit() else {
+        return ctx.clone();
+    };
+    let session = crate::job::fit_to_pool(ctx.session_config().clone(), pool, 1);
+    Arc::new(TaskContext::new(
+        ctx.task_id(),
+        ctx.session_id(),
+        session,
+        ctx.scalar_functions().clone(),
+        ctx.higher_order_functions().clone(),
+        ctx.aggregate_functions().clone(),
+        ctx.window_functions().clone(),
+        ctx.runtime_env(),
+    ))
+}
+
 /// Which hash partition a cluster task's local `partition` of `input`
 /// reads. Ballista runs a task on a plan sliced to its own partitions
 /// (executed as 0, 1, ...); the shuffle locations it reads name the
@@ -423,7 +445,7 @@ async fn run_task(
     let mut out = fold_partition(
         input,
         partition,
-        ctx.clone(),
+        fit_to_task_pool(&ctx),
         spec,
         sst_path,
         recs,

@@ -366,10 +366,13 @@ mod tests {
     /// Two partitions' statistics sent as bytes (a cluster task's
     /// `recs-*.bin`) combine into the same entries as the builders
     /// themselves.
+    /// A user's events: (tenant, [(item, category, ts, kind)]).
+    type UserEvents<'a> = (&'a str, &'a [(&'a str, &'a str, i64, EventKind)]);
+
     #[test]
     fn statistics_survive_the_trip_between_processes() {
         let config = RecsConfig::default();
-        let build = |users: &[(&str, &[(&str, &str, i64, EventKind)])]| {
+        let build = |users: &[UserEvents<'_>]| {
             let mut b = RecsBuilder::new(config.clone(), 10 * 86_400_000);
             for (tenant, events) in users {
                 b.start_user(tenant);
