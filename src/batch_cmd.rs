@@ -466,7 +466,14 @@ async fn run_job(file: Option<&Path>, args: &RunArgs) -> Result<()> {
             loop {
                 bar.set_length(progress.total_rows.load(Ordering::Relaxed));
                 bar.set_position(progress.rows.load(Ordering::Relaxed));
-                bar.set_message(progress.stage());
+                let tasks = progress.tasks.load(Ordering::Relaxed);
+                if tasks > 0 {
+                    // On a cluster the client folds no rows: the tasks.
+                    let done = progress.tasks_done.load(Ordering::Relaxed);
+                    bar.set_message(format!("{} ({done}/{tasks} tasks)", progress.stage()));
+                } else {
+                    bar.set_message(progress.stage());
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })

@@ -98,6 +98,10 @@ pub struct JobProgress {
     pub total_rows: AtomicU64,
     /// Rows folded so far.
     pub rows: AtomicU64,
+    /// On a cluster: the fold tasks of the job, and those done so far (the
+    /// client folds no rows itself).
+    pub tasks: AtomicUsize,
+    pub tasks_done: AtomicUsize,
 }
 
 impl JobProgress {
@@ -324,8 +328,17 @@ async fn run_in(
         Some(scheduler) => {
             progress.set("folding");
             let job = job.unwrap_or_default();
-            crate::cluster::client::run(scheduler, job, config, views, repartitioned, task, &ctx)
-                .await?
+            crate::cluster::client::run(
+                scheduler,
+                job,
+                config,
+                views,
+                repartitioned,
+                task,
+                &ctx,
+                &progress,
+            )
+            .await?
         }
     };
 

@@ -195,6 +195,34 @@ impl ViewStore {
         }
     }
 
+    /// The names of the files job `job`'s tasks have staged so far (none
+    /// if nothing was staged yet); a temporary being written is not one.
+    pub async fn staged_names(&self, job: &str) -> Result<Vec<String>> {
+        let mut names: Vec<String> = match &self.loc.local {
+            Some(root) => {
+                let dir = job_dir(root, job);
+                match fs::read_dir(&dir) {
+                    Ok(entries) => entries
+                        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                        .filter(|name| !name.starts_with('.'))
+                        .collect(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => return Err(ViewError::io(&dir)(e)),
+                }
+            }
+            None => {
+                let prefix = self.loc.child(&format!("{STAGING_PREFIX}/{job}"));
+                let metas: Vec<_> = self.loc.store.list(Some(&prefix)).try_collect().await?;
+                metas
+                    .iter()
+                    .filter_map(|m| Some(m.location.filename()?.to_string()))
+                    .collect()
+            }
+        };
+        names.sort_unstable();
+        Ok(names)
+    }
+
     fn staged_object(&self, job: &str, name: &str) -> ObjPath {
         self.loc.child(&format!("{STAGING_PREFIX}/{job}/{name}"))
     }

@@ -12,6 +12,8 @@
 //! published.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use ballista_core::config::BallistaConfig;
 use ballista_core::execution_plans::execute_physical_plan;
@@ -22,7 +24,7 @@ use datafusion_proto::protobuf::PhysicalPlanNode;
 use weft_view::{Staging, ViewStore};
 
 use super::codec::WeftCodec;
-use crate::job::BatchConfig;
+use crate::job::{BatchConfig, JobProgress};
 use crate::operator::{self, FoldExec, FoldTask, TaskReport};
 use crate::recs::RecsBuilder;
 use crate::{BatchError, Result};
@@ -47,6 +49,7 @@ fn cluster_error(scheduler: &str, problem: impl std::fmt::Display) -> BatchError
 /// Runs the fold stage of `input` on the cluster as job `job`. Returns the
 /// job's staging (the tasks' files adopted by the caller), the reports in
 /// partition order and each partition's recommendation statistics.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     scheduler: &str,
     job: &str,
@@ -55,6 +58,7 @@ pub(crate) async fn run(
     input: Arc<dyn ExecutionPlan>,
     mut task: FoldTask,
     ctx: &SessionContext,
+    progress: &JobProgress,
 ) -> Result<(Staging, Vec<TaskReport>, Vec<RecsBuilder>)> {
     let (host, port) = weft_config::parse_scheduler(scheduler).map_err(BatchError::Argument)?;
     // Fail fast, and by name, when nothing listens: Ballista's client
@@ -100,19 +104,24 @@ pub(crate) async fn run(
         partitions,
         "submitting the batch job: stage 1 scans the archive and shuffles by (tenant, user), stage 2 folds"
     );
-    let stream = execute_physical_plan::<PhysicalPlanNode>(
-        format!("http://{host}:{port}"),
-        &BallistaConfig::default(),
-        fold,
-        &codec,
-        job.to_string(),
-        session,
-    )
-    .await
-    .map_err(|e| cluster_error(scheduler, e))?;
-    let batches = datafusion::physical_plan::common::collect(stream)
-        .await
-        .map_err(|e| cluster_error(scheduler, e))?;
+    let submitted = async {
+        let stream = execute_physical_plan::<PhysicalPlanNode>(
+            format!("http://{host}:{port}"),
+            &BallistaConfig::default(),
+            fold,
+            &codec,
+            job.to_string(),
+            session,
+        )
+        .await?;
+        datafusion::physical_plan::common::collect(stream).await
+    };
+    progress.tasks.store(partitions, Ordering::Relaxed);
+    let batches = tokio::select! {
+        batches = submitted => batches.map_err(|e| cluster_error(scheduler, e))?,
+        never = watch_tasks(views, job, partitions, progress) => match never {},
+    };
+    progress.tasks_done.store(partitions, Ordering::Relaxed);
     let reports =
         operator::reports(&batches, partitions).map_err(|e| cluster_error(scheduler, e))?;
     let mut builders = Vec::with_capacity(reports.len());
@@ -145,4 +154,78 @@ pub(crate) async fn run(
         );
     }
     Ok((staging, reports, builders))
+}
+
+/// Follows the fold stage from the client while the job runs: a task's
+/// files appear in the job's staging area when it is done, so every
+/// second the staged names say how many of the `tasks` are (logged when
+/// the count moves, and kept in `progress` for the progress display).
+async fn watch_tasks(
+    views: &ViewStore,
+    job: &str,
+    tasks: usize,
+    progress: &JobProgress,
+) -> std::convert::Infallible {
+    let mut reported = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let names = match views.staged_names(job).await {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::debug!(job, error = %e, "listing the job's staged files");
+                continue;
+            }
+        };
+        let done = tasks_done(&names).min(tasks);
+        progress.tasks_done.store(done, Ordering::Relaxed);
+        if done != reported {
+            reported = done;
+            tracing::info!(job, done, tasks, "stage 2: fold tasks done");
+        }
+    }
+}
+
+/// How many fold tasks the staged `names` show done: each task stages its
+/// recommendation statistics last, as `recs-<partition>.<attempt>.bin`
+/// (a partition retried counts once).
+fn tasks_done(names: &[String]) -> usize {
+    let mut partitions = std::collections::BTreeSet::new();
+    let mut empty = 0;
+    for name in names {
+        let Some(attempt) = name
+            .strip_prefix("recs-")
+            .and_then(|n| n.strip_suffix(".bin"))
+        else {
+            continue;
+        };
+        match attempt.split_once('.').map(|(p, _)| p.parse::<usize>()) {
+            Some(Ok(usize::MAX)) => empty += 1,
+            Some(Ok(p)) => {
+                partitions.insert(p);
+            }
+            _ => {}
+        }
+    }
+    partitions.len() + empty
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tasks_done;
+
+    #[test]
+    fn staged_names_count_each_partition_once() {
+        let empty = usize::MAX;
+        let names: Vec<String> = [
+            "partials-0.00aa.sst".to_string(),
+            "recs-0.00aa.bin".to_string(),
+            "recs-0.00bb.bin".to_string(), // a retried attempt
+            "recs-3.00cc.bin".to_string(),
+            format!("recs-{empty}.00dd.bin"),
+            "partials-5.00ee.sst".to_string(), // still staging its statistics
+        ]
+        .into();
+        assert_eq!(tasks_done(&names), 3);
+        assert_eq!(tasks_done(&[]), 0);
+    }
 }
