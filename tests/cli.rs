@@ -438,6 +438,37 @@ fn configuration_layers_as_a_user_sets_them() {
         "{stderr}"
     );
 
+    // A shard's assignment is checked as the config loads (peers must
+    // cover the other partitions), and `weft serve` refuses a shard until
+    // it can forward other users' calls to their owners.
+    let mut shard = env.to_vec();
+    shard.push(("WEFT__SERVE__SHARD", "0/2"));
+    let out = weft_env(&["serve", "--config", &example, "--print-config"], &shard);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(
+                "serve.peers: partitions 4-7 of 8 (kafka.partitions) are owned by no node"
+            ),
+        "{stderr}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sharded = dir.path().join("shard.toml");
+    std::fs::write(
+        &sharded,
+        "[serve]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nshard = \"0/2\"\n\
+         [[serve.peers]]\npartitions = \"1/2\"\ngrpc = \"http://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let out = weft(&["serve", "--config", sharded.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("this node would own partitions 0-3 of 8")
+            && stderr.contains("cannot forward"),
+        "{stderr}"
+    );
+
     // Every command reads the tree: `batch list` takes views.store from it.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("weft.toml");

@@ -19,6 +19,7 @@
 
 mod error;
 mod layers;
+mod partitions;
 mod secret;
 pub mod sections;
 mod validate;
@@ -31,10 +32,11 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
 pub use layers::{ENV_PREFIX, EnvLayer, Overrides};
+pub use partitions::PartitionSet;
 pub use secret::Secret;
 pub use sections::{
-    ArchiveSection, BatchSection, ClusterSection, KafkaConfig, KeyConfig, RecsConfig, S3Section,
-    Scope, ServerConfig, SpeedSection, TenantConfig, ViewsConfig, parse_scheduler,
+    ArchiveSection, BatchSection, ClusterSection, KafkaConfig, KeyConfig, PeerConfig, RecsConfig,
+    S3Section, Scope, ServerConfig, SpeedSection, TenantConfig, ViewsConfig, parse_scheduler,
 };
 
 /// The whole configuration (`weft.toml`).
@@ -137,12 +139,133 @@ impl WeftConfig {
 
     /// Parallel fold partitions for the batch job: `batch.partitions`, or
     /// one per core when it is 0.
+    /// This node's shard of the topic's `kafka.partitions`: the
+    /// partitions it owns and who owns the others. None: unsharded (every
+    /// partition, no peers). The error names the key.
+    pub fn shard(&self) -> Result<Option<Shard>, ConfigError> {
+        let s = &self.serve;
+        let topic = self.kafka.partitions;
+        let owned = match (&s.partitions, &s.shard) {
+            (Some(_), Some(_)) => {
+                return Err(error::invalid(
+                    "serve.shard",
+                    "set serve.partitions or serve.shard, not both",
+                ));
+            }
+            (Some(text), None) => {
+                PartitionSet::parse(text).map_err(|e| error::invalid("serve.partitions", e))?
+            }
+            (None, Some(text)) => PartitionSet::parse_shard(text, topic)
+                .map_err(|e| error::invalid("serve.shard", e))?,
+            (None, None) => {
+                if !s.peers.is_empty() {
+                    return Err(error::invalid(
+                        "serve.peers",
+                        "peers are for a shard: set serve.partitions or serve.shard",
+                    ));
+                }
+                return Ok(None);
+            }
+        };
+        let key = if s.partitions.is_some() {
+            "serve.partitions"
+        } else {
+            "serve.shard"
+        };
+        let beyond = owned.beyond(topic);
+        if !beyond.is_empty() {
+            return Err(error::invalid(
+                key,
+                format!("partitions {beyond} are not in a topic of {topic} (kafka.partitions)"),
+            ));
+        }
+        if owned.is_empty() {
+            return Err(error::invalid(key, "owns no partition"));
+        }
+        let mut covered = owned.clone();
+        let mut peers = Vec::with_capacity(s.peers.len());
+        for (i, peer) in s.peers.iter().enumerate() {
+            let at = format!("serve.peers[{i}]");
+            let partitions = if peer.partitions.contains('/') {
+                PartitionSet::parse_shard(&peer.partitions, topic)
+            } else {
+                PartitionSet::parse(&peer.partitions)
+            }
+            .map_err(|e| error::invalid(format!("{at}.partitions"), e))?;
+            let beyond = partitions.beyond(topic);
+            if !beyond.is_empty() {
+                return Err(error::invalid(
+                    format!("{at}.partitions"),
+                    format!("partitions {beyond} are not in a topic of {topic} (kafka.partitions)"),
+                ));
+            }
+            let overlap = covered.intersection(&partitions);
+            if !overlap.is_empty() {
+                return Err(error::invalid(
+                    format!("{at}.partitions"),
+                    format!(
+                        "partitions {overlap} are owned twice (by this node or an earlier peer)"
+                    ),
+                ));
+            }
+            let grpc = peer.grpc.trim();
+            let valid = ["http://", "https://"].iter().any(|scheme| {
+                grpc.strip_prefix(scheme)
+                    .is_some_and(|rest| rest.contains(':'))
+            });
+            if !valid {
+                return Err(error::invalid(
+                    format!("{at}.grpc"),
+                    format!("{grpc:?} is not an address like http://10.0.0.2:50051"),
+                ));
+            }
+            covered = covered.union(&partitions);
+            peers.push(Peer {
+                partitions,
+                grpc: grpc.trim_end_matches('/').to_string(),
+            });
+        }
+        let missing = covered.missing(topic);
+        if !missing.is_empty() {
+            return Err(error::invalid(
+                "serve.peers",
+                format!(
+                    "partitions {missing} of {topic} (kafka.partitions) are owned by no node: \
+                     every partition needs an owner (this node owns {owned})"
+                ),
+            ));
+        }
+        Ok(Some(Shard {
+            partitions: topic,
+            owned,
+            peers,
+        }))
+    }
+
     pub fn batch_partitions(&self) -> usize {
         match self.batch.partitions {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         }
     }
+}
+
+/// A serving shard's assignment ([`WeftConfig::shard`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shard {
+    /// The topic's partitions (`kafka.partitions`).
+    pub partitions: u32,
+    /// The partitions this node owns.
+    pub owned: PartitionSet,
+    /// The other shards, covering the rest once.
+    pub peers: Vec<Peer>,
+}
+
+/// Another shard: its partitions and gRPC address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub partitions: PartitionSet,
+    pub grpc: String,
 }
 
 #[cfg(test)]

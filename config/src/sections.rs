@@ -316,6 +316,27 @@ pub struct ServerConfig {
     pub drain_secs: u64,
     /// Tokio worker threads (0: one per core).
     pub workers: usize,
+    /// The Kafka partitions this node owns, as ranges (`0-3,8`): its speed
+    /// layer consumes only those and it opens only their view files.
+    /// Unset, with `shard` unset too: every partition (one unsharded node).
+    pub partitions: Option<String>,
+    /// Or the partitions as a shard, `index/shards` (index from 0): the
+    /// index-th of `shards` contiguous ranges of `kafka.partitions`.
+    pub shard: Option<String>,
+    /// The other shards, which answer the users of the partitions this one
+    /// does not own; together with this one they cover every partition of
+    /// `kafka.partitions` once.
+    pub peers: Vec<PeerConfig>,
+}
+
+/// Another serving shard (`[[serve.peers]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The partitions it owns, as ranges (`4-7`), or as a shard (`1/2`).
+    pub partitions: String,
+    /// Its gRPC address, `http://host:port`.
+    pub grpc: String,
 }
 
 impl Default for ServerConfig {
@@ -331,6 +352,9 @@ impl Default for ServerConfig {
             default_deadline_ms: 1_000,
             drain_secs: 2,
             workers: 0,
+            partitions: None,
+            shard: None,
+            peers: Vec::new(),
         }
     }
 }

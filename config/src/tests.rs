@@ -95,6 +95,9 @@ fn the_example_documents_every_key() {
         all.insert(format!("s3.{key}"));
     }
     all.remove("tenants");
+    // Sharding is documented commented out: setting it makes a node a
+    // shard (serve.partitions, serve.shard and [[serve.peers]]).
+    all.remove("serve.peers");
     assert_eq!(
         documented, all,
         "deploy/weft.example.toml vs the config tree"
@@ -251,4 +254,60 @@ fn printed_config_hides_keys() {
     assert!(printed.contains("key = \"***\""), "{printed}");
     let debug = format!("{c:?}");
     assert!(!debug.contains("bidder-key-0123456789"), "{debug}");
+}
+
+#[test]
+fn a_shard_and_its_peers_cover_every_partition_once() {
+    let shard = |toml: &str| WeftConfig::from_toml(toml).map(|c| c.shard().unwrap());
+    // Unsharded by default.
+    assert_eq!(WeftConfig::default().shard().unwrap(), None);
+    let two = "[kafka]\npartitions = 8\n[serve]\nshard = \"0/2\"\n\
+               [[serve.peers]]\npartitions = \"1/2\"\ngrpc = \"http://10.0.0.2:50051/\"\n";
+    let s = shard(two).unwrap().unwrap();
+    assert_eq!((s.owned.to_string(), s.partitions), ("0-3".to_string(), 8));
+    assert_eq!(s.peers[0].partitions.to_string(), "4-7");
+    assert_eq!(s.peers[0].grpc, "http://10.0.0.2:50051");
+    let three = "[serve]\npartitions = \"3-5\"\n\
+                 [[serve.peers]]\npartitions = \"0-2\"\ngrpc = \"http://a:1\"\n\
+                 [[serve.peers]]\npartitions = \"6,7\"\ngrpc = \"https://b:2\"\n";
+    assert_eq!(shard(three).unwrap().unwrap().owned.to_string(), "3-5");
+
+    let error = |toml: &str| shard(toml).unwrap_err().to_string();
+    for (toml, says) in [
+        (
+            "[serve]\npartitions = \"0-3\"\n",
+            "serve.peers: partitions 4-7 of 8 (kafka.partitions) are owned by no node",
+        ),
+        (
+            "[serve]\npartitions = \"0-4\"\n[[serve.peers]]\npartitions = \"4-7\"\ngrpc = \"http://a:1\"\n",
+            "serve.peers[0].partitions: partitions 4 are owned twice",
+        ),
+        (
+            "[serve]\npartitions = \"0-8\"\n",
+            "serve.partitions: partitions 8 are not in a topic of 8 (kafka.partitions)",
+        ),
+        (
+            "[serve]\npartitions = \"0-3\"\nshard = \"0/2\"\n",
+            "serve.shard: set serve.partitions or serve.shard, not both",
+        ),
+        (
+            "[serve]\nshard = \"2/2\"\n",
+            "serve.shard: shard 2/2: the index counts from 0",
+        ),
+        (
+            "[serve]\npartitions = \"3-1\"\n",
+            "serve.partitions: '3-1': a range runs upwards",
+        ),
+        (
+            "[serve]\nshard = \"0/2\"\n[[serve.peers]]\npartitions = \"1/2\"\ngrpc = \"10.0.0.2:50051\"\n",
+            "serve.peers[0].grpc: \"10.0.0.2:50051\" is not an address",
+        ),
+        (
+            "[[serve.peers]]\npartitions = \"1/2\"\ngrpc = \"http://a:1\"\n",
+            "serve.peers: peers are for a shard",
+        ),
+    ] {
+        let e = error(toml);
+        assert!(e.starts_with(says), "{toml}: {e}");
+    }
 }

@@ -83,6 +83,7 @@ impl WeftConfig {
                 "is empty (leave it unset for no view store)",
             ));
         }
+        self.shard()?;
         self.validate_tenants()
     }
 

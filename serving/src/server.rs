@@ -113,6 +113,21 @@ pub async fn run(
 impl Server {
     /// The start-up steps, in order; nothing is served yet.
     pub async fn open(config: WeftConfig) -> Result<Server, ServeError> {
+        // A shard consumes only its partitions, so it must send every other
+        // user's call to its owner; until it can (issue 25, forwarding to
+        // peers), it would answer them from the batch view alone, without
+        // their recent events: refused instead of answering wrong.
+        if let Some(shard) = config
+            .shard()
+            .map_err(|e| ServeError::Config(e.to_string()))?
+        {
+            return Err(ServeError::Config(format!(
+                "serve.partitions / serve.shard: this node would own partitions {} of {}, \
+                 but weft serve cannot forward the other users' calls to their owners yet; \
+                 run it unsharded (the speed layer alone, `weft speed`, can be sharded)",
+                shard.owned, shard.partitions
+            )));
+        }
         let spec = Arc::new(load_spec(&config.features)?);
         let (store, speed_metrics) = open_speed_store(&config, spec)?;
         let serving = Arc::new(Serving::new(store.clone(), speed_metrics));

@@ -20,6 +20,9 @@ impl SpeedConfig {
         s.max_batch_wait = Duration::from_millis(c.speed.max_batch_wait_ms.max(1));
         s.dedup_horizon = Duration::from_secs(c.speed.dedup_horizon_secs);
         s.sync_writes = c.speed.sync_writes;
+        // A shard consumes its own partitions (`serve.partitions` or
+        // `serve.shard`; a loaded config has been validated).
+        s.partitions = c.shard().ok().flatten().map(|shard| shard.owned);
         s
     }
 }

@@ -66,11 +66,16 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// A cursor delivering each partition from `next[p]` (0 when absent).
-    /// Assign the consumer at [`Cursor::assignment`]'s offsets.
-    pub fn new(topic: &str, partitions: u32, next: &HashMap<i32, i64>) -> Cursor {
+    /// A cursor delivering each of `partitions` from `next[p]` (0 when
+    /// absent). Assign the consumer at [`Cursor::assignment`]'s offsets.
+    pub fn new(
+        topic: &str,
+        partitions: impl IntoIterator<Item = i32>,
+        next: &HashMap<i32, i64>,
+    ) -> Cursor {
         let now = Instant::now();
-        let partitions = (0..partitions as i32)
+        let partitions = partitions
+            .into_iter()
             .map(|p| {
                 let expected = next.get(&p).copied().unwrap_or(0);
                 let from = (expected - REWIND).max(0);
@@ -121,7 +126,7 @@ impl Cursor {
         out
     }
 
-    /// Assigns `consumer` to every partition at [`Cursor::assignment`].
+    /// Assigns `consumer` to its partitions at [`Cursor::assignment`].
     pub fn assign(&self, consumer: &BaseConsumer) -> Result<(), SpeedError> {
         let mut tpl = rdkafka::TopicPartitionList::new();
         for (p, from) in self.assignment() {

@@ -20,7 +20,7 @@ fn read_from(bootstrap: &str, start: i64, end: i64) -> Result<Vec<i64>> {
         .set("group.id", "cursor")
         .set("enable.auto.commit", "false")
         .create()?;
-    let mut cursor = Cursor::new("batches", 1, &HashMap::from([(0, start)])).with_rewind(10);
+    let mut cursor = Cursor::new("batches", [0], &HashMap::from([(0, start)])).with_rewind(10);
     let mut tpl = TopicPartitionList::new();
     for (p, from) in cursor.assignment() {
         tpl.add_partition_offset("batches", p, Offset::Offset(from))?;

@@ -235,3 +235,82 @@ fn speed_view_equals_reference_for_every_user_across_a_restart() -> Result<()> {
     );
     Ok(())
 }
+
+/// Two shards' speed layers on one topic (partitions 0-3 and 4-7): each
+/// consumes only its own partitions, so each store holds exactly the users
+/// the producers' partitioner (murmur2 of `tenant/user_id`) puts there,
+/// every one equal to the reference, and no user of the other shard.
+#[test]
+fn shards_consume_only_their_partitions() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = LocalBroker::start(None, &dir.path().join("logs"))?;
+    let rt = weft_core::runtime::current_thread()?;
+    rt.block_on(ensure_topic(broker.bootstrap(), "events", PARTITIONS))?;
+    let spec = example_spec();
+    let events =
+        Generator::new(GenConfig::new(78, 20_000, 3, 2_000)).map_err(anyhow::Error::msg)?;
+    let mut producer = EventProducer::new(broker.bootstrap(), "events")?;
+    let mut seq = Sequencer::new(PARTITIONS);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+    let mut produced = Produced::default();
+    produce_generated(
+        &mut producer,
+        &mut seq,
+        events,
+        0.0,
+        &mut rng,
+        &mut produced,
+    )?;
+    let by_user = produced.by_user();
+    let end = produced
+        .valid
+        .iter()
+        .map(|(_, _, e)| e.ts_ms)
+        .max()
+        .unwrap_or_default();
+
+    let mut users_seen = 0;
+    for owned in ["0-3", "4-7"] {
+        let owned = weft_config::PartitionSet::parse(owned).map_err(anyhow::Error::msg)?;
+        let mut config = SpeedConfig::new(
+            broker.bootstrap(),
+            dir.path().join(format!("speed-{owned}")),
+        );
+        config.partitions = Some(owned.clone());
+        let records = produced
+            .valid
+            .iter()
+            .filter(|(p, _, _)| owned.contains(*p))
+            .count();
+        let metrics = Arc::new(SpeedMetrics::default());
+        run_until(&config, &spec, &metrics, records as u64)?;
+        let positions: Vec<i32> = metrics.positions().into_iter().map(|(p, _)| p).collect();
+        ensure!(
+            positions.iter().all(|p| owned.contains(*p)),
+            "shard {owned} consumed partitions {positions:?}"
+        );
+        let store = SpeedStore::open(&config.data_dir, spec.clone(), false)?;
+        let mut mine = 0;
+        for ((tenant, user), events) in &by_user {
+            let key = format!("{tenant}/{user}");
+            let partition = weft_core::partition::partition_for_key(key.as_bytes(), PARTITIONS);
+            let served = store.profile(0, tenant, user, end)?;
+            let expected = if owned.contains(partition) {
+                mine += 1;
+                reference::evaluate(&spec, events, end)
+            } else {
+                reference::evaluate(&spec, &[], end)
+            };
+            compare_profiles(&spec, &served, &expected).map_err(|d| {
+                anyhow::anyhow!("shard {owned}: {key} (partition {partition}): {d}")
+            })?;
+        }
+        ensure!(mine > 500, "shard {owned} holds {mine} users");
+        users_seen += mine;
+    }
+    ensure!(
+        users_seen == by_user.len(),
+        "the two shards hold every user once"
+    );
+    Ok(())
+}

@@ -185,7 +185,7 @@ pub fn run(
         .set("auto.offset.reset", "earliest")
         .create()
         .map_err(SpeedError::kafka("creating the archiver's consumer"))?;
-    let mut cursor = Cursor::new(&config.topic, partitions, &state.offsets);
+    let mut cursor = Cursor::new(&config.topic, 0..partitions as i32, &state.offsets);
     cursor.assign(&consumer)?;
     tracing::info!(root = %config.root, flush = state.flush, resume = ?state.offsets, "archiver consuming");
 

@@ -193,7 +193,7 @@ impl ApplyThread {
         store: Arc<SpeedStore>,
         metrics: Arc<SpeedMetrics>,
         mut dead_letters: DeadLetters,
-        partitions: u32,
+        partitions: usize,
         horizon: Duration,
     ) -> Result<ApplyThread, SpeedError> {
         let horizon_ms = horizon.as_millis() as i64;
@@ -233,7 +233,7 @@ impl ApplyThread {
                     // its own Kafka time; records of the slowest partition
                     // are the oldest still to come. Two horizons of slack
                     // cover producer clock skew.
-                    if latest_ts.len() == partitions as usize
+                    if latest_ts.len() == partitions
                         && let Some(slowest) = latest_ts.values().min()
                     {
                         let cutoff = slowest - 2 * horizon_ms;

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use weft_config::PartitionSet;
 use weft_core::{Event, FeatureSpec};
 
 mod apply;
@@ -70,6 +71,9 @@ pub struct SpeedConfig {
     pub dedup_horizon: Duration,
     /// fsync every batch (survives power loss, not only process crashes).
     pub sync_writes: bool,
+    /// The partitions consumed (a serving shard's); None: every partition
+    /// of the topic.
+    pub partitions: Option<PartitionSet>,
 }
 
 /// [`SpeedConfig::dedup_horizon`]'s default.
@@ -87,6 +91,7 @@ impl SpeedConfig {
             max_batch_wait: Duration::from_millis(20),
             dedup_horizon: DEFAULT_DEDUP_HORIZON,
             sync_writes: false,
+            partitions: None,
         }
     }
 }
@@ -362,6 +367,7 @@ pub fn run_with_store(
     control: Option<&Control>,
 ) -> Result<(), SpeedError> {
     let partitions = partition_count(&config.bootstrap, &config.topic, Duration::from_secs(30))?;
+    let owned = owned_partitions(config, partitions)?;
     let rt = weft_core::runtime::current_thread().map_err(|e| SpeedError::Io {
         path: "tokio runtime".into(),
         source: e,
@@ -410,18 +416,26 @@ pub fn run_with_store(
         .store(u64::from(building.unwrap_or(0)), Ordering::Relaxed);
     let stored = store.offsets(g)?;
     metrics.set_positions(&stored);
-    let mut cursor = Cursor::new(&config.topic, partitions, &stored);
+    let mut cursor = Cursor::new(&config.topic, owned.iter().copied(), &stored);
     cursor.assign(&consumer)?;
-    tracing::info!(topic = %config.topic, partitions, ready, ?building, resume = ?stored, "speed layer consuming");
+    tracing::info!(
+        topic = %config.topic,
+        partitions,
+        consumed = %owned.iter().copied().collect::<PartitionSet>(),
+        ready,
+        ?building,
+        resume = ?stored,
+        "speed layer consuming"
+    );
 
     let mut commit_pending = false;
     let mut last_commit = Instant::now();
-    let watermarks = spawn_watermark_poller(config, partitions, metrics.clone(), shutdown.clone())?;
+    let watermarks = spawn_watermark_poller(config, &owned, metrics.clone(), shutdown.clone())?;
     let mut applier = ApplyThread::spawn(
         store.clone(),
         metrics.clone(),
         dead_letters,
-        partitions,
+        owned.len(),
         config.dedup_horizon,
     )?;
     let outcome = (|| -> Result<(), SpeedError> {
@@ -446,7 +460,7 @@ pub fn run_with_store(
                     }
                     return Err(e);
                 }
-                store.start_generation(ready, new, request.view, &request.boundary, partitions)?;
+                store.start_generation(ready, new, request.view, &request.boundary, &owned)?;
                 building = Some(new);
                 g = new;
                 metrics
@@ -455,7 +469,7 @@ pub fn run_with_store(
                 let stored = store.offsets(g)?;
                 metrics.set_positions(&stored);
                 tracing::info!(generation = g, view = request.view, from = ?stored, "building a generation");
-                cursor = Cursor::new(&config.topic, partitions, &stored);
+                cursor = Cursor::new(&config.topic, owned.iter().copied(), &stored);
                 cursor.assign(&consumer)?;
             }
             // Stored offsets only move forward: a "not yet" read while
@@ -510,6 +524,23 @@ pub fn run_with_store(
     outcome.and(finished)?;
     tracing::info!("speed layer stopped");
     Ok(())
+}
+
+/// The partitions the loop consumes: the configured ones (each must be in
+/// the topic's `partitions`), else every one.
+fn owned_partitions(config: &SpeedConfig, partitions: u32) -> Result<Vec<i32>, SpeedError> {
+    let Some(owned) = &config.partitions else {
+        return Ok((0..partitions as i32).collect());
+    };
+    let beyond = owned.beyond(partitions);
+    if !beyond.is_empty() {
+        return Err(SpeedError::Broker(format!(
+            "partitions {beyond} are not in topic {} of {partitions} partitions \
+             (the shard's assignment is of kafka.partitions: set it to the topic's count)",
+            config.topic
+        )));
+    }
+    Ok(owned.iter().collect())
 }
 
 /// Polls up to `max_batch` records or `max_batch_wait`, decoding each.
@@ -586,7 +617,7 @@ fn commit_applied(consumer: &BaseConsumer, topic: &str, metrics: &SpeedMetrics) 
 /// the consume loop must not wait for). Stops with `shutdown`.
 fn spawn_watermark_poller(
     config: &SpeedConfig,
-    partitions: u32,
+    partitions: &[i32],
     metrics: Arc<SpeedMetrics>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>, SpeedError> {
@@ -594,11 +625,12 @@ fn spawn_watermark_poller(
         .create()
         .map_err(SpeedError::kafka("creating the watermark client"))?;
     let topic = config.topic.clone();
+    let partitions = partitions.to_vec();
     std::thread::Builder::new()
         .name("weft-speed-lag".into())
         .spawn(move || {
             while !shutdown.load(Ordering::Relaxed) {
-                for p in 0..partitions as i32 {
+                for &p in &partitions {
                     if let Ok((_, high)) =
                         client.fetch_watermarks(&topic, p, Duration::from_secs(1))
                         && let Ok(mut marks) = metrics.high_watermarks.lock()

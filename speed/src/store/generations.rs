@@ -71,7 +71,7 @@ impl SpeedStore {
         new: Generation,
         view: u64,
         boundary: &HashMap<i32, i64>,
-        partitions: u32,
+        partitions: &[i32],
     ) -> Result<(), SpeedError> {
         let (offsets, dedup, meta) = (self.cf(CF_OFFSETS)?, self.cf(CF_DEDUP)?, self.cf(CF_META)?);
         let mut wb = WriteBatch::default();
@@ -79,7 +79,7 @@ impl SpeedStore {
         if let Some(old) = abandoned {
             self.delete_generation(&mut wb, old)?;
         }
-        for p in 0..partitions as i32 {
+        for &p in partitions {
             let next = boundary.get(&p).map_or(0, |o| o + 1);
             wb.put_cf(offsets, offset_key(new, p), next.to_be_bytes());
         }
@@ -192,7 +192,7 @@ mod tests {
                 .contains(&holder(&group_user_prefix(0, "acme", "a")))
         );
         store
-            .start_generation(0, 1, 1, &HashMap::from([(0, 0)]), 1)
+            .start_generation(0, 1, 1, &HashMap::from([(0, 0)]), &[0])
             .unwrap();
         let mut batch = PendingBatch::default();
         batch.apply(&spec, 1, &view("b", t + 1));
@@ -204,7 +204,7 @@ mod tests {
         // Generation 0 stays readable until the next switch.
         assert!(count(&store, 0, "a") > 0);
         store
-            .start_generation(1, 2, 2, &HashMap::from([(0, 1)]), 1)
+            .start_generation(1, 2, 2, &HashMap::from([(0, 1)]), &[0])
             .unwrap();
         store.finish_generation(2).unwrap();
         assert_eq!(store.view_of(2).unwrap(), 2);
@@ -219,7 +219,7 @@ mod tests {
         );
         // A rollback: generation 3 of view 1.
         store
-            .start_generation(2, 3, 1, &HashMap::from([(0, 0)]), 1)
+            .start_generation(2, 3, 1, &HashMap::from([(0, 0)]), &[0])
             .unwrap();
         assert_eq!(store.building_generation().unwrap(), Some(3));
         assert_eq!(store.view_of(3).unwrap(), 1);
