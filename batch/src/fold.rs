@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -20,7 +21,7 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use futures::StreamExt;
-use rust_rocksdb::SstFileWriter;
+use rust_rocksdb::{Options, SstFileWriter};
 use weft_core::codec::encode_partial_into;
 use weft_core::eval::apply_to;
 use weft_core::keys::{begin_group, end_group, push_group_entry, user_prefix};
@@ -47,7 +48,7 @@ pub(crate) async fn fold_partition(
     partition: usize,
     task_ctx: Arc<datafusion::execution::TaskContext>,
     spec: &FeatureSpec,
-    path: &std::path::Path,
+    files: &mut dyn FnMut(i32) -> Result<PathBuf>,
     recs: RecsBuilder,
     progress: &JobProgress,
     reservation: MemoryReservation,
@@ -78,11 +79,7 @@ pub(crate) async fn fold_partition(
     }
 
     let opts = sst_options(None);
-    let mut writer = SstFileWriter::create(&opts);
-    writer
-        .open(path)
-        .map_err(BatchError::rocks(format!("creating {}", path.display())))?;
-    let mut fold = Folder::new(spec, &mut writer, recs);
+    let mut fold = Folder::new(spec, &opts, files, recs);
     let (mut spills, mut spilled_bytes) = (0, 0);
     let in_memory = overflow.is_none();
     progress.set("folding");
@@ -178,9 +175,9 @@ pub(crate) async fn fold_partition(
         let grouped = grouper.finish();
         let mut rows = 0u64;
         grouped.for_each(|visit| match visit {
-            Visit::User(tenant, user) => {
+            Visit::User(tenant, user, kafka_partition) => {
                 fold.finish_user()?;
-                fold.start_user(tenant, user);
+                fold.start_user(tenant, user, kafka_partition);
                 progress.rows.fetch_add(rows, Ordering::Relaxed);
                 rows = 0;
                 Ok(())
@@ -199,22 +196,23 @@ pub(crate) async fn fold_partition(
         counts,
         recs,
         max_ts,
+        writers,
         ..
     } = fold;
-    let file = if counts.partials > 0 {
-        writer
-            .finish()
-            .map_err(BatchError::rocks(format!("finishing {}", path.display())))?;
-        Some(describe(path, FileKind::Partials, counts.partials)?)
-    } else {
-        drop(writer);
-        let _ = std::fs::remove_file(path);
-        None
-    };
+    let mut files = Vec::with_capacity(writers.len());
+    for (kafka_partition, mut out) in writers {
+        out.writer.finish().map_err(BatchError::rocks(format!(
+            "finishing {}",
+            out.path.display()
+        )))?;
+        let mut file = describe(&out.path, FileKind::Partials, out.partials)?;
+        file.partition = Some(kafka_partition);
+        files.push(file);
+    }
     Ok(FoldOutput {
         counts,
         recs,
-        file,
+        files,
         max_ts,
         spills,
         spilled_bytes,
@@ -310,7 +308,9 @@ impl PartitionStream for OnceStream {
 pub(crate) struct FoldOutput {
     pub counts: Counts,
     pub recs: RecsBuilder,
-    pub file: Option<ViewFile>,
+    /// One partials file per Kafka partition with users, in partition
+    /// order (named as the path it was written to).
+    pub files: Vec<ViewFile>,
     pub max_ts: Option<i64>,
     pub spills: usize,
     pub spilled_bytes: usize,
@@ -360,14 +360,28 @@ impl SeenIds {
     }
 }
 
+/// One Kafka partition's partials file being written.
+struct PartitionFile<'o> {
+    writer: SstFileWriter<'o>,
+    path: PathBuf,
+    partials: u64,
+}
+
 /// Folds one partition's rows, sorted by (tenant, user, partition, offset),
-/// user by user into the SST writer: one entry per user, its
-/// [`user_prefix`] (users in sorted order, the byte order of the keys) to
-/// every partial grouped by feature ([`begin_group`]: features in spec
-/// order, buckets newest first).
-struct Folder<'s, 'w, 'o> {
+/// user by user into SST files, one per Kafka partition: one entry per
+/// user, its [`user_prefix`] (users in sorted order, the byte order of the
+/// keys) to every partial grouped by feature ([`begin_group`]: features in
+/// spec order, buckets newest first), in the file of the user's partition
+/// (the partition of its first row; the producers put all of a user's
+/// events in one).
+struct Folder<'s, 'o, 'f> {
     spec: &'s FeatureSpec,
-    writer: &'w mut SstFileWriter<'o>,
+    opts: &'o Options,
+    /// Where a Kafka partition's file goes (asked once per partition).
+    paths: &'f mut dyn FnMut(i32) -> Result<PathBuf>,
+    writers: BTreeMap<i32, PartitionFile<'o>>,
+    /// The current user's Kafka partition.
+    partition: i32,
     recs: RecsBuilder,
     started: bool,
     event: Event,
@@ -382,11 +396,19 @@ struct Folder<'s, 'w, 'o> {
     max_ts: Option<i64>,
 }
 
-impl<'s, 'w, 'o> Folder<'s, 'w, 'o> {
-    fn new(spec: &'s FeatureSpec, writer: &'w mut SstFileWriter<'o>, recs: RecsBuilder) -> Self {
+impl<'s, 'o, 'f> Folder<'s, 'o, 'f> {
+    fn new(
+        spec: &'s FeatureSpec,
+        opts: &'o Options,
+        paths: &'f mut dyn FnMut(i32) -> Result<PathBuf>,
+        recs: RecsBuilder,
+    ) -> Self {
         Folder {
             spec,
-            writer,
+            opts,
+            paths,
+            writers: BTreeMap::new(),
+            partition: 0,
             recs,
             started: false,
             event: group::empty_event(),
@@ -406,16 +428,18 @@ impl<'s, 'w, 'o> Folder<'s, 'w, 'o> {
             let (tenant, user) = (cols.tenant.value(row), cols.user_id.value(row));
             if !self.started || user != self.event.user_id || tenant != self.event.tenant {
                 self.finish_user()?;
-                self.start_user(tenant, user);
+                self.start_user(tenant, user, cols.partition.value(row));
             }
             self.push_row(&cols, row)?;
         }
         Ok(())
     }
 
-    /// Starts the next user (users come in key order).
-    fn start_user(&mut self, tenant: &str, user: &str) {
+    /// Starts the next user (users come in key order), whose events are in
+    /// Kafka partition `partition`.
+    fn start_user(&mut self, tenant: &str, user: &str, partition: i32) {
         self.started = true;
+        self.partition = partition;
         self.event.tenant.clear();
         self.event.tenant.push_str(tenant);
         self.event.user_id.clear();
@@ -465,6 +489,7 @@ impl<'s, 'w, 'o> Folder<'s, 'w, 'o> {
             return Ok(());
         }
         self.packed.clear();
+        let mut partials = 0;
         for (i, buckets) in self.buckets.iter_mut().enumerate() {
             if buckets.is_empty() {
                 continue;
@@ -473,13 +498,30 @@ impl<'s, 'w, 'o> Folder<'s, 'w, 'o> {
             for (bucket, p) in std::mem::take(buckets).into_iter().rev() {
                 encode_partial_into(&mut self.encoded, &p);
                 push_group_entry(&mut self.packed, bucket, &self.encoded);
-                self.counts.partials += 1;
+                partials += 1;
             }
             end_group(&mut self.packed, group);
         }
+        self.counts.partials += partials;
         if !self.packed.is_empty() {
             let key = user_prefix(&self.event.tenant, &self.event.user_id);
-            self.writer
+            let out = match self.writers.entry(self.partition) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    let path = (self.paths)(self.partition)?;
+                    let mut writer = SstFileWriter::create(self.opts);
+                    writer
+                        .open(&path)
+                        .map_err(BatchError::rocks(format!("creating {}", path.display())))?;
+                    v.insert(PartitionFile {
+                        writer,
+                        path,
+                        partials: 0,
+                    })
+                }
+            };
+            out.partials += partials;
+            out.writer
                 .put(&key, &self.packed)
                 .map_err(|e| BatchError::BadFile {
                     file: "archive".into(),

@@ -472,8 +472,9 @@ impl Iterator for IntoBatches {
 
 /// What [`Grouped::for_each`] visits.
 pub(crate) enum Visit<'a> {
-    /// The next user, in key order: (tenant, user id).
-    User(&'a str, &'a str),
+    /// The next user, in key order: (tenant, user id, the Kafka partition
+    /// of its first row in (partition, offset) order).
+    User(&'a str, &'a str, i32),
     /// The current user's next row, in (partition, offset) order.
     Row(&'a Event),
 }
@@ -486,7 +487,10 @@ impl Grouped {
         let mut start = 0;
         for &((t, u), end) in &self.users {
             let (tenant, user_id) = (g.tenants.get(t), g.users[t as usize].get(u));
-            f(Visit::User(tenant, user_id))?;
+            let partition = self.order[start..end]
+                .first()
+                .map_or(0, |&i| g.rows[i as usize].partition);
+            f(Visit::User(tenant, user_id, partition))?;
             event.tenant.clear();
             event.tenant.push_str(tenant);
             event.user_id.clear();

@@ -358,10 +358,10 @@ async fn run_in(
         counts.events += report.counts.events;
         counts.users += report.counts.users;
         counts.partials += report.counts.partials;
-        if let (Some(file), Some(staged)) = (&report.file, &report.staged) {
+        for (file, staged) in report.files.iter().zip(&report.staged) {
             staging.adopt(staged, &file.name);
         }
-        view_files.extend(report.file);
+        view_files.extend(report.files);
         max_event_ms = max_event_ms.max(report.max_ts);
     }
 

@@ -66,10 +66,11 @@ pub(crate) struct TaskReport {
     /// received no rows, which Ballista gives no shuffle location).
     pub partition: Option<usize>,
     pub counts: Counts,
-    /// The partials file as the view lists it (None: no users).
-    pub file: Option<ViewFile>,
-    /// Cluster: the name the file was staged under.
-    pub staged: Option<String>,
+    /// The partials files as the view lists them, one per Kafka partition
+    /// with users.
+    pub files: Vec<ViewFile>,
+    /// Cluster: the names the files were staged under, in the same order.
+    pub staged: Vec<String>,
     /// Cluster: the name the recommendation statistics were staged under.
     pub recs_staged: Option<String>,
     pub max_ts: Option<i64>,
@@ -87,8 +88,8 @@ impl TaskReport {
         TaskReport {
             partition,
             counts: out.counts.clone(),
-            file: out.file.clone(),
-            staged: None,
+            files: out.files.clone(),
+            staged: Vec::new(),
             recs_staged: None,
             max_ts: out.max_ts,
             spills: out.spills,
@@ -371,6 +372,11 @@ pub(crate) fn nonce() -> u64 {
     ))
 }
 
+/// The view's name of fold partition `fold`'s file of Kafka partition `k`.
+fn partials_name(k: i32, fold: usize) -> String {
+    format!("partials-p{k}-{fold}.sst")
+}
+
 /// A name no other attempt of any task uses.
 fn attempt_id(partition: usize) -> String {
     format!("{partition}.{:016x}", nonce())
@@ -404,14 +410,13 @@ async fn run_task(
     let started = Instant::now();
     let recs = RecsBuilder::new(task.recs.clone(), task.anchor_ms);
     if let Some(sink) = local {
-        let name = format!("partials-{partition}.sst");
-        let path = sink.dir.join(&name);
+        let mut paths = |k: i32| Ok(sink.dir.join(partials_name(k, partition)));
         let out = fold_partition(
             input,
             partition,
             ctx,
             spec,
-            &path,
+            &mut paths,
             recs,
             &sink.progress,
             reservation,
@@ -437,34 +442,45 @@ async fn run_task(
     tracing::info!(partition = %shown, job, "weft fold task started");
     let views = ViewStore::open(store, s3)?;
     let disk = &ctx.runtime_env().disk_manager;
-    let sst = disk.create_tmp_file("weft fold partials")?;
     let no_path =
         || BatchError::Argument("the executor's temporary files have no local path".into());
-    let sst_path = sst.path().ok_or_else(no_path)?;
+    // The files are written to the executor's temporary files (kept alive
+    // here until staged), one per Kafka partition with users.
+    let mut temporaries = std::collections::BTreeMap::new();
+    let mut paths = |k: i32| -> Result<PathBuf> {
+        let file = disk.create_tmp_file("weft fold partials")?;
+        let path = file.path().ok_or_else(no_path)?.to_path_buf();
+        temporaries.insert(k, file);
+        Ok(path)
+    };
     let progress = JobProgress::default();
     let mut out = fold_partition(
         input,
         partition,
         fit_to_task_pool(&ctx),
         spec,
-        sst_path,
+        &mut paths,
         recs,
         &progress,
         reservation,
     )
     .await?;
     let attempt = attempt_id(global.unwrap_or(usize::MAX));
-    let mut staged = None;
-    if let Some(file) = &mut out.file {
-        let Some(global) = global else {
+    let mut staged = Vec::with_capacity(out.files.len());
+    for file in &mut out.files {
+        let (Some(global), Some(k)) = (global, file.partition) else {
             return Err(BatchError::Argument(
                 "a fold task read rows but no shuffle location".into(),
             ));
         };
-        file.name = format!("partials-{global}.sst");
-        let as_staged = format!("partials-{attempt}.sst");
-        views.stage_file(job, sst_path, &as_staged).await?;
-        staged = Some(as_staged);
+        let path = temporaries
+            .get(&k)
+            .and_then(|t| t.path())
+            .ok_or_else(no_path)?;
+        file.name = partials_name(k, global);
+        let as_staged = format!("partials-p{k}-{attempt}.sst");
+        views.stage_file(job, path, &as_staged).await?;
+        staged.push(as_staged);
     }
     let recs_file = disk.create_tmp_file("weft fold recommendations")?;
     let recs_path = recs_file.path().ok_or_else(no_path)?;

@@ -147,3 +147,114 @@ fn check_recommendations(view: &weft_view::OpenedView, events: &[weft_core::gene
         .unwrap();
     assert!(!category_list.is_empty());
 }
+
+/// The view's partials files are split by Kafka partition (each lists the
+/// partition whose users it holds), and a shard that opens only some
+/// partitions holds exactly their users, each equal to the reference;
+/// a view from before the split opens whole only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_opens_only_its_partitions_users() {
+    use std::collections::BTreeSet;
+    use weft_config::PartitionSet;
+    use weft_core::eval::compare_profiles;
+    use weft_view::format::FileKind;
+    use weft_view::{BlockCache, OpenedView, ViewStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, views) = (dir.path().join("archive"), dir.path().join("views"));
+    let events = generated_events(12, 30_000, 2_000);
+    write_archive(&archive, &events);
+    run_job(&archive, &views, example_spec(), 1 << 30).await;
+    let store = ViewStore::open(views.to_str().unwrap(), &Default::default()).unwrap();
+    let manifest = store.manifest(1).await.unwrap();
+    let partials: Vec<_> = manifest
+        .files
+        .iter()
+        .filter(|f| f.kind == FileKind::Partials)
+        .collect();
+    let split: BTreeSet<i32> = partials.iter().map(|f| f.partition.unwrap()).collect();
+    let expected: BTreeSet<i32> = events.iter().map(|s| s.partition).collect();
+    assert_eq!(split, expected, "one or more files per Kafka partition");
+    for f in &partials {
+        let k = f.partition.unwrap();
+        assert!(f.name.starts_with(&format!("partials-p{k}-")), "{f:?}");
+    }
+
+    // Each user's partition: its events' (the producers put them in one).
+    let by = by_user(&events);
+    let partition_of: HashMap<(String, String), i32> = events
+        .iter()
+        .map(|s| {
+            (
+                (s.event.tenant.clone(), s.event.user_id.clone()),
+                s.partition,
+            )
+        })
+        .collect();
+    let times = query_times(&events);
+    let mut held = 0;
+    for owned in ["0-2", "3-7"] {
+        let owned = PartitionSet::parse(owned).unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let view = OpenedView::open_partitions(
+            &store,
+            None,
+            work.path(),
+            true,
+            &BlockCache::default(),
+            Some(&owned),
+        )
+        .await
+        .unwrap();
+        let spec = view.spec().clone();
+        for (key @ (tenant, user), user_events) in &by {
+            let partials = view.user_partials(tenant, user, None).unwrap();
+            if !owned.contains(partition_of[key]) {
+                assert!(partials.is_empty(), "shard {owned} holds {tenant}/{user}");
+                continue;
+            }
+            held += 1;
+            for &t in &times {
+                let want = weft_core::reference::evaluate(&spec, user_events, t);
+                compare_profiles(&spec, &partials.evaluate(t), &want)
+                    .unwrap_or_else(|d| panic!("shard {owned}: {tenant}/{user} at {t}: {d}"));
+            }
+        }
+        // The recommendation file is every shard's.
+        let tenant = &events[0].event.tenant;
+        assert!(
+            !view.popular(tenant, None).unwrap().is_empty(),
+            "shard {owned} reads {tenant}'s popular items"
+        );
+    }
+    assert_eq!(held, by.len(), "the two shards hold every user once");
+
+    // A view from before the split (format 3) opens whole, not in part.
+    let path = views.join("v000001/manifest.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("\"format\":4", "\"format\":3")
+            .replace("\"format\": 4", "\"format\": 3"),
+    )
+    .unwrap();
+    assert_eq!(store.manifest(1).await.unwrap().format, 3);
+    let work = tempfile::tempdir().unwrap();
+    let e = OpenedView::open_partitions(
+        &store,
+        None,
+        work.path(),
+        true,
+        &BlockCache::default(),
+        Some(&PartitionSet::parse("0-3").unwrap()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("view format 3 is not split by Kafka partition"),
+        "{e}"
+    );
+    let whole = open_current(&views, work.path()).await;
+    assert_eq!(whole.manifest().counts.users, by.len() as u64);
+}

@@ -284,7 +284,7 @@ fn shards_consume_only_their_partitions() -> Result<()> {
             .count();
         let metrics = Arc::new(SpeedMetrics::default());
         run_until(&config, &spec, &metrics, records as u64)?;
-        let positions: Vec<i32> = metrics.positions().into_iter().map(|(p, _)| p).collect();
+        let positions: Vec<i32> = metrics.positions().into_keys().collect();
         ensure!(
             positions.iter().all(|p| owned.contains(*p)),
             "shard {owned} consumed partitions {positions:?}"

@@ -3,13 +3,18 @@
 //! writers and readers share.
 //!
 //! A view `vN` is a directory (or object prefix) `vNNNNNN/` holding
-//! * `partials-<i>.sst`: RocksDB SST files, one entry per user: its
+//! * `partials-p<k>-<i>.sst`: RocksDB SST files, one entry per user: its
 //!   [`weft_core::keys::user_prefix`] to every partial of the user grouped
 //!   by feature ([`weft_core::keys::begin_group`]: feature position in the
 //!   spec, then (bucket, [`weft_core::codec`] partial) newest first), each
-//!   file sorted, together covering every user once (format 3; format 2,
-//!   still read, packed each entry with its feature's name and buckets
-//!   oldest first; format 1 had one key per feature and bucket);
+//!   file sorted, together covering every user once. Each file holds the
+//!   users of one Kafka partition `k` (the partition of their events, so
+//!   the users a serving shard's speed layer consumes), folded by fold
+//!   partition `i`; the manifest lists its `partition`, so a shard opens
+//!   only its partitions' files (format 4; format 3, still read unsharded,
+//!   had `partials-<i>.sst` files of every partition; format 2 packed each
+//!   entry with its feature's name and buckets oldest first; format 1 had
+//!   one key per feature and bucket);
 //! * `recs.sst`: neighbour and popularity lists ([`crate::recs`]);
 //! * `spec.toml`: the feature spec the view was computed with;
 //! * `manifest.json`: [`Manifest`], written last.
@@ -32,7 +37,10 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const SPEC_FILE: &str = "spec.toml";
 pub const CURRENT_FILE: &str = "CURRENT";
 /// The view layout version; readers refuse others.
-pub const VIEW_FORMAT: u32 = 3;
+pub const VIEW_FORMAT: u32 = 4;
+/// The first format whose partials files are split by Kafka partition
+/// (what a serving shard needs).
+pub const SPLIT_VIEW_FORMAT: u32 = 4;
 /// The oldest format this build still reads (format 2 packed each entry
 /// with its feature's name, buckets oldest first).
 pub const OLDEST_VIEW_FORMAT: u32 = 2;
@@ -89,6 +97,11 @@ pub enum FileKind {
 pub struct ViewFile {
     pub name: String,
     pub kind: FileKind,
+    /// Partials files: the Kafka partition whose users the file holds
+    /// (format 4; absent before, and for the recommendation file, which
+    /// every shard reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
     pub bytes: u64,
     pub entries: u64,
     pub sha256: String,
@@ -178,6 +191,7 @@ pub fn describe(path: &Path, kind: FileKind, entries: u64) -> Result<ViewFile> {
             .unwrap_or_default()
             .to_string(),
         kind,
+        partition: None,
         bytes,
         entries,
         sha256: format!("{:x}", hasher.finalize()),

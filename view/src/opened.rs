@@ -6,12 +6,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rust_rocksdb::{DB, IngestExternalFileOptions};
+use weft_config::PartitionSet;
 use weft_core::FeatureSpec;
 use weft_core::eval::{Profile, StoredPartials};
 use weft_core::keys::user_prefix;
 
 use crate::cache::BlockCache;
-use crate::format::{Manifest, SPEC_FILE, ViewFile, describe, sst_options, version_name};
+use crate::format::{
+    Manifest, SPEC_FILE, SPLIT_VIEW_FORMAT, ViewFile, describe, sst_options, version_name,
+};
 use crate::memory::InMemory;
 use crate::recs::{Ranked, decode_ranked, neighbours_key, popular_key};
 use crate::store::ViewStore;
@@ -63,6 +66,23 @@ impl OpenedView {
         verify: bool,
         cache: &BlockCache,
     ) -> Result<OpenedView> {
+        OpenedView::open_partitions(store, version, work_dir, verify, cache, None).await
+    }
+
+    /// As [`OpenedView::open`], holding only the users of `partitions`
+    /// (a serving shard's, an embedded reader's): only their partials
+    /// files are fetched and opened, with the recommendation file. None:
+    /// every partition. A view from before partials files were split by
+    /// Kafka partition (format 3 and older) opens whole only: asked for a
+    /// part of it, this fails naming its format.
+    pub async fn open_partitions(
+        store: &ViewStore,
+        version: Option<u64>,
+        work_dir: &Path,
+        verify: bool,
+        cache: &BlockCache,
+        partitions: Option<&PartitionSet>,
+    ) -> Result<OpenedView> {
         let version = match version {
             Some(v) => v,
             None => store
@@ -71,8 +91,23 @@ impl OpenedView {
                 .ok_or_else(|| store.err("no view has been published yet"))?,
         };
         let manifest = store.manifest(version).await?;
+        let mut opened = manifest.clone();
+        if let Some(partitions) = partitions {
+            if manifest.format < SPLIT_VIEW_FORMAT {
+                return Err(store.err(format!(
+                    "{}: view format {} is not split by Kafka partition, so it cannot be \
+                     opened for partitions {partitions} only (a shard needs format \
+                     {SPLIT_VIEW_FORMAT} or later: publish a view with this build's weft batch run)",
+                    version_name(version),
+                    manifest.format
+                )));
+            }
+            opened
+                .files
+                .retain(|f| f.partition.is_none_or(|p| partitions.contains(p)));
+        }
         fs::create_dir_all(work_dir).map_err(ViewError::io(work_dir))?;
-        let dir = store.fetch(version, &manifest, work_dir).await?;
+        let dir = store.fetch(version, &opened, work_dir).await?;
         let spec_path = dir.join(SPEC_FILE);
         let text = fs::read_to_string(&spec_path).map_err(ViewError::io(&spec_path))?;
         let spec = FeatureSpec::parse(&text).map_err(|e| ViewError::BadFile {
@@ -97,7 +132,7 @@ impl OpenedView {
             .map_err(ViewError::rocks(format!("opening {}", db_path.display())))?;
         let mut ingest = IngestExternalFileOptions::default();
         ingest.set_move_files(true);
-        for file in &manifest.files {
+        for file in &opened.files {
             let path = dir.join(&file.name);
             let found = if verify {
                 describe(&path, file.kind, file.entries)?

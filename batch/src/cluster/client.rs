@@ -217,12 +217,12 @@ mod tests {
     fn staged_names_count_each_partition_once() {
         let empty = usize::MAX;
         let names: Vec<String> = [
-            "partials-0.00aa.sst".to_string(),
+            "partials-p3-0.00aa.sst".to_string(),
             "recs-0.00aa.bin".to_string(),
             "recs-0.00bb.bin".to_string(), // a retried attempt
             "recs-3.00cc.bin".to_string(),
             format!("recs-{empty}.00dd.bin"),
-            "partials-5.00ee.sst".to_string(), // still staging its statistics
+            "partials-p1-5.00ee.sst".to_string(), // still staging its statistics
         ]
         .into();
         assert_eq!(tasks_done(&names), 3);
