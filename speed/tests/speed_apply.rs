@@ -72,47 +72,87 @@ fn run_until(
     Ok(())
 }
 
+/// The newest event time produced.
+fn newest(produced: &Produced) -> i64 {
+    produced
+        .valid
+        .iter()
+        .map(|(_, _, e)| e.ts_ms)
+        .max()
+        .unwrap_or_default()
+}
+
+/// A live broker with the events topic, and a producer of generated
+/// events into it (partitioned as `weft gen` does) recording what it sent.
+struct Topic {
+    dir: tempfile::TempDir,
+    broker: LocalBroker,
+    producer: EventProducer,
+    seq: Sequencer,
+    rng: rand_chacha::ChaCha8Rng,
+    produced: Produced,
+}
+
+impl Topic {
+    fn start(seed: u64) -> Result<Topic> {
+        let dir = tempfile::tempdir()?;
+        let broker = LocalBroker::start(None, &dir.path().join("logs"))?;
+        let rt = weft_core::runtime::current_thread()?;
+        rt.block_on(ensure_topic(broker.bootstrap(), "events", PARTITIONS))?;
+        Ok(Topic {
+            producer: EventProducer::new(broker.bootstrap(), "events")?,
+            seq: Sequencer::new(PARTITIONS),
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+            produced: Produced::default(),
+            dir,
+            broker,
+        })
+    }
+
+    /// Produces `events`, `malformed` of the records malformed.
+    fn send(
+        &mut self,
+        events: impl Iterator<Item = weft_core::Event>,
+        malformed: f64,
+    ) -> Result<()> {
+        produce_generated(
+            &mut self.producer,
+            &mut self.seq,
+            events,
+            malformed,
+            &mut self.rng,
+            &mut self.produced,
+        )?;
+        Ok(())
+    }
+}
+
 #[test]
 fn speed_view_equals_reference_for_every_user_across_a_restart() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let broker = LocalBroker::start(None, &dir.path().join("logs"))?;
-    let rt = weft_core::runtime::current_thread()?;
-    rt.block_on(ensure_topic(broker.bootstrap(), "events", PARTITIONS))?;
+    let mut topic = Topic::start(5)?;
     let spec = example_spec();
-    let config = SpeedConfig::new(broker.bootstrap(), dir.path().join("speed"));
+    let config = SpeedConfig::new(topic.broker.bootstrap(), topic.dir.path().join("speed"));
 
     let mut events =
         Generator::new(GenConfig::new(77, 100_000, 4, 8_000)).map_err(anyhow::Error::msg)?;
-    let mut producer = EventProducer::new(broker.bootstrap(), "events")?;
-    let mut seq = Sequencer::new(PARTITIONS);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-    let mut produced = Produced::default();
 
     // Phase 1: 60k events, consume them all, stop.
-    produce_generated(
-        &mut producer,
-        &mut seq,
-        events.by_ref().take(60_000),
-        0.01,
-        &mut rng,
-        &mut produced,
-    )?;
+    topic.send(events.by_ref().take(60_000), 0.01)?;
     let metrics = Arc::new(SpeedMetrics::default());
     run_until(
         &config,
         &spec,
         &metrics,
-        (produced.valid.len() + produced.malformed.len()) as u64,
+        (topic.produced.valid.len() + topic.produced.malformed.len()) as u64,
     )?;
     // Phase 2: 40k more; a fresh run resumes from the stored offsets.
-    produce_generated(
-        &mut producer,
-        &mut seq,
-        events,
-        0.01,
-        &mut rng,
-        &mut produced,
-    )?;
+    topic.send(events, 0.01)?;
+    let Topic {
+        dir: _dir,
+        broker,
+        produced,
+        ..
+    } = topic;
     let total = (produced.valid.len() + produced.malformed.len()) as u64;
     let metrics2 = Arc::new(SpeedMetrics::default());
     run_until(
@@ -150,12 +190,7 @@ fn speed_view_equals_reference_for_every_user_across_a_restart() -> Result<()> {
     // Every user, several query times: speed view == reference.
     let store = SpeedStore::open(&config.data_dir, spec.clone(), false)?;
     let by_user = produced.by_user();
-    let end = produced
-        .valid
-        .iter()
-        .map(|(_, _, e)| e.ts_ms)
-        .max()
-        .unwrap_or_default();
+    let end = newest(&produced);
     for t in [
         end,
         end - 10 * DAY_MS,
@@ -242,32 +277,19 @@ fn speed_view_equals_reference_for_every_user_across_a_restart() -> Result<()> {
 /// every one equal to the reference, and no user of the other shard.
 #[test]
 fn shards_consume_only_their_partitions() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let broker = LocalBroker::start(None, &dir.path().join("logs"))?;
-    let rt = weft_core::runtime::current_thread()?;
-    rt.block_on(ensure_topic(broker.bootstrap(), "events", PARTITIONS))?;
+    let mut topic = Topic::start(6)?;
     let spec = example_spec();
     let events =
         Generator::new(GenConfig::new(78, 20_000, 3, 2_000)).map_err(anyhow::Error::msg)?;
-    let mut producer = EventProducer::new(broker.bootstrap(), "events")?;
-    let mut seq = Sequencer::new(PARTITIONS);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
-    let mut produced = Produced::default();
-    produce_generated(
-        &mut producer,
-        &mut seq,
-        events,
-        0.0,
-        &mut rng,
-        &mut produced,
-    )?;
+    topic.send(events, 0.0)?;
+    let Topic {
+        dir,
+        broker,
+        produced,
+        ..
+    } = topic;
     let by_user = produced.by_user();
-    let end = produced
-        .valid
-        .iter()
-        .map(|(_, _, e)| e.ts_ms)
-        .max()
-        .unwrap_or_default();
+    let end = newest(&produced);
 
     let mut users_seen = 0;
     for owned in ["0-3", "4-7"] {
