@@ -1,6 +1,7 @@
 //! Kafka client plumbing shared by `weft gen`, the speed layer, the archiver
 //! and the tests.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -8,8 +9,10 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode as Code;
 use weft_core::Event;
@@ -83,6 +86,101 @@ pub fn partition_count(bootstrap: &str, topic: &str, timeout: Duration) -> Resul
             return Err(SpeedError::Broker(format!("topic {topic} does not exist")));
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Where a topic's partitions end (the offset the next record gets), for
+/// lag: exact on Kafka and on Tansu 0.6.0.
+///
+/// The high watermark alone is not: Tansu answers it as the last record
+/// batch's base offset + 1 (a partition holding 2,571 records produced in
+/// one batch read as 1), so a lag computed from it said 0 while thousands
+/// of acknowledged records were not applied. So the end is the high
+/// watermark or, when it moved since last asked, one past the last record
+/// read from `high - 1` on (the last batch from its start on Tansu, the
+/// last record on Kafka): a fetch of that one batch a second per partition
+/// whose watermark moved.
+pub struct EndOffsets {
+    topic: String,
+    client: BaseConsumer,
+    tail: BaseConsumer,
+    /// Per partition: the high watermark last seen and the end found then.
+    known: HashMap<i32, (i64, i64)>,
+}
+
+impl std::fmt::Debug for EndOffsets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndOffsets")
+            .field("topic", &self.topic)
+            .field("known", &self.known)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EndOffsets {
+    pub fn new(bootstrap: &str, topic: &str) -> Result<EndOffsets, SpeedError> {
+        Ok(EndOffsets {
+            topic: topic.to_string(),
+            client: base_config(bootstrap)
+                .create()
+                .map_err(SpeedError::kafka("creating the watermark client"))?,
+            tail: base_config(bootstrap)
+                .set("group.id", "weft-end-offsets")
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("fetch.wait.max.ms", "10")
+                .create()
+                .map_err(SpeedError::kafka("creating the end-offset reader"))?,
+            known: HashMap::new(),
+        })
+    }
+
+    /// Partition `p`'s end: at least its high watermark, and every record
+    /// acknowledged before this call is below it. None: the broker did not
+    /// answer within `timeout`.
+    pub fn end(&mut self, p: i32, timeout: Duration) -> Option<i64> {
+        let (_, high) = self.client.fetch_watermarks(&self.topic, p, timeout).ok()?;
+        if let Some(&(seen, end)) = self.known.get(&p)
+            && seen == high
+        {
+            return Some(end.max(high));
+        }
+        let end = self.read_end(p, high, timeout).unwrap_or(high);
+        self.known.insert(p, (high, end));
+        Some(end)
+    }
+
+    /// One past the last record from `high - 1` on (None: nothing came).
+    fn read_end(&self, p: i32, high: i64, timeout: Duration) -> Option<i64> {
+        if high <= 0 {
+            return None;
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, p, rdkafka::Offset::Offset(high - 1))
+            .ok()?;
+        self.tail.assign(&tpl).ok()?;
+        let deadline = Instant::now() + timeout;
+        let mut end = None;
+        // The batch's records arrive together: read until a short silence
+        // after the first.
+        loop {
+            if Instant::now() >= deadline {
+                return end;
+            }
+            let wait = if end.is_some() {
+                Duration::from_millis(20)
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            match self.tail.poll(wait) {
+                Some(Ok(m)) if m.partition() == p => {
+                    end = Some(end.unwrap_or(high).max(m.offset() + 1));
+                }
+                Some(_) => {}
+                None if end.is_some() => return end,
+                None => {}
+            }
+        }
     }
 }
 

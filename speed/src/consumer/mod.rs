@@ -45,7 +45,7 @@ pub use apply::{BatchApplier, Folded, Record};
 
 use crate::SpeedError;
 use crate::cursor::{Cursor, Verdict};
-use crate::kafka::{DeliveryCounter, base_config, ensure_topic, partition_count};
+use crate::kafka::{DeliveryCounter, EndOffsets, base_config, ensure_topic, partition_count};
 use crate::store::{Generation, SpeedStore};
 use apply::ApplyThread;
 
@@ -612,30 +612,28 @@ fn commit_applied(consumer: &BaseConsumer, topic: &str, metrics: &SpeedMetrics) 
     tpl.count() == 0 || consumer.commit(&tpl, CommitMode::Async).is_ok()
 }
 
-/// Fetches every partition's high watermark about once a second for the lag
-/// metrics, on its own thread and client (each fetch is a broker round trip
-/// the consume loop must not wait for). Stops with `shutdown`.
+/// Finds every consumed partition's end ([`EndOffsets`]: the high
+/// watermark, corrected where the broker under-reports it) about once a
+/// second for the lag metrics, on its own thread and clients (each is a
+/// broker round trip the consume loop must not wait for). Stops with
+/// `shutdown`.
 fn spawn_watermark_poller(
     config: &SpeedConfig,
     partitions: &[i32],
     metrics: Arc<SpeedMetrics>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>, SpeedError> {
-    let client: BaseConsumer = base_config(&config.bootstrap)
-        .create()
-        .map_err(SpeedError::kafka("creating the watermark client"))?;
-    let topic = config.topic.clone();
+    let mut ends = EndOffsets::new(&config.bootstrap, &config.topic)?;
     let partitions = partitions.to_vec();
     std::thread::Builder::new()
         .name("weft-speed-lag".into())
         .spawn(move || {
             while !shutdown.load(Ordering::Relaxed) {
                 for &p in &partitions {
-                    if let Ok((_, high)) =
-                        client.fetch_watermarks(&topic, p, Duration::from_secs(1))
+                    if let Some(end) = ends.end(p, Duration::from_secs(1))
                         && let Ok(mut marks) = metrics.high_watermarks.lock()
                     {
-                        marks.insert(p, high);
+                        marks.insert(p, end);
                     }
                 }
                 for _ in 0..10 {
