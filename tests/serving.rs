@@ -975,6 +975,7 @@ fn weft_serve_answers_python_grpcio_and_curl() {
         )
         .is_ok()
             && fresh.speed_lag_messages == 0
+            && fresh.speed_lag_as_of_ms > 0
     }));
 
     // Python grpcio.

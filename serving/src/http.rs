@@ -360,6 +360,7 @@ fn freshness_json(f: Option<&v1::Freshness>) -> Value {
         "speed_lag_messages": f.speed_lag_messages,
         "speed_lag_ms": f.speed_lag_ms,
         "as_of_ms": f.as_of_ms,
+        "speed_lag_as_of_ms": f.speed_lag_as_of_ms,
     })
 }
 

@@ -323,6 +323,7 @@ impl Serving {
             speed_lag_messages: self.lag_messages(),
             speed_lag_ms: self.lag_ms(as_of),
             as_of_ms: as_of,
+            speed_lag_as_of_ms: self.speed_metrics.ends_as_of_ms.load(Ordering::Relaxed),
         }
     }
 }

@@ -169,8 +169,12 @@ pub struct SpeedMetrics {
     pub newest_event_ms: AtomicI64,
     /// Next offset to consume per partition, in the generation consumed.
     pub positions: std::sync::Mutex<HashMap<i32, i64>>,
-    /// High watermarks per partition as last fetched.
+    /// Where each consumed partition ends, as last found ([`EndOffsets`]).
     pub high_watermarks: std::sync::Mutex<HashMap<i32, i64>>,
+    /// When (wall clock, ms) the last complete round of finding every
+    /// consumed partition's end began (0: none yet): every record the
+    /// broker acknowledged before it is below [`Self::high_watermarks`].
+    pub ends_as_of_ms: AtomicI64,
     /// (column family, property, value), refreshed every few seconds.
     pub rocksdb: std::sync::Mutex<Vec<(String, String, u64)>>,
     /// Seconds per applied batch.
@@ -192,6 +196,7 @@ impl Default for SpeedMetrics {
             newest_event_ms: AtomicI64::new(0),
             positions: Default::default(),
             high_watermarks: Default::default(),
+            ends_as_of_ms: AtomicI64::new(0),
             rocksdb: Default::default(),
             // 100 µs to ~3 s.
             apply_seconds: prometheus_client::metrics::histogram::Histogram::new(
@@ -526,6 +531,13 @@ pub fn run_with_store(
     Ok(())
 }
 
+/// Milliseconds since the Unix epoch.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The partitions the loop consumes: the configured ones (each must be in
 /// the topic's `partitions`), else every one.
 fn owned_partitions(config: &SpeedConfig, partitions: u32) -> Result<Vec<i32>, SpeedError> {
@@ -629,12 +641,20 @@ fn spawn_watermark_poller(
         .name("weft-speed-lag".into())
         .spawn(move || {
             while !shutdown.load(Ordering::Relaxed) {
+                let began = wall_ms();
+                let mut complete = true;
                 for &p in &partitions {
-                    if let Some(end) = ends.end(p, Duration::from_secs(1))
-                        && let Ok(mut marks) = metrics.high_watermarks.lock()
-                    {
-                        marks.insert(p, end);
+                    match ends.end(p, Duration::from_secs(1)) {
+                        Some(end) => {
+                            if let Ok(mut marks) = metrics.high_watermarks.lock() {
+                                marks.insert(p, end);
+                            }
+                        }
+                        None => complete = false,
                     }
+                }
+                if complete {
+                    metrics.ends_as_of_ms.store(began, Ordering::Relaxed);
                 }
                 for _ in 0..10 {
                     if shutdown.load(Ordering::Relaxed) {
