@@ -393,7 +393,7 @@ async fn run_in(
     let manifest = Manifest {
         format: VIEW_FORMAT,
         version: 0,
-        created_ms: now_ms(),
+        created_ms: weft_core::time::now_ms(),
         spec_hash: config.spec.hash().to_string(),
         boundary,
         archive: archive.display.clone(),
@@ -418,11 +418,4 @@ async fn run_in(
         grouped_in_memory,
         partitions,
     })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }

@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use weft_core::FeatureSpec;
@@ -108,12 +107,7 @@ impl std::fmt::Debug for Serving {
     }
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use weft_core::time::now_ms;
 
 impl Serving {
     pub fn new(speed: Arc<SpeedStore>, speed_metrics: Arc<SpeedMetrics>) -> Serving {

@@ -32,11 +32,11 @@ use crate::{BatchError, Result};
 /// An id for a new cluster job: names its staging area and its Ballista
 /// job name.
 pub fn job_id() -> String {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
-    format!("{millis}-{:08x}", operator::nonce() as u32)
+    format!(
+        "{}-{:08x}",
+        weft_core::time::now_ms(),
+        operator::nonce() as u32
+    )
 }
 
 fn cluster_error(scheduler: &str, problem: impl std::fmt::Display) -> BatchError {

@@ -531,13 +531,6 @@ pub fn run_with_store(
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch.
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// The partitions the loop consumes: the configured ones (each must be in
 /// the topic's `partitions`), else every one.
 fn owned_partitions(config: &SpeedConfig, partitions: u32) -> Result<Vec<i32>, SpeedError> {
@@ -641,7 +634,7 @@ fn spawn_watermark_poller(
         .name("weft-speed-lag".into())
         .spawn(move || {
             while !shutdown.load(Ordering::Relaxed) {
-                let began = wall_ms();
+                let began = weft_core::time::now_ms();
                 let mut complete = true;
                 for &p in &partitions {
                     match ends.end(p, Duration::from_secs(1)) {
