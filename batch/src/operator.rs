@@ -377,9 +377,26 @@ fn partials_name(k: i32, fold: usize) -> String {
     format!("partials-p{k}-{fold}.sst")
 }
 
-/// A name no other attempt of any task uses.
+/// The partition an attempt of a task whose partition got no rows is
+/// named after.
+pub(crate) const NO_PARTITION: usize = usize::MAX;
+
+/// A name no other attempt of any task uses: `<partition>.<nonce>`.
 fn attempt_id(partition: usize) -> String {
     format!("{partition}.{:016x}", nonce())
+}
+
+/// The name attempt `attempt` stages its recommendation statistics under
+/// (the last file a task stages).
+fn recs_staged_name(attempt: &str) -> String {
+    format!("recs-{attempt}.bin")
+}
+
+/// The partition a staged name of [`recs_staged_name`] was made for
+/// ([`NO_PARTITION`] for a task without rows); None: another name.
+pub(crate) fn recs_staged_partition(name: &str) -> Option<usize> {
+    let attempt = name.strip_prefix("recs-")?.strip_suffix(".bin")?;
+    attempt.split_once('.')?.0.parse().ok()
 }
 
 /// Who ran a cluster task, for the client's log: the executor's
@@ -465,7 +482,7 @@ async fn run_task(
         reservation,
     )
     .await?;
-    let attempt = attempt_id(global.unwrap_or(usize::MAX));
+    let attempt = attempt_id(global.unwrap_or(NO_PARTITION));
     let mut staged = Vec::with_capacity(out.files.len());
     for file in &mut out.files {
         let (Some(global), Some(k)) = (global, file.partition) else {
@@ -489,7 +506,7 @@ async fn run_task(
         .to_bytes()
         .map_err(|e| BatchError::Argument(format!("encoding recommendation statistics: {e}")))?;
     std::fs::write(recs_path, &bytes).map_err(BatchError::io(recs_path))?;
-    let recs_staged = format!("recs-{attempt}.bin");
+    let recs_staged = recs_staged_name(&attempt);
     views.stage_file(job, recs_path, &recs_staged).await?;
     let report = TaskReport {
         staged,

@@ -186,24 +186,19 @@ async fn watch_tasks(
 }
 
 /// How many fold tasks the staged `names` show done: each task stages its
-/// recommendation statistics last, as `recs-<partition>.<attempt>.bin`
-/// (a partition retried counts once).
+/// recommendation statistics last ([`operator::recs_staged_partition`]; a
+/// partition retried counts once, each task without rows once).
 fn tasks_done(names: &[String]) -> usize {
     let mut partitions = std::collections::BTreeSet::new();
     let mut empty = 0;
-    for name in names {
-        let Some(attempt) = name
-            .strip_prefix("recs-")
-            .and_then(|n| n.strip_suffix(".bin"))
-        else {
-            continue;
-        };
-        match attempt.split_once('.').map(|(p, _)| p.parse::<usize>()) {
-            Some(Ok(usize::MAX)) => empty += 1,
-            Some(Ok(p)) => {
-                partitions.insert(p);
-            }
-            _ => {}
+    for partition in names
+        .iter()
+        .filter_map(|n| operator::recs_staged_partition(n))
+    {
+        if partition == operator::NO_PARTITION {
+            empty += 1;
+        } else {
+            partitions.insert(partition);
         }
     }
     partitions.len() + empty
@@ -212,10 +207,11 @@ fn tasks_done(names: &[String]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::tasks_done;
+    use crate::operator::NO_PARTITION;
 
     #[test]
     fn staged_names_count_each_partition_once() {
-        let empty = usize::MAX;
+        let empty = NO_PARTITION;
         let names: Vec<String> = [
             "partials-p3-0.00aa.sst".to_string(),
             "recs-0.00aa.bin".to_string(),
