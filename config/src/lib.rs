@@ -172,13 +172,7 @@ impl WeftConfig {
         } else {
             "serve.shard"
         };
-        let beyond = owned.beyond(topic);
-        if !beyond.is_empty() {
-            return Err(error::invalid(
-                key,
-                format!("partitions {beyond} are not in a topic of {topic} (kafka.partitions)"),
-            ));
-        }
+        in_topic(&owned, topic, key)?;
         if owned.is_empty() {
             return Err(error::invalid(key, "owns no partition"));
         }
@@ -192,13 +186,7 @@ impl WeftConfig {
                 PartitionSet::parse(&peer.partitions)
             }
             .map_err(|e| error::invalid(format!("{at}.partitions"), e))?;
-            let beyond = partitions.beyond(topic);
-            if !beyond.is_empty() {
-                return Err(error::invalid(
-                    format!("{at}.partitions"),
-                    format!("partitions {beyond} are not in a topic of {topic} (kafka.partitions)"),
-                ));
-            }
+            in_topic(&partitions, topic, &format!("{at}.partitions"))?;
             let overlap = covered.intersection(&partitions);
             if !overlap.is_empty() {
                 return Err(error::invalid(
@@ -248,6 +236,19 @@ impl WeftConfig {
             n => n,
         }
     }
+}
+
+/// Fails naming `key` if `set` has partitions outside a topic of `topic`
+/// partitions (`kafka.partitions`).
+fn in_topic(set: &PartitionSet, topic: u32, key: &str) -> Result<(), ConfigError> {
+    let beyond = set.beyond(topic);
+    if beyond.is_empty() {
+        return Ok(());
+    }
+    Err(error::invalid(
+        key,
+        format!("partitions {beyond} are not in a topic of {topic} (kafka.partitions)"),
+    ))
 }
 
 /// A serving shard's assignment ([`WeftConfig::shard`]).
