@@ -137,8 +137,6 @@ impl WeftConfig {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 
-    /// Parallel fold partitions for the batch job: `batch.partitions`, or
-    /// one per core when it is 0.
     /// This node's shard of the topic's `kafka.partitions`: the
     /// partitions it owns and who owns the others. None: unsharded (every
     /// partition, no peers). The error names the key.
@@ -230,6 +228,8 @@ impl WeftConfig {
         }))
     }
 
+    /// Parallel fold partitions for the batch job: `batch.partitions`, or
+    /// one per core when it is 0.
     pub fn batch_partitions(&self) -> usize {
         match self.batch.partitions {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),

@@ -1,6 +1,10 @@
 //! The three calls, shared by the gRPC and HTTP front ends: validation,
 //! scopes, deadlines, the merged read and the reply with its freshness.
 //! Each front end only translates its transport to and from these.
+//!
+//! On a shard, a call for a user of another shard's partition is routed
+//! there after the key and scope checks ([`Api::run_routed`],
+//! [`Api::batch_get_profiles_routed`]; `route` has the rules).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +17,7 @@ use crate::error::ApiError;
 use crate::gate::{Deadline, parse_grpc_timeout};
 use crate::metrics::RequestMetrics;
 use crate::recs::{RecsFeatures, RecsRequest, recommend};
+use crate::route::{Forward, Shards, merge_freshness};
 use crate::state::{Pair, Served, Serving, now_ms, to_proto, truncate};
 
 /// Everything a request handler needs.
@@ -23,6 +28,15 @@ pub struct Api {
     pub limits: ServerConfig,
     pub recs: RecsFeatures,
     pub metrics: Arc<RequestMetrics>,
+    /// The partitions this node owns and its peers.
+    pub shards: Shards,
+}
+
+/// A call routed by its user: answered here, or to be sent to the owner.
+#[derive(Debug)]
+pub enum Routed<T> {
+    Here(T),
+    There(Forward),
 }
 
 /// Which call, for scopes, spans and metrics.
@@ -57,6 +71,11 @@ pub struct Call<'a> {
     pub authorization: Option<&'a str>,
     /// The client's `grpc-timeout` value, if any.
     pub timeout: Option<&'a str>,
+    /// The [`crate::route::HOP`] header of a call another node forwarded.
+    pub hop: Option<&'a str>,
+    /// The browser's `Origin` (HTTP): it must be one the key's tenant
+    /// allows (`tenants.allowed_origins`).
+    pub origin: Option<&'a str>,
     pub arrival: Instant,
 }
 
@@ -65,6 +84,14 @@ impl Api {
     pub fn begin(&self, call: &Call<'_>) -> Result<(Principal, Deadline), ApiError> {
         let principal = self.keys.authenticate(call.authorization)?;
         principal.require(call.method.scope())?;
+        if let Some(o) = call.origin
+            && !principal.allows_origin(o)
+        {
+            return Err(ApiError::PermissionDenied(format!(
+                "origin {o:?} is not allowed for tenant {:?}",
+                &*principal.tenant
+            )));
+        }
         let budget = match call.timeout {
             None => Duration::from_millis(self.limits.default_deadline_ms),
             Some(v) => parse_grpc_timeout(v).ok_or_else(|| {
@@ -105,7 +132,65 @@ impl Api {
         call: &Call<'_>,
         work: impl FnOnce(&Principal, &Deadline) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let out = self.begin(call).and_then(|(principal, deadline)| {
+        let out = self.attempt(protocol, call, work);
+        self.record(protocol, call.method, call.arrival, &out);
+        out
+    }
+
+    /// [`Api::run`] for a call about `user`: answered by `work` when this
+    /// node owns the user's partition, else [`Routed::There`], recorded
+    /// once the caller has the owner's answer ([`Api::finish`]).
+    pub fn run_routed<T>(
+        &self,
+        protocol: &'static str,
+        call: &Call<'_>,
+        user: &str,
+        work: impl FnOnce(&Principal, &Deadline) -> Result<T, ApiError>,
+    ) -> Result<Routed<T>, ApiError> {
+        let out = self.attempt(protocol, call, |principal, deadline| {
+            self.check_id("user_id", user)?;
+            match self.shards.owner(&principal.tenant, user) {
+                (_, None) => work(principal, deadline).map(Routed::Here),
+                (partition, Some(peer)) => self
+                    .shards
+                    .forward(
+                        peer,
+                        partition,
+                        call.hop,
+                        call.authorization,
+                        *deadline,
+                        &self.metrics,
+                    )
+                    .map(Routed::There),
+            }
+        });
+        if !matches!(out, Ok(Routed::There(_))) {
+            self.record(protocol, call.method, call.arrival, &out);
+        }
+        out
+    }
+
+    /// Awaits a forwarded call's answer and records the call.
+    pub async fn finish<T>(
+        &self,
+        protocol: &'static str,
+        method: Method,
+        arrival: Instant,
+        answer: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let out = answer.await;
+        self.record(protocol, method, arrival, &out);
+        out
+    }
+
+    /// The key, scope and deadline checks, then `work`, in a span.
+    fn attempt<T>(
+        &self,
+        protocol: &'static str,
+        call: &Call<'_>,
+        work: impl FnOnce(&Principal, &Deadline) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        self.begin(call).and_then(|(principal, deadline)| {
             let _span = tracing::debug_span!(
                 "request",
                 protocol,
@@ -117,18 +202,26 @@ impl Api {
             let out = work(&principal, &deadline)?;
             deadline.check()?;
             Ok(out)
-        });
+        })
+    }
+
+    /// Records a call's latency and status (and logs a server fault).
+    fn record<T>(
+        &self,
+        protocol: &'static str,
+        method: Method,
+        arrival: Instant,
+        out: &Result<T, ApiError>,
+    ) {
         let code = out
             .as_ref()
             .map_or_else(ApiError::code, |_| tonic::Code::Ok);
         if code == tonic::Code::Internal
-            && let Err(e) = &out
+            && let Err(e) = out
         {
-            tracing::error!(error = %e, method = call.method.name(), "request failed");
+            tracing::error!(error = %e, method = method.name(), "request failed");
         }
-        self.metrics
-            .observe(protocol, call.method.name(), code, call.arrival);
-        out
+        self.metrics.observe(protocol, method.name(), code, arrival);
     }
 
     pub fn get_profile(
@@ -173,6 +266,123 @@ impl Api {
         deadline: &Deadline,
         req: &v1::BatchGetProfilesRequest,
     ) -> Result<v1::BatchGetProfilesResponse, ApiError> {
+        self.check_batch(req)?;
+        let features = self.serving.select(&req.features)?;
+        let (profiles, freshness) =
+            self.profiles_here(principal, deadline, &req.user_ids, features.as_deref())?;
+        Ok(v1::BatchGetProfilesResponse {
+            profiles,
+            freshness: Some(freshness),
+        })
+    }
+
+    /// BatchGetProfiles on a shard: the request split by owner, this
+    /// node's users read here while the others' owners are asked in
+    /// parallel (one call each), the profiles put back in request order
+    /// and the freshness merged ([`merge_freshness`]). Recorded once.
+    pub async fn batch_get_profiles_routed(
+        &self,
+        protocol: &'static str,
+        call: &Call<'_>,
+        req: v1::BatchGetProfilesRequest,
+    ) -> Result<v1::BatchGetProfilesResponse, ApiError> {
+        let mut split = None;
+        let out = self.attempt(protocol, call, |principal, deadline| {
+            self.check_batch(&req)?;
+            let features = self.serving.select(&req.features)?;
+            // Per peer: the positions of its users in the request.
+            let mut there: Vec<Vec<usize>> = vec![Vec::new(); self.shards.peers().len()];
+            let mut here = Vec::with_capacity(req.user_ids.len());
+            let mut partition_of = Vec::with_capacity(self.shards.peers().len());
+            for (i, id) in req.user_ids.iter().enumerate() {
+                match self.shards.owner(&principal.tenant, id) {
+                    (_, None) => here.push(i),
+                    (partition, Some(peer)) => {
+                        if there[peer].is_empty() {
+                            partition_of.push((peer, partition));
+                        }
+                        there[peer].push(i);
+                    }
+                }
+            }
+            let ids: Vec<String> = here.iter().map(|&i| req.user_ids[i].clone()).collect();
+            let local = if ids.is_empty() {
+                None
+            } else {
+                Some(self.profiles_here(principal, deadline, &ids, features.as_deref())?)
+            };
+            let mut forwards = Vec::with_capacity(partition_of.len());
+            for (peer, partition) in partition_of {
+                let f = self.shards.forward(
+                    peer,
+                    partition,
+                    call.hop,
+                    call.authorization,
+                    *deadline,
+                    &self.metrics,
+                )?;
+                let sub = v1::BatchGetProfilesRequest {
+                    user_ids: there[peer]
+                        .iter()
+                        .map(|&i| req.user_ids[i].clone())
+                        .collect(),
+                    features: req.features.clone(),
+                };
+                forwards.push((std::mem::take(&mut there[peer]), f, sub));
+            }
+            split = Some((here, local, forwards));
+            Ok(())
+        });
+        let (here, local, forwards) = match (out, split) {
+            (Ok(()), Some(split)) => split,
+            (out, _) => {
+                let out = out.map(|()| v1::BatchGetProfilesResponse::default());
+                self.record(protocol, call.method, call.arrival, &out);
+                return out;
+            }
+        };
+        let answer = async {
+            let mut profiles: Vec<Option<v1::Profile>> = vec![None; req.user_ids.len()];
+            let mut freshness = None;
+            if let Some((local, f)) = local {
+                for (i, p) in here.into_iter().zip(local) {
+                    profiles[i] = Some(p);
+                }
+                freshness = Some(f);
+            }
+            let (positions, calls): (Vec<_>, Vec<_>) = forwards
+                .into_iter()
+                .map(|(positions, f, sub)| (positions, f.batch_get_profiles(sub)))
+                .unzip();
+            for (positions, answer) in positions.into_iter().zip(futures::future::join_all(calls).await)
+            {
+                let answer = answer?;
+                if answer.profiles.len() != positions.len() {
+                    return Err(ApiError::Internal(format!(
+                        "a peer answered {} profiles for {} user_ids",
+                        answer.profiles.len(),
+                        positions.len()
+                    )));
+                }
+                for (i, p) in positions.into_iter().zip(answer.profiles) {
+                    profiles[i] = Some(p);
+                }
+                let f = answer.freshness.unwrap_or_default();
+                freshness = Some(match freshness {
+                    None => f,
+                    Some(mine) => merge_freshness(mine, &f),
+                });
+            }
+            Ok(v1::BatchGetProfilesResponse {
+                profiles: profiles.into_iter().map(Option::unwrap_or_default).collect(),
+                freshness,
+            })
+        };
+        self.finish(protocol, call.method, call.arrival, answer).await
+    }
+
+    /// The checks of a BatchGetProfiles request.
+    fn check_batch(&self, req: &v1::BatchGetProfilesRequest) -> Result<(), ApiError> {
         if req.user_ids.is_empty() {
             return Err(ApiError::InvalidArgument("user_ids is empty".into()));
         }
@@ -186,21 +396,28 @@ impl Api {
         for (i, id) in req.user_ids.iter().enumerate() {
             self.check_id(&format!("user_ids[{i}]"), id)?;
         }
-        let features = self.serving.select(&req.features)?;
+        Ok(())
+    }
+
+    /// The profiles of `ids`, read here, and their freshness.
+    fn profiles_here(
+        &self,
+        principal: &Principal,
+        deadline: &Deadline,
+        ids: &[String],
+        features: Option<&[usize]>,
+    ) -> Result<(Vec<v1::Profile>, v1::Freshness), ApiError> {
         let pair = self.serving.pair()?;
         let as_of = now_ms();
-        let mut profiles = Vec::with_capacity(req.user_ids.len());
-        for id in &req.user_ids {
+        let mut profiles = Vec::with_capacity(ids.len());
+        for id in ids {
             deadline.check()?;
-            let served =
-                self.serving
-                    .profile(&pair, &principal.tenant, id, as_of, features.as_deref())?;
+            let served = self
+                .serving
+                .profile(&pair, &principal.tenant, id, as_of, features)?;
             profiles.push(profile_message(&self.serving, id, served));
         }
-        Ok(v1::BatchGetProfilesResponse {
-            profiles,
-            freshness: Some(self.serving.freshness(&pair, as_of)),
-        })
+        Ok((profiles, self.serving.freshness(&pair, as_of)))
     }
 
     pub fn get_recommendations(
@@ -334,6 +551,7 @@ mod tests {
             keys: Keys::new(&tenants).unwrap(),
             limits: config.serve,
             metrics: Arc::default(),
+            shards: Shards::unsharded(4),
         }
     }
 
@@ -342,6 +560,8 @@ mod tests {
             method,
             authorization: Some(key),
             timeout,
+            hop: None,
+            origin: None,
             arrival: Instant::now() - age,
         }
     }

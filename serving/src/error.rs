@@ -15,6 +15,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A call forwarded to a node that does not own the user either
+    /// (`serve.peers` disagree between nodes).
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("{0}")]
     DeadlineExceeded(String),
     #[error("{0}")]
@@ -32,9 +36,26 @@ impl ApiError {
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The error of gRPC code `code` (another node's answer); a code this
+    /// type has no variant for is INTERNAL.
+    pub fn from_code(code: Code, message: String) -> ApiError {
+        match code {
+            Code::InvalidArgument | Code::OutOfRange => ApiError::InvalidArgument(message),
+            Code::Unauthenticated => ApiError::Unauthenticated(message),
+            Code::PermissionDenied => ApiError::PermissionDenied(message),
+            Code::NotFound => ApiError::NotFound(message),
+            Code::ResourceExhausted => ApiError::ResourceExhausted(message),
+            Code::FailedPrecondition => ApiError::FailedPrecondition(message),
+            Code::DeadlineExceeded => ApiError::DeadlineExceeded(message),
+            Code::Unavailable | Code::Cancelled | Code::Aborted => ApiError::Unavailable(message),
+            _ => ApiError::Internal(message),
         }
     }
 

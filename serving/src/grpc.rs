@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use weft_proto::v1;
 use weft_proto::v1::profile_service_server::ProfileService;
 
-use crate::api::{Api, Call, Method};
+use crate::api::{Api, Call, Method, Routed};
 use crate::gate::Arrival;
 
 /// The tonic service.
@@ -30,6 +30,11 @@ pub(crate) fn call<'a, T>(method: Method, req: &'a Request<T>) -> Call<'a> {
             .metadata()
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok()),
+        hop: req
+            .metadata()
+            .get(crate::route::HOP)
+            .and_then(|v| v.to_str().ok()),
+        origin: None,
         arrival: req
             .extensions()
             .get::<Arrival>()
@@ -47,10 +52,17 @@ impl ProfileService for Grpc {
         req: Request<v1::GetProfileRequest>,
     ) -> Result<Response<v1::GetProfileResponse>, Status> {
         let c = call(Method::GetProfile, &req);
-        self.0
-            .run("grpc", &c, |p, _| self.0.get_profile(p, req.get_ref()))
-            .map(Response::new)
-            .map_err(Status::from)
+        let api = &self.0;
+        let reply = match api.run_routed("grpc", &c, &req.get_ref().user_id, |p, _| {
+            api.get_profile(p, req.get_ref())
+        })? {
+            Routed::Here(r) => r,
+            Routed::There(f) => {
+                let answer = f.get_profile(req.get_ref().clone());
+                api.finish("grpc", c.method, c.arrival, answer).await?
+            }
+        };
+        Ok(Response::new(reply))
     }
 
     async fn batch_get_profiles(
@@ -59,9 +71,8 @@ impl ProfileService for Grpc {
     ) -> Result<Response<v1::BatchGetProfilesResponse>, Status> {
         let c = call(Method::BatchGetProfiles, &req);
         self.0
-            .run("grpc", &c, |p, d| {
-                self.0.batch_get_profiles(p, d, req.get_ref())
-            })
+            .batch_get_profiles_routed("grpc", &c, req.get_ref().clone())
+            .await
             .map(Response::new)
             .map_err(Status::from)
     }
@@ -71,11 +82,16 @@ impl ProfileService for Grpc {
         req: Request<v1::GetRecommendationsRequest>,
     ) -> Result<Response<v1::GetRecommendationsResponse>, Status> {
         let c = call(Method::GetRecommendations, &req);
-        self.0
-            .run("grpc", &c, |p, _| {
-                self.0.get_recommendations(p, req.get_ref())
-            })
-            .map(Response::new)
-            .map_err(Status::from)
+        let api = &self.0;
+        let reply = match api.run_routed("grpc", &c, &req.get_ref().user_id, |p, _| {
+            api.get_recommendations(p, req.get_ref())
+        })? {
+            Routed::Here(r) => r,
+            Routed::There(f) => {
+                let answer = f.get_recommendations(req.get_ref().clone());
+                api.finish("grpc", c.method, c.arrival, answer).await?
+            }
+        };
+        Ok(Response::new(reply))
     }
 }

@@ -12,6 +12,7 @@
 //! allows; the actual request must come from an origin *its key's tenant*
 //! allows, else 403. Requests without `Origin` (servers) are not checked.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -27,10 +28,11 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use weft_proto::v1;
 
-use crate::api::{Api, Call, Method};
+use crate::api::{Api, Call, Method, Routed};
 use crate::auth::Principal;
 use crate::error::{ApiError, code_name};
 use crate::gate::Gate;
+use crate::route::Forward;
 use crate::state::from_proto;
 
 /// Readiness shared by both front ends.
@@ -153,35 +155,40 @@ async fn preflight(State(s): State<Http>, headers: HeaderMap) -> Response {
     }
 }
 
-/// Runs a call for HTTP: key, scope, origin check, then `work`.
-fn handle<T>(
-    s: &Http,
-    method: Method,
-    headers: &HeaderMap,
-    arrival: Instant,
-    work: impl FnOnce(&Principal) -> Result<T, ApiError>,
-    to_json: impl FnOnce(T) -> Value,
-) -> Response {
-    let call = Call {
+/// The facts of an HTTP call.
+fn http_call(method: Method, headers: &HeaderMap, arrival: Instant) -> Call<'_> {
+    Call {
         method,
         authorization: headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
         timeout: None,
+        hop: None,
+        origin: origin(headers),
         arrival,
+    }
+}
+
+/// Runs a call about `user` for HTTP: key, scope, origin check, then
+/// `here` when this node owns the user, else `there` (the call forwarded to
+/// the owner).
+async fn handle<T, F>(
+    s: &Http,
+    call: Call<'_>,
+    user: &str,
+    here: impl FnOnce(&Principal) -> Result<T, ApiError>,
+    there: impl FnOnce(Forward) -> F,
+    to_json: impl FnOnce(T) -> Value,
+) -> Response
+where
+    F: Future<Output = Result<T, ApiError>>,
+{
+    let (method, arrival, origin) = (call.method, call.arrival, call.origin);
+    let out = match s.api.run_routed("http", &call, user, |p, _| here(p)) {
+        Ok(Routed::Here(v)) => Ok(v),
+        Ok(Routed::There(f)) => s.api.finish("http", method, arrival, there(f)).await,
+        Err(e) => Err(e),
     };
-    let origin = origin(headers);
-    let out = s.api.run("http", &call, |principal, _| {
-        if let Some(o) = origin
-            && !principal.allows_origin(o)
-        {
-            return Err(ApiError::PermissionDenied(format!(
-                "origin {o:?} is not allowed for tenant {:?}",
-                &*principal.tenant
-            )));
-        }
-        work(principal)
-    });
     let mut response = match out {
         Ok(v) => axum::Json(to_json(v)).into_response(),
         Err(e) => error_response(&e),
@@ -250,16 +257,17 @@ async fn get_profile(
     };
     handle(
         &s,
-        Method::GetProfile,
-        &headers,
-        arrival,
+        http_call(Method::GetProfile, &headers, arrival),
+        &req.user_id,
         |p| s.api.get_profile(p, &req),
+        |f| f.get_profile(req.clone()),
         |r| {
             let mut out = profile_json(r.profile.as_ref());
             out["freshness"] = freshness_json(r.freshness.as_ref());
             out
         },
     )
+    .await
 }
 
 async fn get_recommendations(
@@ -297,10 +305,10 @@ async fn get_recommendations(
     }
     handle(
         &s,
-        Method::GetRecommendations,
-        &headers,
-        arrival,
+        http_call(Method::GetRecommendations, &headers, arrival),
+        &req.user_id,
         |p| s.api.get_recommendations(p, &req),
+        |f| f.get_recommendations(req.clone()),
         |r| {
             json!({
                 "user_id": req.user_id,
@@ -316,6 +324,7 @@ async fn get_recommendations(
             })
         },
     )
+    .await
 }
 
 fn profile_json(p: Option<&v1::Profile>) -> Value {
@@ -361,6 +370,8 @@ fn freshness_json(f: Option<&v1::Freshness>) -> Value {
         "speed_lag_ms": f.speed_lag_ms,
         "as_of_ms": f.as_of_ms,
         "speed_lag_as_of_ms": f.speed_lag_as_of_ms,
+        "topic_partitions": f.topic_partitions,
+        "owned_partitions": f.owned_partitions,
     })
 }
 

@@ -11,6 +11,7 @@
 //!   [`reply`] encodes GetProfile's gRPC reply straight from the values;
 //! * [`auth`] maps API keys to tenants and scopes; [`gate`] sheds load and
 //!   keeps deadlines; [`recs`] blends recommendations;
+//! * [`route`] knows which shard owns a user and forwards calls to it;
 //! * [`conn`] is a gRPC connection that writes a small reply at once;
 //! * [`metrics`] is the Prometheus registry; the configuration is
 //!   `weft-config`'s tree ([`WeftConfig`]), re-exported as [`config`].
@@ -25,6 +26,7 @@ pub mod http;
 pub mod metrics;
 pub mod recs;
 pub mod reply;
+pub mod route;
 pub mod server;
 pub mod state;
 mod views;

@@ -4,6 +4,7 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `weft_serving_request_seconds` | histogram: arrival to answer | `protocol`, `method`, `code` |
+//! | `weft_serving_forwarded_seconds` | histogram: a call forwarded to the owner of its users' partition, sent to answered | `method`, `peer`, `code` |
 //! | `weft_serving_in_flight` | gauge: requests admitted, queued ones included | |
 //! | `weft_serving_batch_view_version` | gauge (0: none) | |
 //! | `weft_serving_batch_view_age_seconds` | gauge | |
@@ -32,6 +33,8 @@ use crate::error::code_name;
 use crate::state::{Serving, now_ms};
 
 type Labels = [(&'static str, &'static str); 3];
+/// `method`, `peer` (its `serve.peers` gRPC address) and `code`.
+type ForwardLabels = [(&'static str, Arc<str>); 3];
 
 fn new_histogram() -> Histogram {
     // 25 µs to ~0.8 s.
@@ -43,6 +46,7 @@ fn new_histogram() -> Histogram {
 #[derive(Debug)]
 pub struct RequestMetrics {
     latency: Family<Labels, Histogram, fn() -> Histogram>,
+    forwarded: Family<ForwardLabels, Histogram, fn() -> Histogram>,
     /// The OK series of the three calls over both protocols, taken from
     /// `latency` once: a request then skips the family's lock and label
     /// hash.
@@ -54,6 +58,7 @@ impl Default for RequestMetrics {
     fn default() -> RequestMetrics {
         RequestMetrics {
             latency: Family::new_with_constructor(new_histogram),
+            forwarded: Family::new_with_constructor(new_histogram),
             ok: Default::default(),
             recent: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2).ok()),
         }
@@ -103,6 +108,18 @@ impl RequestMetrics {
         {
             h.saturating_record(elapsed.as_micros() as u64);
         }
+    }
+
+    /// A call this node forwarded to `peer`, sent at `since`.
+    pub fn observe_forward(&self, method: &'static str, peer: &Arc<str>, code: Code, since: Instant) {
+        let labels = [
+            ("method", Arc::from(method)),
+            ("peer", peer.clone()),
+            ("code", Arc::from(code_name(code))),
+        ];
+        self.forwarded
+            .get_or_create(&labels)
+            .observe(since.elapsed().as_secs_f64());
     }
 
     /// The p99 in microseconds of the successful requests since the last
@@ -210,6 +227,11 @@ pub fn registry(
         "weft_serving_request_seconds",
         "Time from a request's arrival to its answer",
         requests.latency.clone(),
+    );
+    registry.register(
+        "weft_serving_forwarded_seconds",
+        "Calls forwarded to the owner of their users' partition, from sent to answered",
+        requests.forwarded.clone(),
     );
     registry.register_collector(Box::new(ServingCollector { serving, gate }));
     registry

@@ -9,7 +9,9 @@
 //! same protobuf bytes prost writes for the message (the map's entries in
 //! name order, fields prost skips skipped; a test compares both byte for
 //! byte). [`ProfileServer`] serves `weft.v1.ProfileService`: GetProfile
-//! through this path, the other methods through the generated server.
+//! through this path, the other methods through the generated server. A
+//! GetProfile for another shard's user is forwarded to its owner and the
+//! owner's message sent on ([`GetProfileReply::Forwarded`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -28,7 +30,7 @@ use weft_proto::codec::WeftCodec;
 use weft_proto::v1;
 use weft_proto::v1::profile_service_server::ProfileServiceServer;
 
-use crate::api::{Api, Method};
+use crate::api::{Api, Method, Routed};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::grpc::{Grpc, call};
@@ -242,18 +244,33 @@ fn put_value(v: &FeatureValue, buf: &mut impl BufMut) {
     }
 }
 
-/// Encodes [`ProfileReply`]s.
+/// GetProfile's answer: read here, or the owner's (a forwarded call).
+#[derive(Debug)]
+pub enum GetProfileReply {
+    Here(ProfileReply),
+    Forwarded(v1::GetProfileResponse),
+}
+
+/// Encodes [`GetProfileReply`]s.
 #[derive(Debug, Default)]
 pub struct ReplyEncoder;
 
 impl Encoder for ReplyEncoder {
-    type Item = ProfileReply;
+    type Item = GetProfileReply;
     type Error = Status;
 
-    fn encode(&mut self, item: ProfileReply, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        let lens = item.lens();
-        dst.reserve(message_len(1, lens.0) + message_len(2, lens.1));
-        item.encode_with(lens, dst);
+    fn encode(&mut self, item: GetProfileReply, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        match item {
+            GetProfileReply::Here(reply) => {
+                let lens = reply.lens();
+                dst.reserve(message_len(1, lens.0) + message_len(2, lens.1));
+                reply.encode_with(lens, dst);
+            }
+            GetProfileReply::Forwarded(message) => {
+                dst.reserve(message.encoded_len());
+                message.encode_raw(dst);
+            }
+        }
         Ok(())
     }
 }
@@ -266,7 +283,7 @@ pub struct ReplyCodec;
 type RequestCodec = WeftCodec<v1::GetProfileResponse, v1::GetProfileRequest>;
 
 impl Codec for ReplyCodec {
-    type Encode = ProfileReply;
+    type Encode = GetProfileReply;
     type Decode = v1::GetProfileRequest;
     type Encoder = ReplyEncoder;
     type Decoder = RequestDecoder;
@@ -297,18 +314,39 @@ impl Decoder for RequestDecoder {
 #[derive(Debug, Clone)]
 struct GetProfile(Arc<Api>);
 
+type Answer = Result<Response<GetProfileReply>, Status>;
+
 impl tonic::server::UnaryService<v1::GetProfileRequest> for GetProfile {
-    type Response = ProfileReply;
-    type Future = std::future::Ready<Result<Response<ProfileReply>, Status>>;
+    type Response = GetProfileReply;
+    /// Ready at once when read here (no allocation); the owner's answer
+    /// when forwarded.
+    type Future = futures::future::Either<std::future::Ready<Answer>, BoxFuture<Response<GetProfileReply>, Status>>;
 
     fn call(&mut self, req: Request<v1::GetProfileRequest>) -> Self::Future {
+        use futures::future::Either;
         let c = call(Method::GetProfile, &req);
         let api = &self.0;
-        std::future::ready(
-            api.run("grpc", &c, |p, _| api.get_profile_reply(p, req.get_ref()))
-                .map(Response::new)
-                .map_err(Status::from),
-        )
+        let user = &req.get_ref().user_id;
+        let routed = api.run_routed("grpc", &c, user, |p, _| {
+            api.get_profile_reply(p, req.get_ref())
+        });
+        let arrival = c.arrival;
+        match routed {
+            Ok(Routed::Here(r)) => Either::Left(std::future::ready(Ok(Response::new(
+                GetProfileReply::Here(r),
+            )))),
+            Err(e) => Either::Left(std::future::ready(Err(e.into()))),
+            Ok(Routed::There(forward)) => {
+                let api = api.clone();
+                let req = req.into_inner();
+                Either::Right(Box::pin(async move {
+                    api.finish("grpc", Method::GetProfile, arrival, forward.get_profile(req))
+                        .await
+                        .map(|r| Response::new(GetProfileReply::Forwarded(r)))
+                        .map_err(Status::from)
+                }))
+            }
+        }
     }
 }
 

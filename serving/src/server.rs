@@ -42,6 +42,7 @@ use crate::http::{Health, router};
 use crate::metrics::{RequestMetrics, registry};
 use crate::recs::RecsFeatures;
 use crate::reply::ProfileServer;
+use crate::route::Shards;
 use crate::state::{Pair, Serving};
 use crate::views::{ViewOpener, switch_if_ready};
 
@@ -113,29 +114,28 @@ pub async fn run(
 impl Server {
     /// The start-up steps, in order; nothing is served yet.
     pub async fn open(config: WeftConfig) -> Result<Server, ServeError> {
-        // A shard consumes only its partitions, so it must send every other
-        // user's call to its owner; until it can (issue 25, forwarding to
-        // peers), it would answer them from the batch view alone, without
-        // their recent events: refused instead of answering wrong.
-        if let Some(shard) = config
+        // A shard consumes only its partitions (the speed config reads
+        // them), opens only their part of each batch view and forwards the
+        // other users' calls to their owners.
+        let shard = config
             .shard()
-            .map_err(|e| ServeError::Config(e.to_string()))?
-        {
-            return Err(ServeError::Config(format!(
-                "serve.partitions / serve.shard: this node would own partitions {} of {}, \
-                 but weft serve cannot forward the other users' calls to their owners yet; \
-                 run it unsharded (the speed layer alone, `weft speed`, can be sharded)",
-                shard.owned, shard.partitions
-            )));
-        }
+            .map_err(|e| ServeError::Config(e.to_string()))?;
+        let shards = match &shard {
+            Some(shard) => Shards::new(shard).map_err(ServeError::Config)?,
+            None => Shards::unsharded(config.kafka.partitions),
+        };
         let spec = Arc::new(load_spec(&config.features)?);
         let (store, speed_metrics) = open_speed_store(&config, spec)?;
-        let serving = Arc::new(Serving::new(store.clone(), speed_metrics));
+        let serving = Arc::new(
+            Serving::new(store.clone(), speed_metrics)
+                .with_partitions(shards.topic(), shards.owned().iter()),
+        );
         let opener = match &config.views.store {
             Some(s) => Some(ViewOpener::new(
                 ViewStore::open(s, &config.s3)?,
                 &config.views,
                 BlockCache::new(config.views.block_cache_mb << 20),
+                shard.map(|s| s.owned),
             )),
             None => None,
         };
@@ -149,6 +149,7 @@ impl Server {
             serving: serving.clone(),
             limits: config.serve.clone(),
             metrics: requests.clone(),
+            shards,
         });
         if config.tenants.iter().all(|t| t.keys.is_empty()) {
             tracing::warn!("no API keys are configured: every request will be UNAUTHENTICATED");

@@ -90,6 +90,10 @@ pub struct Serving {
     pair: ArcSwapOption<Pair>,
     /// Σ (high watermark − position), refreshed in the background.
     lag_messages: AtomicI64,
+    /// The topic's partition count and the partitions this node owns, for
+    /// every reply's freshness.
+    topic_partitions: i32,
+    owned: Vec<i32>,
 }
 
 impl std::fmt::Debug for Serving {
@@ -130,7 +134,17 @@ impl Serving {
             speed_metrics,
             pair: ArcSwapOption::empty(),
             lag_messages: AtomicI64::new(0),
+            topic_partitions: 0,
+            owned: Vec::new(),
         }
+    }
+
+    /// States in every freshness that this node owns `owned` of the
+    /// topic's `topic` partitions.
+    pub fn with_partitions(mut self, topic: u32, owned: impl IntoIterator<Item = i32>) -> Serving {
+        self.topic_partitions = topic as i32;
+        self.owned = owned.into_iter().collect();
+        self
     }
 
     pub fn spec(&self) -> &Arc<FeatureSpec> {
@@ -318,6 +332,8 @@ impl Serving {
             speed_lag_ms: self.lag_ms(as_of),
             as_of_ms: as_of,
             speed_lag_as_of_ms: self.speed_metrics.ends_as_of_ms.load(Ordering::Relaxed),
+            topic_partitions: self.topic_partitions,
+            owned_partitions: self.owned.clone(),
         }
     }
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use weft_config::ViewsConfig;
+use weft_config::{PartitionSet, ViewsConfig};
 use weft_view::{BlockCache, OpenedView, ViewStore, version_name};
 
 use weft_speed::store::Generation;
@@ -35,14 +35,22 @@ pub(crate) struct ViewOpener {
     memory_bytes: u64,
     /// The block cache every opened view shares (`views.block_cache_mb`).
     cache: BlockCache,
+    /// A shard's partitions: only their users' files are opened.
+    partitions: Option<PartitionSet>,
     opened: Opened,
 }
 
 impl ViewOpener {
-    pub(crate) fn new(store: ViewStore, c: &ViewsConfig, cache: BlockCache) -> ViewOpener {
+    pub(crate) fn new(
+        store: ViewStore,
+        c: &ViewsConfig,
+        cache: BlockCache,
+        partitions: Option<PartitionSet>,
+    ) -> ViewOpener {
         ViewOpener {
             store,
             cache,
+            partitions,
             work_dir: c.work_dir.clone(),
             verify: c.verify,
             warm: c.warm,
@@ -104,7 +112,15 @@ impl ViewOpener {
     async fn open(&self, version: u64) -> Result<Arc<OpenedView>, ServeError> {
         let dir = self.work_dir.join(version_name(version));
         let view = Arc::new(
-            OpenedView::open(&self.store, Some(version), &dir, self.verify, &self.cache).await?,
+            OpenedView::open_partitions(
+                &self.store,
+                Some(version),
+                &dir,
+                self.verify,
+                &self.cache,
+                self.partitions.as_ref(),
+            )
+            .await?,
         );
         if self.memory_bytes > 0 && self.hold_in_memory(&view, version).await? {
             return Ok(view);
