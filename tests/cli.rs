@@ -459,7 +459,12 @@ fn configuration_layers_as_a_user_sets_them() {
          grpc = \"127.0.0.1:50052\"\n",
     )
     .unwrap();
-    let out = weft(&["serve", "--config", sharded.to_str().unwrap(), "--print-config"]);
+    let out = weft(&[
+        "serve",
+        "--config",
+        sharded.to_str().unwrap(),
+        "--print-config",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success()

@@ -9,6 +9,7 @@ mod common;
 mod generation_switch;
 mod s3;
 mod serving;
+mod shards;
 mod speed_crash;
 mod up;
 mod whole_loop;

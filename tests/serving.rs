@@ -223,6 +223,20 @@ pub(crate) fn assert_every_user_on(
             let fresh = r.freshness.unwrap();
             assert_eq!(fresh.batch_view_version, view);
             assert_eq!(fresh.speed_generation, generation);
+            // The node that answered (the owner, on shards) owns the user.
+            let partition = weft_core::partition::partition_for_key(
+                format!("{tenant}/{user}").as_bytes(),
+                crate::generation_switch::PARTITIONS,
+            );
+            assert_eq!(
+                fresh.topic_partitions as u32,
+                crate::generation_switch::PARTITIONS
+            );
+            assert!(
+                fresh.owned_partitions.contains(&partition),
+                "{tenant}/{user} of partition {partition} answered by the owner of {:?}",
+                fresh.owned_partitions
+            );
             let profile = r.profile.unwrap();
             assert!(profile.found, "{tenant}/{user} not found");
             let expected = reference::evaluate(&spec, events, fresh.as_of_ms);

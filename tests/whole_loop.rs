@@ -56,7 +56,7 @@ fn start_archiver(f: &Fixture, root: &Path, log: &Path) -> Child {
 }
 
 /// Values of the `name` metric by label set, from Prometheus text.
-fn metric(text: &str, name: &str) -> HashMap<String, f64> {
+pub(crate) fn metric(text: &str, name: &str) -> HashMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
@@ -135,6 +135,19 @@ impl Loop<'_> {
 /// Waits until `weft serve` serves batch view `view` and its speed layer
 /// has applied every record produced.
 pub(crate) fn wait_served(serve: &mut ServeProcess, log: &Path, produced: &Produced, view: u64) {
+    let all: Vec<i32> = (0..PARTITIONS as i32).collect();
+    wait_served_partitions(serve, log, produced, view, &all);
+}
+
+/// [`wait_served`] for a shard: every record produced to `partitions` is
+/// applied.
+pub(crate) fn wait_served_partitions(
+    serve: &mut ServeProcess,
+    log: &Path,
+    produced: &Produced,
+    view: u64,
+    partitions: &[i32],
+) {
     let ends = produced.end_offsets(PARTITIONS);
     let http: SocketAddr = serve.http.strip_prefix("http://").unwrap().parse().unwrap();
     let deadline = Instant::now() + WAIT;
@@ -151,6 +164,7 @@ pub(crate) fn wait_served(serve: &mut ServeProcess, log: &Path, produced: &Produ
         let behind: Vec<(usize, f64, i64)> = ends
             .iter()
             .enumerate()
+            .filter(|(p, _)| partitions.contains(&(*p as i32)))
             .map(|(p, end)| {
                 let at = positions
                     .get(&format!("{{partition=\"{p}\"}}"))

@@ -354,7 +354,9 @@ impl Api {
                 .into_iter()
                 .map(|(positions, f, sub)| (positions, f.batch_get_profiles(sub)))
                 .unzip();
-            for (positions, answer) in positions.into_iter().zip(futures::future::join_all(calls).await)
+            for (positions, answer) in positions
+                .into_iter()
+                .zip(futures::future::join_all(calls).await)
             {
                 let answer = answer?;
                 if answer.profiles.len() != positions.len() {
@@ -374,11 +376,15 @@ impl Api {
                 });
             }
             Ok(v1::BatchGetProfilesResponse {
-                profiles: profiles.into_iter().map(Option::unwrap_or_default).collect(),
+                profiles: profiles
+                    .into_iter()
+                    .map(Option::unwrap_or_default)
+                    .collect(),
                 freshness,
             })
         };
-        self.finish(protocol, call.method, call.arrival, answer).await
+        self.finish(protocol, call.method, call.arrival, answer)
+            .await
     }
 
     /// The checks of a BatchGetProfiles request.

@@ -111,7 +111,13 @@ impl RequestMetrics {
     }
 
     /// A call this node forwarded to `peer`, sent at `since`.
-    pub fn observe_forward(&self, method: &'static str, peer: &Arc<str>, code: Code, since: Instant) {
+    pub fn observe_forward(
+        &self,
+        method: &'static str,
+        peer: &Arc<str>,
+        code: Code,
+        since: Instant,
+    ) {
         let labels = [
             ("method", Arc::from(method)),
             ("peer", peer.clone()),

@@ -320,7 +320,10 @@ impl tonic::server::UnaryService<v1::GetProfileRequest> for GetProfile {
     type Response = GetProfileReply;
     /// Ready at once when read here (no allocation); the owner's answer
     /// when forwarded.
-    type Future = futures::future::Either<std::future::Ready<Answer>, BoxFuture<Response<GetProfileReply>, Status>>;
+    type Future = futures::future::Either<
+        std::future::Ready<Answer>,
+        BoxFuture<Response<GetProfileReply>, Status>,
+    >;
 
     fn call(&mut self, req: Request<v1::GetProfileRequest>) -> Self::Future {
         use futures::future::Either;
@@ -340,10 +343,15 @@ impl tonic::server::UnaryService<v1::GetProfileRequest> for GetProfile {
                 let api = api.clone();
                 let req = req.into_inner();
                 Either::Right(Box::pin(async move {
-                    api.finish("grpc", Method::GetProfile, arrival, forward.get_profile(req))
-                        .await
-                        .map(|r| Response::new(GetProfileReply::Forwarded(r)))
-                        .map_err(Status::from)
+                    api.finish(
+                        "grpc",
+                        Method::GetProfile,
+                        arrival,
+                        forward.get_profile(req),
+                    )
+                    .await
+                    .map(|r| Response::new(GetProfileReply::Forwarded(r)))
+                    .map_err(Status::from)
                 }))
             }
         }

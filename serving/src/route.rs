@@ -224,8 +224,7 @@ impl Forward {
             md.insert(HOP, v);
         }
         let sent = Instant::now();
-        let out = match tokio::time::timeout(left, rpc(self.peer.client.clone(), request)).await
-        {
+        let out = match tokio::time::timeout(left, rpc(self.peer.client.clone(), request)).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(status)) => Err(self.owner_error(&status)),
             Err(_) => Err(ApiError::DeadlineExceeded(format!(
@@ -306,7 +305,10 @@ mod tests {
 
     #[test]
     fn merged_freshness_is_the_worst_and_sums_the_lag() {
-        let m = merge_freshness(freshness(3, 2, 900, &[2, 3]), &freshness(2, 5, 800, &[0, 1]));
+        let m = merge_freshness(
+            freshness(3, 2, 900, &[2, 3]),
+            &freshness(2, 5, 800, &[0, 1]),
+        );
         assert_eq!(m.batch_view_version, 2);
         assert_eq!(m.batch_view_created_ms, 2000);
         assert_eq!(m.batch_view_age_ms, 30);

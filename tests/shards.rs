@@ -1,0 +1,393 @@
+//! Three `weft serve` shards (processes) over one live broker, each owning
+//! a third of the topic's partitions, its peers in its config:
+//!
+//! * served == reference for every user through every node (owner or
+//!   forwarder), by GetProfile and by BatchGetProfiles mixing all shards'
+//!   users, before any batch view and after one (format 4, each shard
+//!   opening only its partitions' files); HTTP and recommendations forward
+//!   too; a call forwarded twice is FAILED_PRECONDITION;
+//! * kill -9 of one shard: its users' calls through the others are
+//!   UNAVAILABLE naming the partition, before their deadline; every other
+//!   user keeps answering, equal to the reference, with no failure;
+//! * events produced while it is down, then the shard restarted: read right
+//!   away, a reply whose lag is 0 as of after the burst was acknowledged
+//!   has every event in it; then every user equals the reference again.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+use weft_core::eval::compare_profiles;
+use weft_core::generator::GenConfig;
+use weft_core::partition::partition_for_key;
+use weft_core::reference;
+use weft_proto::v1;
+use weft_speed::kafka::Produced;
+
+use crate::generation_switch::{Fixture, PARTITIONS, fixture};
+use crate::serving::{
+    ServeProcess, assert_every_user, http_get, served_features, server_key, start_serve,
+    tenant_names, try_connect, whole_profile, with_key, write_serve_config,
+};
+use crate::whole_loop::{metric, wait_served_partitions};
+
+const SHARDS: u32 = 3;
+
+/// A shard: its config, log, partitions and the running process (killed
+/// when dropped, so a failing test leaves nothing running).
+struct Node {
+    config: PathBuf,
+    log: PathBuf,
+    owned: Vec<i32>,
+    serve: Option<ServeProcess>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.serve.is_some() {
+            self.kill_9();
+        }
+    }
+}
+
+impl Node {
+    fn start(&mut self) {
+        self.serve = Some(start_serve(&self.config, &self.log));
+    }
+
+    fn grpc(&self) -> &str {
+        &self.serve.as_ref().unwrap().grpc
+    }
+
+    fn http(&self) -> SocketAddr {
+        let http = &self.serve.as_ref().unwrap().http;
+        http.strip_prefix("http://").unwrap().parse().unwrap()
+    }
+
+    /// Waits until this shard serves `view` with its partitions consumed.
+    fn wait_served(&mut self, produced: &Produced, view: u64) {
+        let serve = self.serve.as_mut().unwrap();
+        wait_served_partitions(serve, &self.log, produced, view, &self.owned);
+    }
+
+    fn kill_9(&mut self) {
+        let mut serve = self.serve.take().unwrap();
+        let _ = serve.child.kill();
+        let _ = serve.child.wait();
+    }
+}
+
+/// A port free now (the OS picks it; the shard binds it moments later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Shard `i` of [`SHARDS`]: `serve.shard = "i/3"` on a fixed gRPC port,
+/// the other shards as peers.
+fn shard_configs(f: &Fixture, views: &Path, tenants: &[&str]) -> Vec<Node> {
+    let ports: Vec<u16> = (0..SHARDS).map(|_| free_port()).collect();
+    (0..SHARDS)
+        .map(|i| {
+            let state = f.dir.path().join(format!("shard-{i}"));
+            let config = write_serve_config(f, &state, Some(views.to_str().unwrap()), tenants);
+            let mut shard = format!(
+                "drain_secs = 0\nshard = \"{i}/{SHARDS}\"\n\
+                 grpc_listen = \"127.0.0.1:{}\"\n",
+                ports[i as usize]
+            );
+            for j in (0..SHARDS).filter(|j| *j != i) {
+                shard += &format!(
+                    "[[serve.peers]]\npartitions = \"{j}/{SHARDS}\"\n\
+                     grpc = \"http://127.0.0.1:{}\"\n",
+                    ports[j as usize]
+                );
+            }
+            let text = std::fs::read_to_string(&config)
+                .unwrap()
+                .replace("grpc_listen = \"127.0.0.1:0\"\n", "")
+                .replace("drain_secs = 0\n", &shard);
+            std::fs::write(&config, text).unwrap();
+            let owned = weft_config::PartitionSet::shard(i, SHARDS, PARTITIONS)
+                .unwrap()
+                .iter()
+                .collect();
+            Node {
+                log: state.join("serve.log"),
+                config,
+                owned,
+                serve: None,
+            }
+        })
+        .collect()
+}
+
+fn partition_of(tenant: &str, user: &str) -> i32 {
+    partition_for_key(format!("{tenant}/{user}").as_bytes(), PARTITIONS)
+}
+
+#[test]
+fn three_shards_answer_every_user_through_every_node() {
+    let f = fixture();
+    let mut topic = f.topic(GenConfig::new(83, 120_000, 4, 4_000), 11);
+    topic.produce(Vec::new(), 40_000, 0.005);
+    let names = tenant_names(&topic.produced);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let views = f.dir.path().join("views");
+    std::fs::create_dir_all(&views).unwrap();
+    let mut nodes = shard_configs(&f, &views, &names);
+    for n in &mut nodes {
+        n.start();
+    }
+
+    // 1. No batch view: each shard's speed layer holds its users.
+    for n in &mut nodes {
+        n.wait_served(&topic.produced, 0);
+    }
+    for n in &nodes {
+        assert_every_user(&f, n.grpc().parse().unwrap(), &topic.produced, 0);
+    }
+
+    // 2. A batch view (split by partition), more events; every user again
+    //    through every node.
+    let committed = topic.committed_behind(200);
+    let (_, summary) = f.publish_view(&topic.produced, &committed);
+    assert_eq!(summary.version, 1);
+    topic.produce(Vec::new(), 30_000, 0.005);
+    for n in &mut nodes {
+        n.wait_served(&topic.produced, 1);
+    }
+    for n in &nodes {
+        assert_every_user(&f, n.grpc().parse().unwrap(), &topic.produced, 1);
+    }
+    // Each shard opened only its partitions' users.
+    let sizes: Vec<u64> = (0..SHARDS)
+        .map(|i| dir_bytes(&f.dir.path().join(format!("shard-{i}/views"))))
+        .collect();
+    let whole = dir_bytes(&views.join("v000001"));
+    // Every shard holds the item data whole (recommendations) and a third
+    // of the users: about 0.4-0.5 of the view here.
+    for (i, s) in sizes.iter().enumerate() {
+        assert!(
+            *s * 10 < whole * 6,
+            "shard {i} holds {s} bytes of a {whole}-byte view"
+        );
+    }
+
+    let by_user = topic.produced.by_user();
+    let owned: Vec<Vec<i32>> = nodes.iter().map(|n| n.owned.clone()).collect();
+    let owner_of = |tenant: &str, user: &str| {
+        let p = partition_of(tenant, user);
+        owned.iter().position(|o| o.contains(&p)).unwrap()
+    };
+    f.rt.block_on(async {
+        // HTTP forwards too: the same profile through every node.
+        let ((tenant, user), events) = by_user
+            .iter()
+            .find(|((t, u), _)| owner_of(t, u) == 2)
+            .unwrap();
+        let auth = format!("Bearer {}", server_key(tenant));
+        for n in &nodes {
+            let (code, body) = http_get(
+                n.http(),
+                &format!("/v1/profiles/{user}"),
+                &[("Authorization", &auth)],
+            );
+            assert_eq!(code, 200, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let owned = &v["freshness"]["owned_partitions"];
+            assert_eq!(owned, &serde_json::json!(nodes[2].owned), "{body}");
+            let t = v["freshness"]["as_of_ms"].as_i64().unwrap();
+            let expected = reference::evaluate(&f.spec, events, t);
+            if let Some(weft_core::agg::FeatureValue::Int(c)) = expected.get("views_7d") {
+                assert_eq!(v["features"]["views_7d"].as_i64(), Some(*c), "{body}");
+            }
+        }
+        // Recommendations are the owner's, wherever asked.
+        let mut answers = Vec::new();
+        for n in &nodes {
+            let mut client = try_connect(n.grpc()).await.unwrap();
+            let r = client
+                .get_recommendations(with_key(
+                    v1::GetRecommendationsRequest {
+                        user_id: user.clone(),
+                        n: 10,
+                        ..Default::default()
+                    },
+                    &server_key(tenant),
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            let ids: Vec<String> = r.items.into_iter().map(|i| i.item_id).collect();
+            assert_eq!(r.freshness.unwrap().owned_partitions, nodes[2].owned);
+            answers.push(ids);
+        }
+        assert!(!answers[0].is_empty());
+        assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+        // A call already forwarded once that reaches a non-owner (peers
+        // configured differently on two nodes) is refused, not sent on.
+        let mut client = try_connect(nodes[0].grpc()).await.unwrap();
+        let mut request = whole_profile(user, &server_key(tenant));
+        request
+            .metadata_mut()
+            .insert("weft-forwarded-by", "3-5".parse().unwrap());
+        let e = client.get_profile(request).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("already forwarded"), "{e:?}");
+    });
+
+    // 3. kill -9 of shard 2.
+    nodes[2].kill_9();
+    f.rt.block_on(async {
+        let mut down = 0;
+        let mut up = 0;
+        for n in &nodes[..2] {
+            let mut client = try_connect(n.grpc()).await.unwrap();
+            for ((tenant, user), events) in &by_user {
+                let mut request = whole_profile(user, &server_key(tenant));
+                request.set_timeout(Duration::from_secs(2));
+                let sent = Instant::now();
+                let answer = client.get_profile(request).await;
+                if owner_of(tenant, user) == 2 {
+                    // Refused at once, not at the deadline.
+                    let e = answer.unwrap_err();
+                    assert_eq!(e.code(), Code::Unavailable, "{tenant}/{user}: {e:?}");
+                    let p = partition_of(tenant, user);
+                    assert!(e.message().contains(&format!("partition {p}")), "{e:?}");
+                    assert!(sent.elapsed() < Duration::from_secs(2));
+                    down += 1;
+                } else {
+                    let r = answer
+                        .unwrap_or_else(|e| panic!("{tenant}/{user} with shard 2 down: {e:?}"))
+                        .into_inner();
+                    let t = r.freshness.unwrap().as_of_ms;
+                    let expected = reference::evaluate(&f.spec, events, t);
+                    compare_profiles(&f.spec, &served_features(&r.profile.unwrap()), &expected)
+                        .unwrap_or_else(|d| panic!("{tenant}/{user} with shard 2 down: {d}"));
+                    up += 1;
+                }
+            }
+        }
+        assert!(down > 100 && up > 200, "down {down}, up {up}");
+        // A batch with a user of the shard that is down fails as a whole,
+        // naming it; one without answers.
+        let tenant = names[0];
+        let users: Vec<&String> = by_user
+            .keys()
+            .filter(|(t, _)| t == tenant)
+            .map(|(_, u)| u)
+            .collect();
+        let mut client = try_connect(nodes[0].grpc()).await.unwrap();
+        let batch = |ids: Vec<String>| {
+            with_key(
+                v1::BatchGetProfilesRequest {
+                    user_ids: ids,
+                    features: vec![],
+                },
+                &server_key(tenant),
+            )
+        };
+        let mixed: Vec<String> = users.iter().take(50).map(|u| u.to_string()).collect();
+        assert!(mixed.iter().any(|u| owner_of(tenant, u) == 2));
+        let e = client.batch_get_profiles(batch(mixed)).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        let alive: Vec<String> = users
+            .iter()
+            .filter(|u| owner_of(tenant, u) != 2)
+            .take(50)
+            .map(|u| u.to_string())
+            .collect();
+        let r = client.batch_get_profiles(batch(alive)).await.unwrap();
+        let fresh = r.into_inner().freshness.unwrap();
+        assert_eq!(
+            fresh.owned_partitions,
+            [nodes[0].owned.clone(), nodes[1].owned.clone()].concat()
+        );
+    });
+    let (code, text) = http_get(nodes[0].http(), "/metrics", &[]);
+    assert_eq!(code, 200);
+    let forwarded = metric(&text, "weft_serving_forwarded_seconds_count");
+    for code in ["OK", "UNAVAILABLE"] {
+        assert!(
+            forwarded
+                .iter()
+                .any(|(labels, n)| labels.contains(&format!("code=\"{code}\"")) && *n > 0.0),
+            "{forwarded:?}"
+        );
+    }
+
+    // 4. A burst while it is down, then the restart: read at once, a reply
+    //    that says lag 0 as of after the burst was acknowledged is complete.
+    topic.produce(Vec::new(), 30_000, 0.005);
+    let acknowledged = weft_core::time::now_ms();
+    nodes[2].start();
+    let by_user = topic.produced.by_user();
+    let theirs: Vec<_> = by_user
+        .iter()
+        .filter(|((t, u), _)| owner_of(t, u) == 2)
+        .collect();
+    f.rt.block_on(async {
+        let mut client = try_connect(nodes[0].grpc()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let (mut complete, mut behind) = (0, 0);
+        for ((tenant, user), events) in &theirs {
+            loop {
+                assert!(Instant::now() < deadline, "shard 2 did not catch up");
+                let Ok(r) = client
+                    .get_profile(whole_profile(user, &server_key(tenant)))
+                    .await
+                else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let r = r.into_inner();
+                let fresh = r.freshness.unwrap();
+                let expected = reference::evaluate(&f.spec, events, fresh.as_of_ms);
+                let same =
+                    compare_profiles(&f.spec, &served_features(&r.profile.unwrap()), &expected);
+                if fresh.speed_lag_messages == 0 && fresh.speed_lag_as_of_ms >= acknowledged {
+                    same.unwrap_or_else(|d| {
+                        panic!(
+                            "{tenant}/{user}: lag 0 as of {} but {d}",
+                            fresh.speed_lag_as_of_ms
+                        )
+                    });
+                    complete += 1;
+                    break;
+                }
+                behind += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        eprintln!("after the restart: {complete} users read complete, {behind} replies behind");
+        assert!(
+            complete > 100,
+            "{complete} users read complete, {behind} replies behind"
+        );
+    });
+    for n in &mut nodes {
+        n.wait_served(&topic.produced, 1);
+    }
+    for n in &nodes {
+        assert_every_user(&f, n.grpc().parse().unwrap(), &topic.produced, 1);
+    }
+}
+
+/// The bytes of the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let meta = e.metadata().unwrap();
+        total += if meta.is_dir() {
+            dir_bytes(&e.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
