@@ -11,13 +11,20 @@
 //!   user keeps answering, equal to the reference, with no failure;
 //! * events produced while it is down, then the shard restarted: read right
 //!   away, a reply whose lag is 0 as of after the burst was acknowledged
-//!   has every event in it; then every user equals the reference again.
+//!   has every event in it; then every user equals the reference again;
+//! * the embedded reader (`weft-client`, in this process) holding shard 2's
+//!   partitions equals the reference for every one of their users, before
+//!   and after the view; the routing client, calling each user's owner,
+//!   for every user.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tonic::Code;
+use weft_client::{
+    EmbeddedReader, PartitionSet, ReadError, RoutingClient, ShardAddress, WeftConfig,
+};
 use weft_core::eval::compare_profiles;
 use weft_core::generator::GenConfig;
 use weft_core::partition::partition_for_key;
@@ -151,6 +158,8 @@ fn three_shards_answer_every_user_through_every_node() {
     for n in &nodes {
         assert_every_user(&f, n.grpc().parse().unwrap(), &topic.produced, 0);
     }
+    let embedded = f.rt.block_on(open_embedded(&f, &views, &nodes[2].owned));
+    assert_embedded(&f, &embedded, &topic.produced, 0, &nodes[2].owned);
 
     // 2. A batch view (split by partition), more events; every user again
     //    through every node.
@@ -164,6 +173,9 @@ fn three_shards_answer_every_user_through_every_node() {
     for n in &nodes {
         assert_every_user(&f, n.grpc().parse().unwrap(), &topic.produced, 1);
     }
+    assert_embedded(&f, &embedded, &topic.produced, 1, &nodes[2].owned);
+    f.rt.block_on(embedded.close()).unwrap();
+    assert_routed(&f, &nodes, &names, &topic.produced);
     // Each shard opened only its partitions' users.
     let sizes: Vec<u64> = (0..SHARDS)
         .map(|i| dir_bytes(&f.dir.path().join(format!("shard-{i}/views"))))
@@ -376,6 +388,135 @@ fn three_shards_answer_every_user_through_every_node() {
     for n in &nodes {
         assert_every_user(&f, n.grpc().parse().unwrap(), &topic.produced, 1);
     }
+}
+
+/// An embedded reader of `owned` over `f`'s broker and the view store.
+async fn open_embedded(f: &Fixture, views: &Path, owned: &[i32]) -> EmbeddedReader {
+    let mut c = WeftConfig {
+        features: (&f.spec_path).into(),
+        ..Default::default()
+    };
+    c.kafka.bootstrap = f.broker.bootstrap().to_string();
+    c.speed.data_dir = f.dir.path().join("embedded/speed");
+    c.views.store = Some(views.to_str().unwrap().to_string());
+    c.views.work_dir = f.dir.path().join("embedded/views");
+    c.views.poll_secs = 1;
+    let owned = PartitionSet::parse(
+        &owned
+            .iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+    .unwrap();
+    let reader = EmbeddedReader::open(c, Some(owned)).await.unwrap();
+    assert!(reader.wait_ready(Duration::from_secs(60)).await);
+    reader
+}
+
+/// Every user of `owned` read in process equals the reference, on view
+/// `view`; every other user is refused as not held.
+fn assert_embedded(
+    f: &Fixture,
+    reader: &EmbeddedReader,
+    produced: &Produced,
+    view: u64,
+    owned: &[i32],
+) {
+    crate::generation_switch::wait_for(
+        &format!("the embedded reader on view {view} with its partitions consumed"),
+        Duration::from_secs(120),
+        || {
+            let serving = reader.serving();
+            let positions = serving.speed_metrics().positions();
+            serving
+                .current_pair()
+                .is_some_and(|p| p.view_version() == view)
+                && produced
+                    .end_offsets(PARTITIONS)
+                    .iter()
+                    .enumerate()
+                    .filter(|(p, _)| owned.contains(&(*p as i32)))
+                    .all(|(p, end)| positions.get(&(p as i32)).copied().unwrap_or(0) >= *end)
+        },
+    );
+    let (mut held, mut refused) = (0, 0);
+    for ((tenant, user), events) in produced.by_user() {
+        let read = reader.get_profile(&tenant, &user);
+        if !owned.contains(&partition_of(&tenant, &user)) {
+            assert!(matches!(read, Err(ReadError::NotHere { .. })), "{read:?}");
+            refused += 1;
+            continue;
+        }
+        let read = read.unwrap();
+        assert!(read.found(), "{tenant}/{user}");
+        assert_eq!(read.freshness.batch_view_version, view);
+        let expected = reference::evaluate(&f.spec, &events, read.freshness.as_of_ms);
+        compare_profiles(&f.spec, &read.to_profile(), &expected)
+            .unwrap_or_else(|d| panic!("embedded, view {view}: {tenant}/{user}: {d}"));
+        let segments: Vec<&str> = read.segments().collect();
+        assert_eq!(
+            segments,
+            weft_core::segment::segments_of(&f.spec.segments, &expected),
+            "{tenant}/{user}"
+        );
+        held += 1;
+    }
+    assert!(
+        held > 500 && refused > held,
+        "held {held}, refused {refused}"
+    );
+}
+
+/// Every user through the routing client (each call at its owner, no
+/// forwarding), one by one and in batches, equals the reference.
+fn assert_routed(f: &Fixture, nodes: &[Node], tenants: &[&str], produced: &Produced) {
+    let shards: Vec<ShardAddress> = nodes
+        .iter()
+        .map(|n| ShardAddress {
+            partitions: PartitionSet::parse(
+                &n.owned
+                    .iter()
+                    .map(i32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .unwrap(),
+            grpc: format!("http://{}", n.grpc()),
+        })
+        .collect();
+    let by_user = produced.by_user();
+    f.rt.block_on(async {
+        for tenant in tenants {
+            let client =
+                RoutingClient::new(tenant, &server_key(tenant), PARTITIONS, &shards).unwrap();
+            let users: Vec<(&String, &Vec<weft_core::Event>)> = by_user
+                .iter()
+                .filter(|((t, _), _)| t == tenant)
+                .map(|((_, u), e)| (u, e))
+                .collect();
+            for (user, events) in &users {
+                let r = client.get_profile(user, &[]).await.unwrap();
+                let fresh = r.freshness.unwrap();
+                let (partition, _) = client.owner(user);
+                assert!(fresh.owned_partitions.contains(&partition));
+                let expected = reference::evaluate(&f.spec, events, fresh.as_of_ms);
+                compare_profiles(&f.spec, &served_features(&r.profile.unwrap()), &expected)
+                    .unwrap_or_else(|d| panic!("routed: {tenant}/{user}: {d}"));
+            }
+            for chunk in users.chunks(100) {
+                let ids: Vec<String> = chunk.iter().map(|(u, _)| u.to_string()).collect();
+                let r = client.batch_get_profiles(&ids, &[]).await.unwrap();
+                let t = r.freshness.unwrap().as_of_ms;
+                for ((user, events), p) in chunk.iter().zip(&r.profiles) {
+                    assert_eq!(&&p.user_id, user);
+                    let expected = reference::evaluate(&f.spec, events, t);
+                    compare_profiles(&f.spec, &served_features(p), &expected)
+                        .unwrap_or_else(|d| panic!("routed batch: {tenant}/{user}: {d}"));
+                }
+            }
+        }
+    });
 }
 
 /// The bytes of the files under `dir`.

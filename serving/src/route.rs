@@ -62,7 +62,12 @@ pub struct Peer {
 impl Shards {
     /// A node that owns every partition of a topic of `topic` partitions.
     pub fn unsharded(topic: u32) -> Shards {
-        let owned = PartitionSet::all(topic);
+        Shards::only(topic, PartitionSet::all(topic))
+    }
+
+    /// A node that owns `owned` of a topic of `topic` partitions and knows
+    /// no peers (an embedded reader: it answers only its own users).
+    pub fn only(topic: u32, owned: PartitionSet) -> Shards {
         Shards {
             topic,
             owned_text: owned.to_string().into(),
@@ -115,7 +120,7 @@ impl Shards {
 
     /// The partition of `tenant`'s `user` and, when another node owns it,
     /// that node (its index in [`Shards::peers`]). A node without peers
-    /// owns every user and does not hash: (-1, None).
+    /// answers every user itself and does not hash: (-1, None).
     pub fn owner(&self, tenant: &str, user: &str) -> (i32, Option<usize>) {
         if self.peers.is_empty() {
             return (-1, None);

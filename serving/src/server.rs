@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use weft_config::WeftConfig;
+use weft_config::{PartitionSet, WeftConfig};
 use weft_core::FeatureSpec;
 use weft_speed::consumer::{Control, NewGeneration, SpeedConfig, SpeedMetrics, run_with_store};
 use weft_speed::store::SpeedStore;
@@ -97,6 +97,8 @@ pub struct Server {
     requests: Arc<RequestMetrics>,
     health: Arc<Health>,
     opener: Option<ViewOpener>,
+    /// The partitions this node consumes and opens (None: all).
+    partitions: Option<PartitionSet>,
 }
 
 /// Serves on `grpc` and `http` until `shutdown` is cancelled, then drains
@@ -114,9 +116,9 @@ pub async fn run(
 impl Server {
     /// The start-up steps, in order; nothing is served yet.
     pub async fn open(config: WeftConfig) -> Result<Server, ServeError> {
-        // A shard consumes only its partitions (the speed config reads
-        // them), opens only their part of each batch view and forwards the
-        // other users' calls to their owners.
+        // A shard consumes only its partitions, opens only their part of
+        // each batch view and forwards the other users' calls to their
+        // owners.
         let shard = config
             .shard()
             .map_err(|e| ServeError::Config(e.to_string()))?;
@@ -124,6 +126,39 @@ impl Server {
             Some(shard) => Shards::new(shard).map_err(ServeError::Config)?,
             None => Shards::unsharded(config.kafka.partitions),
         };
+        Server::open_owning(config, shards, shard.map(|s| s.owned)).await
+    }
+
+    /// [`Server::open`] for reading in process ([`Server::run_headless`],
+    /// an embedded reader): `partitions` of the topic (None: every one)
+    /// consumed and opened, whatever `serve.partitions` says, and no peers.
+    pub async fn open_partitions(
+        config: WeftConfig,
+        partitions: Option<PartitionSet>,
+    ) -> Result<Server, ServeError> {
+        let topic = config.kafka.partitions;
+        let shards = match &partitions {
+            Some(p) => {
+                let beyond = p.beyond(topic);
+                if !beyond.is_empty() || p.is_empty() {
+                    return Err(ServeError::Config(format!(
+                        "partitions {p}: a topic of {topic} partitions (kafka.partitions) \
+                         has partitions 0-{}",
+                        topic.saturating_sub(1)
+                    )));
+                }
+                Shards::only(topic, p.clone())
+            }
+            None => Shards::unsharded(topic),
+        };
+        Server::open_owning(config, shards, partitions).await
+    }
+
+    async fn open_owning(
+        config: WeftConfig,
+        shards: Shards,
+        partitions: Option<PartitionSet>,
+    ) -> Result<Server, ServeError> {
         let spec = Arc::new(load_spec(&config.features)?);
         let (store, speed_metrics) = open_speed_store(&config, spec)?;
         let serving = Arc::new(
@@ -135,7 +170,7 @@ impl Server {
                 ViewStore::open(s, &config.s3)?,
                 &config.views,
                 BlockCache::new(config.views.block_cache_mb << 20),
-                shard.map(|s| s.owned),
+                partitions.clone(),
             )),
             None => None,
         };
@@ -163,6 +198,7 @@ impl Server {
             requests,
             health: Arc::new(Health::default()),
             opener,
+            partitions,
         })
     }
 
@@ -189,8 +225,21 @@ impl Server {
         http: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<(), ServeError> {
-        let grpc_addr = grpc.local_addr().map_err(io("gRPC address"))?;
-        let http_addr = http.local_addr().map_err(io("HTTP address"))?;
+        self.serve(Some((grpc, http)), shutdown).await
+    }
+
+    /// [`Server::run`] with no front ends: the speed layer, the view
+    /// watcher and the switcher keep [`Server::serving`] current for reads
+    /// in this process, until `shutdown`.
+    pub async fn run_headless(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        self.serve(None, shutdown).await
+    }
+
+    async fn serve(
+        self,
+        listeners: Option<(TcpListener, TcpListener)>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServeError> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
         reporter.set_not_serving::<ProfileServer>().await;
         reporter
@@ -204,7 +253,15 @@ impl Server {
         // Stops the front ends, the watcher and the switcher after the drain.
         let tasks_stop = CancellationToken::new();
         let mut tasks: JoinSet<Result<&'static str, ServeError>> = JoinSet::new();
-        self.spawn_front_ends(&mut tasks, grpc, http, health_service, &tasks_stop)?;
+        match listeners {
+            Some((grpc, http)) => {
+                let grpc_addr = grpc.local_addr().map_err(io("gRPC address"))?;
+                let http_addr = http.local_addr().map_err(io("HTTP address"))?;
+                self.spawn_front_ends(&mut tasks, grpc, http, health_service, &tasks_stop)?;
+                tracing::info!(grpc = %grpc_addr, http = %http_addr, "weft serve listening");
+            }
+            None => tracing::info!("serving in process"),
+        }
         if let Some(opener) = self.opener.clone() {
             tasks.spawn(watch_views(
                 opener,
@@ -222,7 +279,6 @@ impl Server {
             reporter.clone(),
             tasks_stop.clone(),
         ));
-        tracing::info!(grpc = %grpc_addr, http = %http_addr, "weft serve listening");
 
         // Serve until asked to stop, or until a task ends early.
         let mut failure = None;
@@ -301,7 +357,8 @@ impl Server {
         control_rx: std::sync::mpsc::Receiver<NewGeneration>,
         stop: Arc<AtomicBool>,
     ) -> Result<std::thread::JoinHandle<()>, ServeError> {
-        let speed = SpeedConfig::from_config(&self.config);
+        let mut speed = SpeedConfig::from_config(&self.config);
+        speed.partitions = self.partitions.clone();
         let (store, metrics) = (self.store.clone(), self.serving.speed_metrics().clone());
         std::thread::Builder::new()
             .name("weft-speed".into())
