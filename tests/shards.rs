@@ -47,6 +47,8 @@ struct Node {
     config: PathBuf,
     log: PathBuf,
     owned: Vec<i32>,
+    /// The fixed gRPC port its peers know it by.
+    grpc_port: u16,
     serve: Option<ServeProcess>,
 }
 
@@ -127,6 +129,7 @@ fn shard_configs(f: &Fixture, views: &Path, tenants: &[&str]) -> Vec<Node> {
                 log: state.join("serve.log"),
                 config,
                 owned,
+                grpc_port: ports[i as usize],
                 serve: None,
             }
         })
@@ -321,6 +324,21 @@ fn three_shards_answer_every_user_through_every_node() {
             [nodes[0].owned.clone(), nodes[1].owned.clone()].concat()
         );
     });
+    // Health per shard, as node 0 last reached its peers.
+    let (code, body) = http_get(nodes[0].http(), "/shards", &[]);
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["ready"], true, "{body}");
+    let peers = status["peers"].as_array().unwrap();
+    let last = |grpc: &str| {
+        peers
+            .iter()
+            .find(|p| p["grpc"] == format!("http://{grpc}").as_str())
+            .map(|p| p["last_forward"]["code"].clone())
+    };
+    assert_eq!(last(nodes[1].grpc()), Some("OK".into()), "{body}");
+    let down = format!("127.0.0.1:{}", nodes[2].grpc_port);
+    assert_eq!(last(&down), Some("UNAVAILABLE".into()), "{body}");
     let (code, text) = http_get(nodes[0].http(), "/metrics", &[]);
     assert_eq!(code, 200);
     let forwarded = metric(&text, "weft_serving_forwarded_seconds_count");

@@ -17,6 +17,8 @@
 //!   user, time until GetProfile finds it.
 //! * [`lookup`] (`weft-bench lookup`): one GetProfile's cost inside the
 //!   server, stage by stage, with no network.
+//! * [`embedded`] (`weft-bench embedded`): GetProfile through the embedded
+//!   reader of `weft-client`, in process.
 //! * [`common`]: what they share (user ids, histograms, gRPC connections,
 //!   CPU time from `/proc`).
 //!
@@ -24,6 +26,7 @@
 //! flags.
 
 mod common;
+mod embedded;
 mod floor;
 mod freshness;
 mod ingest;
@@ -66,6 +69,8 @@ enum Command {
     /// One GetProfile's cost inside the server, stage by stage: a
     /// published view read in process, no network.
     Lookup(lookup::LookupArgs),
+    /// GetProfile through the embedded reader (weft-client), in process.
+    Embedded(embedded::EmbeddedArgs),
 }
 
 fn run(command: &Command) -> Result<()> {
@@ -75,6 +80,7 @@ fn run(command: &Command) -> Result<()> {
         Command::Serve(a) => serve::serve(a),
         Command::Freshness(a) => freshness::freshness(a),
         Command::Lookup(a) => lookup::lookup(a),
+        Command::Embedded(a) => embedded::embedded(a),
     }
 }
 

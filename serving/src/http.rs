@@ -1,5 +1,5 @@
 //! The HTTP/JSON front end for widgets and servers, plus `/metrics`,
-//! `/healthz` and `/readyz`.
+//! `/healthz`, `/readyz` and `/shards`.
 //!
 //! * `GET /v1/profiles/{user_id}?features=a,b`
 //! * `GET /v1/recommendations?user_id=u&n=10&context_item_id=i&exclude=a,b`
@@ -84,6 +84,7 @@ pub fn router(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/shards", get(shards))
         .fallback(not_found)
         .with_state(state)
 }
@@ -385,6 +386,14 @@ async fn metrics(State(s): State<Http>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// This node's shard and its peers as it last reached them (no key, like
+/// `/metrics`: addresses and partitions only).
+async fn shards(State(s): State<Http>) -> Response {
+    let mut status = s.api.shards.status();
+    status["ready"] = s.health.serving().into();
+    axum::Json(status).into_response()
 }
 
 async fn readyz(State(s): State<Http>) -> Response {

@@ -16,7 +16,7 @@
 //! no call waits past its deadline for one.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
@@ -56,7 +56,28 @@ pub struct Shards {
 pub struct Peer {
     /// Its `serve.peers` gRPC address (and the `peer` metrics label).
     pub grpc: Arc<str>,
+    pub partitions: PartitionSet,
     client: ProfileServiceClient<Channel>,
+    /// The last forwarded call's outcome, for `/shards`.
+    last: Mutex<Option<Outcome>>,
+}
+
+/// How a forwarded call ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    /// Wall clock, ms.
+    pub at_ms: i64,
+    /// The gRPC code's name (`OK`, `UNAVAILABLE`, ...).
+    pub code: &'static str,
+    /// The error, if any.
+    pub error: Option<String>,
+}
+
+impl Peer {
+    /// The last forwarded call's outcome (None: none yet).
+    pub fn last(&self) -> Option<Outcome> {
+        self.last.lock().ok()?.clone()
+    }
 }
 
 impl Shards {
@@ -92,7 +113,9 @@ impl Shards {
             }
             peers.push(Arc::new(Peer {
                 grpc: p.grpc.as_str().into(),
+                partitions: p.partitions.clone(),
                 client: ProfileServiceClient::new(endpoint.connect_lazy()),
+                last: Mutex::new(None),
             }));
         }
         Ok(Shards {
@@ -240,6 +263,13 @@ impl Forward {
         let code = out.as_ref().map_or_else(ApiError::code, |_| Code::Ok);
         self.metrics
             .observe_forward(method.name(), &self.peer.grpc, code, sent);
+        if let Ok(mut last) = self.peer.last.lock() {
+            *last = Some(Outcome {
+                at_ms: crate::state::now_ms(),
+                code: crate::error::code_name(code),
+                error: out.as_ref().err().map(ToString::to_string),
+            });
+        }
         out
     }
 
@@ -260,6 +290,22 @@ impl Forward {
                 format!("{message} (answered by partition {partition}'s owner {peer})"),
             ),
         }
+    }
+}
+
+impl Shards {
+    /// What `GET /shards` shows: this node's partitions and, per peer, its
+    /// partitions, address and the last forwarded call's outcome.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "topic_partitions": self.topic,
+            "owned_partitions": self.owned.to_string(),
+            "peers": self.peers.iter().map(|p| serde_json::json!({
+                "grpc": &*p.grpc,
+                "partitions": p.partitions.to_string(),
+                "last_forward": p.last(),
+            })).collect::<Vec<_>>(),
+        })
     }
 }
 

@@ -10,6 +10,10 @@
 //!   is what a team would run instead of Weft if it precomputed profiles
 //!   into a key-value store.
 //! * **weft serve** itself.
+//! * **A forwarder** (`--forwarder`): a shard of the same fleet that does
+//!   not own the users asked for (`--only-partitions`), so it forwards every
+//!   call to `--weft`, their owner: the hop's cost, as a ratio to calling
+//!   the owner directly.
 //!
 //! `weft-bench serve` measures every target given, one after the other, in
 //! one run, with the same users (uniformly random among `u0000000 ..`), the
@@ -57,6 +61,8 @@ mod report;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::{Result, bail};
 use clap::Args;
 use weft_proto::v1::profile_service_client::ProfileServiceClient;
@@ -64,7 +70,14 @@ use weft_proto::v1::profile_service_client::ProfileServiceClient;
 use self::client::{Conn, GrpcClient, Target, grpc_target, load_redis, redis_conns};
 use self::phase::{Phase, PhaseArg, run_phase};
 use self::report::{Row, ServeReport, print_timelines, probe, ratios};
-use crate::common::{bearer, connect, write_json};
+use weft_config::PartitionSet;
+use weft_core::partition::partition_for_key;
+
+use crate::common::{bearer, connect, user_id, write_json};
+
+fn partitions_of(set: &str) -> Result<PartitionSet> {
+    PartitionSet::parse(set).map_err(|e| anyhow::anyhow!("--only-partitions {set:?}: {e}"))
+}
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeBenchArgs {
@@ -86,6 +99,23 @@ pub(crate) struct ServeBenchArgs {
     /// all of them).
     #[arg(long, value_delimiter = ',', conflicts_with = "redis")]
     features: Vec<String>,
+    /// Only the users of these Kafka partitions (e.g. `0-2`: a shard's),
+    /// by the producers' partitioner over `--tenant`/user.
+    #[arg(long, requires = "tenant")]
+    only_partitions: Option<String>,
+    /// The users' tenant (for `--only-partitions`).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// The topic's partition count (for `--only-partitions`).
+    #[arg(long, default_value_t = 8)]
+    topic_partitions: u32,
+    /// A shard that does not own the users (see `--only-partitions`): it
+    /// forwards each call to its owner (`--weft`).
+    #[arg(long, requires = "only_partitions")]
+    forwarder: Option<String>,
+    /// PID of the forwarding shard (see --weft-pid).
+    #[arg(long, requires = "forwarder")]
+    forwarder_pid: Option<u32>,
     /// `weft-bench floor`'s gRPC address.
     #[arg(long)]
     floor: Option<String>,
@@ -192,11 +222,28 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
         });
     }
     targets.push(weft);
+    if let Some(addr) = &a.forwarder {
+        targets.push(grpc_target(a, &auth, ("forwarder", addr, a.forwarder_pid), true).await?);
+    }
     for t in &targets {
         probe(t).await?;
     }
 
-    let users = a.first_user..a.first_user + a.users;
+    let users: Arc<[u32]> = (a.first_user..a.first_user + a.users)
+        .filter(|&rank| match (&a.only_partitions, &a.tenant) {
+            (Some(set), Some(tenant)) => partitions_of(set).is_ok_and(|held| {
+                let key = format!("{tenant}/{}", user_id(rank));
+                held.contains(partition_for_key(key.as_bytes(), a.topic_partitions))
+            }),
+            _ => true,
+        })
+        .collect();
+    if let Some(set) = &a.only_partitions {
+        partitions_of(set)?;
+        if users.is_empty() {
+            bail!("no user of --users is on partitions {set}");
+        }
+    }
     let duration = Duration::from_secs(a.duration_secs);
     let cores = std::thread::available_parallelism().map_or(0, |p| p.get());
     let mut phases = vec![Phase::Warmup];
@@ -256,7 +303,7 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
     };
     println!(
         "weft-bench serve: {} users from u{:07}, {asked}, {} workers, {} connections per target, fixed rate {:.0}/s, {} s per phase ({} s warm-up), load generator on {} threads, {cores} cores shared with the servers",
-        a.users,
+        users.len(),
         a.first_user,
         a.concurrency,
         a.connections,
@@ -359,7 +406,7 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
         write_json(
             path,
             &ServeReport {
-                users: a.users,
+                users: users.len() as u32,
                 first_user: a.first_user,
                 features: a.features.clone(),
                 concurrency: a.concurrency,

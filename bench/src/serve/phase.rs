@@ -259,12 +259,12 @@ pub(super) struct PhaseRun {
 }
 
 /// Runs one phase against `target` with `workers` workers, each request
-/// for a user of rank uniformly random in `users`; with `window`, keeps a
+/// for a user of rank uniformly random among `users`; with `window`, keeps a
 /// timeline of windows that long.
 pub(super) async fn run_phase(
     target: &Target,
     workers: usize,
-    users: std::ops::Range<u32>,
+    users: Arc<[u32]>,
     duration: Duration,
     phase: Phase,
     seed: u64,
@@ -303,7 +303,7 @@ pub(super) async fn run_phase(
                 Some(queue) => loop {
                     let scheduled = queue.lock().await.recv().await;
                     let Some(scheduled) = scheduled else { break };
-                    let user = user_id(rng.random_range(users.clone()));
+                    let user = user_id(users[rng.random_range(0..users.len())]);
                     let sent = Instant::now();
                     if sent > give_up {
                         rec.error(
@@ -320,7 +320,7 @@ pub(super) async fn run_phase(
                 None => {
                     tokio::time::sleep_until(start.into()).await;
                     while Instant::now() < end {
-                        let user = user_id(rng.random_range(users.clone()));
+                        let user = user_id(users[rng.random_range(0..users.len())]);
                         let sent = Instant::now();
                         let result = tokio::time::timeout(REQUEST_TIMEOUT, conn.get(&user)).await;
                         rec.finish(sent, result);

@@ -140,6 +140,26 @@ pub(super) fn ratios(rows: &[Row], rounds: u32) -> Vec<Ratio> {
             rows.iter()
                 .find(|r| r.round == round && r.target == target && r.phase == phase.name())
         };
+        // The hop: the same users through a shard that forwards them.
+        if let (Some(w), Some(f)) = (
+            find("weft", Phase::Fixed(0.0)),
+            find("forwarder", Phase::Fixed(0.0)),
+        ) {
+            out.push(Ratio {
+                round,
+                what: "forwarder p99 / owner (weft) p99 at the fixed rate".into(),
+                value: f.p99_us as f64 / (w.p99_us as f64).max(1.0),
+                errors: w.errors + f.errors > 0,
+            });
+        }
+        if let (Some(w), Some(f)) = (find("weft", Phase::Max), find("forwarder", Phase::Max)) {
+            out.push(Ratio {
+                round,
+                what: "forwarder max QPS / owner (weft) max QPS".into(),
+                value: f.qps / w.qps.max(1e-9),
+                errors: w.errors + f.errors > 0,
+            });
+        }
         for peer in ["floor", "redis"] {
             if let (Some(w), Some(p)) = (
                 find("weft", Phase::Fixed(0.0)),
