@@ -561,7 +561,11 @@ async fn watch_views(
 }
 
 /// Every 10 ms: swaps the pair when the speed layer readies the generation
-/// of an opened view, refreshes the lag, reports health.
+/// of an opened view, refreshes the lag, reports health. Ready means a
+/// pair is served and the lag is known (the partitions' ends read once),
+/// or a pair is served and 5 s have passed without the ends (a broker
+/// outage at start: what is stored is served, with `speed_lag_as_of_ms`
+/// 0 saying the lag is unknown).
 async fn switcher(
     serving: Arc<Serving>,
     opener: Option<ViewOpener>,
@@ -571,6 +575,7 @@ async fn switcher(
 ) -> Result<&'static str, ServeError> {
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let mut reported = false;
+    let lag_unknown_until = tokio::time::Instant::now() + LAG_WAIT;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -578,7 +583,8 @@ async fn switcher(
         }
         serving.refresh_lag();
         switch_if_ready(&serving, opener.as_ref()).await;
-        let ok = serving.current_pair().is_some();
+        let ok = serving.current_pair().is_some()
+            && (serving.lag_known() || tokio::time::Instant::now() >= lag_unknown_until);
         health.ready.store(ok, Ordering::Relaxed);
         if ok && !reported && !health.draining.load(Ordering::Relaxed) {
             reporter.set_serving::<ProfileServer>().await;
@@ -589,6 +595,9 @@ async fn switcher(
         }
     }
 }
+
+/// How long readiness waits for the speed lag to be known.
+const LAG_WAIT: Duration = Duration::from_secs(5);
 
 /// A `weft serve` running on a task of the current runtime, on the
 /// addresses its config names (port 0: any free port): for tests and for

@@ -90,6 +90,10 @@ pub struct Serving {
     pair: ArcSwapOption<Pair>,
     /// Σ (high watermark − position), refreshed in the background.
     lag_messages: AtomicI64,
+    /// When the ends `lag_messages` counts up to were read (0: not yet):
+    /// stored after the lag and read before it, so a reply never states a
+    /// newer time than its lag's ends.
+    lag_as_of_ms: AtomicI64,
     /// The topic's partition count and the partitions this node owns, for
     /// every reply's freshness.
     topic_partitions: i32,
@@ -134,6 +138,7 @@ impl Serving {
             speed_metrics,
             pair: ArcSwapOption::empty(),
             lag_messages: AtomicI64::new(0),
+            lag_as_of_ms: AtomicI64::new(0),
             topic_partitions: 0,
             owned: Vec::new(),
         }
@@ -289,8 +294,11 @@ impl Serving {
         &self.by_name
     }
 
-    /// Recomputes the speed lag from the consumer's counters.
+    /// Recomputes the speed lag from the consumer's counters. The ends'
+    /// time is read first: the ends used are at least that new (the
+    /// poller stores them before their time).
     pub fn refresh_lag(&self) {
+        let as_of = self.speed_metrics.ends_as_of_ms.load(Ordering::Acquire);
         let positions = self.speed_metrics.positions();
         let lag: i64 = self
             .speed_metrics
@@ -299,6 +307,13 @@ impl Serving {
             .map(|(p, high)| (high - positions.get(p).copied().unwrap_or(0)).max(0))
             .sum();
         self.lag_messages.store(lag, Ordering::Relaxed);
+        self.lag_as_of_ms.store(as_of, Ordering::Release);
+    }
+
+    /// True once the lag is known: the partitions' ends have been read
+    /// since the node started.
+    pub fn lag_known(&self) -> bool {
+        self.lag_as_of_ms.load(Ordering::Acquire) > 0
     }
 
     pub fn lag_messages(&self) -> i64 {
@@ -317,6 +332,9 @@ impl Serving {
 
     /// How current an answer read from `pair` at `as_of` is.
     pub fn freshness(&self, pair: &Pair, as_of: i64) -> v1::Freshness {
+        // The time first, then the lag (see `lag_as_of_ms`).
+        let lag_as_of = self.lag_as_of_ms.load(Ordering::Acquire);
+        let lag = self.lag_messages();
         let created = pair.view.as_ref().map_or(0, |v| v.manifest().created_ms);
         v1::Freshness {
             batch_view_version: pair.view_version(),
@@ -328,10 +346,10 @@ impl Serving {
             },
             batch_offsets: pair.batch_offsets.clone(),
             speed_generation: u64::from(pair.generation),
-            speed_lag_messages: self.lag_messages(),
+            speed_lag_messages: lag,
             speed_lag_ms: self.lag_ms(as_of),
             as_of_ms: as_of,
-            speed_lag_as_of_ms: self.speed_metrics.ends_as_of_ms.load(Ordering::Relaxed),
+            speed_lag_as_of_ms: lag_as_of,
             topic_partitions: self.topic_partitions,
             owned_partitions: self.owned.clone(),
         }

@@ -647,7 +647,9 @@ fn spawn_watermark_poller(
                     }
                 }
                 if complete {
-                    metrics.ends_as_of_ms.store(began, Ordering::Relaxed);
+                    // After the ends (Release): a reader that sees this
+                    // time sees ends at least this new.
+                    metrics.ends_as_of_ms.store(began, Ordering::Release);
                 }
                 for _ in 0..10 {
                     if shutdown.load(Ordering::Relaxed) {
