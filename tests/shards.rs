@@ -1,5 +1,6 @@
 //! Three `weft serve` shards (processes) over one live broker, each owning
-//! a third of the topic's partitions, its peers in its config:
+//! a third of the topic's partitions, its peers in its config, with the
+//! whole loop around them (`weft archive` and `weft batch run`):
 //!
 //! * served == reference for every user through every node (owner or
 //!   forwarder), by GetProfile and by BatchGetProfiles mixing all shards'
@@ -32,12 +33,13 @@ use weft_core::reference;
 use weft_proto::v1;
 use weft_speed::kafka::Produced;
 
+use crate::common::Reaped;
 use crate::generation_switch::{Fixture, PARTITIONS, fixture};
 use crate::serving::{
     ServeProcess, assert_every_user, http_get, served_features, server_key, start_serve,
     tenant_names, try_connect, whole_profile, with_key, write_serve_config,
 };
-use crate::whole_loop::{metric, wait_served_partitions};
+use crate::whole_loop::{batch_run, metric, start_archiver, wait_archived, wait_served_partitions};
 
 const SHARDS: u32 = 3;
 
@@ -153,6 +155,9 @@ fn three_shards_answer_every_user_through_every_node() {
     for n in &mut nodes {
         n.start();
     }
+    let archive = f.dir.path().join("archive");
+    let archive_log = f.dir.path().join("archive.log");
+    let mut archiver = Reaped(start_archiver(&f, &archive, &archive_log));
 
     // 1. No batch view: each shard's speed layer holds its users.
     for n in &mut nodes {
@@ -164,12 +169,12 @@ fn three_shards_answer_every_user_through_every_node() {
     let embedded = f.rt.block_on(open_embedded(&f, &views, &nodes[2].owned));
     assert_embedded(&f, &embedded, &topic.produced, 0, &nodes[2].owned);
 
-    // 2. A batch view (split by partition), more events; every user again
-    //    through every node.
-    let committed = topic.committed_behind(200);
-    let (_, summary) = f.publish_view(&topic.produced, &committed);
-    assert_eq!(summary.version, 1);
-    topic.produce(Vec::new(), 30_000, 0.005);
+    // 2. A batch view (split by partition) from what the archiver wrote,
+    //    while more events arrive; every user again through every node.
+    wait_archived(&mut archiver.0, &archive, &archive_log, &topic.produced);
+    topic.produce(Vec::new(), 15_000, 0.005);
+    assert_eq!(batch_run(&f, &archive, &views), 1);
+    topic.produce(Vec::new(), 15_000, 0.005);
     for n in &mut nodes {
         n.wait_served(&topic.produced, 1);
     }

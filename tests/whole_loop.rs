@@ -51,7 +51,7 @@ struct Loop<'f> {
     views: PathBuf,
 }
 
-fn start_archiver(f: &Fixture, root: &Path, log: &Path) -> Child {
+pub(crate) fn start_archiver(f: &Fixture, root: &Path, log: &Path) -> Child {
     crate::archive_crash::start_archiver(f.broker.bootstrap(), root, log, &[])
 }
 
@@ -80,37 +80,17 @@ impl Loop<'_> {
         wait_served(&mut self.serve, &self.serve_log, produced, view);
     }
 
-    /// Waits until the archiver has committed every record produced.
     fn wait_archived(&mut self, produced: &Produced) {
-        let ends = produced.end_offsets(PARTITIONS);
-        let root = self.archive.clone();
-        let deadline = Instant::now() + WAIT;
-        wait_while_running(&mut self.archiver, &self.archive_log, deadline, || {
-            let state = read_state(&root).map_err(|e| e.to_string())?;
-            if (0..PARTITIONS as i32)
-                .all(|p| state.offsets.get(&p).copied().unwrap_or(0) >= ends[p as usize])
-            {
-                Ok(())
-            } else {
-                Err(format!("archiver at {:?}, end {ends:?}", state.offsets))
-            }
-        });
+        wait_archived(
+            &mut self.archiver,
+            &self.archive,
+            &self.archive_log,
+            produced,
+        );
     }
 
-    /// `weft batch run` over the archive; returns the version it published.
     fn batch_run(&self) -> u64 {
-        let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args(["batch", "run", "--archive"])
-            .arg(&self.archive)
-            .args(["--features", &self.f.spec_path, "--views"])
-            .arg(&self.views)
-            .args(["--memory-mb", "512", "--partitions", "2"])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "weft batch run failed:\n{text}");
-        published_version(&text).unwrap_or_else(|| panic!("no version published:\n{text}"))
+        batch_run(self.f, &self.archive, &self.views)
     }
 
     fn kill_serve(&mut self) {
@@ -130,6 +110,40 @@ impl Loop<'_> {
     fn assert_every_user(&self, produced: &Produced, view: u64) {
         assert_every_user(self.f, self.grpc_addr(), produced, view);
     }
+}
+
+/// Waits until the archiver (`archiver`, writing `root`) has committed
+/// every record produced.
+pub(crate) fn wait_archived(archiver: &mut Child, root: &Path, log: &Path, produced: &Produced) {
+    let ends = produced.end_offsets(PARTITIONS);
+    let deadline = Instant::now() + WAIT;
+    wait_while_running(archiver, log, deadline, || {
+        let state = read_state(root).map_err(|e| e.to_string())?;
+        if (0..PARTITIONS as i32)
+            .all(|p| state.offsets.get(&p).copied().unwrap_or(0) >= ends[p as usize])
+        {
+            Ok(())
+        } else {
+            Err(format!("archiver at {:?}, end {ends:?}", state.offsets))
+        }
+    });
+}
+
+/// `weft batch run` over `archive` into `views`; returns the version it
+/// published.
+pub(crate) fn batch_run(f: &Fixture, archive: &Path, views: &Path) -> u64 {
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["batch", "run", "--archive"])
+        .arg(archive)
+        .args(["--features", &f.spec_path, "--views"])
+        .arg(views)
+        .args(["--memory-mb", "512", "--partitions", "2"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "weft batch run failed:\n{text}");
+    published_version(&text).unwrap_or_else(|| panic!("no version published:\n{text}"))
 }
 
 /// Waits until `weft serve` serves batch view `view` and its speed layer
