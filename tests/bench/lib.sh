@@ -33,6 +33,8 @@
 #                          "--start 2026-10-25 --days 30")
 #   batch_run ARCHIVE LOG  `weft batch run` over ARCHIVE into $work/views;
 #                          prints its summary line
+#   serve_toml SPEED_DIR VIEWS_WORK_DIR GRPC_PORT HTTP_PORT [SERVE_LINES]
+#                          prints a `weft serve` config for the bench key
 #   start_serve            writes $work/serve.toml and starts `weft serve`
 #                          (`serve_pid`, `grpc_port`, `http_port`), waits
 #                          until it serves a batch view with no speed lag
@@ -180,10 +182,11 @@ f = json.load(sys.stdin)["freshness"]
 sys.exit(0 if f["batch_view_version"] > 0 and f["speed_lag_messages"] <= 0 else 1)'
 }
 
-start_serve() {
-  grpc_port=$(free_port)
-  http_port=$(free_port)
-  cat >"$work/serve.toml" <<EOF
+# serve_toml SPEED_DIR VIEWS_WORK_DIR GRPC_PORT HTTP_PORT [SERVE_LINES]:
+# a `weft serve` config on $work/views and the broker, the bench key for
+# the tenant; SERVE_LINES go at the end of [serve] (a shard's keys).
+serve_toml() {
+  cat <<EOF
 features = "$spec"
 
 [kafka]
@@ -191,16 +194,17 @@ bootstrap = "$bootstrap"
 topic = "events"
 
 [speed]
-data_dir = "$work/speed"
+data_dir = "$1"
 
 [views]
 store = "$work/views"
-work_dir = "$work/serving"
+work_dir = "$2"
 poll_secs = 1
 
 [serve]
-grpc_listen = "127.0.0.1:$grpc_port"
-http_listen = "127.0.0.1:$http_port"
+grpc_listen = "127.0.0.1:$3"
+http_listen = "127.0.0.1:$4"
+${5:-}
 
 [[tenants]]
 name = "$tenant"
@@ -210,6 +214,12 @@ name = "bench"
 key = "$key"
 scopes = ["profile:read", "recommendations:read"]
 EOF
+}
+
+start_serve() {
+  grpc_port=$(free_port)
+  http_port=$(free_port)
+  serve_toml "$work/speed" "$work/serving" "$grpc_port" "$http_port" >"$work/serve.toml"
   local start=$SECONDS
   "$bin" serve --config "$work/serve.toml" >"$work/serve.log" 2>&1 &
   pids+=($!)

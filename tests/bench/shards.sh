@@ -67,45 +67,17 @@ start_fleet() {
     rm -rf "$dir"
     mkdir -p "$dir"
     dirs+=("$dir")
-    {
-      cat <<EOF
-features = "$spec"
-
-[kafka]
-bootstrap = "$bootstrap"
-topic = "events"
-
-[speed]
-data_dir = "$dir/speed"
-
-[views]
-store = "$work/views"
-work_dir = "$dir/views"
-poll_secs = 1
-
-[serve]
-grpc_listen = "127.0.0.1:${grpc_ports[i]}"
-http_listen = "127.0.0.1:${http_ports[i]}"
-EOF
-      if ((n > 1)); then
-        echo "partitions = \"${sets[i]}\""
-        for ((j = 0; j < n; j++)); do
-          ((j == i)) && continue
-          printf '\n[[serve.peers]]\npartitions = "%s"\ngrpc = "http://127.0.0.1:%s"\n' \
-            "${sets[j]}" "${grpc_ports[j]}"
-        done
-      fi
-      cat <<EOF
-
-[[tenants]]
-name = "$tenant"
-
-[[tenants.keys]]
-name = "bench"
-key = "$key"
-scopes = ["profile:read", "recommendations:read"]
-EOF
-    } >"$dir/serve.toml"
+    local shard=""
+    if ((n > 1)); then
+      shard="partitions = \"${sets[i]}\""
+      for ((j = 0; j < n; j++)); do
+        ((j == i)) && continue
+        shard+=$(printf '\n\n[[serve.peers]]\npartitions = "%s"\ngrpc = "http://127.0.0.1:%s"' \
+          "${sets[j]}" "${grpc_ports[j]}")
+      done
+    fi
+    serve_toml "$dir/speed" "$dir/views" "${grpc_ports[i]}" "${http_ports[i]}" "$shard" \
+      >"$dir/serve.toml"
     "$bin" serve --config "$dir/serve.toml" >"$dir/serve.log" 2>&1 &
     pids+=($!)
     fleet+=($!)
