@@ -111,6 +111,7 @@ struct JsonlRecord<'a> {
     event: &'a Event,
     _partition: i32,
     _offset: i64,
+    _ingest_ms: i64,
 }
 
 fn config(args: &GenArgs) -> Result<GenConfig> {
@@ -200,8 +201,12 @@ pub(crate) fn run(file: Option<&std::path::Path>, args: &GenArgs) -> Result<()> 
                 let (mut valid, mut malformed) = (0u64, 0u64);
                 let mut current_day = i64::MIN;
                 let mut chunk = Chunk::default();
-                for event in generator {
-                    let s = sequencer.assign(event);
+                let mut generator = generator;
+                // The simulated arrival goes into the Parquet archive's
+                // `_ingest_ms`; records sent to Kafka carry the producer's
+                // clock (a broker would expire records stamped in the past).
+                while let Some(event) = generator.next() {
+                    let s = sequencer.assign_at(event, generator.last_arrival_ms());
                     valid += 1;
                     if let Some(r) = router.as_mut() {
                         // Arrival time never lags event time by more than the
@@ -302,6 +307,7 @@ pub(crate) fn run(file: Option<&std::path::Path>, args: &GenArgs) -> Result<()> 
                                 event: &s.event,
                                 _partition: s.partition,
                                 _offset: s.offset,
+                                _ingest_ms: s.ingest_ms,
                             },
                         )?;
                         out.write_all(b"\n")?;

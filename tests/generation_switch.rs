@@ -142,6 +142,7 @@ impl Fixture {
                         partition: *p,
                         offset: *o,
                         event: e.clone(),
+                        ingest_ms: e.ts_ms,
                     })
                     .unwrap();
             }

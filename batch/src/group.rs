@@ -547,7 +547,9 @@ pub(crate) struct SortBatchBuilder {
 
 impl SortBatchBuilder {
     pub(crate) fn append(&mut self, e: &Event, partition: i32, offset: i64) {
-        self.archive.append(e, partition, offset);
+        // The fold does not read arrival times: the event time fills the
+        // column of these internal batches.
+        self.archive.append(e, partition, offset, e.ts_ms);
         self.tenant.append_value(&e.tenant);
     }
 

@@ -153,10 +153,12 @@ fn compatible(found: &DataType, expected: &DataType) -> bool {
     }
 }
 
-/// Checks a file has every archive column with a usable type.
+/// Checks a file has every archive column with a usable type (the
+/// nullable ones, `_ingest_ms`, may be missing: files from before it).
 fn check_schema(found: &Schema) -> Result<(), String> {
     for field in archive_schema().fields() {
         match found.field_with_name(field.name()) {
+            Err(_) if field.is_nullable() => {}
             Err(_) => return Err(format!("column '{}' is missing", field.name())),
             Ok(f) if !compatible(f.data_type(), field.data_type()) => {
                 return Err(format!(

@@ -234,3 +234,49 @@ async fn the_archiver_state_is_the_boundary() {
     let view = open_current(&views, work.path()).await;
     assert_view_equals_reference(&view, &by_user(&included), &query_times(&included));
 }
+
+/// An archive partly written before `_ingest_ms` existed (every other file
+/// without the column) runs, and its view equals the reference for every
+/// user: the fold reads no arrival time, and the scan fills the old files'
+/// column with nulls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archives_from_before_the_arrival_column_still_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let events = generated_events(5, 20_000, 500);
+    write_archive(&archive, &events);
+    let files = list_files(&archive).unwrap();
+    assert!(files.len() >= 4, "{} files", files.len());
+    for path in files.iter().step_by(2) {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(path).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        let index = batches[0]
+            .schema()
+            .index_of(weft_core::archive::INGEST_COLUMN)
+            .unwrap();
+        let keep: Vec<usize> = (0..batches[0].num_columns())
+            .filter(|&c| c != index)
+            .collect();
+        let old: Vec<RecordBatch> = batches.iter().map(|b| b.project(&keep).unwrap()).collect();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(path).unwrap(),
+            old[0].schema(),
+            None,
+        )
+        .unwrap();
+        for b in &old {
+            w.write(b).unwrap();
+        }
+        w.close().unwrap();
+    }
+    let views = dir.path().join("views");
+    try_run(&archive, &views).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let view = open_current(&views, work.path()).await;
+    assert_view_equals_reference(&view, &by_user(&events), &query_times(&events));
+}

@@ -32,7 +32,15 @@ fn help_lists_the_benchmarks() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         commands(&String::from_utf8_lossy(&out.stdout)),
-        ["ingest", "floor", "serve", "freshness", "lookup", "help"]
+        [
+            "ingest",
+            "floor",
+            "serve",
+            "freshness",
+            "lookup",
+            "embedded",
+            "help"
+        ]
     );
 }
 
@@ -49,7 +57,8 @@ fn every_benchmark_keeps_its_flags() {
             "--weft --key --users --first-user --features --floor --redis --concurrency \
              --connections --rate --phases --timeline-secs --duration-secs --rounds \
              --warmup-secs --load-redis --threads --grpc-client --weft-pid --floor-pid \
-             --redis-pid --seed --json",
+             --redis-pid --seed --json --only-partitions --tenant --topic-partitions \
+             --forwarder --forwarder-pid",
         ),
         (
             "freshness",
@@ -59,6 +68,11 @@ fn every_benchmark_keeps_its_flags() {
             "lookup",
             "--views --version --tenant --users --first-user --requests --features --no-memory \
              --per-feature --work-dir --seed",
+        ),
+        (
+            "embedded",
+            "--spec --views --bootstrap --topic-partitions --partitions --tenant --users \
+             --requests --work-dir --seed",
         ),
     ] {
         let out = weft_bench(&[command, "--help"]);

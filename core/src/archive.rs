@@ -88,6 +88,12 @@ fn attributes_type() -> DataType {
         .clone()
 }
 
+/// The arrival-time column: the Kafka record's timestamp. Files written
+/// before it existed lack it; readers take the event time then
+/// ([`INGEST_COLUMN`] is nullable in [`archive_schema`] so that a scan over
+/// old and new files fills it with nulls for the old ones).
+pub const INGEST_COLUMN: &str = "_ingest_ms";
+
 /// The columns of every archive file (the hive columns `tenant` and `date`
 /// come from the path).
 pub fn archive_schema() -> SchemaRef {
@@ -103,6 +109,7 @@ pub fn archive_schema() -> SchemaRef {
         Field::new("attributes", attributes_type(), false),
         Field::new("_partition", DataType::Int32, false),
         Field::new("_offset", DataType::Int64, false),
+        Field::new(INGEST_COLUMN, DataType::Int64, true),
     ]))
 }
 
@@ -120,6 +127,7 @@ pub struct ArchiveBatchBuilder {
     attributes: MapBuilder<StringBuilder, StringBuilder>,
     partition: Int32Builder,
     offset: Int64Builder,
+    ingest: Int64Builder,
     rows: usize,
 }
 
@@ -137,13 +145,16 @@ impl Default for ArchiveBatchBuilder {
             attributes: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
             partition: Int32Builder::new(),
             offset: Int64Builder::new(),
+            ingest: Int64Builder::new(),
             rows: 0,
         }
     }
 }
 
 impl ArchiveBatchBuilder {
-    pub fn append(&mut self, e: &Event, partition: i32, offset: i64) {
+    /// One row: `e`, consumed from `partition` at `offset`, arrived at
+    /// `ingest_ms`.
+    pub fn append(&mut self, e: &Event, partition: i32, offset: i64, ingest_ms: i64) {
         self.event_id.append_value(&e.event_id);
         self.user_id.append_value(&e.user_id);
         self.ts_ms.append_value(e.ts_ms);
@@ -161,6 +172,7 @@ impl ArchiveBatchBuilder {
             .expect("keys and values are appended in pairs");
         self.partition.append_value(partition);
         self.offset.append_value(offset);
+        self.ingest.append_value(ingest_ms);
         self.rows += 1;
     }
 
@@ -187,6 +199,7 @@ impl ArchiveBatchBuilder {
             Arc::new(self.attributes.finish()),
             Arc::new(self.partition.finish()),
             Arc::new(self.offset.finish()),
+            Arc::new(self.ingest.finish()),
         ];
         RecordBatch::try_new(archive_schema(), columns).expect("columns match archive_schema")
     }
@@ -350,7 +363,8 @@ impl ArchiveRouter {
             }
         };
         let part = &mut self.open[index].1;
-        part.builder.append(&s.event, s.partition, s.offset);
+        part.builder
+            .append(&s.event, s.partition, s.offset, s.ingest_ms);
         part.rows_in_file += 1;
         self.rows += 1;
         if part.builder.len() >= self.batch_rows {
@@ -554,6 +568,13 @@ pub fn read_file(path: &Path) -> Result<Vec<Sequenced>, ArchiveError> {
         let attributes = column::<MapArray>(&batch, "attributes", path)?;
         let partition = column::<Int32Array>(&batch, "_partition", path)?;
         let offset = column::<Int64Array>(&batch, "_offset", path)?;
+        // Older files have no arrival time: the event time stands in.
+        let ingest = match batch.column_by_name(INGEST_COLUMN) {
+            None => None,
+            Some(c) => Some(c.as_any().downcast_ref::<Int64Array>().ok_or_else(|| {
+                ArchiveError::format(path, format!("column '{INGEST_COLUMN}' has the wrong type"))
+            })?),
+        };
         let keys = attributes
             .keys()
             .as_any()
@@ -591,10 +612,15 @@ pub fn read_file(path: &Path) -> Result<Vec<Sequenced>, ArchiveError> {
                     format!("row {row}: event time {} is not on {date}", event.ts_ms),
                 ));
             }
+            let ingest_ms = match ingest {
+                Some(c) if c.is_valid(row) => c.value(row),
+                _ => event.ts_ms,
+            };
             out.push(Sequenced {
                 partition: partition.value(row),
                 offset: offset.value(row),
                 event,
+                ingest_ms,
             });
         }
     }

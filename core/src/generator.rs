@@ -289,6 +289,7 @@ pub struct Generator {
     next_event_id: u64,
     emitted: u64,
     generated: u64,
+    last_arrival_ms: i64,
 }
 
 impl std::fmt::Debug for Generator {
@@ -348,12 +349,21 @@ impl Generator {
             next_event_id: 0,
             emitted: 0,
             generated: 0,
+            last_arrival_ms: 0,
             cfg,
         })
     }
 
     pub fn config(&self) -> &GenConfig {
         &self.cfg
+    }
+
+    /// When the event [`Iterator::next`] returned last arrived: its event
+    /// time plus the simulated delay (a late event's is minutes to
+    /// `max_late_ms`; a duplicate arrives after its original). Events come
+    /// out in arrival order.
+    pub fn last_arrival_ms(&self) -> i64 {
+        self.last_arrival_ms
     }
 
     fn push(&mut self, event: Event) {
@@ -543,6 +553,7 @@ impl Iterator for Generator {
             {
                 let Reverse(p) = self.pending.pop()?;
                 self.emitted += 1;
+                self.last_arrival_ms = p.arrival_ms;
                 return Some(p.event.0);
             }
             if self.generated >= self.cfg.events {
@@ -554,12 +565,15 @@ impl Iterator for Generator {
     }
 }
 
-/// An event with the Kafka coordinates it gets on a fresh topic.
+/// An event with the Kafka coordinates it gets on a fresh topic, and when
+/// it arrived (the record's Kafka timestamp: the archive's `_ingest_ms`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sequenced {
     pub partition: i32,
     pub offset: i64,
     pub event: Event,
+    /// Arrival time, ms since the epoch; the event time when not known.
+    pub ingest_ms: i64,
 }
 
 /// Assigns partitions (murmur2 of `tenant/user_id`) and per-partition
@@ -587,7 +601,15 @@ impl Sequencer {
         (p, o)
     }
 
+    /// [`Sequencer::assign_at`] with the arrival time unknown (taken to be
+    /// the event time).
     pub fn assign(&mut self, event: Event) -> Sequenced {
+        let ingest_ms = event.ts_ms;
+        self.assign_at(event, ingest_ms)
+    }
+
+    /// The next coordinates for `event`, which arrived at `ingest_ms`.
+    pub fn assign_at(&mut self, event: Event, ingest_ms: i64) -> Sequenced {
         let mut key = std::mem::take(&mut self.key);
         key.clear();
         key.extend_from_slice(event.tenant.as_bytes());
@@ -599,6 +621,7 @@ impl Sequencer {
             partition,
             offset,
             event,
+            ingest_ms,
         }
     }
 

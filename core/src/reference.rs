@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use crate::agg::{FeatureValue, count_values, top_k};
 use crate::eval::Profile;
 use crate::event::Event;
+use crate::generator::Sequenced;
 use crate::spec::{Aggregate, Feature, FeatureSpec};
 
 /// Drops events whose `event_id` was already seen; the first occurrence in
@@ -33,6 +34,21 @@ pub fn evaluate(spec: &FeatureSpec, events: &[Event], t_ms: i64) -> Profile {
         }
     }
     profile
+}
+
+/// Point in time ("as of t, known at t", docs/semantics.md): every
+/// feature's value for one user as the platform knew it at `t_ms`. Only
+/// the events with event time ≤ `t_ms` *and* arrival (`ingest_ms`) ≤ `t_ms`
+/// count; duplicates are dropped among those, the first in offset order
+/// winning; the windows are those at `t_ms`. `events` is the user's
+/// records in consumption (offset) order.
+pub fn evaluate_known_at(spec: &FeatureSpec, events: &[Sequenced], t_ms: i64) -> Profile {
+    let known: Vec<Event> = events
+        .iter()
+        .filter(|s| s.event.ts_ms <= t_ms && s.ingest_ms <= t_ms)
+        .map(|s| s.event.clone())
+        .collect();
+    evaluate(spec, &known, t_ms)
 }
 
 /// One feature's value at `t` over already deduplicated events.

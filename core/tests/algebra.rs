@@ -497,3 +497,57 @@ fn distinct_count_stays_within_its_stated_error_at_high_cardinality() {
     assert_eq!(exact.get("d"), Some(&weft_core::FeatureValue::Int(20_000)));
     compare_profiles(&spec, &served, &exact).expect("within 6 %");
 }
+
+/// "As of t, known at t" (docs/semantics.md): the leading edge is t itself,
+/// a late event counts from its arrival, duplicates are dropped among the
+/// records known.
+#[test]
+fn point_in_time_counts_what_was_known_at_t() {
+    use weft_core::FeatureValue::Int;
+    use weft_core::generator::Sequenced;
+    use weft_core::reference::evaluate_known_at;
+    let spec = test_spec();
+    let t0 = BASE - BASE % HOUR_MS;
+    let record = |offset: i64, id: &str, ts: i64, arrival: i64| Sequenced {
+        partition: 0,
+        offset,
+        event: Event {
+            event_id: id.into(),
+            tenant: "t".into(),
+            user_id: "u".into(),
+            ts_ms: ts,
+            kind: EventKind::View,
+            item_id: "i".into(),
+            category: "c".into(),
+            price_minor: 1,
+            quantity: 1,
+            attributes: BTreeMap::new(),
+        },
+        ingest_ms: arrival,
+    };
+    let t = t0 + 30 * MINUTE_MS;
+    let records = vec![
+        record(0, "a", t0, t0 + 1),                  // known
+        record(1, "b", t, t),                        // exactly at t: known
+        record(2, "c", t + 1, t + 1),                // after t, in t's bucket: not known
+        record(3, "d", t0 + MINUTE_MS, t + HOUR_MS), // late: arrives after t
+        record(4, "e", t0 + 2 * MINUTE_MS, t + 5),   // first delivery after t ...
+        record(5, "e", t0 + 2 * MINUTE_MS, t - 5),   // ... its redelivery before: counts
+        record(6, "a", t0, t0 + 2),                  // a duplicate of a known event
+    ];
+    let views = |p: &weft_core::eval::Profile| p.get("views_1h").cloned();
+    assert_eq!(views(&evaluate_known_at(&spec, &records, t)), Some(Int(3)));
+    // Serving's "as of t" over everything consumed counts c (t's bucket)
+    // and d (late) too, and drops the redelivery of e for its first copy.
+    let all: Vec<Event> = records.iter().map(|s| s.event.clone()).collect();
+    assert_eq!(
+        views(&weft_core::reference::evaluate(&spec, &all, t)),
+        Some(Int(5))
+    );
+    // Records that arrived on time and are not after t: the two agree.
+    let on_time = [records[0].clone(), records[1].clone()];
+    assert_eq!(
+        evaluate_known_at(&spec, &on_time, t),
+        weft_core::reference::evaluate(&spec, &all[..2], t)
+    );
+}

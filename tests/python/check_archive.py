@@ -23,6 +23,7 @@ EXPECTED = {
     "quantity": pa.int32(),
     "_partition": pa.int32(),
     "_offset": pa.int64(),
+    "_ingest_ms": pa.int64(),
 }
 
 
@@ -54,7 +55,7 @@ def main(archive, jsonl):
         w = want.get((r["_partition"], r["_offset"]))
         if w is None:
             fail(f"pyarrow: unexpected record {r['_partition']}:{r['_offset']}")
-        for key in ("event_id", "user_id", "ts_ms", "kind", "item_id", "category", "price_minor", "quantity", "tenant"):
+        for key in ("event_id", "user_id", "ts_ms", "kind", "item_id", "category", "price_minor", "quantity", "tenant", "_ingest_ms"):
             if r[key] != w[key]:
                 fail(f"pyarrow: {r['_partition']}:{r['_offset']} {key} = {r[key]!r}, JSONL {w[key]!r}")
         if dict(r["attributes"]) != w["attributes"]:
@@ -96,7 +97,17 @@ def main(archive, jsonl):
     ).fetchone()[0]
     if devices != sum(1 for r in rows if "device" in r["attributes"]):
         fail("duckdb: attributes['device'] does not match the JSONL")
-    print(f"check_archive: {n} rows agree (pyarrow and duckdb), {tenants} tenants")
+    # Arrival never precedes the event in a generated archive, and some
+    # events (the late ones) arrive more than a minute after.
+    early, late = con.execute(
+        "SELECT count(*) FILTER (WHERE _ingest_ms < ts_ms), "
+        "count(*) FILTER (WHERE _ingest_ms - ts_ms > 60000) "
+        "FROM read_parquet(?, hive_partitioning = true)",
+        [glob],
+    ).fetchone()
+    if early or (n >= 10000 and not late):
+        fail(f"duckdb: {early} rows arrive before their event time, {late} more than a minute late")
+    print(f"check_archive: {n} rows agree (pyarrow and duckdb), {tenants} tenants, {late} late arrivals")
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ struct Buffer {
 }
 
 impl Buffer {
-    fn push(&mut self, e: &Event, partition: i32, offset: i64) {
+    fn push(&mut self, e: &Event, partition: i32, offset: i64, ingest_ms: i64) {
         let day = e.ts_ms.div_euclid(DAY_MS);
         let i = match self
             .parts
@@ -119,7 +119,7 @@ impl Buffer {
                 self.parts.len() - 1
             }
         };
-        self.parts[i].1.append(e, partition, offset);
+        self.parts[i].1.append(e, partition, offset, ingest_ms);
         self.rows += 1;
         self.oldest.get_or_insert_with(Instant::now);
     }
@@ -221,7 +221,10 @@ pub fn run(
                 metrics.records.fetch_add(1, Ordering::Relaxed);
                 match Event::decode_record(m.key(), m.payload().unwrap_or_default()) {
                     Ok(e) => {
-                        buffer.push(&e, m.partition(), m.offset());
+                        // The record's timestamp as the broker gives it
+                        // (create or log-append time); none: the event time.
+                        let ingest_ms = m.timestamp().to_millis().unwrap_or(e.ts_ms);
+                        buffer.push(&e, m.partition(), m.offset(), ingest_ms);
                         metrics.archived.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(_) => {
