@@ -29,6 +29,10 @@ pub(crate) enum BatchCommand {
     Inspect(InspectArgs),
     /// Write one row per user, one column per feature, to a Parquet file.
     Export(ExportArgs),
+    /// Point-in-time features for every row of a label file: each user as
+    /// the platform knew it at the row's ts_ms (events at or before it that
+    /// had arrived by then), read from the archive.
+    TrainingSet(TrainingArgs),
     /// List the views in a store and which one is current.
     List(StoreArgs),
     /// Make an older view current again. Every `weft serve` (and
@@ -182,6 +186,54 @@ impl RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct TrainingArgs {
+    /// The archive root: a local directory or an s3:// / gs:// URL
+    /// (archive.root).
+    #[arg(long)]
+    archive: Option<String>,
+    /// The feature spec (features).
+    #[arg(long)]
+    features: Option<PathBuf>,
+    /// The labels: a Parquet file with `tenant`, `user_id` and `ts_ms`
+    /// (Int64, epoch milliseconds), and any other columns (label, weight,
+    /// ids), passed through unchanged.
+    #[arg(long)]
+    labels: PathBuf,
+    /// The training set to write (Parquet): the label rows in their order,
+    /// then one column per feature.
+    #[arg(long)]
+    out: PathBuf,
+    /// Only these features, comma-separated (default: every feature of the
+    /// spec).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// DataFusion's memory budget in MiB (batch.memory_mb).
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// Directory for spill and scratch files (batch.spill_dir).
+    #[arg(long)]
+    spill_dir: Option<PathBuf>,
+    /// Parallel partitions (batch.partitions; default: the number of cores).
+    #[arg(long)]
+    partitions: Option<u64>,
+}
+
+impl TrainingArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides::new()
+            .set("archive.root", "--archive", self.archive.clone())
+            .set_path("features", "--features", self.features.as_deref())
+            .set("batch.memory_mb", "--memory-mb", self.memory_mb)
+            .set_path("batch.spill_dir", "--spill-dir", self.spill_dir.as_deref())
+            .set(
+                "batch.partitions",
+                "--partitions",
+                self.partitions.map(|p| p.max(1)),
+            )
+    }
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct ViewArgs {
     #[command(flatten)]
     store: StoreArgs,
@@ -270,6 +322,7 @@ pub(crate) fn run(file: Option<&Path>, cmd: &BatchCommand) -> Result<()> {
     let rt = runtime()?;
     match cmd {
         BatchCommand::Run(args) => rt.block_on(run_job(file, args)),
+        BatchCommand::TrainingSet(args) => rt.block_on(training_set(file, args)),
         BatchCommand::Scheduler(args) => {
             let flags = Overrides::new()
                 .set("cluster.bind", "--bind", args.bind.clone())
@@ -436,8 +489,13 @@ fn replay_gaps(
 /// The batch job's settings from the configuration tree: `[archive].root`,
 /// `[views].store`, `[batch]`.
 pub(crate) fn batch_config(c: &WeftConfig) -> Result<BatchConfig> {
+    archive_config(c, &view_store(c)?)
+}
+
+/// [`batch_config`] with the view store given (a training set needs none).
+fn archive_config(c: &WeftConfig, views: &str) -> Result<BatchConfig> {
     let (spec, text) = crate::load_spec(&c.features)?;
-    let mut config = BatchConfig::new(&c.archive.root, &view_store(c)?, Arc::new(spec), text);
+    let mut config = BatchConfig::new(&c.archive.root, views, Arc::new(spec), text);
     config.memory_limit = c.batch.memory_mb << 20;
     config.spill_dir = c.batch.spill_dir.clone();
     config.partitions = c.batch_partitions();
@@ -450,9 +508,8 @@ pub(crate) fn batch_config(c: &WeftConfig) -> Result<BatchConfig> {
     Ok(config)
 }
 
-async fn run_job(file: Option<&Path>, args: &RunArgs) -> Result<()> {
-    let config = batch_config(&crate::load_config(file, args.overrides())?)?;
-    let progress = Arc::new(JobProgress::default());
+/// A progress line for a job, refreshed until the returned task is aborted.
+fn progress_line(progress: &Arc<JobProgress>) -> (ProgressBar, tokio::task::JoinHandle<()>) {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -478,6 +535,42 @@ async fn run_job(file: Option<&Path>, args: &RunArgs) -> Result<()> {
             }
         })
     };
+    (bar, ticker)
+}
+
+async fn training_set(file: Option<&Path>, args: &TrainingArgs) -> Result<()> {
+    let config = archive_config(&crate::load_config(file, args.overrides())?, "")?;
+    let progress = Arc::new(JobProgress::default());
+    let (bar, ticker) = progress_line(&progress);
+    let result = weft_batch::training::training_set(
+        &config,
+        &args.labels,
+        &args.out,
+        &args.only,
+        progress.clone(),
+    )
+    .await;
+    ticker.abort();
+    bar.finish_and_clear();
+    let s = result?;
+    println!(
+        "wrote {} in {:.1} s: {} label rows, {} users ({} with events), {} archive records read, {} feature columns ({})",
+        args.out.display(),
+        s.seconds,
+        s.rows,
+        s.users,
+        s.users_with_events,
+        s.records,
+        s.features.len(),
+        s.features.join(", ")
+    );
+    Ok(())
+}
+
+async fn run_job(file: Option<&Path>, args: &RunArgs) -> Result<()> {
+    let config = batch_config(&crate::load_config(file, args.overrides())?)?;
+    let progress = Arc::new(JobProgress::default());
+    let (bar, ticker) = progress_line(&progress);
     let result = weft_batch::run(&config, progress.clone()).await;
     ticker.abort();
     bar.finish_and_clear();

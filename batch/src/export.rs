@@ -56,7 +56,7 @@ pub fn column_type(feature: &Feature) -> DataType {
     }
 }
 
-enum Column {
+pub(crate) enum Column {
     Int(Int64Builder),
     Float(Float64Builder),
     Str(StringBuilder),
@@ -65,7 +65,7 @@ enum Column {
 }
 
 impl Column {
-    fn new(t: &DataType) -> Column {
+    pub(crate) fn new(t: &DataType) -> Column {
         match t {
             DataType::Float64 => Column::Float(Float64Builder::new()),
             DataType::Utf8 => Column::Str(StringBuilder::new()),
@@ -80,7 +80,7 @@ impl Column {
         }
     }
 
-    fn append(&mut self, v: Option<&FeatureValue>) {
+    pub(crate) fn append(&mut self, v: Option<&FeatureValue>) {
         match (self, v) {
             (Column::Int(b), Some(FeatureValue::Int(i))) => b.append_value(*i),
             (Column::Int(b), _) => b.append_null(),
@@ -112,7 +112,7 @@ impl Column {
         }
     }
 
-    fn finish(&mut self) -> ArrayRef {
+    pub(crate) fn finish(&mut self) -> ArrayRef {
         match self {
             Column::Int(b) => Arc::new(b.finish()),
             Column::Float(b) => Arc::new(b.finish()),

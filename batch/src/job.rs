@@ -183,7 +183,7 @@ pub(crate) fn fit_to_pool(session: SessionConfig, pool: usize, partitions: usize
 
 /// The archive columns a run reads: everything but `attributes` unless the
 /// spec reads one (projection pushdown).
-fn columns(spec: &FeatureSpec) -> Vec<&'static str> {
+pub(crate) fn columns(spec: &FeatureSpec) -> Vec<&'static str> {
     let reads_attr = spec.features.iter().any(|f| {
         let in_filter = f
             .filter
@@ -211,6 +211,52 @@ fn columns(spec: &FeatureSpec) -> Vec<&'static str> {
     cols
 }
 
+/// The archive as a run reads it: a session, the archive table with
+/// only the rows inside the boundary, its files and the boundary.
+pub(crate) struct Scan {
+    /// How the archive is named in messages and the manifest.
+    pub(crate) display: String,
+    pub(crate) ctx: SessionContext,
+    pub(crate) table: datafusion::dataframe::DataFrame,
+    pub(crate) files: Vec<source::ArchiveFile>,
+    pub(crate) boundary: weft_view::format::Boundary,
+}
+
+/// Checks the archive, computes its boundary and opens the scan
+/// (`progress`: "checking archive", "computing boundary").
+pub(crate) async fn open_scan(config: &BatchConfig, progress: &JobProgress) -> Result<Scan> {
+    progress.set("checking archive");
+    let archive = source::open_archive(&config.archive, &config.s3)?;
+    let files = source::list_files(&archive).await?;
+    if files.is_empty() {
+        return Err(BatchError::EmptyArchive(archive.display.clone()));
+    }
+    progress
+        .total_rows
+        .store(files.iter().map(|f| f.rows).sum(), Ordering::Relaxed);
+    let state = source::archiver_state(&archive).await?;
+    let ctx = session(config)?;
+    source::register(&archive, &ctx);
+    let schema = weft_core::archive::archive_schema();
+    let options = ParquetReadOptions::default()
+        .table_partition_cols(vec![
+            ("tenant".to_string(), arrow_schema::DataType::Utf8),
+            ("date".to_string(), arrow_schema::DataType::Utf8),
+        ])
+        .schema(&schema);
+    let table = ctx.read_parquet(archive.url.as_str(), options).await?;
+    progress.set("computing boundary");
+    let boundary = compute_boundary(&table, state.as_ref()).await?;
+    let table = table.filter(boundary_filter(&boundary))?;
+    Ok(Scan {
+        display: archive.display.clone(),
+        ctx,
+        table,
+        files,
+        boundary,
+    })
+}
+
 /// Runs the whole job and publishes the view. On any error nothing is
 /// published (and a cluster job's staged files are deleted).
 pub async fn run(config: &BatchConfig, progress: Arc<JobProgress>) -> Result<JobSummary> {
@@ -235,15 +281,13 @@ async fn run_in(
     job: Option<&str>,
 ) -> Result<JobSummary> {
     let started = Instant::now();
-    progress.set("checking archive");
-    let archive = source::open_archive(&config.archive, &config.s3)?;
-    let files = source::list_files(&archive).await?;
-    if files.is_empty() {
-        return Err(BatchError::EmptyArchive(archive.display.clone()));
-    }
-    progress
-        .total_rows
-        .store(files.iter().map(|f| f.rows).sum(), Ordering::Relaxed);
+    let Scan {
+        display,
+        ctx,
+        table,
+        files,
+        boundary,
+    } = open_scan(config, &progress).await?;
     // End of the newest day in the archive: the anchor of popularity decay.
     let anchor_ms = files
         .iter()
@@ -251,26 +295,9 @@ async fn run_in(
         .max()
         .unwrap_or(0)
         + DAY_MS;
-    let state = source::archiver_state(&archive).await?;
-
-    let ctx = session(config)?;
-    source::register(&archive, &ctx);
-    let schema = weft_core::archive::archive_schema();
-    let options = ParquetReadOptions::default()
-        .table_partition_cols(vec![
-            ("tenant".to_string(), arrow_schema::DataType::Utf8),
-            ("date".to_string(), arrow_schema::DataType::Utf8),
-        ])
-        .schema(&schema);
-    let table = ctx.read_parquet(archive.url.as_str(), options).await?;
-
-    progress.set("computing boundary");
-    let boundary = compute_boundary(&table, state.as_ref()).await?;
 
     progress.set("scanning and grouping");
-    let df = table
-        .filter(boundary_filter(&boundary))?
-        .select_columns(&columns(&config.spec))?;
+    let df = table.select_columns(&columns(&config.spec))?;
     let plan = df.create_physical_plan().await?;
     let plan_schema = plan.schema();
     let keys = vec![
@@ -396,7 +423,7 @@ async fn run_in(
         created_ms: weft_core::time::now_ms(),
         spec_hash: config.spec.hash().to_string(),
         boundary,
-        archive: archive.display.clone(),
+        archive: display,
         max_event_ms,
         counts,
         recs: config.recs.clone(),

@@ -34,6 +34,7 @@ pub mod job;
 pub mod operator;
 pub mod recs;
 pub mod source;
+pub mod training;
 
 mod columns;
 mod fold;

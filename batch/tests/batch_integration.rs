@@ -6,3 +6,4 @@ mod common;
 mod correctness;
 mod inputs;
 mod publishing;
+mod training;

@@ -39,10 +39,12 @@ pub(crate) fn generated_events(seed: u64, events: u64, users: u32) -> Vec<Sequen
     let first_tenant = cfg.tenants[0].name.clone();
     let start = cfg.start_ms;
     let mut seq = Sequencer::new(cfg.partitions);
-    let mut out: Vec<Sequenced> = Generator::new(cfg)
-        .unwrap()
-        .map(|e| seq.assign(e))
-        .collect();
+    // With the simulated arrival times (late events arrive late).
+    let mut generator = Generator::new(cfg).unwrap();
+    let mut out: Vec<Sequenced> = Vec::new();
+    while let Some(e) = generator.next() {
+        out.push(seq.assign_at(e, generator.last_arrival_ms()));
+    }
     out.push(seq.assign(event(
         "solo",
         "only-user",

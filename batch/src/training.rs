@@ -1,0 +1,532 @@
+//! `weft batch training-set`: point-in-time features for every row of a
+//! label file, as the platform knew each user at the row's `ts_ms`
+//! (docs/semantics.md, "as of t, known at t").
+//!
+//! 1. The labels (Parquet: `tenant`, `user_id`, `ts_ms` and any other
+//!    columns) are read; their users, each with its label times, are kept.
+//! 2. The archive is scanned as the batch job scans it (the same files,
+//!    boundary and columns, plus `_ingest_ms`), semi-joined with the
+//!    labels' users, repartitioned by user and sorted by (user, partition,
+//!    offset) within each partition: DataFusion's sort, spilling under the
+//!    memory budget.
+//! 3. Each partition's stream is read user by user; for each of the user's
+//!    label times `t`, the records with event time ≤ t and arrival ≤ t are
+//!    folded (duplicates dropped, the first in offset order winning) and
+//!    evaluated at `t` (`UserBuckets`). Rows go to per-partition scratch
+//!    Parquet files with their label row number; label rows of users
+//!    without any event get the features of no events.
+//! 4. The scratch rows are sorted by row number (DataFusion, spilling) and
+//!    written next to the label rows, in input order, label columns
+//!    unchanged, feature columns typed as `weft batch export` types them.
+//!
+//! Memory: the label file and its users' label times are held; the
+//! archive side is bounded by the budget (`batch.memory_mb`).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use arrow_array::builder::{ArrayBuilder, UInt64Builder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, UInt64Type};
+use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
+use arrow_schema::{DataType, Field as ArrowField, Schema, SchemaRef};
+use datafusion::logical_expr::{JoinType, SortExpr, col};
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion::physical_plan::expressions::col as pcol;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use datafusion::prelude::ParquetReadOptions;
+use futures::StreamExt;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use weft_core::archive::INGEST_COLUMN;
+use weft_core::eval::UserBuckets;
+use weft_core::{Event, FeatureSpec};
+
+use crate::columns::{EventColumns, StrCol};
+use crate::export::{Column, column_type};
+use crate::job::{BatchConfig, JobProgress, Scan, columns, open_scan};
+use crate::{BatchError, Result};
+
+/// The label row number column of the scratch files.
+const ROW: &str = "_label_row";
+const ROWS_PER_BATCH: usize = 64 * 1024;
+
+/// What a training-set run wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingSummary {
+    /// Label rows in and rows out.
+    pub rows: u64,
+    /// Distinct users among the labels, and those with events.
+    pub users: u64,
+    pub users_with_events: u64,
+    /// Archive records of the labels' users read.
+    pub records: u64,
+    /// The feature columns added.
+    pub features: Vec<String>,
+    pub seconds: f64,
+}
+
+/// The labels: their batches (passed through) and, per user, each label
+/// row's (time, row number).
+struct Labels {
+    batches: Vec<RecordBatch>,
+    rows: u64,
+    by_user: HashMap<(String, String), Vec<(i64, u64)>>,
+}
+
+fn bad(file: &Path, problem: impl ToString) -> BatchError {
+    BatchError::BadFile {
+        file: file.display().to_string(),
+        problem: problem.to_string(),
+    }
+}
+
+fn read_labels(path: &Path, features: &[String]) -> Result<Labels> {
+    let file = File::open(path).map_err(|e| bad(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| bad(path, e))?;
+    let schema = reader.schema();
+    for (name, what) in [
+        ("tenant", "a string"),
+        ("user_id", "a string"),
+        ("ts_ms", "an Int64 of epoch milliseconds"),
+    ] {
+        let field = schema.field_with_name(name).map_err(|_| {
+            bad(
+                path,
+                format!("column '{name}' is missing (it must be {what})"),
+            )
+        })?;
+        let ok = match name {
+            "ts_ms" => field.data_type() == &DataType::Int64,
+            _ => matches!(
+                field.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ),
+        };
+        if !ok {
+            return Err(bad(
+                path,
+                format!(
+                    "column '{name}' is {}; it must be {what}",
+                    field.data_type()
+                ),
+            ));
+        }
+    }
+    if let Some(clash) = features.iter().find(|f| schema.field_with_name(f).is_ok()) {
+        return Err(bad(
+            path,
+            format!(
+                "column '{clash}' is also a feature's name: rename it, or leave the feature out with --only"
+            ),
+        ));
+    }
+    let mut by_user: HashMap<(String, String), Vec<(i64, u64)>> = HashMap::new();
+    let mut batches = Vec::new();
+    let mut row = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(path, e))?;
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| bad(path, format!("column '{name}' is missing")))
+        };
+        let (tenants, users) = (column("tenant")?, column("user_id")?);
+        let tenant = StrCol::new(tenants.as_ref(), "tenant").map_err(|e| bad(path, e))?;
+        let user = StrCol::new(users.as_ref(), "user_id").map_err(|e| bad(path, e))?;
+        let ts = column("ts_ms")?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| bad(path, "column 'ts_ms' is not Int64"))?;
+        for i in 0..batch.num_rows() {
+            if tenants.is_null(i) || users.is_null(i) || ts.is_null(i) {
+                return Err(bad(
+                    path,
+                    format!(
+                        "row {}: tenant, user_id and ts_ms must not be null",
+                        row + i as u64
+                    ),
+                ));
+            }
+            by_user
+                .entry((tenant.value(i).to_string(), user.value(i).to_string()))
+                .or_default()
+                .push((ts.value(i), row + i as u64));
+        }
+        row += batch.num_rows() as u64;
+        batches.push(batch);
+    }
+    Ok(Labels {
+        batches,
+        rows: row,
+        by_user,
+    })
+}
+
+/// The features asked for (`only`, or the spec's), as positions.
+fn selected(spec: &FeatureSpec, only: &[String]) -> Result<Vec<usize>> {
+    if only.is_empty() {
+        return Ok((0..spec.features.len()).collect());
+    }
+    only.iter()
+        .map(|name| {
+            spec.feature_index(name).ok_or_else(|| {
+                BatchError::Argument(format!(
+                    "--only: the spec has no feature '{name}' (it has {})",
+                    spec.features
+                        .iter()
+                        .map(|f| f.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Writes feature rows (a label row number and the selected features) to
+/// a scratch Parquet file.
+struct ScratchWriter {
+    path: PathBuf,
+    schema: SchemaRef,
+    row: UInt64Builder,
+    columns: Vec<Column>,
+    writer: ArrowWriter<File>,
+}
+
+impl ScratchWriter {
+    fn create(path: PathBuf, features: &Schema) -> Result<ScratchWriter> {
+        let mut fields = vec![ArrowField::new(ROW, DataType::UInt64, false)];
+        fields.extend(features.fields().iter().map(|f| f.as_ref().clone()));
+        let schema = Arc::new(Schema::new(fields));
+        let file = File::create(&path).map_err(BatchError::io(&path))?;
+        let writer = ArrowWriter::try_new(file, schema.clone(), None).map_err(|e| bad(&path, e))?;
+        Ok(ScratchWriter {
+            columns: features
+                .fields()
+                .iter()
+                .map(|f| Column::new(f.data_type()))
+                .collect(),
+            path,
+            schema,
+            row: UInt64Builder::new(),
+            writer,
+        })
+    }
+
+    fn push(
+        &mut self,
+        row: u64,
+        values: impl Iterator<Item = Option<weft_core::FeatureValue>>,
+    ) -> Result<()> {
+        self.row.append_value(row);
+        for (c, v) in self.columns.iter_mut().zip(values) {
+            c.append(v.as_ref());
+        }
+        if self.row.len() >= ROWS_PER_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.row.is_empty() {
+            return Ok(());
+        }
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(self.row.finish())];
+        arrays.extend(self.columns.iter_mut().map(Column::finish));
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|e| BatchError::DataFusion(e.into()))?;
+        self.writer.write(&batch).map_err(|e| bad(&self.path, e))
+    }
+
+    fn close(mut self) -> Result<()> {
+        self.flush()?;
+        self.writer.close().map_err(|e| bad(&self.path, e))?;
+        Ok(())
+    }
+}
+
+/// One user's records (offset order) evaluated at each of its label times.
+fn user_rows(
+    spec: &FeatureSpec,
+    selected: &[usize],
+    records: &[(Event, i64)],
+    labels: &[(i64, u64)],
+    out: &mut ScratchWriter,
+) -> Result<()> {
+    for &(t, row) in labels {
+        let mut buckets = UserBuckets::new(spec);
+        let mut seen: HashSet<&str> = HashSet::new();
+        for (e, ingest) in records {
+            if e.ts_ms <= t && *ingest <= t && seen.insert(e.event_id.as_str()) {
+                buckets.apply(e);
+            }
+        }
+        let mut profile = buckets.evaluate(t);
+        out.push(
+            row,
+            selected
+                .iter()
+                .map(|&i| profile.remove(&spec.features[i].name)),
+        )?;
+    }
+    Ok(())
+}
+
+/// Builds the training set of `labels` from `config.archive` into `out`
+/// (atomically: a temporary file renamed into place). `only`: the features
+/// to compute (empty: all of the spec's).
+pub async fn training_set(
+    config: &BatchConfig,
+    labels: &Path,
+    out: &Path,
+    only: &[String],
+    progress: Arc<JobProgress>,
+) -> Result<TrainingSummary> {
+    let started = std::time::Instant::now();
+    let spec = config.spec.clone();
+    let selected = selected(&spec, only)?;
+    let names: Vec<String> = selected
+        .iter()
+        .map(|&i| spec.features[i].name.clone())
+        .collect();
+    let labels = read_labels(labels, &names)?;
+    let feature_schema = Schema::new(
+        selected
+            .iter()
+            .map(|&i| {
+                let f = &spec.features[i];
+                ArrowField::new(&f.name, column_type(f), true)
+            })
+            .collect::<Vec<_>>(),
+    );
+
+    let Scan { ctx, table, .. } = open_scan(config, &progress).await?;
+    progress.set("scanning and grouping");
+    let mut cols = columns(&spec);
+    let has_ingest = table
+        .schema()
+        .has_column_with_unqualified_name(INGEST_COLUMN);
+    if has_ingest {
+        cols.push(INGEST_COLUMN);
+    }
+    // The labels' users, for a semi-join: only their records are sorted.
+    let users = {
+        let mut t = arrow_array::builder::StringBuilder::new();
+        let mut u = arrow_array::builder::StringBuilder::new();
+        for (tenant, user) in labels.by_user.keys() {
+            t.append_value(tenant);
+            u.append_value(user);
+        }
+        let schema = Arc::new(Schema::new(vec![
+            ArrowField::new("l_tenant", DataType::Utf8, false),
+            ArrowField::new("l_user", DataType::Utf8, false),
+        ]));
+        RecordBatch::try_new(schema, vec![Arc::new(t.finish()), Arc::new(u.finish())])
+            .map_err(|e| BatchError::DataFusion(e.into()))?
+    };
+    let df = table.select_columns(&cols)?.join(
+        ctx.read_batch(users)?,
+        JoinType::LeftSemi,
+        &["tenant", "user_id"],
+        &["l_tenant", "l_user"],
+        None,
+    )?;
+    let plan = df.create_physical_plan().await?;
+    let schema = plan.schema();
+    let partitions = config.partitions.max(1);
+    let keys = vec![pcol("tenant", &schema)?, pcol("user_id", &schema)?];
+    let repartitioned: Arc<dyn ExecutionPlan> = Arc::new(RepartitionExec::try_new(
+        plan,
+        Partitioning::Hash(keys, partitions),
+    )?);
+    let order = ["tenant", "user_id", "_partition", "_offset"]
+        .iter()
+        .map(|c| Ok(PhysicalSortExpr::new_default(pcol(c, &schema)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let order = LexOrdering::new(order)
+        .ok_or_else(|| BatchError::Argument("an empty sort order".into()))?;
+    let sorted = Arc::new(SortExec::new(order, repartitioned).with_preserve_partitioning(true));
+
+    progress.set("folding");
+    let scratch = tempfile::Builder::new()
+        .prefix("weft-training-")
+        .tempdir_in(config.spill_dir.clone().unwrap_or_else(std::env::temp_dir))
+        .map_err(|e| bad(Path::new("scratch directory"), e))?;
+    let task_ctx = ctx.task_ctx();
+    let by_user = Arc::new(labels.by_user);
+    let mut tasks = Vec::with_capacity(partitions);
+    for i in 0..partitions {
+        let mut stream = sorted.execute(i, task_ctx.clone())?;
+        let spec = spec.clone();
+        let selected = selected.clone();
+        let by_user = by_user.clone();
+        let progress = progress.clone();
+        let mut writer = ScratchWriter::create(
+            scratch.path().join(format!("p{i}.parquet")),
+            &feature_schema,
+        )?;
+        tasks.push(tokio::spawn(async move {
+            let mut current: Option<(String, String)> = None;
+            let mut records: Vec<(Event, i64)> = Vec::new();
+            let mut seen_users: Vec<(String, String)> = Vec::new();
+            let mut read = 0u64;
+            let finish = |key: &Option<(String, String)>,
+                          records: &[(Event, i64)],
+                          writer: &mut ScratchWriter|
+             -> Result<()> {
+                if let Some(key) = key
+                    && let Some(labels) = by_user.get(key)
+                {
+                    user_rows(&spec, &selected, records, labels, writer)?;
+                }
+                Ok(())
+            };
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                let c = EventColumns::new(&batch)?;
+                let ingest = match batch.column_by_name(INGEST_COLUMN) {
+                    Some(a) => a.as_primitive_opt::<Int64Type>(),
+                    None => None,
+                };
+                for row in 0..batch.num_rows() {
+                    let (tenant, user) = (c.tenant.value(row), c.user_id.value(row));
+                    let same = current
+                        .as_ref()
+                        .is_some_and(|(t, u)| t == tenant && u == user);
+                    if !same {
+                        finish(&current, &records, &mut writer)?;
+                        records.clear();
+                        let key = (tenant.to_string(), user.to_string());
+                        seen_users.push(key.clone());
+                        current = Some(key);
+                    }
+                    let mut e = weft_core::Event {
+                        tenant: tenant.to_string(),
+                        user_id: user.to_string(),
+                        ..crate::group::empty_event()
+                    };
+                    c.fill(row, &mut e)?;
+                    let arrival = match ingest {
+                        Some(a) if a.is_valid(row) => a.value(row),
+                        _ => e.ts_ms,
+                    };
+                    records.push((e, arrival));
+                }
+                read += batch.num_rows() as u64;
+                progress
+                    .rows
+                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            }
+            finish(&current, &records, &mut writer)?;
+            writer.close()?;
+            Ok::<_, BatchError>((seen_users, read))
+        }));
+    }
+    let mut with_events: HashSet<(String, String)> = HashSet::new();
+    let mut records = 0;
+    for t in tasks {
+        let (users, read) = t
+            .await
+            .map_err(|e| BatchError::Argument(format!("a training-set task failed: {e}")))??;
+        with_events.extend(users);
+        records += read;
+    }
+    // Label rows of users with no record: the features of no events.
+    let mut empty = ScratchWriter::create(scratch.path().join("none.parquet"), &feature_schema)?;
+    for (key, rows) in by_user.iter() {
+        if !with_events.contains(key) {
+            user_rows(&spec, &selected, &[], rows, &mut empty)?;
+        }
+    }
+    empty.close()?;
+
+    // The feature rows in label order, next to the label rows.
+    progress.set("publishing");
+    let rows = ctx
+        .read_parquet(
+            format!("{}/", scratch.path().display()),
+            ParquetReadOptions::default(),
+        )
+        .await?
+        .sort(vec![SortExpr::new(col(ROW), true, false)])?;
+    let mut stream = rows.execute_stream().await?;
+    let label_schema = labels
+        .batches
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| BatchError::Argument("the label file has no rows".into()))?;
+    let mut fields: Vec<ArrowField> = label_schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.extend(feature_schema.fields().iter().map(|f| f.as_ref().clone()));
+    let out_schema = Arc::new(Schema::new(fields));
+    let tmp = out.with_extension("parquet.tmp");
+    let file = File::create(&tmp).map_err(BatchError::io(&tmp))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(file, out_schema.clone(), Some(props)).map_err(|e| bad(&tmp, e))?;
+    let all_labels = datafusion::arrow::compute::concat_batches(&label_schema, &labels.batches)
+        .map_err(|e| BatchError::DataFusion(e.into()))?;
+    let mut next = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let rows = batch
+            .column_by_name(ROW)
+            .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+            .ok_or_else(|| BatchError::Argument("scratch rows lost their numbers".into()))?;
+        for i in 0..rows.len() {
+            if rows.value(i) != next + i as u64 {
+                return Err(BatchError::Argument(format!(
+                    "label row {} has no features (internal error)",
+                    next + i as u64
+                )));
+            }
+        }
+        let n = batch.num_rows();
+        let mut arrays: Vec<ArrayRef> = all_labels.slice(next as usize, n).columns().to_vec();
+        // DataFusion reads strings back as views: the declared types again.
+        for (array, field) in batch.columns()[1..].iter().zip(feature_schema.fields()) {
+            arrays.push(if array.data_type() == field.data_type() {
+                array.clone()
+            } else {
+                datafusion::arrow::compute::cast(array, field.data_type())
+                    .map_err(|e| BatchError::DataFusion(e.into()))?
+            });
+        }
+        let joined = RecordBatch::try_new(out_schema.clone(), arrays)
+            .map_err(|e| BatchError::DataFusion(e.into()))?;
+        writer.write(&joined).map_err(|e| bad(&tmp, e))?;
+        next += n as u64;
+    }
+    if next != labels.rows {
+        return Err(BatchError::Argument(format!(
+            "{} of {} label rows got features (internal error)",
+            next, labels.rows
+        )));
+    }
+    writer.close().map_err(|e| bad(&tmp, e))?;
+    std::fs::rename(&tmp, out).map_err(BatchError::io(out))?;
+    progress.set("done");
+    Ok(TrainingSummary {
+        rows: labels.rows,
+        users: by_user.len() as u64,
+        users_with_events: with_events.len() as u64,
+        records,
+        features: names,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
