@@ -118,6 +118,88 @@ fn duckdb_and_pyarrow_read_the_archive_with_the_documented_schema() {
     assert!(out.status.success(), "check_archive.py failed:\n{stderr}");
 }
 
+/// docs/batch.md's worked example ("Training sets"), as a data scientist
+/// runs it: `weft gen`, labels made with DuckDB ("purchased within 24 h
+/// after ts"), `weft batch training-set`, the result read with pandas and
+/// DuckDB (tests/python/training_example.py).
+#[test]
+fn the_training_set_example_of_the_docs_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (archive, labels, train) = (
+        format!("{d}/archive"),
+        format!("{d}/labels.parquet"),
+        format!("{d}/train.parquet"),
+    );
+    ok(&[
+        "gen",
+        "--events",
+        "50000",
+        "--users",
+        "2000",
+        "--quiet",
+        "--parquet",
+        &archive,
+    ]);
+    let script = format!(
+        "{}/tests/python/training_example.py",
+        crate::common::repo_root()
+    );
+    let made = crate::common::python(&[&script, "labels", &archive, &labels]);
+    assert!(made.contains("labels: "), "{made}");
+    let spec = crate::common::example_spec_path();
+    let out = ok(&[
+        "batch",
+        "training-set",
+        "--archive",
+        &archive,
+        "--features",
+        &spec,
+        "--labels",
+        &labels,
+        "--out",
+        &train,
+    ]);
+    assert!(
+        out.contains("label rows") && out.contains("18 feature columns"),
+        "{out}"
+    );
+    let read = crate::common::python(&[&script, "read", &train, &labels]);
+    assert!(
+        read.contains("pandas: ") && read.contains("duckdb: "),
+        "{read}"
+    );
+    // A subset of the features; a label file without ts_ms is refused.
+    let only = format!("{d}/only.parquet");
+    ok(&[
+        "batch",
+        "training-set",
+        "--archive",
+        &archive,
+        "--features",
+        &spec,
+        "--labels",
+        &labels,
+        "--out",
+        &only,
+        "--only",
+        "views_7d,spend_90d",
+    ]);
+    let bad = weft(&[
+        "batch",
+        "training-set",
+        "--archive",
+        &archive,
+        "--features",
+        &spec,
+        "--labels",
+        &archive,
+        "--out",
+        &only,
+    ]);
+    assert!(!bad.status.success());
+}
+
 #[test]
 fn features_check_explains_a_spec_and_names_errors() {
     let spec = &crate::common::example_spec_path();
