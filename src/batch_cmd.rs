@@ -265,9 +265,22 @@ pub(crate) struct ExportArgs {
     /// The Parquet file to write.
     #[arg(long)]
     out: PathBuf,
-    /// Query time, as for inspect.
+    /// Query time, as for inspect. Without --point-in-time, every user is
+    /// evaluated as serving would at that time over everything the view
+    /// holds (windows to the end of its bucket, late arrivals included).
     #[arg(long)]
     at: Option<String>,
+    /// Cut exactly at --at instead, by event time and arrival ("as of t,
+    /// known at t", as `weft batch training-set`): reads the archive
+    /// (--archive, --features), not a view.
+    #[arg(long, requires = "at")]
+    point_in_time: bool,
+    /// The archive root, for --point-in-time (archive.root).
+    #[arg(long, requires = "point_in_time")]
+    archive: Option<String>,
+    /// The feature spec, for --point-in-time (features).
+    #[arg(long, requires = "point_in_time")]
+    features: Option<PathBuf>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -284,18 +297,24 @@ fn parse_version(s: &str) -> Result<u64> {
 fn parse_at(at: Option<&str>, view: &OpenedView) -> Result<i64> {
     match at {
         None => Ok(view.manifest().max_event_ms.unwrap_or(0)),
-        Some("now") => Ok(std::time::SystemTime::now()
+        Some(s) => parse_time(s),
+    }
+}
+
+/// Epoch milliseconds, `YYYY-MM-DD` (the last millisecond of that day) or
+/// `now`.
+fn parse_time(s: &str) -> Result<i64> {
+    if s == "now" {
+        return Ok(std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis() as i64),
-        Some(s) => {
-            if let Ok(ms) = s.parse::<i64>() {
-                return Ok(ms);
-            }
-            match weft_core::time::parse_date(s) {
-                Some(day_start) => Ok(day_start + weft_core::spec::DAY_MS - 1),
-                None => bail!("--at '{s}': expected epoch milliseconds, YYYY-MM-DD or now"),
-            }
-        }
+            .as_millis() as i64);
+    }
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    match weft_core::time::parse_date(s) {
+        Some(day_start) => Ok(day_start + weft_core::spec::DAY_MS - 1),
+        None => bail!("--at '{s}': expected epoch milliseconds, YYYY-MM-DD or now"),
     }
 }
 
@@ -379,6 +398,34 @@ pub(crate) fn run(file: Option<&Path>, cmd: &BatchCommand) -> Result<()> {
                 "features": profile,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }),
+        BatchCommand::Export(args) if args.point_in_time => rt.block_on(async {
+            let flags = Overrides::new()
+                .set("archive.root", "--archive", args.archive.clone())
+                .set_path("features", "--features", args.features.as_deref());
+            let config = archive_config(&crate::load_config(file, flags)?, "")?;
+            // clap requires --at with --point-in-time.
+            let at = parse_time(args.at.as_deref().unwrap_or("now"))?;
+            let progress = Arc::new(JobProgress::default());
+            let (bar, ticker) = progress_line(&progress);
+            let result = weft_batch::training::export_point_in_time(
+                &config,
+                at,
+                &args.out,
+                progress.clone(),
+            )
+            .await;
+            ticker.abort();
+            bar.finish_and_clear();
+            let s = result?;
+            println!(
+                "{}: {} users, {} columns, as of {at} ms and known then (point in time), from the archive {}",
+                args.out.display(),
+                s.rows,
+                s.features.len() + 2,
+                config.archive
+            );
             Ok(())
         }),
         BatchCommand::Export(args) => rt.block_on(async {

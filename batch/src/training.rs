@@ -33,7 +33,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
 use arrow_schema::{DataType, Field as ArrowField, Schema, SchemaRef};
-use datafusion::logical_expr::{JoinType, SortExpr, col};
+use datafusion::logical_expr::{Expr, JoinType, SortExpr, col, lit};
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::expressions::col as pcol;
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -47,6 +47,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use weft_core::archive::INGEST_COLUMN;
 use weft_core::eval::UserBuckets;
+use weft_core::spec::Field;
 use weft_core::{Event, FeatureSpec};
 
 use crate::columns::{EventColumns, StrCol};
@@ -255,29 +256,102 @@ impl ScratchWriter {
     }
 }
 
-/// One user's records (offset order) evaluated at each of its label times.
+/// The scan's columns for the features in `selected`: those they read; the
+/// string columns they do not read as empty literals (never looked at,
+/// nearly free to sort); the attributes only if read.
+fn scan_columns(spec: &FeatureSpec, selected: &[usize], ingest: bool) -> Vec<Expr> {
+    let fields: Vec<&Field> = selected
+        .iter()
+        .flat_map(|&i| {
+            let f = &spec.features[i];
+            f.aggregate
+                .field()
+                .into_iter()
+                .chain(f.filter.conditions.iter().map(|c| c.field()))
+        })
+        .collect();
+    let read = |name: &str, field: Field| {
+        if fields.contains(&&field) {
+            col(name)
+        } else {
+            lit("").alias(name)
+        }
+    };
+    let mut out: Vec<Expr> = columns(spec)
+        .into_iter()
+        .filter(|c| !matches!(*c, "item_id" | "category" | "attributes"))
+        .map(col)
+        .collect();
+    out.push(read("item_id", Field::ItemId));
+    out.push(read("category", Field::Category));
+    if fields.iter().any(|f| matches!(f, Field::Attr(_))) {
+        out.push(col("attributes"));
+    }
+    if ingest {
+        out.push(col(INGEST_COLUMN));
+    }
+    out
+}
+
+/// One user's records (offset order) evaluated at each of its label times
+/// over `spec` (the features asked for, in output order).
+///
+/// A record is known at `t` when `max(ts_ms, arrival) <= t`, so the known
+/// sets grow with `t`: the records are applied once, in the order they
+/// became known, and each label time evaluated when its turn comes. Copies
+/// of an event id are the same event, so which copy is applied does not
+/// matter; a user whose copies differ (a producer that reused an id) is
+/// evaluated label by label instead, the first copy in offset order among
+/// those known winning, exactly as the reference does.
 fn user_rows(
     spec: &FeatureSpec,
-    selected: &[usize],
     records: &[(Event, i64)],
-    labels: &[(i64, u64)],
+    labels: &mut [(i64, u64)],
     out: &mut ScratchWriter,
 ) -> Result<()> {
-    for &(t, row) in labels {
-        let mut buckets = UserBuckets::new(spec);
-        let mut seen: HashSet<&str> = HashSet::new();
-        for (e, ingest) in records {
-            if e.ts_ms <= t && *ingest <= t && seen.insert(e.event_id.as_str()) {
-                buckets.apply(e);
-            }
+    let known_from = |(e, arrival): &(Event, i64)| e.ts_ms.max(*arrival);
+    let mut first: HashMap<&str, usize> = HashMap::with_capacity(records.len());
+    let mut conflicting = false;
+    for (i, (e, _)) in records.iter().enumerate() {
+        if let Some(&j) = first.get(e.event_id.as_str()) {
+            conflicting |= records[j].0 != *e;
+        } else {
+            first.insert(e.event_id.as_str(), i);
         }
-        let mut profile = buckets.evaluate(t);
-        out.push(
-            row,
-            selected
-                .iter()
-                .map(|&i| profile.remove(&spec.features[i].name)),
-        )?;
+    }
+    let mut emit = |row: u64, mut profile: weft_core::eval::Profile| {
+        out.push(row, spec.features.iter().map(|f| profile.remove(&f.name)))
+    };
+    if conflicting {
+        for &(t, row) in labels.iter() {
+            let mut buckets = UserBuckets::new(spec);
+            let mut seen: HashSet<&str> = HashSet::new();
+            for r in records {
+                if known_from(r) <= t && seen.insert(r.0.event_id.as_str()) {
+                    buckets.apply(&r.0);
+                }
+            }
+            emit(row, buckets.evaluate(t))?;
+        }
+        return Ok(());
+    }
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    order.sort_by_key(|&i| known_from(&records[i]));
+    labels.sort_unstable();
+    let mut buckets = UserBuckets::new(spec);
+    let mut seen: HashSet<&str> = HashSet::with_capacity(records.len());
+    let mut next = order.iter().peekable();
+    for &(t, row) in labels.iter() {
+        while let Some(&&i) = next.peek() {
+            if known_from(&records[i]) > t {
+                break;
+            }
+            if seen.insert(records[i].0.event_id.as_str()) {
+                buckets.apply(&records[i].0);
+            }
+            next.next();
+        }
+        emit(row, buckets.evaluate(t))?;
     }
     Ok(())
 }
@@ -292,14 +366,96 @@ pub async fn training_set(
     only: &[String],
     progress: Arc<JobProgress>,
 ) -> Result<TrainingSummary> {
-    let started = std::time::Instant::now();
-    let spec = config.spec.clone();
-    let selected = selected(&spec, only)?;
-    let names: Vec<String> = selected
+    let selected = selected(&config.spec, only)?;
+    let names = names(&config.spec, &selected);
+    let labels = read_labels(labels, &names)?;
+    build(config, labels, selected, out, progress).await
+}
+
+/// `weft batch export --point-in-time`: one row per user of the archive
+/// (`tenant`, `user_id`, in key order) with every feature as the platform
+/// knew the user at `at_ms`, read from the archive.
+pub async fn export_point_in_time(
+    config: &BatchConfig,
+    at_ms: i64,
+    out: &Path,
+    progress: Arc<JobProgress>,
+) -> Result<TrainingSummary> {
+    let selected = selected(&config.spec, &[])?;
+    let Scan { table, .. } = open_scan(config, &progress).await?;
+    let users = table
+        .select_columns(&["tenant", "user_id"])?
+        .distinct()?
+        .sort(vec![
+            SortExpr::new(col("tenant"), true, false),
+            SortExpr::new(col("user_id"), true, false),
+        ])?
+        .collect()
+        .await?;
+    let schema = Arc::new(Schema::new(vec![
+        ArrowField::new("tenant", DataType::Utf8, false),
+        ArrowField::new("user_id", DataType::Utf8, false),
+    ]));
+    let mut by_user: HashMap<(String, String), Vec<(i64, u64)>> = HashMap::new();
+    let mut batches = Vec::with_capacity(users.len());
+    let mut row = 0u64;
+    for batch in users {
+        let tenant = StrCol::new(batch.column(0).as_ref(), "tenant")?;
+        let user = StrCol::new(batch.column(1).as_ref(), "user_id")?;
+        for i in 0..batch.num_rows() {
+            by_user.insert(
+                (tenant.value(i).to_string(), user.value(i).to_string()),
+                vec![(at_ms, row + i as u64)],
+            );
+        }
+        row += batch.num_rows() as u64;
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|c| datafusion::arrow::compute::cast(c, &DataType::Utf8))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| BatchError::DataFusion(e.into()))?;
+        batches.push(
+            RecordBatch::try_new(schema.clone(), columns)
+                .map_err(|e| BatchError::DataFusion(e.into()))?,
+        );
+    }
+    let labels = Labels {
+        batches,
+        rows: row,
+        by_user,
+    };
+    build(config, labels, selected, out, progress).await
+}
+
+fn names(spec: &FeatureSpec, selected: &[usize]) -> Vec<String> {
+    selected
         .iter()
         .map(|&i| spec.features[i].name.clone())
-        .collect();
-    let labels = read_labels(labels, &names)?;
+        .collect()
+}
+
+/// The features of `selected` for every label row, next to the label rows.
+async fn build(
+    config: &BatchConfig,
+    labels: Labels,
+    selected: Vec<usize>,
+    out: &Path,
+    progress: Arc<JobProgress>,
+) -> Result<TrainingSummary> {
+    let started = std::time::Instant::now();
+    let names = names(&config.spec, &selected);
+    // Only the features asked for are folded.
+    let spec = Arc::new(
+        FeatureSpec::new(
+            selected
+                .iter()
+                .map(|&i| config.spec.features[i].clone())
+                .collect(),
+        )
+        .map_err(|e| BatchError::Argument(format!("features: {e}")))?,
+    );
+    let selected: Vec<usize> = (0..spec.features.len()).collect();
     let feature_schema = Schema::new(
         selected
             .iter()
@@ -312,13 +468,10 @@ pub async fn training_set(
 
     let Scan { ctx, table, .. } = open_scan(config, &progress).await?;
     progress.set("scanning and grouping");
-    let mut cols = columns(&spec);
     let has_ingest = table
         .schema()
         .has_column_with_unqualified_name(INGEST_COLUMN);
-    if has_ingest {
-        cols.push(INGEST_COLUMN);
-    }
+    let cols = scan_columns(&spec, &selected, has_ingest);
     // The labels' users, for a semi-join: only their records are sorted.
     let users = {
         let mut t = arrow_array::builder::StringBuilder::new();
@@ -334,7 +487,7 @@ pub async fn training_set(
         RecordBatch::try_new(schema, vec![Arc::new(t.finish()), Arc::new(u.finish())])
             .map_err(|e| BatchError::DataFusion(e.into()))?
     };
-    let df = table.select_columns(&cols)?.join(
+    let df = table.select(cols)?.join(
         ctx.read_batch(users)?,
         JoinType::LeftSemi,
         &["tenant", "user_id"],
@@ -368,7 +521,6 @@ pub async fn training_set(
     for i in 0..partitions {
         let mut stream = sorted.execute(i, task_ctx.clone())?;
         let spec = spec.clone();
-        let selected = selected.clone();
         let by_user = by_user.clone();
         let progress = progress.clone();
         let mut writer = ScratchWriter::create(
@@ -377,7 +529,10 @@ pub async fn training_set(
         )?;
         tasks.push(tokio::spawn(async move {
             let mut current: Option<(String, String)> = None;
+            // The current user's records; the slots are reused from user to
+            // user (their strings keep their buffers).
             let mut records: Vec<(Event, i64)> = Vec::new();
+            let mut used = 0;
             let mut seen_users: Vec<(String, String)> = Vec::new();
             let mut read = 0u64;
             let finish = |key: &Option<(String, String)>,
@@ -387,7 +542,7 @@ pub async fn training_set(
                 if let Some(key) = key
                     && let Some(labels) = by_user.get(key)
                 {
-                    user_rows(&spec, &selected, records, labels, writer)?;
+                    user_rows(&spec, records, &mut labels.clone(), writer)?;
                 }
                 Ok(())
             };
@@ -404,30 +559,29 @@ pub async fn training_set(
                         .as_ref()
                         .is_some_and(|(t, u)| t == tenant && u == user);
                     if !same {
-                        finish(&current, &records, &mut writer)?;
-                        records.clear();
+                        finish(&current, &records[..used], &mut writer)?;
+                        used = 0;
                         let key = (tenant.to_string(), user.to_string());
                         seen_users.push(key.clone());
                         current = Some(key);
                     }
-                    let mut e = weft_core::Event {
-                        tenant: tenant.to_string(),
-                        user_id: user.to_string(),
-                        ..crate::group::empty_event()
-                    };
-                    c.fill(row, &mut e)?;
-                    let arrival = match ingest {
+                    if used == records.len() {
+                        records.push((crate::group::empty_event(), 0));
+                    }
+                    let (e, arrival) = &mut records[used];
+                    used += 1;
+                    c.fill(row, e)?;
+                    *arrival = match ingest {
                         Some(a) if a.is_valid(row) => a.value(row),
                         _ => e.ts_ms,
                     };
-                    records.push((e, arrival));
                 }
                 read += batch.num_rows() as u64;
                 progress
                     .rows
                     .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
             }
-            finish(&current, &records, &mut writer)?;
+            finish(&current, &records[..used], &mut writer)?;
             writer.close()?;
             Ok::<_, BatchError>((seen_users, read))
         }));
@@ -445,7 +599,7 @@ pub async fn training_set(
     let mut empty = ScratchWriter::create(scratch.path().join("none.parquet"), &feature_schema)?;
     for (key, rows) in by_user.iter() {
         if !with_events.contains(key) {
-            user_rows(&spec, &selected, &[], rows, &mut empty)?;
+            user_rows(&spec, &[], &mut rows.clone(), &mut empty)?;
         }
     }
     empty.close()?;

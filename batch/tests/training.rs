@@ -412,3 +412,47 @@ proptest! {
         rt.block_on(check(&archive, &labels, &records, &[], None));
     }
 }
+
+/// `weft batch export --point-in-time`: every user of the archive, in key
+/// order, as known at `t`, equals the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_in_time_export_equals_the_reference_for_every_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let events = generated_events(23, 20_000, 600);
+    write_archive(&archive, &events);
+    let records = records_by_user(&events);
+    // Mid-way through the data, with late events still on their way.
+    let mut times: Vec<i64> = events.iter().map(|s| s.event.ts_ms).collect();
+    times.sort_unstable();
+    let t = times[times.len() / 2];
+    let pending = events
+        .iter()
+        .filter(|s| s.event.ts_ms <= t && s.ingest_ms > t)
+        .count();
+    assert!(pending > 0, "some events have not arrived by t");
+    let (spec, text) = example_spec();
+    let out = dir.path().join("export.parquet");
+    let summary = weft_batch::training::export_point_in_time(
+        &config(&archive, spec.clone(), text),
+        t,
+        &out,
+        Arc::new(JobProgress::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.rows, records.len() as u64);
+    let got = read_all(&out);
+    let (tenant, user) = (got.column(0).as_string::<i32>(), got.column(1).as_string::<i32>());
+    for (i, ((t_name, u_name), mine)) in records.iter().enumerate() {
+        assert_eq!((tenant.value(i), user.value(i)), (t_name.as_str(), u_name.as_str()));
+        let served: Profile = spec
+            .features
+            .iter()
+            .enumerate()
+            .filter_map(|(c, f)| Some((f.name.clone(), value(got.column(2 + c).as_ref(), i)?)))
+            .collect();
+        compare_profiles(&spec, &served, &reference::evaluate_known_at(&spec, mine, t))
+            .unwrap_or_else(|d| panic!("{t_name}/{u_name} at {t}: {d}"));
+    }
+}
