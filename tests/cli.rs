@@ -201,8 +201,17 @@ fn the_training_set_example_of_the_docs_runs() {
     // The export's exact cut reads the archive; without --at it is refused.
     let exported = format!("{d}/export.parquet");
     let out = ok(&[
-        "batch", "export", "--point-in-time", "--at", "2026-09-15", "--archive", &archive,
-        "--features", &spec, "--out", &exported,
+        "batch",
+        "export",
+        "--point-in-time",
+        "--at",
+        "2026-09-15",
+        "--archive",
+        &archive,
+        "--features",
+        &spec,
+        "--out",
+        &exported,
     ]);
     assert!(out.contains("known then (point in time)"), "{out}");
     let no_at = weft(&["batch", "export", "--point-in-time", "--out", &exported]);

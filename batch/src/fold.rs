@@ -34,25 +34,40 @@ use crate::job::JobProgress;
 use crate::recs::RecsBuilder;
 use crate::{BatchError, Result};
 
-/// Folds one partition of the (unsorted) scan into its SST file.
+/// What consumes one partition's rows user by user: the fold, or a
+/// training set's evaluation ([`group_partition`] drives it).
+pub(crate) trait UserRows {
+    /// A batch sorted by (tenant, user, partition, offset), of the sort's
+    /// schema (the external sort's output): the consumer finds the users.
+    fn push_sorted(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// The in-memory path's users and rows, in the same order.
+    fn visit(&mut self, visit: Visit<'_>) -> Result<()>;
+}
+
+/// How a partition was grouped.
+pub(crate) struct Grouping {
+    pub(crate) in_memory: bool,
+    pub(crate) spills: usize,
+    pub(crate) spilled_bytes: usize,
+}
+
+/// Groups one partition of the (unsorted) scan by user and hands it to
+/// `rows`.
 ///
 /// The rows are grouped by user in memory ([`Grouper`]) while they fit the
 /// partition's share of the memory budget. When a batch does not fit, the
 /// rows taken so far and the rest of the input go through DataFusion's
-/// external sort (which spills sorted runs to disk) instead, and the fold
+/// external sort (which spills sorted runs to disk) instead, and `rows`
 /// reads its sorted output: the same rows in the same order either way
 /// (an archive holds each (partition, offset) once).
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn fold_partition(
+pub(crate) async fn group_partition(
     input: Arc<dyn ExecutionPlan>,
     partition: usize,
     task_ctx: Arc<datafusion::execution::TaskContext>,
-    spec: &FeatureSpec,
-    files: &mut dyn FnMut(i32) -> Result<PathBuf>,
-    recs: RecsBuilder,
     progress: &JobProgress,
     reservation: MemoryReservation,
-) -> Result<FoldOutput> {
+    rows: &mut impl UserRows,
+) -> Result<Grouping> {
     let mut stream = input.execute(partition, task_ctx.clone())?;
     let mut grouper = Grouper::new();
     // Set when the rows stop fitting: the batch not taken (if any) and why.
@@ -78,8 +93,6 @@ pub(crate) async fn fold_partition(
         }
     }
 
-    let opts = sst_options(None);
-    let mut fold = Folder::new(spec, &opts, files, recs);
     let (mut spills, mut spilled_bytes) = (0, 0);
     let in_memory = overflow.is_none();
     progress.set("folding");
@@ -89,7 +102,7 @@ pub(crate) async fn fold_partition(
             rows = grouper.rows(),
             held_mib = reservation.size() >> 20,
             %refused,
-            "a fold partition does not fit its share of the memory budget: external sort"
+            "a partition's rows do not fit its share of the memory budget: external sort"
         );
         // External sort of everything: the rows held so far (their memory
         // handed over to the sort as it takes them), then the rest.
@@ -162,7 +175,7 @@ pub(crate) async fn fold_partition(
         let mut sorted_stream = sorted.execute(0, task_ctx)?;
         while let Some(batch) = sorted_stream.next().await {
             let batch = batch?;
-            fold.push_sorted(&batch)?;
+            rows.push_sorted(&batch)?;
             progress
                 .rows
                 .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
@@ -173,24 +186,48 @@ pub(crate) async fn fold_partition(
         }
     } else {
         let grouped = grouper.finish();
-        let mut rows = 0u64;
-        grouped.for_each(|visit| match visit {
-            Visit::User(tenant, user, kafka_partition) => {
-                fold.finish_user()?;
-                fold.start_user(tenant, user, kafka_partition);
-                progress.rows.fetch_add(rows, Ordering::Relaxed);
-                rows = 0;
-                Ok(())
+        let mut n = 0u64;
+        grouped.for_each(|visit| {
+            match visit {
+                Visit::User(..) => {
+                    progress.rows.fetch_add(n, Ordering::Relaxed);
+                    n = 0;
+                }
+                Visit::Row(..) => n += 1,
             }
-            Visit::Row(event) => {
-                rows += 1;
-                fold.push_event(event)
-            }
+            rows.visit(visit)
         })?;
-        progress.rows.fetch_add(rows, Ordering::Relaxed);
+        progress.rows.fetch_add(n, Ordering::Relaxed);
         drop(grouped);
         reservation.free();
     }
+    Ok(Grouping {
+        in_memory,
+        spills,
+        spilled_bytes,
+    })
+}
+
+/// Folds one partition of the (unsorted) scan into its SST files
+/// ([`group_partition`] groups it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn fold_partition(
+    input: Arc<dyn ExecutionPlan>,
+    partition: usize,
+    task_ctx: Arc<datafusion::execution::TaskContext>,
+    spec: &FeatureSpec,
+    files: &mut dyn FnMut(i32) -> Result<PathBuf>,
+    recs: RecsBuilder,
+    progress: &JobProgress,
+    reservation: MemoryReservation,
+) -> Result<FoldOutput> {
+    let opts = sst_options(None);
+    let mut fold = Folder::new(spec, &opts, files, recs);
+    let Grouping {
+        in_memory,
+        spills,
+        spilled_bytes,
+    } = group_partition(input, partition, task_ctx, progress, reservation, &mut fold).await?;
     fold.finish_user()?;
     let Folder {
         counts,
@@ -218,6 +255,23 @@ pub(crate) async fn fold_partition(
         spilled_bytes,
         in_memory,
     })
+}
+
+impl UserRows for Folder<'_, '_, '_> {
+    fn push_sorted(&mut self, batch: &RecordBatch) -> Result<()> {
+        Folder::push_sorted(self, batch)
+    }
+
+    fn visit(&mut self, visit: Visit<'_>) -> Result<()> {
+        match visit {
+            Visit::User(tenant, user, kafka_partition) => {
+                self.finish_user()?;
+                self.start_user(tenant, user, kafka_partition);
+                Ok(())
+            }
+            Visit::Row(event, _) => self.push_event(event),
+        }
+    }
 }
 
 /// A scanned batch as batches of the sort's schema of at most `rows` rows

@@ -171,6 +171,8 @@ impl<T> std::ops::Index<usize> for Chunked<T> {
 struct Row {
     offset: i64,
     ts_ms: i64,
+    /// Arrival (`_ingest_ms`; the event time when the scan has none).
+    ingest_ms: i64,
     price_minor: i64,
     /// End of the event id in the event-id arena (its start is the
     /// previous row's end).
@@ -259,6 +261,7 @@ impl Grouper {
             ));
         }
         let cols = EventColumns::new(batch)?;
+        let ingest = ingest_column(batch);
         for row in 0..batch.num_rows() {
             let tenant_id = cols.tenant.value(row);
             let tenant = match self.last_tenant {
@@ -280,9 +283,11 @@ impl Grouper {
             cols.push_attributes(row, &mut self.scratch);
             let attributes = self.attribute_sets.intern(&self.scratch)?;
             self.event_ids.push_str(cols.event_id.value(row));
+            let ts_ms = cols.ts_ms.value(row);
             self.rows.push(Row {
                 offset: cols.offset.value(row),
-                ts_ms: cols.ts_ms.value(row),
+                ts_ms,
+                ingest_ms: arrival(ingest, row, ts_ms),
                 price_minor: cols.price_minor.value(row),
                 event_id_end: self.event_ids.len() as u64,
                 partition: cols.partition.value(row),
@@ -445,7 +450,8 @@ impl IntoBatches {
             .push_str(g.users[r.tenant as usize].get(r.user));
         g.fill_row(&r, self.event_id_start, &mut self.event)?;
         self.event_id_start = r.event_id_end as usize;
-        self.builder.append(&self.event, r.partition, r.offset);
+        self.builder
+            .append(&self.event, r.partition, r.offset, r.ingest_ms);
         self.row += 1;
         if self.row == self.grouper.rows.chunks[self.chunk].len() {
             self.grouper.rows.chunks[self.chunk] = Vec::new();
@@ -475,8 +481,9 @@ pub(crate) enum Visit<'a> {
     /// The next user, in key order: (tenant, user id, the Kafka partition
     /// of its first row in (partition, offset) order).
     User(&'a str, &'a str, i32),
-    /// The current user's next row, in (partition, offset) order.
-    Row(&'a Event),
+    /// The current user's next row, in (partition, offset) order, and its
+    /// arrival time.
+    Row(&'a Event, i64),
 }
 
 impl Grouped {
@@ -497,7 +504,7 @@ impl Grouped {
             event.user_id.push_str(user_id);
             for &i in &self.order[start..end] {
                 g.fill(i as usize, &mut event)?;
-                f(Visit::Row(&event))?;
+                f(Visit::Row(&event, g.rows[i as usize].ingest_ms))?;
             }
             start = end;
         }
@@ -513,6 +520,7 @@ pub(crate) const SORT_ROW_BYTES: usize = 256;
 /// A scanned batch as a batch of [`sort_schema`].
 pub(crate) fn to_sort_batch(batch: &RecordBatch) -> Result<RecordBatch> {
     let cols = EventColumns::new(batch)?;
+    let ingest = ingest_column(batch);
     let mut builder = SortBatchBuilder::default();
     let mut event = empty_event();
     for row in 0..batch.num_rows() {
@@ -521,9 +529,33 @@ pub(crate) fn to_sort_batch(batch: &RecordBatch) -> Result<RecordBatch> {
         event.tenant.push_str(cols.tenant.value(row));
         event.user_id.clear();
         event.user_id.push_str(cols.user_id.value(row));
-        builder.append(&event, cols.partition.value(row), cols.offset.value(row));
+        let ingest_ms = arrival(ingest, row, event.ts_ms);
+        builder.append(
+            &event,
+            cols.partition.value(row),
+            cols.offset.value(row),
+            ingest_ms,
+        );
     }
     Ok(builder.finish())
+}
+
+/// A scanned batch's `_ingest_ms` column, if the scan has one.
+pub(crate) fn ingest_column(batch: &RecordBatch) -> Option<&arrow_array::Int64Array> {
+    use arrow_array::cast::AsArray;
+    batch
+        .column_by_name(weft_core::archive::INGEST_COLUMN)?
+        .as_primitive_opt::<arrow_array::types::Int64Type>()
+}
+
+/// Row `row`'s arrival: `_ingest_ms`, or the event time where it is null
+/// or not scanned (archives from before the column).
+pub(crate) fn arrival(ingest: Option<&arrow_array::Int64Array>, row: usize, ts_ms: i64) -> i64 {
+    use arrow_array::Array;
+    match ingest {
+        Some(a) if a.is_valid(row) => a.value(row),
+        _ => ts_ms,
+    }
 }
 
 /// The schema of the batches an external sort of the grouper's rows takes:
@@ -546,10 +578,8 @@ pub(crate) struct SortBatchBuilder {
 }
 
 impl SortBatchBuilder {
-    pub(crate) fn append(&mut self, e: &Event, partition: i32, offset: i64) {
-        // The fold does not read arrival times: the event time fills the
-        // column of these internal batches.
-        self.archive.append(e, partition, offset, e.ts_ms);
+    pub(crate) fn append(&mut self, e: &Event, partition: i32, offset: i64, ingest_ms: i64) {
+        self.archive.append(e, partition, offset, ingest_ms);
         self.tenant.append_value(&e.tenant);
     }
 

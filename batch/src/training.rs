@@ -26,18 +26,16 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use arrow_array::builder::{ArrayBuilder, UInt64Builder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
 use arrow_schema::{DataType, Field as ArrowField, Schema, SchemaRef};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::logical_expr::{Expr, JoinType, SortExpr, col, lit};
-use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::expressions::col as pcol;
 use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use datafusion::prelude::ParquetReadOptions;
 use futures::StreamExt;
@@ -52,6 +50,8 @@ use weft_core::{Event, FeatureSpec};
 
 use crate::columns::{EventColumns, StrCol};
 use crate::export::{Column, column_type};
+use crate::fold::{UserRows, group_partition};
+use crate::group::Visit;
 use crate::job::{BatchConfig, JobProgress, Scan, columns, open_scan};
 use crate::{BatchError, Result};
 
@@ -71,15 +71,22 @@ pub struct TrainingSummary {
     pub records: u64,
     /// The feature columns added.
     pub features: Vec<String>,
+    /// Partitions whose rows were grouped in memory (the others did not
+    /// fit their share of the budget and were sorted externally), of all.
+    pub grouped_in_memory: usize,
+    pub partitions: usize,
     pub seconds: f64,
 }
+
+/// Per (tenant, user): each of its label rows' (time, row number).
+type LabelTimes = HashMap<(String, String), Vec<(i64, u64)>>;
 
 /// The labels: their batches (passed through) and, per user, each label
 /// row's (time, row number).
 struct Labels {
     batches: Vec<RecordBatch>,
     rows: u64,
-    by_user: HashMap<(String, String), Vec<(i64, u64)>>,
+    by_user: LabelTimes,
 }
 
 fn bad(file: &Path, problem: impl ToString) -> BatchError {
@@ -131,7 +138,7 @@ fn read_labels(path: &Path, features: &[String]) -> Result<Labels> {
             ),
         ));
     }
-    let mut by_user: HashMap<(String, String), Vec<(i64, u64)>> = HashMap::new();
+    let mut by_user: LabelTimes = HashMap::new();
     let mut batches = Vec::new();
     let mut row = 0u64;
     for batch in reader {
@@ -356,6 +363,88 @@ fn user_rows(
     Ok(())
 }
 
+/// One partition's users, as [`group_partition`] hands them over: each
+/// user's records gathered (event slots reused), then evaluated at the
+/// user's label times into the partition's scratch file.
+struct TrainingRows {
+    spec: Arc<FeatureSpec>,
+    by_user: Arc<LabelTimes>,
+    writer: ScratchWriter,
+    current: Option<(String, String)>,
+    records: Vec<(Event, i64)>,
+    used: usize,
+    seen_users: Vec<(String, String)>,
+    read: u64,
+}
+
+impl TrainingRows {
+    fn start_user(&mut self, tenant: &str, user: &str) -> Result<()> {
+        self.finish_user()?;
+        let key = (tenant.to_string(), user.to_string());
+        self.seen_users.push(key.clone());
+        self.current = Some(key);
+        Ok(())
+    }
+
+    /// The next record's slot.
+    fn slot(&mut self) -> &mut (Event, i64) {
+        if self.used == self.records.len() {
+            self.records.push((crate::group::empty_event(), 0));
+        }
+        self.used += 1;
+        self.read += 1;
+        &mut self.records[self.used - 1]
+    }
+
+    fn finish_user(&mut self) -> Result<()> {
+        if let Some(key) = &self.current
+            && let Some(labels) = self.by_user.get(key)
+        {
+            user_rows(
+                &self.spec,
+                &self.records[..self.used],
+                &mut labels.clone(),
+                &mut self.writer,
+            )?;
+        }
+        self.used = 0;
+        Ok(())
+    }
+}
+
+impl UserRows for TrainingRows {
+    fn push_sorted(&mut self, batch: &RecordBatch) -> Result<()> {
+        let c = EventColumns::new(batch)?;
+        let ingest = crate::group::ingest_column(batch);
+        for row in 0..batch.num_rows() {
+            let (tenant, user) = (c.tenant.value(row), c.user_id.value(row));
+            let same = self
+                .current
+                .as_ref()
+                .is_some_and(|(t, u)| t == tenant && u == user);
+            if !same {
+                self.start_user(tenant, user)?;
+            }
+            let (e, arrival) = self.slot();
+            c.fill(row, e)?;
+            *arrival = crate::group::arrival(ingest, row, e.ts_ms);
+        }
+        Ok(())
+    }
+
+    fn visit(&mut self, visit: Visit<'_>) -> Result<()> {
+        match visit {
+            Visit::User(tenant, user, _) => self.start_user(tenant, user),
+            Visit::Row(event, ingest_ms) => {
+                let (e, arrival) = self.slot();
+                e.clone_from(event);
+                *arrival = ingest_ms;
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Builds the training set of `labels` from `config.archive` into `out`
 /// (atomically: a temporary file renamed into place). `only`: the features
 /// to compute (empty: all of the spec's).
@@ -396,7 +485,7 @@ pub async fn export_point_in_time(
         ArrowField::new("tenant", DataType::Utf8, false),
         ArrowField::new("user_id", DataType::Utf8, false),
     ]));
-    let mut by_user: HashMap<(String, String), Vec<(i64, u64)>> = HashMap::new();
+    let mut by_user: LabelTimes = HashMap::new();
     let mut batches = Vec::with_capacity(users.len());
     let mut row = 0u64;
     for batch in users {
@@ -502,13 +591,6 @@ async fn build(
         plan,
         Partitioning::Hash(keys, partitions),
     )?);
-    let order = ["tenant", "user_id", "_partition", "_offset"]
-        .iter()
-        .map(|c| Ok(PhysicalSortExpr::new_default(pcol(c, &schema)?)))
-        .collect::<Result<Vec<_>>>()?;
-    let order = LexOrdering::new(order)
-        .ok_or_else(|| BatchError::Argument("an empty sort order".into()))?;
-    let sorted = Arc::new(SortExec::new(order, repartitioned).with_preserve_partitioning(true));
 
     progress.set("folding");
     let scratch = tempfile::Builder::new()
@@ -517,83 +599,57 @@ async fn build(
         .map_err(|e| bad(Path::new("scratch directory"), e))?;
     let task_ctx = ctx.task_ctx();
     let by_user = Arc::new(labels.by_user);
+    // Registered before any partition's grouping grows: each gets its fair
+    // share of the pool from the start.
+    let reservations: Vec<MemoryReservation> = (0..partitions)
+        .map(|i| {
+            MemoryConsumer::new(format!("weft training rows[{i}]"))
+                .with_can_spill(true)
+                .register(task_ctx.memory_pool())
+        })
+        .collect();
     let mut tasks = Vec::with_capacity(partitions);
-    for i in 0..partitions {
-        let mut stream = sorted.execute(i, task_ctx.clone())?;
-        let spec = spec.clone();
-        let by_user = by_user.clone();
-        let progress = progress.clone();
-        let mut writer = ScratchWriter::create(
-            scratch.path().join(format!("p{i}.parquet")),
-            &feature_schema,
-        )?;
+    for (i, reservation) in reservations.into_iter().enumerate() {
+        let mut rows = TrainingRows {
+            spec: spec.clone(),
+            by_user: by_user.clone(),
+            writer: ScratchWriter::create(
+                scratch.path().join(format!("p{i}.parquet")),
+                &feature_schema,
+            )?,
+            current: None,
+            records: Vec::new(),
+            used: 0,
+            seen_users: Vec::new(),
+            read: 0,
+        };
+        let (plan, task_ctx, progress) =
+            (repartitioned.clone(), task_ctx.clone(), progress.clone());
         tasks.push(tokio::spawn(async move {
-            let mut current: Option<(String, String)> = None;
-            // The current user's records; the slots are reused from user to
-            // user (their strings keep their buffers).
-            let mut records: Vec<(Event, i64)> = Vec::new();
-            let mut used = 0;
-            let mut seen_users: Vec<(String, String)> = Vec::new();
-            let mut read = 0u64;
-            let finish = |key: &Option<(String, String)>,
-                          records: &[(Event, i64)],
-                          writer: &mut ScratchWriter|
-             -> Result<()> {
-                if let Some(key) = key
-                    && let Some(labels) = by_user.get(key)
-                {
-                    user_rows(&spec, records, &mut labels.clone(), writer)?;
-                }
-                Ok(())
-            };
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                let c = EventColumns::new(&batch)?;
-                let ingest = match batch.column_by_name(INGEST_COLUMN) {
-                    Some(a) => a.as_primitive_opt::<Int64Type>(),
-                    None => None,
-                };
-                for row in 0..batch.num_rows() {
-                    let (tenant, user) = (c.tenant.value(row), c.user_id.value(row));
-                    let same = current
-                        .as_ref()
-                        .is_some_and(|(t, u)| t == tenant && u == user);
-                    if !same {
-                        finish(&current, &records[..used], &mut writer)?;
-                        used = 0;
-                        let key = (tenant.to_string(), user.to_string());
-                        seen_users.push(key.clone());
-                        current = Some(key);
-                    }
-                    if used == records.len() {
-                        records.push((crate::group::empty_event(), 0));
-                    }
-                    let (e, arrival) = &mut records[used];
-                    used += 1;
-                    c.fill(row, e)?;
-                    *arrival = match ingest {
-                        Some(a) if a.is_valid(row) => a.value(row),
-                        _ => e.ts_ms,
-                    };
-                }
-                read += batch.num_rows() as u64;
-                progress
-                    .rows
-                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            let grouping =
+                group_partition(plan, i, task_ctx, &progress, reservation, &mut rows).await?;
+            rows.finish_user()?;
+            rows.writer.close()?;
+            if !grouping.in_memory {
+                tracing::info!(
+                    partition = i,
+                    spills = grouping.spills,
+                    "training rows sorted externally"
+                );
             }
-            finish(&current, &records[..used], &mut writer)?;
-            writer.close()?;
-            Ok::<_, BatchError>((seen_users, read))
+            Ok::<_, BatchError>((rows.seen_users, rows.read, grouping.in_memory))
         }));
     }
     let mut with_events: HashSet<(String, String)> = HashSet::new();
     let mut records = 0;
+    let mut grouped_in_memory = 0;
     for t in tasks {
-        let (users, read) = t
+        let (users, read, in_memory) = t
             .await
             .map_err(|e| BatchError::Argument(format!("a training-set task failed: {e}")))??;
         with_events.extend(users);
         records += read;
+        grouped_in_memory += usize::from(in_memory);
     }
     // Label rows of users with no record: the features of no events.
     let mut empty = ScratchWriter::create(scratch.path().join("none.parquet"), &feature_schema)?;
@@ -681,6 +737,8 @@ async fn build(
         users_with_events: with_events.len() as u64,
         records,
         features: names,
+        grouped_in_memory,
+        partitions,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -298,9 +298,41 @@ async fn every_label_row_equals_the_reference_known_at_its_time() {
     assert!(labels.len() > 2_000, "{} label rows", labels.len());
     let summary = check(&archive, &labels, &records, &[], None).await;
     assert_eq!(summary.users_with_events + 20, summary.users);
-    // A budget small enough that the sort spills gives the same rows, and
-    // a subset of the features only those columns.
-    check(
+    assert_eq!(summary.grouped_in_memory, summary.partitions);
+    // A subset of the features: only those columns.
+    let only = vec!["views_7d".to_string(), "recently_viewed".to_string()];
+    check(&archive, &labels, &records, &only, None).await;
+}
+
+/// Rows that do not fit the smallest budget go through the external sort
+/// (the batch job's grouping) and give the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_smaller_than_the_data_sorts_externally_and_stays_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let events = generated_events(12, 250_000, 5_000);
+    write_archive(&archive, &events);
+    let records = records_by_user(&events);
+    // Every user, so that every record is read: one label at its last
+    // arrival, one mid-way.
+    let labels: Vec<Label> = records
+        .iter()
+        .flat_map(|((tenant, user), recs)| {
+            let (first, last) = (
+                recs[0].event.ts_ms,
+                recs.iter().map(|s| s.ingest_ms).max().unwrap(),
+            );
+            [last, first + (last - first) / 2].map(|ts_ms| Label {
+                tenant: tenant.clone(),
+                user: user.clone(),
+                ts_ms,
+                label: 1,
+                weight: 0.5,
+                note: None,
+            })
+        })
+        .collect();
+    let summary = check(
         &archive,
         &labels,
         &records,
@@ -308,8 +340,10 @@ async fn every_label_row_equals_the_reference_known_at_its_time() {
         Some(weft_batch::job::MIN_MEMORY),
     )
     .await;
-    let only = vec!["views_7d".to_string(), "recently_viewed".to_string()];
-    check(&archive, &labels, &records, &only, None).await;
+    assert!(
+        summary.grouped_in_memory < summary.partitions,
+        "the smallest budget cannot group in memory: {summary:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,16 +477,26 @@ async fn point_in_time_export_equals_the_reference_for_every_user() {
     .unwrap();
     assert_eq!(summary.rows, records.len() as u64);
     let got = read_all(&out);
-    let (tenant, user) = (got.column(0).as_string::<i32>(), got.column(1).as_string::<i32>());
+    let (tenant, user) = (
+        got.column(0).as_string::<i32>(),
+        got.column(1).as_string::<i32>(),
+    );
     for (i, ((t_name, u_name), mine)) in records.iter().enumerate() {
-        assert_eq!((tenant.value(i), user.value(i)), (t_name.as_str(), u_name.as_str()));
+        assert_eq!(
+            (tenant.value(i), user.value(i)),
+            (t_name.as_str(), u_name.as_str())
+        );
         let served: Profile = spec
             .features
             .iter()
             .enumerate()
             .filter_map(|(c, f)| Some((f.name.clone(), value(got.column(2 + c).as_ref(), i)?)))
             .collect();
-        compare_profiles(&spec, &served, &reference::evaluate_known_at(&spec, mine, t))
-            .unwrap_or_else(|d| panic!("{t_name}/{u_name} at {t}: {d}"));
+        compare_profiles(
+            &spec,
+            &served,
+            &reference::evaluate_known_at(&spec, mine, t),
+        )
+        .unwrap_or_else(|d| panic!("{t_name}/{u_name} at {t}: {d}"));
     }
 }
