@@ -42,6 +42,10 @@ pub(crate) trait UserRows {
     fn push_sorted(&mut self, batch: &RecordBatch) -> Result<()>;
     /// The in-memory path's users and rows, in the same order.
     fn visit(&mut self, visit: Visit<'_>) -> Result<()>;
+    /// Whether a user's rows are wanted (its rows are then not read).
+    fn wants(&self, _tenant: &str, _user: &str) -> bool {
+        true
+    }
 }
 
 /// How a partition was grouped.
@@ -188,14 +192,19 @@ pub(crate) async fn group_partition(
         let grouped = grouper.finish();
         let mut n = 0u64;
         grouped.for_each(|visit| {
-            match visit {
-                Visit::User(..) => {
+            let wanted = match visit {
+                Visit::User(tenant, user, _) => {
                     progress.rows.fetch_add(n, Ordering::Relaxed);
                     n = 0;
+                    rows.wants(tenant, user)
                 }
-                Visit::Row(..) => n += 1,
-            }
-            rows.visit(visit)
+                Visit::Row(..) => {
+                    n += 1;
+                    true
+                }
+            };
+            rows.visit(visit)?;
+            Ok(wanted)
         })?;
         progress.rows.fetch_add(n, Ordering::Relaxed);
         drop(grouped);

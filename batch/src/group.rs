@@ -488,7 +488,9 @@ pub(crate) enum Visit<'a> {
 
 impl Grouped {
     /// Visits every user and its rows.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(Visit<'_>) -> Result<()>) -> Result<()> {
+    /// Visits every user and its rows; `f` answers a user's visit with
+    /// whether to visit its rows (false: they are not read).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(Visit<'_>) -> Result<bool>) -> Result<()> {
         let g = &self.grouper;
         let mut event = empty_event();
         let mut start = 0;
@@ -497,7 +499,10 @@ impl Grouped {
             let partition = self.order[start..end]
                 .first()
                 .map_or(0, |&i| g.rows[i as usize].partition);
-            f(Visit::User(tenant, user_id, partition))?;
+            if !f(Visit::User(tenant, user_id, partition))? {
+                start = end;
+                continue;
+            }
             event.tenant.clear();
             event.tenant.push_str(tenant);
             event.user_id.clear();

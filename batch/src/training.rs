@@ -33,7 +33,7 @@ use arrow_array::types::{Int64Type, UInt64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
 use arrow_schema::{DataType, Field as ArrowField, Schema, SchemaRef};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
-use datafusion::logical_expr::{Expr, JoinType, SortExpr, col, lit};
+use datafusion::logical_expr::{Expr, SortExpr, col, lit};
 use datafusion::physical_plan::expressions::col as pcol;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
@@ -375,13 +375,18 @@ struct TrainingRows {
     used: usize,
     seen_users: Vec<(String, String)>,
     read: u64,
+    /// Whether the current user has labels (else its rows are skipped).
+    labelled: bool,
 }
 
 impl TrainingRows {
     fn start_user(&mut self, tenant: &str, user: &str) -> Result<()> {
         self.finish_user()?;
         let key = (tenant.to_string(), user.to_string());
-        self.seen_users.push(key.clone());
+        self.labelled = self.by_user.contains_key(&key);
+        if self.labelled {
+            self.seen_users.push(key.clone());
+        }
         self.current = Some(key);
         Ok(())
     }
@@ -413,6 +418,12 @@ impl TrainingRows {
 }
 
 impl UserRows for TrainingRows {
+    fn wants(&self, tenant: &str, user: &str) -> bool {
+        // A lookup without building the key: by tenant/user strings.
+        self.by_user
+            .contains_key(&(tenant.to_string(), user.to_string()))
+    }
+
     fn push_sorted(&mut self, batch: &RecordBatch) -> Result<()> {
         let c = EventColumns::new(batch)?;
         let ingest = crate::group::ingest_column(batch);
@@ -424,6 +435,9 @@ impl UserRows for TrainingRows {
                 .is_some_and(|(t, u)| t == tenant && u == user);
             if !same {
                 self.start_user(tenant, user)?;
+            }
+            if !self.labelled {
+                continue;
             }
             let (e, arrival) = self.slot();
             c.fill(row, e)?;
@@ -561,28 +575,11 @@ async fn build(
         .schema()
         .has_column_with_unqualified_name(INGEST_COLUMN);
     let cols = scan_columns(&spec, &selected, has_ingest);
-    // The labels' users, for a semi-join: only their records are sorted.
-    let users = {
-        let mut t = arrow_array::builder::StringBuilder::new();
-        let mut u = arrow_array::builder::StringBuilder::new();
-        for (tenant, user) in labels.by_user.keys() {
-            t.append_value(tenant);
-            u.append_value(user);
-        }
-        let schema = Arc::new(Schema::new(vec![
-            ArrowField::new("l_tenant", DataType::Utf8, false),
-            ArrowField::new("l_user", DataType::Utf8, false),
-        ]));
-        RecordBatch::try_new(schema, vec![Arc::new(t.finish()), Arc::new(u.finish())])
-            .map_err(|e| BatchError::DataFusion(e.into()))?
-    };
-    let df = table.select(cols)?.join(
-        ctx.read_batch(users)?,
-        JoinType::LeftSemi,
-        &["tenant", "user_id"],
-        &["l_tenant", "l_user"],
-        None,
-    )?;
+    // Every record is grouped; the users without labels are skipped as
+    // they come (a semi-join with the labels' users costs more than it
+    // saves when most users have labels, and its repartitions shrink the
+    // grouping's share of the memory pool).
+    let df = table.select(cols)?;
     let plan = df.create_physical_plan().await?;
     let schema = plan.schema();
     let partitions = config.partitions.max(1);
@@ -622,6 +619,7 @@ async fn build(
             used: 0,
             seen_users: Vec::new(),
             read: 0,
+            labelled: false,
         };
         let (plan, task_ctx, progress) =
             (repartitioned.clone(), task_ctx.clone(), progress.clone());
