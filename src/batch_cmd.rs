@@ -407,18 +407,10 @@ pub(crate) fn run(file: Option<&Path>, cmd: &BatchCommand) -> Result<()> {
             let config = archive_config(&crate::load_config(file, flags)?, "")?;
             // clap requires --at with --point-in-time.
             let at = parse_time(args.at.as_deref().unwrap_or("now"))?;
-            let progress = Arc::new(JobProgress::default());
-            let (bar, ticker) = progress_line(&progress);
-            let result = weft_batch::training::export_point_in_time(
-                &config,
-                at,
-                &args.out,
-                progress.clone(),
-            )
-            .await;
-            ticker.abort();
-            bar.finish_and_clear();
-            let s = result?;
+            let s = with_progress_line(|p| {
+                weft_batch::training::export_point_in_time(&config, at, &args.out, p)
+            })
+            .await?;
             println!(
                 "{}: {} users, {} columns, as of {at} ms and known then (point in time), from the archive {}",
                 args.out.display(),
@@ -555,6 +547,19 @@ fn archive_config(c: &WeftConfig, views: &str) -> Result<BatchConfig> {
     Ok(config)
 }
 
+/// Runs a job with a progress line (on stderr), cleared when it ends.
+async fn with_progress_line<T, F>(job: impl FnOnce(Arc<JobProgress>) -> F) -> F::Output
+where
+    F: std::future::Future<Output = T>,
+{
+    let progress = Arc::new(JobProgress::default());
+    let (bar, ticker) = progress_line(&progress);
+    let out = job(progress).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    out
+}
+
 /// A progress line for a job, refreshed until the returned task is aborted.
 fn progress_line(progress: &Arc<JobProgress>) -> (ProgressBar, tokio::task::JoinHandle<()>) {
     let bar = ProgressBar::new(0);
@@ -587,19 +592,10 @@ fn progress_line(progress: &Arc<JobProgress>) -> (ProgressBar, tokio::task::Join
 
 async fn training_set(file: Option<&Path>, args: &TrainingArgs) -> Result<()> {
     let config = archive_config(&crate::load_config(file, args.overrides())?, "")?;
-    let progress = Arc::new(JobProgress::default());
-    let (bar, ticker) = progress_line(&progress);
-    let result = weft_batch::training::training_set(
-        &config,
-        &args.labels,
-        &args.out,
-        &args.only,
-        progress.clone(),
-    )
-    .await;
-    ticker.abort();
-    bar.finish_and_clear();
-    let s = result?;
+    let s = with_progress_line(|p| {
+        weft_batch::training::training_set(&config, &args.labels, &args.out, &args.only, p)
+    })
+    .await?;
     println!(
         "wrote {} in {:.1} s: {} label rows, {} users ({} with events), {} archive records read, {} feature columns ({})",
         args.out.display(),
@@ -616,12 +612,7 @@ async fn training_set(file: Option<&Path>, args: &TrainingArgs) -> Result<()> {
 
 async fn run_job(file: Option<&Path>, args: &RunArgs) -> Result<()> {
     let config = batch_config(&crate::load_config(file, args.overrides())?)?;
-    let progress = Arc::new(JobProgress::default());
-    let (bar, ticker) = progress_line(&progress);
-    let result = weft_batch::run(&config, progress.clone()).await;
-    ticker.abort();
-    bar.finish_and_clear();
-    let summary = result?;
+    let summary = with_progress_line(|p| weft_batch::run(&config, p)).await?;
     let m = &summary.manifest;
     if let Some(scheduler) = &config.cluster {
         println!(

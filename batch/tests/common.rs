@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow_array::{ArrayRef, RecordBatch};
 use weft_batch::{BatchConfig, JobProgress, JobSummary};
 use weft_core::archive::ArchiveWriter;
 use weft_core::eval::compare_profiles;
@@ -195,4 +196,18 @@ pub(crate) fn distinct_events(events: &[Sequenced]) -> u64 {
             .or_insert(());
     }
     seen.len() as u64
+}
+
+/// Writes `columns` as one Parquet file (creating its directory).
+pub(crate) fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
 }

@@ -38,19 +38,6 @@ async fn assert_nothing_published(views: &Path) {
     );
 }
 
-fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let batch = RecordBatch::try_from_iter(columns).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(path).unwrap(),
-        batch.schema(),
-        None,
-    )
-    .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_archives_are_named_and_publish_nothing() {
     let dir = tempfile::tempdir().unwrap();

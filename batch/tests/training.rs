@@ -365,15 +365,7 @@ async fn bad_labels_are_refused_naming_the_column() {
     };
     let write = |name: &str, columns: Vec<(&str, ArrayRef)>| {
         let path = dir.path().join(name);
-        let batch = RecordBatch::try_from_iter(columns).unwrap();
-        let mut w = parquet::arrow::ArrowWriter::try_new(
-            std::fs::File::create(&path).unwrap(),
-            batch.schema(),
-            None,
-        )
-        .unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
+        write_parquet(&path, columns);
         path
     };
     let strings = |v: &[&str]| -> ArrayRef { Arc::new(StringArray::from(v.to_vec())) };
