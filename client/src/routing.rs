@@ -40,6 +40,9 @@ impl RoutingClient {
         topic: u32,
         shards: &[ShardAddress],
     ) -> Result<RoutingClient, String> {
+        if topic == 0 {
+            return Err("a topic has at least one partition".into());
+        }
         let mut owners = vec![usize::MAX; topic as usize];
         let mut clients = Vec::with_capacity(shards.len());
         for (i, s) in shards.iter().enumerate() {
@@ -120,6 +123,10 @@ impl RoutingClient {
         users: &[String],
         features: &[String],
     ) -> Result<v1::BatchGetProfilesResponse, Status> {
+        if users.is_empty() {
+            // As a shard answers it.
+            return Err(Status::invalid_argument("user_ids is empty"));
+        }
         let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); self.shards.len()];
         for (i, u) in users.iter().enumerate() {
             per_shard[self.owner(u).1].push(i);

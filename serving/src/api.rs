@@ -170,7 +170,9 @@ impl Api {
         out
     }
 
-    /// Awaits a forwarded call's answer and records the call.
+    /// Awaits a forwarded call's answer and records the call; a call
+    /// dropped before its answer (the client went away) is recorded as
+    /// CANCELLED.
     pub async fn finish<T>(
         &self,
         protocol: &'static str,
@@ -178,7 +180,34 @@ impl Api {
         arrival: Instant,
         answer: impl std::future::Future<Output = Result<T, ApiError>>,
     ) -> Result<T, ApiError> {
+        struct Pending<'a> {
+            metrics: &'a RequestMetrics,
+            protocol: &'static str,
+            method: Method,
+            arrival: Instant,
+            done: bool,
+        }
+        impl Drop for Pending<'_> {
+            fn drop(&mut self) {
+                if !self.done {
+                    self.metrics.observe(
+                        self.protocol,
+                        self.method.name(),
+                        tonic::Code::Cancelled,
+                        self.arrival,
+                    );
+                }
+            }
+        }
+        let mut pending = Pending {
+            metrics: &self.metrics,
+            protocol,
+            method,
+            arrival,
+            done: false,
+        };
         let out = answer.await;
+        pending.done = true;
         self.record(protocol, method, arrival, &out);
         out
     }
