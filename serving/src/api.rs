@@ -334,12 +334,8 @@ impl Api {
                     }
                 }
             }
-            let ids: Vec<String> = here.iter().map(|&i| req.user_ids[i].clone()).collect();
-            let local = if ids.is_empty() {
-                None
-            } else {
-                Some(self.profiles_here(principal, deadline, &ids, features.as_deref())?)
-            };
+            // The other owners are asked first (each on its own task), so
+            // that they answer while this node reads its own users.
             let mut forwards = Vec::with_capacity(partition_of.len());
             for (peer, partition) in partition_of {
                 let f = self.shards.forward(
@@ -357,8 +353,25 @@ impl Api {
                         .collect(),
                     features: req.features.clone(),
                 };
-                forwards.push((std::mem::take(&mut there[peer]), f, sub));
+                forwards.push((
+                    std::mem::take(&mut there[peer]),
+                    tokio::spawn(f.batch_get_profiles(sub)),
+                ));
             }
+            let ids: Vec<String> = here.iter().map(|&i| req.user_ids[i].clone()).collect();
+            let local = if ids.is_empty() {
+                None
+            } else {
+                match self.profiles_here(principal, deadline, &ids, features.as_deref()) {
+                    Ok(local) => Some(local),
+                    Err(e) => {
+                        for (_, call) in &forwards {
+                            call.abort();
+                        }
+                        return Err(e);
+                    }
+                }
+            };
             split = Some((here, local, forwards));
             Ok(())
         });
@@ -379,15 +392,10 @@ impl Api {
                 }
                 freshness = Some(f);
             }
-            let (positions, calls): (Vec<_>, Vec<_>) = forwards
-                .into_iter()
-                .map(|(positions, f, sub)| (positions, f.batch_get_profiles(sub)))
-                .unzip();
-            for (positions, answer) in positions
-                .into_iter()
-                .zip(futures::future::join_all(calls).await)
-            {
-                let answer = answer?;
+            for (positions, call) in forwards {
+                let answer = call.await.map_err(|e| {
+                    ApiError::Internal(format!("a forwarded call's task failed: {e}"))
+                })??;
                 if answer.profiles.len() != positions.len() {
                     return Err(ApiError::Internal(format!(
                         "a peer answered {} profiles for {} user_ids",
