@@ -224,8 +224,9 @@ pub(crate) fn assert_every_user_on(
             assert_eq!(fresh.batch_view_version, view);
             assert_eq!(fresh.speed_generation, generation);
             // The node that answered (the owner, on shards) owns the user.
-            let partition = weft_core::partition::partition_for_key(
-                format!("{tenant}/{user}").as_bytes(),
+            let partition = weft_core::partition::partition_for_user(
+                tenant,
+                user,
                 crate::generation_switch::PARTITIONS,
             );
             assert_eq!(

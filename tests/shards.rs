@@ -28,7 +28,7 @@ use weft_client::{
 };
 use weft_core::eval::compare_profiles;
 use weft_core::generator::GenConfig;
-use weft_core::partition::partition_for_key;
+use weft_core::partition::partition_for_user;
 use weft_core::reference;
 use weft_proto::v1;
 use weft_speed::kafka::Produced;
@@ -139,7 +139,7 @@ fn shard_configs(f: &Fixture, views: &Path, tenants: &[&str]) -> Vec<Node> {
 }
 
 fn partition_of(tenant: &str, user: &str) -> i32 {
-    partition_for_key(format!("{tenant}/{user}").as_bytes(), PARTITIONS)
+    partition_for_user(tenant, user, PARTITIONS)
 }
 
 #[test]

@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use weft_client::{EmbeddedReader, PartitionSet, WeftConfig};
-use weft_core::partition::partition_for_key;
+use weft_core::partition::partition_for_user;
 
 #[derive(Debug, Args)]
 pub(crate) struct EmbeddedArgs {
@@ -106,8 +106,8 @@ pub(crate) fn embedded(a: &EmbeddedArgs) -> Result<()> {
     let ranks: Vec<u32> = (0..a.users)
         .filter(|&r| {
             held.as_ref().is_none_or(|h| {
-                let key = format!("{}/{}", a.tenant, crate::common::user_id(r));
-                h.contains(partition_for_key(key.as_bytes(), a.topic_partitions))
+                let user = crate::common::user_id(r);
+                h.contains(partition_for_user(&a.tenant, &user, a.topic_partitions))
             })
         })
         .collect();

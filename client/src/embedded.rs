@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use weft_config::{PartitionSet, WeftConfig};
 use weft_core::agg::FeatureValue;
 use weft_core::eval::Profile;
-use weft_core::partition::partition_for_key;
+use weft_core::partition::partition_for_user;
 use weft_proto::v1;
 use weft_serving::http::Health;
 use weft_serving::state::{Served, Serving, now_ms};
@@ -145,11 +145,7 @@ impl EmbeddedReader {
     /// RocksDB: call it on any thread, no runtime needed.
     pub fn get_profile(&self, tenant: &str, user: &str) -> Result<ProfileRead, ReadError> {
         if let Some(held) = &self.partitions {
-            let mut key = Vec::with_capacity(tenant.len() + 1 + user.len());
-            key.extend_from_slice(tenant.as_bytes());
-            key.push(b'/');
-            key.extend_from_slice(user.as_bytes());
-            let partition = partition_for_key(&key, self.topic);
+            let partition = partition_for_user(tenant, user, self.topic);
             if !held.contains(partition) {
                 return Err(ReadError::NotHere {
                     tenant: tenant.to_string(),

@@ -6,7 +6,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 use weft_config::PartitionSet;
-use weft_core::partition::partition_for_key;
+use weft_core::partition::partition_for_user;
 use weft_proto::v1;
 use weft_proto::v1::profile_service_client::ProfileServiceClient;
 use weft_serving::route::merge_freshness;
@@ -85,8 +85,7 @@ impl RoutingClient {
 
     /// The partition of `user` and the index of the shard that owns it.
     pub fn owner(&self, user: &str) -> (i32, usize) {
-        let key = format!("{}/{user}", self.tenant);
-        let p = partition_for_key(key.as_bytes(), self.topic);
+        let p = partition_for_user(&self.tenant, user, self.topic);
         (p, self.owners[p as usize])
     }
 

@@ -46,6 +46,16 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> i32 {
     ((murmur2(key) & 0x7fff_ffff) as u32 % partitions) as i32
 }
 
+/// The partition of `tenant`'s `user`: [`partition_for_key`] of the
+/// record key producers use, `tenant/user`.
+pub fn partition_for_user(tenant: &str, user: &str, partitions: u32) -> i32 {
+    let mut key = Vec::with_capacity(tenant.len() + 1 + user.len());
+    key.extend_from_slice(tenant.as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(user.as_bytes());
+    partition_for_key(&key, partitions)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

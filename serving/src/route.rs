@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 use weft_config::{PartitionSet, Shard};
-use weft_core::partition::partition_for_key;
+use weft_core::partition::partition_for_user;
 use weft_proto::v1;
 use weft_proto::v1::profile_service_client::ProfileServiceClient;
 
@@ -148,11 +148,7 @@ impl Shards {
         if self.peers.is_empty() {
             return (-1, None);
         }
-        let mut key = Vec::with_capacity(tenant.len() + 1 + user.len());
-        key.extend_from_slice(tenant.as_bytes());
-        key.push(b'/');
-        key.extend_from_slice(user.as_bytes());
-        let partition = partition_for_key(&key, self.topic);
+        let partition = partition_for_user(tenant, user, self.topic);
         (partition, self.owners[partition as usize])
     }
 
@@ -388,7 +384,7 @@ mod tests {
         let shards = Shards::new(&shard).unwrap();
         for u in 0..200 {
             let user = format!("u{u}");
-            let p = partition_for_key(format!("acme/{user}").as_bytes(), 4);
+            let p = weft_core::partition::partition_for_key(format!("acme/{user}").as_bytes(), 4);
             let (partition, peer) = shards.owner("acme", &user);
             assert_eq!(partition, p);
             assert_eq!(peer, (p >= 2).then_some(0));

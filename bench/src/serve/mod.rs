@@ -71,7 +71,7 @@ use self::client::{Conn, GrpcClient, Target, grpc_target, load_redis, redis_conn
 use self::phase::{Phase, PhaseArg, run_phase};
 use self::report::{Row, ServeReport, print_timelines, probe, ratios};
 use weft_config::PartitionSet;
-use weft_core::partition::partition_for_key;
+use weft_core::partition::partition_for_user;
 
 use crate::common::{bearer, connect, user_id, write_json};
 
@@ -232,8 +232,11 @@ async fn serve_async(a: &ServeBenchArgs) -> Result<()> {
     let users: Arc<[u32]> = (a.first_user..a.first_user + a.users)
         .filter(|&rank| match (&a.only_partitions, &a.tenant) {
             (Some(set), Some(tenant)) => partitions_of(set).is_ok_and(|held| {
-                let key = format!("{tenant}/{}", user_id(rank));
-                held.contains(partition_for_key(key.as_bytes(), a.topic_partitions))
+                held.contains(partition_for_user(
+                    tenant,
+                    &user_id(rank),
+                    a.topic_partitions,
+                ))
             }),
             _ => true,
         })
