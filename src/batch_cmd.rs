@@ -78,28 +78,10 @@ fn view_store(c: &WeftConfig) -> Result<String> {
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// The archive root: a local directory or an s3:// / gs:// URL
-    /// (archive.root).
-    #[arg(long)]
-    archive: Option<String>,
-    /// The feature spec (features).
-    #[arg(long)]
-    features: Option<PathBuf>,
+    #[command(flatten)]
+    scan: ScanArgs,
     #[command(flatten)]
     store: StoreArgs,
-    /// DataFusion's memory budget in MiB (batch.memory_mb): rows are grouped
-    /// by user in memory within it; a partition that does not fit is sorted
-    /// externally, spilling to disk.
-    #[arg(long)]
-    memory_mb: Option<u64>,
-    /// Directory for spill files (batch.spill_dir; default: the system temp
-    /// directory).
-    #[arg(long)]
-    spill_dir: Option<PathBuf>,
-    /// Parallel fold partitions (batch.partitions; default: the number of
-    /// cores).
-    #[arg(long)]
-    partitions: Option<u64>,
     /// Views to keep after publishing, for rollback (batch.keep).
     #[arg(long)]
     keep: Option<u64>,
@@ -163,17 +145,8 @@ pub(crate) struct ExecutorArgs {
 
 impl RunArgs {
     fn overrides(&self) -> Overrides {
-        self.store
-            .overrides()
-            .set("archive.root", "--archive", self.archive.clone())
-            .set_path("features", "--features", self.features.as_deref())
-            .set("batch.memory_mb", "--memory-mb", self.memory_mb)
-            .set_path("batch.spill_dir", "--spill-dir", self.spill_dir.as_deref())
-            .set(
-                "batch.partitions",
-                "--partitions",
-                self.partitions.map(|p| p.max(1)),
-            )
+        self.scan
+            .overrides(self.store.overrides())
             .set("batch.keep", "--keep", self.keep)
             .set(
                 "batch.cooc_window_min",
@@ -187,13 +160,8 @@ impl RunArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct TrainingArgs {
-    /// The archive root: a local directory or an s3:// / gs:// URL
-    /// (archive.root).
-    #[arg(long)]
-    archive: Option<String>,
-    /// The feature spec (features).
-    #[arg(long)]
-    features: Option<PathBuf>,
+    #[command(flatten)]
+    scan: ScanArgs,
     /// The labels: a Parquet file with `tenant`, `user_id` and `ts_ms`
     /// (Int64, epoch milliseconds), and any other columns (label, weight,
     /// ids), passed through unchanged.
@@ -207,20 +175,37 @@ pub(crate) struct TrainingArgs {
     /// spec).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// DataFusion's memory budget in MiB (batch.memory_mb).
+}
+
+/// What every job over the archive takes: `weft batch run` and
+/// `weft batch training-set`.
+#[derive(Debug, Args)]
+pub(crate) struct ScanArgs {
+    /// The archive root: a local directory or an s3:// / gs:// URL
+    /// (archive.root).
+    #[arg(long)]
+    archive: Option<String>,
+    /// The feature spec (features).
+    #[arg(long)]
+    features: Option<PathBuf>,
+    /// DataFusion's memory budget in MiB (batch.memory_mb): rows are grouped
+    /// by user in memory within it; a partition that does not fit is sorted
+    /// externally, spilling to disk.
     #[arg(long)]
     memory_mb: Option<u64>,
-    /// Directory for spill and scratch files (batch.spill_dir).
+    /// Directory for spill (and scratch) files (batch.spill_dir; default:
+    /// the system temp directory).
     #[arg(long)]
     spill_dir: Option<PathBuf>,
-    /// Parallel partitions (batch.partitions; default: the number of cores).
+    /// Parallel partitions (batch.partitions; default: the number of
+    /// cores).
     #[arg(long)]
     partitions: Option<u64>,
 }
 
-impl TrainingArgs {
-    fn overrides(&self) -> Overrides {
-        Overrides::new()
+impl ScanArgs {
+    fn overrides(&self, flags: Overrides) -> Overrides {
+        flags
             .set("archive.root", "--archive", self.archive.clone())
             .set_path("features", "--features", self.features.as_deref())
             .set("batch.memory_mb", "--memory-mb", self.memory_mb)
@@ -591,7 +576,10 @@ fn progress_line(progress: &Arc<JobProgress>) -> (ProgressBar, tokio::task::Join
 }
 
 async fn training_set(file: Option<&Path>, args: &TrainingArgs) -> Result<()> {
-    let config = archive_config(&crate::load_config(file, args.overrides())?, "")?;
+    let config = archive_config(
+        &crate::load_config(file, args.scan.overrides(Overrides::new()))?,
+        "",
+    )?;
     let s = with_progress_line(|p| {
         weft_batch::training::training_set(&config, &args.labels, &args.out, &args.only, p)
     })
