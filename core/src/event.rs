@@ -56,7 +56,16 @@ impl EventKind {
 
     /// Parses the name used in feature specs and the archive.
     pub fn parse(s: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+        // A match (length first, then a fixed-size compare): the batch
+        // scan parses every archived row's kind.
+        Some(match s {
+            "view" => EventKind::View,
+            "click" => EventKind::Click,
+            "add_to_cart" => EventKind::AddToCart,
+            "purchase" => EventKind::Purchase,
+            "search" => EventKind::Search,
+            _ => return None,
+        })
     }
 
     fn to_wire(self) -> v1::EventKind {
@@ -258,6 +267,16 @@ pub fn kafka_key(tenant: &str, user_id: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_parse_from_their_names_only() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+        for bad in ["", "View", "views", "add-to-cart", "purchase "] {
+            assert_eq!(EventKind::parse(bad), None, "{bad:?}");
+        }
+    }
 
     pub(crate) fn sample() -> Event {
         Event {
