@@ -104,15 +104,26 @@ impl<'s> UserBuckets<'s> {
 
     /// Every feature's value at query time `t`.
     pub fn evaluate(&self, t_ms: i64) -> Profile {
-        let mut profile = Profile::new();
-        for (feature, buckets) in self.spec.features.iter().zip(&self.buckets) {
-            let (first, last) = feature.window.buckets_at(t_ms);
-            let in_window = buckets.range(first..=last).map(|(b, p)| (*b, p));
-            if let Some(v) = evaluate_feature(feature, in_window, t_ms) {
-                profile.insert(feature.name.clone(), v);
-            }
-        }
-        profile
+        self.spec
+            .features
+            .iter()
+            .zip(self.values_at(t_ms))
+            .filter_map(|(feature, v)| Some((feature.name.clone(), v?)))
+            .collect()
+    }
+
+    /// [`UserBuckets::evaluate`] by position in the spec (`None`: no
+    /// value), without naming them: for callers that evaluate many times.
+    pub fn values_at(&self, t_ms: i64) -> impl Iterator<Item = Option<FeatureValue>> + '_ {
+        self.spec
+            .features
+            .iter()
+            .zip(&self.buckets)
+            .map(move |(feature, buckets)| {
+                let (first, last) = feature.window.buckets_at(t_ms);
+                let in_window = buckets.range(first..=last).map(|(b, p)| (*b, p));
+                evaluate_feature(feature, in_window, t_ms)
+            })
     }
 }
 
