@@ -29,7 +29,7 @@ use weft_core::{Event, FeatureSpec, Partial};
 use weft_view::format::{Counts, FileKind, ViewFile, describe, sst_options};
 
 use crate::columns::EventColumns;
-use crate::group::{self, Grouper, Visit};
+use crate::group::{self, AllUsers, Grouped, Grouper, Users, Visit};
 use crate::job::JobProgress;
 use crate::recs::RecsBuilder;
 use crate::{BatchError, Result};
@@ -37,15 +37,15 @@ use crate::{BatchError, Result};
 /// What consumes one partition's rows user by user: the fold, or a
 /// training set's evaluation ([`group_partition`] drives it).
 pub(crate) trait UserRows {
+    /// Which users' rows are collected, and the order they are visited in.
+    type Users: Users;
+    fn users(&self) -> Self::Users;
     /// A batch sorted by (tenant, user, partition, offset), of the sort's
     /// schema (the external sort's output): the consumer finds the users.
     fn push_sorted(&mut self, batch: &RecordBatch) -> Result<()>;
-    /// The in-memory path's users and rows, in the same order.
-    fn visit(&mut self, visit: Visit<'_>) -> Result<()>;
-    /// Whether a user's rows are wanted (its rows are then not read).
-    fn wants(&self, _tenant: &str, _user: &str) -> bool {
-        true
-    }
+    /// The in-memory path: the partition's rows grouped, the same users and
+    /// rows in the same order.
+    fn grouped(&mut self, grouped: Grouped<Self::Users>, progress: &JobProgress) -> Result<()>;
 }
 
 /// How a partition was grouped.
@@ -73,7 +73,7 @@ pub(crate) async fn group_partition(
     rows: &mut impl UserRows,
 ) -> Result<Grouping> {
     let mut stream = input.execute(partition, task_ctx.clone())?;
-    let mut grouper = Grouper::new();
+    let mut grouper = Grouper::new(rows.users());
     // Set when the rows stop fitting: the batch not taken (if any) and why.
     let mut overflow = None;
     while let Some(batch) = stream.next().await {
@@ -189,25 +189,7 @@ pub(crate) async fn group_partition(
             spilled_bytes = m.spilled_bytes().unwrap_or(0);
         }
     } else {
-        let grouped = grouper.finish();
-        let mut n = 0u64;
-        grouped.for_each(|visit| {
-            let wanted = match visit {
-                Visit::User(tenant, user, _) => {
-                    progress.rows.fetch_add(n, Ordering::Relaxed);
-                    n = 0;
-                    rows.wants(tenant, user)
-                }
-                Visit::Row(..) => {
-                    n += 1;
-                    true
-                }
-            };
-            rows.visit(visit)?;
-            Ok(wanted)
-        })?;
-        progress.rows.fetch_add(n, Ordering::Relaxed);
-        drop(grouped);
+        rows.grouped(grouper.finish(), progress)?;
         reservation.free();
     }
     Ok(Grouping {
@@ -267,19 +249,35 @@ pub(crate) async fn fold_partition(
 }
 
 impl UserRows for Folder<'_, '_, '_> {
+    type Users = AllUsers;
+
+    fn users(&self) -> AllUsers {
+        AllUsers::new()
+    }
+
     fn push_sorted(&mut self, batch: &RecordBatch) -> Result<()> {
         Folder::push_sorted(self, batch)
     }
 
-    fn visit(&mut self, visit: Visit<'_>) -> Result<()> {
-        match visit {
-            Visit::User(tenant, user, kafka_partition) => {
-                self.finish_user()?;
-                self.start_user(tenant, user, kafka_partition);
-                Ok(())
+    fn grouped(&mut self, grouped: Grouped<AllUsers>, progress: &JobProgress) -> Result<()> {
+        let mut n = 0u64;
+        grouped.for_each(|visit| {
+            match visit {
+                Visit::User(tenant, user, kafka_partition) => {
+                    progress.rows.fetch_add(n, Ordering::Relaxed);
+                    n = 0;
+                    self.finish_user()?;
+                    self.start_user(tenant, user, kafka_partition);
+                }
+                Visit::Row(event) => {
+                    n += 1;
+                    self.push_event(event)?;
+                }
             }
-            Visit::Row(event, _) => self.push_event(event),
-        }
+            Ok(())
+        })?;
+        progress.rows.fetch_add(n, Ordering::Relaxed);
+        Ok(())
     }
 }
 

@@ -22,8 +22,8 @@
 //! Memory: the label file and its users' label times are held; the
 //! archive side is bounded by the budget (`batch.memory_mb`).
 
-use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -39,6 +39,7 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use datafusion::prelude::ParquetReadOptions;
 use futures::StreamExt;
+use hashbrown::HashTable;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
@@ -51,7 +52,7 @@ use weft_core::{Event, FeatureSpec};
 use crate::columns::{EventColumns, StrCol};
 use crate::export::{Column, column_type};
 use crate::fold::{UserRows, group_partition};
-use crate::group::Visit;
+use crate::group::{Arena, Grouped, Ranking, Row, Strings, Users};
 use crate::job::{BatchConfig, JobProgress, Scan, columns, open_scan};
 use crate::{BatchError, Result};
 
@@ -78,15 +79,157 @@ pub struct TrainingSummary {
     pub seconds: f64,
 }
 
-/// Per (tenant, user): each of its label rows' (time, row number).
-type LabelTimes = HashMap<(String, String), Vec<(i64, u64)>>;
+/// The labels' users, each numbered, with its label rows' (time, row
+/// number) in time order.
+///
+/// Every scanned row looks its user up here, so a lookup touches one slot
+/// of the table: the slot holds the key's hash and, for keys of up to
+/// [`INLINE`] bytes (most), the key itself; longer keys are compared in
+/// the arena.
+pub(crate) struct LabelUsers {
+    /// Per user: its key `tenant/user_id` (an archived id holds no '/', so
+    /// a key found for a scanned row names exactly its user).
+    keys: Arena,
+    table: HashTable<Slot>,
+    hasher: foldhash::fast::RandomState,
+    times: Vec<Vec<(i64, u64)>>,
+}
+
+/// Key bytes a [`Slot`] holds.
+const INLINE: usize = 24;
+
+#[derive(Clone, Copy)]
+struct Slot {
+    hash: u64,
+    user: u32,
+    len: u32,
+    inline: [u8; INLINE],
+}
+
+impl LabelUsers {
+    fn new() -> LabelUsers {
+        LabelUsers {
+            keys: Arena::new(),
+            table: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            times: Vec::new(),
+        }
+    }
+
+    fn key(&self, user: u32) -> &str {
+        self.keys.get(user)
+    }
+
+    fn hash(&self, tenant: &str, user: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        h.write(tenant.as_bytes());
+        h.write_u8(b'/');
+        h.write(user.as_bytes());
+        h.finish()
+    }
+
+    /// Whether `slot` is the key of `tenant` and `user`.
+    fn is(&self, slot: &Slot, hash: u64, tenant: &str, user: &str) -> bool {
+        let len = tenant.len() + 1 + user.len();
+        if slot.hash != hash || slot.len as usize != len {
+            return false;
+        }
+        let key = if len <= INLINE {
+            &slot.inline[..len]
+        } else {
+            self.key(slot.user).as_bytes()
+        };
+        let (t, rest) = key.split_at(tenant.len());
+        t == tenant.as_bytes() && rest[0] == b'/' && &rest[1..] == user.as_bytes()
+    }
+
+    fn add(&mut self, tenant: &str, user: &str, ts_ms: i64, row: u64) -> Result<()> {
+        let hash = self.hash(tenant, user);
+        let id = match self.table.find(hash, |s| self.is(s, hash, tenant, user)) {
+            Some(s) => s.user as usize,
+            None => {
+                let id = self
+                    .keys
+                    .push(&[tenant, "/", user])
+                    .ok_or_else(|| BatchError::Argument("too many label users".into()))?;
+                let key = self.keys.get(id).as_bytes();
+                let mut inline = [0u8; INLINE];
+                if key.len() <= INLINE {
+                    inline[..key.len()].copy_from_slice(key);
+                }
+                let slot = Slot {
+                    hash,
+                    user: id,
+                    len: key.len() as u32,
+                    inline,
+                };
+                self.table.insert_unique(hash, slot, |s| s.hash);
+                self.times.push(Vec::new());
+                id as usize
+            }
+        };
+        self.times[id].push((ts_ms, row));
+        Ok(())
+    }
+
+    /// Puts each user's label times in order (done once, after the adds).
+    fn sort(&mut self) {
+        for times in &mut self.times {
+            times.sort_unstable();
+        }
+    }
+
+    fn find(&self, tenant: &str, user: &str) -> Option<u32> {
+        let hash = self.hash(tenant, user);
+        self.table
+            .find(hash, |s| self.is(s, hash, tenant, user))
+            .map(|s| s.user)
+    }
+
+    fn len(&self) -> usize {
+        self.times.len()
+    }
+}
+
+/// The users a training set groups: the labels' (the others' rows are not
+/// taken), visited in label-user order.
+struct Labelled {
+    labels: Arc<LabelUsers>,
+}
+
+impl Users for Labelled {
+    fn number(&mut self, tenant: &str, user: &str) -> Result<Option<(u32, u32)>> {
+        Ok(self.labels.find(tenant, user).map(|u| (0, u)))
+    }
+
+    fn name(&self, _tenant: u32, user: u32) -> (&str, &str) {
+        let key = self.labels.key(user);
+        key.split_once('/').unwrap_or((key, ""))
+    }
+
+    /// What ranking and grouping take a label user: its rank and numbers,
+    /// and the grouping's count and next slot (the labels themselves are
+    /// held by the caller).
+    fn bytes(&self) -> usize {
+        self.labels.len() * (3 * size_of::<u32>() + 2 * size_of::<usize>())
+    }
+
+    fn rank(&self) -> Ranking {
+        let n = self.labels.len() as u32;
+        Ranking {
+            first: vec![0],
+            rank: (0..n).collect(),
+            by_rank: (0..n).map(|u| (0, u)).collect(),
+        }
+    }
+}
 
 /// The labels: their batches (passed through) and, per user, each label
 /// row's (time, row number).
 struct Labels {
     batches: Vec<RecordBatch>,
     rows: u64,
-    by_user: LabelTimes,
+    by_user: LabelUsers,
 }
 
 fn bad(file: &Path, problem: impl ToString) -> BatchError {
@@ -138,7 +281,7 @@ fn read_labels(path: &Path, features: &[String]) -> Result<Labels> {
             ),
         ));
     }
-    let mut by_user: LabelTimes = HashMap::new();
+    let mut by_user = LabelUsers::new();
     let mut batches = Vec::new();
     let mut row = 0u64;
     for batch in reader {
@@ -164,14 +307,12 @@ fn read_labels(path: &Path, features: &[String]) -> Result<Labels> {
                     ),
                 ));
             }
-            by_user
-                .entry((tenant.value(i).to_string(), user.value(i).to_string()))
-                .or_default()
-                .push((ts.value(i), row + i as u64));
+            by_user.add(tenant.value(i), user.value(i), ts.value(i), row + i as u64)?;
         }
         row += batch.num_rows() as u64;
         batches.push(batch);
     }
+    by_user.sort();
     Ok(Labels {
         batches,
         rows: row,
@@ -300,128 +441,156 @@ fn scan_columns(spec: &FeatureSpec, selected: &[usize], ingest: bool) -> Vec<Exp
     out
 }
 
-/// One user's records (offset order) evaluated at each of its label times
-/// over `spec` (the features asked for, in output order).
-///
-/// A record is known at `t` when `max(ts_ms, arrival) <= t`, so the known
-/// sets grow with `t`: the records are applied once, in the order they
-/// became known, and each label time evaluated when its turn comes. Copies
-/// of an event id are the same event, so which copy is applied does not
-/// matter; a user whose copies differ (a producer that reused an id) is
-/// evaluated label by label instead, the first copy in offset order among
-/// those known winning, exactly as the reference does.
-fn user_rows(
-    spec: &FeatureSpec,
-    records: &[(Event, i64)],
-    labels: &mut [(i64, u64)],
-    out: &mut ScratchWriter,
-) -> Result<()> {
-    let known_from = |(e, arrival): &(Event, i64)| e.ts_ms.max(*arrival);
-    let mut first: HashMap<&str, usize> = HashMap::with_capacity(records.len());
-    let mut conflicting = false;
-    for (i, (e, _)) in records.iter().enumerate() {
-        if let Some(&j) = first.get(e.event_id.as_str()) {
-            conflicting |= records[j].0 != *e;
-        } else {
-            first.insert(e.event_id.as_str(), i);
+/// Reused between users by [`user_rows`].
+struct Sweep {
+    order: Vec<u32>,
+    event: Event,
+}
+
+impl Sweep {
+    fn new() -> Sweep {
+        Sweep {
+            order: Vec::new(),
+            event: crate::group::empty_event(),
         }
     }
-    let mut emit = |row: u64, mut profile: weft_core::eval::Profile| {
-        out.push(row, spec.features.iter().map(|f| profile.remove(&f.name)))
-    };
+}
+
+/// One user's records (`rows` in (partition, offset) order, their strings
+/// in `strings`) evaluated at each of its label times (`labels`, in time
+/// order) over `spec` (the features asked for, in output order).
+///
+/// A record is known at `t` when `max(ts_ms, arrival) <= t`, so the known
+/// sets grow with `t`: of each event id the copy known first is applied,
+/// once, in the order they became known, and each label time evaluated
+/// when its turn comes. Copies of an event id are the same event, so which
+/// copy is applied does not matter; a user whose copies differ (a producer
+/// that reused an id) is evaluated label by label instead, the first copy
+/// in offset order among those known winning, exactly as the reference
+/// does.
+fn user_rows(
+    spec: &FeatureSpec,
+    rows: &[Row],
+    strings: &Strings,
+    labels: &[(i64, u64)],
+    out: &mut ScratchWriter,
+    sweep: &mut Sweep,
+) -> Result<()> {
+    let known = |r: &Row| r.ts_ms.max(r.ingest_ms);
+    let mut emit =
+        |row: u64, buckets: &UserBuckets<'_>, t: i64| out.push(row, buckets.values_at(t));
+    // Copies of an id side by side (offset order among them), the one known
+    // first kept.
+    let order = &mut sweep.order;
+    order.clear();
+    order.extend(0..rows.len() as u32);
+    order.sort_unstable_by(|&a, &b| {
+        strings
+            .event_id(&rows[a as usize])
+            .cmp(strings.event_id(&rows[b as usize]))
+            .then(a.cmp(&b))
+    });
+    let mut conflicting = false;
+    let mut kept = 0;
+    for i in 0..order.len() {
+        let r = &rows[order[i] as usize];
+        if kept > 0 {
+            let last = &rows[order[kept - 1] as usize];
+            if strings.event_id(last) == strings.event_id(r) {
+                conflicting |= last.contents() != r.contents();
+                if known(r) < known(last) {
+                    order[kept - 1] = order[i];
+                }
+                continue;
+            }
+        }
+        order[kept] = order[i];
+        kept += 1;
+    }
+    order.truncate(kept);
+    let event = &mut sweep.event;
     if conflicting {
-        for &(t, row) in labels.iter() {
+        for &(t, row) in labels {
             let mut buckets = UserBuckets::new(spec);
-            let mut seen: HashSet<&str> = HashSet::new();
-            for r in records {
-                if known_from(r) <= t && seen.insert(r.0.event_id.as_str()) {
-                    buckets.apply(&r.0);
+            let mut seen: foldhash::HashSet<&str> = Default::default();
+            for r in rows {
+                if known(r) <= t && seen.insert(strings.event_id(r)) {
+                    strings.fill(r, event)?;
+                    buckets.apply(event);
                 }
             }
-            emit(row, buckets.evaluate(t))?;
+            emit(row, &buckets, t)?;
         }
         return Ok(());
     }
-    let mut order: Vec<usize> = (0..records.len()).collect();
-    order.sort_by_key(|&i| known_from(&records[i]));
-    labels.sort_unstable();
+    order.sort_unstable_by_key(|&i| known(&rows[i as usize]));
     let mut buckets = UserBuckets::new(spec);
-    let mut seen: HashSet<&str> = HashSet::with_capacity(records.len());
-    let mut next = order.iter().peekable();
-    for &(t, row) in labels.iter() {
-        while let Some(&&i) = next.peek() {
-            if known_from(&records[i]) > t {
-                break;
-            }
-            if seen.insert(records[i].0.event_id.as_str()) {
-                buckets.apply(&records[i].0);
-            }
-            next.next();
+    let mut next = order.iter().map(|&i| &rows[i as usize]).peekable();
+    for &(t, row) in labels {
+        while let Some(r) = next.next_if(|r| known(r) <= t) {
+            strings.fill(r, event)?;
+            buckets.apply(event);
         }
-        emit(row, buckets.evaluate(t))?;
+        emit(row, &buckets, t)?;
     }
     Ok(())
 }
 
-/// One partition's users, as [`group_partition`] hands them over: each
-/// user's records gathered (event slots reused), then evaluated at the
-/// user's label times into the partition's scratch file.
+/// One partition's users, as [`group_partition`] hands them over (grouped
+/// in memory, or sorted), evaluated at their label times into the
+/// partition's scratch file.
 struct TrainingRows {
     spec: Arc<FeatureSpec>,
-    by_user: Arc<LabelTimes>,
+    labels: Arc<LabelUsers>,
     writer: ScratchWriter,
-    current: Option<(String, String)>,
-    records: Vec<(Event, i64)>,
-    used: usize,
-    seen_users: Vec<(String, String)>,
+    sweep: Sweep,
+    /// The current user's rows.
+    rows: Vec<Row>,
+    /// The sorted path: the current user (tenant, user id, its number if
+    /// labelled), and its rows' strings.
+    current: Option<(String, String, Option<u32>)>,
+    strings: Strings,
+    /// The labelled users with records, and the records read.
+    with_events: Vec<u32>,
     read: u64,
-    /// Whether the current user has labels (else its rows are skipped).
-    labelled: bool,
 }
 
 impl TrainingRows {
-    fn start_user(&mut self, tenant: &str, user: &str) -> Result<()> {
-        self.finish_user()?;
-        let key = (tenant.to_string(), user.to_string());
-        self.labelled = self.by_user.contains_key(&key);
-        if self.labelled {
-            self.seen_users.push(key.clone());
-        }
-        self.current = Some(key);
+    /// Evaluates user `user` on `self.rows`, their strings in `strings`
+    /// (the grouped rows') or, if `None`, in `self.strings` (the sorted
+    /// path's).
+    fn user(&mut self, user: u32, strings: Option<&Strings>) -> Result<()> {
+        user_rows(
+            &self.spec,
+            &self.rows,
+            strings.unwrap_or(&self.strings),
+            &self.labels.times[user as usize],
+            &mut self.writer,
+            &mut self.sweep,
+        )?;
+        self.with_events.push(user);
+        self.read += self.rows.len() as u64;
+        self.rows.clear();
         Ok(())
     }
 
-    /// The next record's slot.
-    fn slot(&mut self) -> &mut (Event, i64) {
-        if self.used == self.records.len() {
-            self.records.push((crate::group::empty_event(), 0));
-        }
-        self.used += 1;
-        self.read += 1;
-        &mut self.records[self.used - 1]
-    }
-
+    /// The sorted path's current user, evaluated.
     fn finish_user(&mut self) -> Result<()> {
-        if let Some(key) = &self.current
-            && let Some(labels) = self.by_user.get(key)
-        {
-            user_rows(
-                &self.spec,
-                &self.records[..self.used],
-                &mut labels.clone(),
-                &mut self.writer,
-            )?;
+        if let Some((_, _, Some(user))) = self.current.take() {
+            self.user(user, None)?;
+            self.strings.clear();
         }
-        self.used = 0;
         Ok(())
     }
 }
 
 impl UserRows for TrainingRows {
-    fn wants(&self, tenant: &str, user: &str) -> bool {
-        // A lookup without building the key: by tenant/user strings.
-        self.by_user
-            .contains_key(&(tenant.to_string(), user.to_string()))
+    type Users = Labelled;
+
+    fn users(&self) -> Labelled {
+        Labelled {
+            labels: self.labels.clone(),
+        }
     }
 
     fn push_sorted(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -432,30 +601,29 @@ impl UserRows for TrainingRows {
             let same = self
                 .current
                 .as_ref()
-                .is_some_and(|(t, u)| t == tenant && u == user);
+                .is_some_and(|(t, u, _)| t == tenant && u == user);
             if !same {
-                self.start_user(tenant, user)?;
+                self.finish_user()?;
+                let number = self.labels.find(tenant, user);
+                self.current = Some((tenant.to_string(), user.to_string(), number));
             }
-            if !self.labelled {
-                continue;
+            if let Some((_, _, Some(number))) = self.current {
+                let r = self.strings.row(&c, ingest, row, (0, number))?;
+                self.rows.push(r);
             }
-            let (e, arrival) = self.slot();
-            c.fill(row, e)?;
-            *arrival = crate::group::arrival(ingest, row, e.ts_ms);
         }
         Ok(())
     }
 
-    fn visit(&mut self, visit: Visit<'_>) -> Result<()> {
-        match visit {
-            Visit::User(tenant, user, _) => self.start_user(tenant, user),
-            Visit::Row(event, ingest_ms) => {
-                let (e, arrival) = self.slot();
-                e.clone_from(event);
-                *arrival = ingest_ms;
-                Ok(())
-            }
+    fn grouped(&mut self, grouped: Grouped<Labelled>, progress: &JobProgress) -> Result<()> {
+        for ((_, user), rows) in grouped.by_user() {
+            self.rows.extend(rows.iter().map(|&i| *grouped.row(i)));
+            self.user(user, Some(grouped.strings()))?;
+            progress
+                .rows
+                .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
+        Ok(())
     }
 }
 
@@ -499,17 +667,14 @@ pub async fn export_point_in_time(
         ArrowField::new("tenant", DataType::Utf8, false),
         ArrowField::new("user_id", DataType::Utf8, false),
     ]));
-    let mut by_user: LabelTimes = HashMap::new();
+    let mut by_user = LabelUsers::new();
     let mut batches = Vec::with_capacity(users.len());
     let mut row = 0u64;
     for batch in users {
         let tenant = StrCol::new(batch.column(0).as_ref(), "tenant")?;
         let user = StrCol::new(batch.column(1).as_ref(), "user_id")?;
         for i in 0..batch.num_rows() {
-            by_user.insert(
-                (tenant.value(i).to_string(), user.value(i).to_string()),
-                vec![(at_ms, row + i as u64)],
-            );
+            by_user.add(tenant.value(i), user.value(i), at_ms, row + i as u64)?;
         }
         row += batch.num_rows() as u64;
         let columns = batch
@@ -609,17 +774,17 @@ async fn build(
     for (i, reservation) in reservations.into_iter().enumerate() {
         let mut rows = TrainingRows {
             spec: spec.clone(),
-            by_user: by_user.clone(),
+            labels: by_user.clone(),
             writer: ScratchWriter::create(
                 scratch.path().join(format!("p{i}.parquet")),
                 &feature_schema,
             )?,
+            sweep: Sweep::new(),
+            rows: Vec::new(),
             current: None,
-            records: Vec::new(),
-            used: 0,
-            seen_users: Vec::new(),
+            strings: Strings::new(),
+            with_events: Vec::new(),
             read: 0,
-            labelled: false,
         };
         let (plan, task_ctx, progress) =
             (repartitioned.clone(), task_ctx.clone(), progress.clone());
@@ -635,26 +800,27 @@ async fn build(
                     "training rows sorted externally"
                 );
             }
-            Ok::<_, BatchError>((rows.seen_users, rows.read, grouping.in_memory))
+            Ok::<_, BatchError>((rows.with_events, rows.read, grouping.in_memory))
         }));
     }
-    let mut with_events: HashSet<(String, String)> = HashSet::new();
+    let mut with_events = vec![false; by_user.len()];
     let mut records = 0;
     let mut grouped_in_memory = 0;
     for t in tasks {
         let (users, read, in_memory) = t
             .await
             .map_err(|e| BatchError::Argument(format!("a training-set task failed: {e}")))??;
-        with_events.extend(users);
+        for u in users {
+            with_events[u as usize] = true;
+        }
         records += read;
         grouped_in_memory += usize::from(in_memory);
     }
     // Label rows of users with no record: the features of no events.
     let mut empty = ScratchWriter::create(scratch.path().join("none.parquet"), &feature_schema)?;
-    for (key, rows) in by_user.iter() {
-        if !with_events.contains(key) {
-            user_rows(&spec, &[], &mut rows.clone(), &mut empty)?;
-        }
+    let (mut sweep, no_strings) = (Sweep::new(), Strings::new());
+    for (times, _) in by_user.times.iter().zip(&with_events).filter(|(_, w)| !**w) {
+        user_rows(&spec, &[], &no_strings, times, &mut empty, &mut sweep)?;
     }
     empty.close()?;
 
@@ -732,7 +898,7 @@ async fn build(
     Ok(TrainingSummary {
         rows: labels.rows,
         users: by_user.len() as u64,
-        users_with_events: with_events.len() as u64,
+        users_with_events: with_events.iter().filter(|w| **w).count() as u64,
         records,
         features: names,
         grouped_in_memory,

@@ -282,11 +282,69 @@ fn edge_labels(records: &BTreeMap<(String, String), Vec<Sequenced>>, seed: u64) 
     out
 }
 
+/// Reworks the generator's duplicate deliveries (identical copies, the
+/// later offset arriving later) into the two cases it never makes: of
+/// every other duplicated id, the copy at the later offset becomes known
+/// first (the first copy arrives an hour late); of the others, the later
+/// copy's contents differ (a producer that reused an id). Returns label
+/// rows between the copies' known times, and at each.
+fn reuse_ids(events: &mut [Sequenced]) -> Vec<Label> {
+    let mut copies: BTreeMap<(String, String, String), Vec<usize>> = BTreeMap::new();
+    for (i, s) in events.iter().enumerate() {
+        let e = &s.event;
+        copies
+            .entry((e.tenant.clone(), e.user_id.clone(), e.event_id.clone()))
+            .or_default()
+            .push(i);
+    }
+    let known = |s: &Sequenced| s.event.ts_ms.max(s.ingest_ms);
+    let mut labels = Vec::new();
+    for (n, ((tenant, user, _), mut at)) in copies
+        .into_iter()
+        .filter(|(_, at)| at.len() > 1)
+        .enumerate()
+    {
+        at.sort_by_key(|&i| (events[i].partition, events[i].offset));
+        let (first, later) = (at[0], at[1]);
+        if n % 2 == 0 {
+            events[later].ingest_ms = events[later].event.ts_ms;
+            events[first].ingest_ms = known(&events[first]).max(known(&events[later])) + 3_600_000;
+        } else {
+            let e = &mut events[later].event;
+            e.price_minor += 1_000;
+            e.item_id.push_str("-reused");
+        }
+        let (a, b) = (known(&events[first]), known(&events[later]));
+        for ts_ms in [
+            a.min(b),
+            a.min(b) + (a - b).abs() / 2,
+            a.max(b) - 1,
+            a.max(b),
+        ] {
+            labels.push(Label {
+                tenant: tenant.clone(),
+                user: user.clone(),
+                ts_ms,
+                label: n as i64,
+                weight: 1.0,
+                note: Some(format!("copies-{n}")),
+            });
+        }
+    }
+    labels
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_label_row_equals_the_reference_known_at_its_time() {
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive");
-    let events = generated_events(17, 60_000, 1_500);
+    let mut events = generated_events(17, 60_000, 1_500);
+    let copies = reuse_ids(&mut events);
+    assert!(
+        copies.len() > 100,
+        "{} label rows at reused ids",
+        copies.len()
+    );
     write_archive(&archive, &events);
     let records = records_by_user(&events);
     let late = events
@@ -294,8 +352,9 @@ async fn every_label_row_equals_the_reference_known_at_its_time() {
         .filter(|s| s.ingest_ms - s.event.ts_ms > 60_000)
         .count();
     assert!(late > 100, "{late} late events");
-    let labels = edge_labels(&records, 5);
+    let mut labels = edge_labels(&records, 5);
     assert!(labels.len() > 2_000, "{} label rows", labels.len());
+    labels.extend(copies);
     let summary = check(&archive, &labels, &records, &[], None).await;
     assert_eq!(summary.users_with_events + 20, summary.users);
     assert_eq!(summary.grouped_in_memory, summary.partitions);
@@ -310,12 +369,13 @@ async fn every_label_row_equals_the_reference_known_at_its_time() {
 async fn a_budget_smaller_than_the_data_sorts_externally_and_stays_exact() {
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive");
-    let events = generated_events(12, 250_000, 5_000);
+    let mut events = generated_events(12, 250_000, 5_000);
+    let copies = reuse_ids(&mut events);
     write_archive(&archive, &events);
     let records = records_by_user(&events);
     // Every user, so that every record is read: one label at its last
     // arrival, one mid-way.
-    let labels: Vec<Label> = records
+    let mut labels: Vec<Label> = records
         .iter()
         .flat_map(|((tenant, user), recs)| {
             let (first, last) = (
@@ -332,6 +392,7 @@ async fn a_budget_smaller_than_the_data_sorts_externally_and_stays_exact() {
             })
         })
         .collect();
+    labels.extend(copies);
     let summary = check(
         &archive,
         &labels,
