@@ -223,6 +223,30 @@ impl ViewStore {
         Ok(names)
     }
 
+    /// The URL of the file job `job` staged (or will stage) as `name`, for
+    /// readers that resolve URLs themselves, such as DataFusion's scans
+    /// (the store's object store: [`ViewStore::location`]).
+    pub fn staged_url(&self, job: &str, name: &str) -> Result<url::Url> {
+        match &self.loc.local {
+            Some(root) => {
+                let path = job_dir(root, job).join(name);
+                let path = std::path::absolute(&path).map_err(ViewError::io(&path))?;
+                url::Url::from_file_path(&path)
+                    .map_err(|()| self.err(format!("{}: not a file URL", path.display())))
+            }
+            None => self
+                .loc
+                .url
+                .join(&format!("{STAGING_PREFIX}/{job}/{name}"))
+                .map_err(|e| self.err(e.to_string())),
+        }
+    }
+
+    /// Where the store is, and its object store.
+    pub fn location(&self) -> &Location {
+        &self.loc
+    }
+
     fn staged_object(&self, job: &str, name: &str) -> ObjPath {
         self.loc.child(&format!("{STAGING_PREFIX}/{job}/{name}"))
     }
