@@ -261,16 +261,13 @@ impl ExecutionPlan for FoldExec {
         let global = if local.is_some() {
             Some(partition)
         } else {
-            shuffle_partition(&self.input, partition)?
+            shuffle_partition(&[&self.input], partition)?
         };
         let schema = report_schema();
         let out_schema = schema.clone();
-        let handle = tokio::runtime::Handle::current();
         let run = async move {
-            // The fold is CPU-bound: on a blocking thread, off the async
-            // workers that keep driving the scan and the shuffle.
-            let report = tokio::task::spawn_blocking(move || {
-                handle.block_on(run_task(
+            let report = on_blocking_thread(move || async move {
+                run_task(
                     input,
                     partition,
                     global,
@@ -280,17 +277,10 @@ impl ExecutionPlan for FoldExec {
                     local.as_deref(),
                     &s3,
                     reservation,
-                ))
+                )
+                .await
             })
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
-            .map_err(|e| match e {
-                // As it came: Ballista tells a lost shuffle input (rerun
-                // the stage that wrote it) from a failed task by the
-                // error's type.
-                BatchError::DataFusion(e) => e,
-                e => DataFusionError::External(Box::new(e)),
-            })?;
+            .await?;
             let json = serde_json::to_string(&report)
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             RecordBatch::try_new(out_schema, vec![Arc::new(StringArray::from(vec![json]))])
@@ -303,11 +293,32 @@ impl ExecutionPlan for FoldExec {
     }
 }
 
+/// Runs a task's work (CPU-bound: grouping, folding) on a blocking
+/// thread, off the async workers that keep driving the scan and the
+/// shuffle. A DataFusion error comes back as it came: Ballista tells a
+/// lost shuffle input (rerun the stage that wrote it) from a failed task by
+/// the error's type.
+pub(crate) async fn on_blocking_thread<T, F, W>(work: W) -> DfResult<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T>>,
+    W: FnOnce() -> F + Send + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(work()))
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?
+        .map_err(|e| match e {
+            BatchError::DataFusion(e) => e,
+            e => DataFusionError::External(Box::new(e)),
+        })
+}
+
 /// The task context a fold on an executor runs in: the client sized the
 /// session's batches and sort reservations to its own memory budget; an
 /// executor gives each task a pool of its own (its memory over its task
 /// slots), to which they are sized again.
-fn fit_to_task_pool(ctx: &Arc<TaskContext>) -> Arc<TaskContext> {
+pub(crate) fn fit_to_task_pool(ctx: &Arc<TaskContext>) -> Arc<TaskContext> {
     use datafusion::execution::memory_pool::MemoryLimit;
     let MemoryLimit::Finite(pool) = ctx.memory_pool().memory_limit() else {
         return ctx.clone();
@@ -325,33 +336,38 @@ fn fit_to_task_pool(ctx: &Arc<TaskContext>) -> Arc<TaskContext> {
     ))
 }
 
-/// Which hash partition a cluster task's local `partition` of `input`
+/// Which hash partition a cluster task's local `partition` of `inputs`
 /// reads. Ballista runs a task on a plan sliced to its own partitions
 /// (executed as 0, 1, ...); the shuffle locations it reads name the
-/// partition of the map stage's output, the hash partition. None: the
-/// partition is empty (no location to read).
-fn shuffle_partition(input: &Arc<dyn ExecutionPlan>, partition: usize) -> DfResult<Option<usize>> {
+/// partition of the map stage's output, the hash partition (the same in
+/// every input of an operator that reads several co-partitioned
+/// shuffles). None: the partition is empty in every input (no location to
+/// read).
+pub(crate) fn shuffle_partition(
+    inputs: &[&Arc<dyn ExecutionPlan>],
+    partition: usize,
+) -> DfResult<Option<usize>> {
     use ballista_core::execution_plans::ShuffleReaderExec;
-    let Some(reader) = input.downcast_ref::<ShuffleReaderExec>() else {
-        return Err(DataFusionError::Plan(format!(
-            "Weft's fold on a cluster reads a shuffle, not {}",
-            input.name()
-        )));
-    };
-    let locations = reader.partition.get(partition).ok_or_else(|| {
-        DataFusionError::Plan(format!(
-            "Weft's fold: the shuffle read has no partition {partition}"
-        ))
-    })?;
-    let ids: std::collections::BTreeSet<usize> = locations
-        .iter()
-        .map(|l| l.partition_id.partition_id)
-        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for input in inputs {
+        let Some(reader) = input.downcast_ref::<ShuffleReaderExec>() else {
+            return Err(DataFusionError::Plan(format!(
+                "a Weft task on a cluster reads a shuffle, not {}",
+                input.name()
+            )));
+        };
+        let locations = reader.partition.get(partition).ok_or_else(|| {
+            DataFusionError::Plan(format!(
+                "a Weft task: the shuffle read has no partition {partition}"
+            ))
+        })?;
+        ids.extend(locations.iter().map(|l| l.partition_id.partition_id));
+    }
     match ids.len() {
         0 => Ok(None),
         1 => Ok(ids.first().copied()),
         _ => Err(DataFusionError::Plan(format!(
-            "Weft's fold: one task reads shuffle partitions {ids:?}; a fold takes exactly one"
+            "a Weft task reads shuffle partitions {ids:?}; it takes exactly one"
         ))),
     }
 }
@@ -382,7 +398,7 @@ fn partials_name(k: i32, fold: usize) -> String {
 pub(crate) const NO_PARTITION: usize = usize::MAX;
 
 /// A name no other attempt of any task uses: `<partition>.<nonce>`.
-fn attempt_id(partition: usize) -> String {
+pub(crate) fn attempt_id(partition: usize) -> String {
     format!("{partition}.{:016x}", nonce())
 }
 
@@ -395,7 +411,13 @@ fn recs_staged_name(attempt: &str) -> String {
 /// The partition a staged name of [`recs_staged_name`] was made for
 /// ([`NO_PARTITION`] for a task without rows); None: another name.
 pub(crate) fn recs_staged_partition(name: &str) -> Option<usize> {
-    let attempt = name.strip_prefix("recs-")?.strip_suffix(".bin")?;
+    staged_partition(name, "recs-", ".bin")
+}
+
+/// The partition of a staged name `<prefix><attempt id><suffix>`
+/// ([`attempt_id`]); None: another name.
+pub(crate) fn staged_partition(name: &str, prefix: &str, suffix: &str) -> Option<usize> {
+    let attempt = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
     attempt.split_once('.')?.0.parse().ok()
 }
 
@@ -403,7 +425,7 @@ pub(crate) fn recs_staged_partition(name: &str) -> Option<usize> {
 /// advertised address (set by `weft batch executor`), else the process.
 pub(crate) static EXECUTOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     EXECUTOR
         .get()
         .cloned()

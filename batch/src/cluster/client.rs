@@ -39,11 +39,60 @@ pub fn job_id() -> String {
     )
 }
 
-fn cluster_error(scheduler: &str, problem: impl std::fmt::Display) -> BatchError {
+pub(crate) fn cluster_error(scheduler: &str, problem: impl std::fmt::Display) -> BatchError {
     BatchError::Cluster {
         scheduler: scheduler.to_string(),
         problem: problem.to_string(),
     }
+}
+
+/// The scheduler's gRPC URL, once something listens at `scheduler`
+/// (df://host:port): fails fast, and by name, when nothing does (Ballista's
+/// client would retry for a long time).
+pub(crate) async fn reach(scheduler: &str, config: &BatchConfig) -> Result<String> {
+    let (host, port) = weft_config::parse_scheduler(scheduler).map_err(BatchError::Argument)?;
+    match tokio::time::timeout(
+        config.connect_timeout,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(format!("http://{host}:{port}")),
+        Ok(Err(e)) => Err(cluster_error(scheduler, format!("cannot connect: {e}"))),
+        Err(_) => Err(cluster_error(
+            scheduler,
+            format!(
+                "no connection within {} s (cluster.connect_timeout_secs)",
+                config.connect_timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Submits `plan` as job `job` to the scheduler at `url` ([`reach`]) with
+/// Weft's codec and the run's settings (batch size, spill reservation,
+/// which travel with the job to the executors); the stream of its output.
+pub(crate) async fn submit(
+    url: &str,
+    job: &str,
+    plan: Arc<dyn ExecutionPlan>,
+    ctx: &SessionContext,
+    config: &BatchConfig,
+) -> datafusion::error::Result<datafusion::execution::SendableRecordBatchStream> {
+    let codec = WeftCodec::new(config.s3.clone());
+    let session = ctx
+        .copied_config()
+        .upgrade_for_ballista()
+        .with_ballista_job_name(&format!("weft batch {job}"));
+    execute_physical_plan::<PhysicalPlanNode>(
+        url.to_string(),
+        &BallistaConfig::default(),
+        plan,
+        &codec,
+        job.to_string(),
+        session,
+    )
+    .await
 }
 
 /// Runs the fold stage of `input` on the cluster as job `job`. Returns the
@@ -60,27 +109,7 @@ pub(crate) async fn run(
     ctx: &SessionContext,
     progress: &JobProgress,
 ) -> Result<(Staging, Vec<TaskReport>, Vec<RecsBuilder>)> {
-    let (host, port) = weft_config::parse_scheduler(scheduler).map_err(BatchError::Argument)?;
-    // Fail fast, and by name, when nothing listens: Ballista's client
-    // would retry for a long time.
-    match tokio::time::timeout(
-        config.connect_timeout,
-        tokio::net::TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(cluster_error(scheduler, format!("cannot connect: {e}"))),
-        Err(_) => {
-            return Err(cluster_error(
-                scheduler,
-                format!(
-                    "no connection within {} s (cluster.connect_timeout_secs)",
-                    config.connect_timeout.as_secs()
-                ),
-            ));
-        }
-    }
+    let url = reach(scheduler, config).await?;
     let staging = views.job_staging(job)?;
     task.store = Some((config.views.clone(), job.to_string()));
     let partitions = config.partitions.max(1);
@@ -91,13 +120,6 @@ pub(crate) async fn run(
         None,
         config.s3.clone(),
     ));
-    let codec = WeftCodec::new(config.s3.clone());
-    // The run's settings (batch size, spill reservation) travel with the
-    // job to the executors.
-    let session = ctx
-        .copied_config()
-        .upgrade_for_ballista()
-        .with_ballista_job_name(&format!("weft batch {job}"));
     tracing::info!(
         job,
         scheduler,
@@ -105,21 +127,13 @@ pub(crate) async fn run(
         "submitting the batch job: stage 1 scans the archive and shuffles by (tenant, user), stage 2 folds"
     );
     let submitted = async {
-        let stream = execute_physical_plan::<PhysicalPlanNode>(
-            format!("http://{host}:{port}"),
-            &BallistaConfig::default(),
-            fold,
-            &codec,
-            job.to_string(),
-            session,
-        )
-        .await?;
+        let stream = submit(&url, job, fold, ctx, config).await?;
         datafusion::physical_plan::common::collect(stream).await
     };
     progress.tasks.store(partitions, Ordering::Relaxed);
     let batches = tokio::select! {
         batches = submitted => batches.map_err(|e| cluster_error(scheduler, e))?,
-        never = watch_tasks(views, job, partitions, progress) => match never {},
+        never = watch_tasks(views, job, partitions, progress, tasks_done) => match never {},
     };
     progress.tasks_done.store(partitions, Ordering::Relaxed);
     let reports =
@@ -156,15 +170,17 @@ pub(crate) async fn run(
     Ok((staging, reports, builders))
 }
 
-/// Follows the fold stage from the client while the job runs: a task's
+/// Follows the last stage from the client while the job runs: a task's
 /// files appear in the job's staging area when it is done, so every
-/// second the staged names say how many of the `tasks` are (logged when
-/// the count moves, and kept in `progress` for the progress display).
-async fn watch_tasks(
+/// second the staged names say how many of the `tasks` are
+/// (`tasks_done`; logged when the count moves, and kept in `progress` for
+/// the progress display).
+pub(crate) async fn watch_tasks(
     views: &ViewStore,
     job: &str,
     tasks: usize,
     progress: &JobProgress,
+    tasks_done: fn(&[String]) -> usize,
 ) -> std::convert::Infallible {
     let mut reported = 0;
     loop {
@@ -180,7 +196,7 @@ async fn watch_tasks(
         progress.tasks_done.store(done, Ordering::Relaxed);
         if done != reported {
             reported = done;
-            tracing::info!(job, done, tasks, "stage 2: fold tasks done");
+            tracing::info!(job, done, tasks, "tasks done");
         }
     }
 }
@@ -189,19 +205,26 @@ async fn watch_tasks(
 /// recommendation statistics last ([`operator::recs_staged_partition`]; a
 /// partition retried counts once, each task without rows once).
 fn tasks_done(names: &[String]) -> usize {
-    let mut partitions = std::collections::BTreeSet::new();
+    count_partitions(
+        names
+            .iter()
+            .filter_map(|n| operator::recs_staged_partition(n)),
+    )
+}
+
+/// Partitions done among staged names' `partitions` (each once; each
+/// [`operator::NO_PARTITION`] once: a task without rows).
+pub(crate) fn count_partitions(partitions: impl Iterator<Item = usize>) -> usize {
+    let mut seen = std::collections::BTreeSet::new();
     let mut empty = 0;
-    for partition in names
-        .iter()
-        .filter_map(|n| operator::recs_staged_partition(n))
-    {
+    for partition in partitions {
         if partition == operator::NO_PARTITION {
             empty += 1;
         } else {
-            partitions.insert(partition);
+            seen.insert(partition);
         }
     }
-    partitions.len() + empty
+    seen.len() + empty
 }
 
 #[cfg(test)]
