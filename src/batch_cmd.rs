@@ -175,6 +175,23 @@ pub(crate) struct TrainingArgs {
     /// spec).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Run on the Ballista cluster of this scheduler, df://host:port
+    /// (cluster.scheduler; unset: in this process). The label keys reach
+    /// the executors through the view store's staging area (--views).
+    #[arg(long)]
+    cluster: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+impl TrainingArgs {
+    fn overrides(&self) -> Overrides {
+        self.scan.overrides(self.store.overrides()).set(
+            "cluster.scheduler",
+            "--cluster",
+            self.cluster.clone(),
+        )
+    }
 }
 
 /// What every job over the archive takes: `weft batch run` and
@@ -516,7 +533,8 @@ pub(crate) fn batch_config(c: &WeftConfig) -> Result<BatchConfig> {
     archive_config(c, &view_store(c)?)
 }
 
-/// [`batch_config`] with the view store given (a training set needs none).
+/// [`batch_config`] with the view store given (a training set needs one on
+/// a cluster only).
 fn archive_config(c: &WeftConfig, views: &str) -> Result<BatchConfig> {
     let (spec, text) = crate::load_spec(&c.features)?;
     let mut config = BatchConfig::new(&c.archive.root, views, Arc::new(spec), text);
@@ -576,14 +594,19 @@ fn progress_line(progress: &Arc<JobProgress>) -> (ProgressBar, tokio::task::Join
 }
 
 async fn training_set(file: Option<&Path>, args: &TrainingArgs) -> Result<()> {
-    let config = archive_config(
-        &crate::load_config(file, args.scan.overrides(Overrides::new()))?,
-        "",
-    )?;
+    let c = crate::load_config(file, args.overrides())?;
+    // A view store only carries a cluster run's label keys.
+    let config = archive_config(&c, c.views.store.as_deref().unwrap_or_default())?;
     let s = with_progress_line(|p| {
         weft_batch::training::training_set(&config, &args.labels, &args.out, &args.only, p)
     })
     .await?;
+    if let Some(scheduler) = &config.cluster {
+        println!(
+            "ran on the cluster of {scheduler} ({} training tasks)",
+            s.partitions
+        );
+    }
     println!(
         "wrote {} in {:.1} s: {} label rows, {} users ({} with events), {} archive records read, {} feature columns ({})",
         args.out.display(),
@@ -594,6 +617,10 @@ async fn training_set(file: Option<&Path>, args: &TrainingArgs) -> Result<()> {
         s.records,
         s.features.len(),
         s.features.join(", ")
+    );
+    println!(
+        "  rows grouped in memory in {} of {} partitions",
+        s.grouped_in_memory, s.partitions
     );
     Ok(())
 }

@@ -13,12 +13,18 @@
 //!    (the executors' memory is smaller than a task's grouped rows) where
 //!    the local run grouped every partition in memory; no `_staging/`
 //!    object is left behind;
-//! 2. one executor killed with -9 as soon as it starts a fold task: the job
+//! 2. `weft batch training-set`, local and on the cluster (the labels'
+//!    keys staged in an S3 view store, both sides shuffled by user, every
+//!    task sorting externally in the executors' small pools): the same
+//!    file, every row and column in order, for label rows at spread and
+//!    exact event times and of users the archive does not have (the
+//!    local run equals the reference row for row: batch/tests/training.rs);
+//! 3. one executor killed with -9 as soon as it starts a fold task: the job
 //!    either completes (Ballista ran the task again elsewhere) with the
 //!    view of a local run of the same partitions, or fails with a message
 //!    and publishes nothing, leaving no object at all in its store; never a
 //!    partial view;
-//! 3. an unreachable scheduler: a failure naming its address, in bounded
+//! 4. an unreachable scheduler: a failure naming its address, in bounded
 //!    time, nothing published.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -47,6 +53,9 @@ const WAIT: Duration = Duration::from_secs(300);
 /// What an executor logs when a fold task begins (and ends).
 const FOLD_STARTED: &str = "weft fold task started";
 const FOLD_FINISHED: &str = "weft fold task finished";
+/// And a training-set task.
+const TRAINING_STARTED: &str = weft_batch::training::TASK_STARTED;
+const TRAINING_FINISHED: &str = weft_batch::training::TASK_FINISHED;
 
 /// A child process, killed (-9) and reaped on drop: a failing test leaves
 /// no scheduler, executor or client behind. Its stderr (and stdout) go to
@@ -81,6 +90,11 @@ impl Cluster {
         self.executors.iter().fold((0, 0), |(s, f), e| {
             (s + e.logged(FOLD_STARTED), f + e.logged(FOLD_FINISHED))
         })
+    }
+
+    /// How often the executors logged `needle`.
+    fn logged(&self, needle: &str) -> usize {
+        self.executors.iter().map(|e| e.logged(needle)).sum()
     }
 
     fn logs(&self) -> String {
@@ -320,6 +334,81 @@ impl Env {
                 .unwrap();
         }
         files.len()
+    }
+
+    /// A training set of labels made from the local copy of the archive,
+    /// from the S3 archive in this process and on `cluster` (4 partitions
+    /// each): the same file; the tasks ran on the executors.
+    fn assert_same_training_set(&self, archive: &Path, cluster: &Cluster) {
+        let script = format!(
+            "{}/tests/python/training_labels.py",
+            crate::common::repo_root()
+        );
+        let labels = self.path("labels.parquet");
+        let made = crate::common::python(&[
+            &script,
+            "make",
+            archive.to_str().unwrap(),
+            labels.to_str().unwrap(),
+        ]);
+        println!("training set: {}", made.trim());
+        let archive_url = self.s3.url("archive");
+        let views_url = self.s3.url("views-training");
+        let training = |name: &str, cluster: Option<&str>| {
+            let out = self.path(&format!("{name}.parquet"));
+            let mut args = vec![
+                "batch",
+                "training-set",
+                "--archive",
+                &archive_url,
+                "--features",
+                &self.spec,
+                "--labels",
+                labels.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--memory-mb",
+                "512",
+                "--partitions",
+                "4",
+            ];
+            if let Some(url) = cluster {
+                args.extend(["--cluster", url, "--views", &views_url]);
+            }
+            let run = self.run(name, &args);
+            assert!(
+                run.status.success(),
+                "weft batch training-set ({name}) failed:\n{}",
+                run.text()
+            );
+            println!(
+                "{name}: {:.1} s: {}",
+                run.took.as_secs_f64(),
+                run.stdout.trim()
+            );
+            (out, run)
+        };
+        let (local, _) = training("training-local", None);
+        let started = cluster.logged(TRAINING_STARTED);
+        let (remote, run) = training("training-cluster", Some(cluster.url.as_str()));
+        assert!(
+            run.stdout.contains("(4 training tasks)")
+                && run
+                    .stdout
+                    .contains("rows grouped in memory in 0 of 4 partitions")
+                && cluster.logged(TRAINING_FINISHED) >= started + 4,
+            "the 4 training tasks ran on the executors, each sorting externally:\n{}\nlogs:\n{}",
+            run.text(),
+            cluster.logs()
+        );
+        let same = crate::common::python(&[
+            &script,
+            "same",
+            local.to_str().unwrap(),
+            remote.to_str().unwrap(),
+        ]);
+        println!("training set: {}", same.trim());
+        self.assert_no_staging_left("after the training set on the cluster");
     }
 
     /// The current view of `s3://weft/VIEWS` and its manifest.
@@ -647,7 +736,10 @@ fn cluster_batch_equals_local_and_survives_a_lost_executor() {
     env.assert_same_view("views-local", "views-cluster");
     env.assert_no_staging_left("after the cluster run");
 
-    // 2. An executor killed with -9 as soon as it starts a fold task.
+    // 2. A training set, local and on the cluster, row for row the same.
+    env.assert_same_training_set(&archive, &cluster);
+
+    // 3. An executor killed with -9 as soon as it starts a fold task.
     let started: Vec<usize> = cluster
         .executors
         .iter()
@@ -715,7 +807,7 @@ fn cluster_batch_equals_local_and_survives_a_lost_executor() {
     }
     env.assert_no_staging_left("after the run that lost an executor");
 
-    // 3. An unreachable scheduler: a clear error, nothing published.
+    // 4. An unreachable scheduler: a clear error, nothing published.
     let closed = free_ports(1)[0];
     let dead = format!("127.0.0.1:{closed}");
     let dead_url = format!("df://{dead}");

@@ -36,7 +36,7 @@ use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::logical_expr::{Expr, SortExpr, col, lit};
 use datafusion::physical_plan::expressions::col as pcol;
 use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use datafusion::prelude::ParquetReadOptions;
 use futures::StreamExt;
 use hashbrown::HashTable;
@@ -55,6 +55,10 @@ use crate::fold::{UserRows, group_partition};
 use crate::group::{Arena, Grouped, Ranking, Row, Strings, Users};
 use crate::job::{BatchConfig, JobProgress, Scan, columns, open_scan};
 use crate::{BatchError, Result};
+
+mod exec;
+
+pub use exec::{TASK_FINISHED, TASK_STARTED, TrainingExec};
 
 /// The label row number column of the scratch files.
 const ROW: &str = "_label_row";
@@ -229,7 +233,7 @@ impl Users for Labelled {
 struct Labels {
     batches: Vec<RecordBatch>,
     rows: u64,
-    by_user: LabelUsers,
+    by_user: Arc<LabelUsers>,
 }
 
 fn bad(file: &Path, problem: impl ToString) -> BatchError {
@@ -316,7 +320,7 @@ fn read_labels(path: &Path, features: &[String]) -> Result<Labels> {
     Ok(Labels {
         batches,
         rows: row,
-        by_user,
+        by_user: Arc::new(by_user),
     })
 }
 
@@ -556,6 +560,27 @@ struct TrainingRows {
 }
 
 impl TrainingRows {
+    fn new(spec: Arc<FeatureSpec>, labels: Arc<LabelUsers>, writer: ScratchWriter) -> Self {
+        TrainingRows {
+            spec,
+            labels,
+            writer,
+            sweep: Sweep::new(),
+            rows: Vec::new(),
+            current: None,
+            strings: Strings::new(),
+            with_events: Vec::new(),
+            read: 0,
+        }
+    }
+
+    /// After the partition's last row: the labelled users with records,
+    /// the records read, and the writer (still open).
+    fn finish(mut self) -> Result<(Vec<u32>, u64, ScratchWriter)> {
+        self.finish_user()?;
+        Ok((self.with_events, self.read, self.writer))
+    }
+
     /// Evaluates user `user` on `self.rows`, their strings in `strings`
     /// (the grouped rows') or, if `None`, in `self.strings` (the sorted
     /// path's).
@@ -627,6 +652,98 @@ impl UserRows for TrainingRows {
     }
 }
 
+/// What the grouping of every partition found.
+struct Folded {
+    users_with_events: u64,
+    records: u64,
+    grouped_in_memory: usize,
+}
+
+/// The partitions' feature rows, in this process: one task per partition
+/// into its scratch file, the label users without records into one more.
+async fn run_local(
+    ctx: &datafusion::prelude::SessionContext,
+    repartitioned: Arc<dyn ExecutionPlan>,
+    spec: &Arc<FeatureSpec>,
+    labels: &Labels,
+    feature_schema: &Schema,
+    scratch: &Path,
+    progress: &Arc<JobProgress>,
+) -> Result<Folded> {
+    let partitions = repartitioned.output_partitioning().partition_count();
+    let task_ctx = ctx.task_ctx();
+    let by_user = labels.by_user.clone();
+    // Registered before any partition's grouping grows: each gets its fair
+    // share of the pool from the start.
+    let reservations: Vec<MemoryReservation> = (0..partitions)
+        .map(|i| {
+            MemoryConsumer::new(format!("weft training rows[{i}]"))
+                .with_can_spill(true)
+                .register(task_ctx.memory_pool())
+        })
+        .collect();
+    let mut tasks = Vec::with_capacity(partitions);
+    for (i, reservation) in reservations.into_iter().enumerate() {
+        let mut rows = TrainingRows::new(
+            spec.clone(),
+            by_user.clone(),
+            ScratchWriter::create(scratch.join(format!("p{i}.parquet")), feature_schema)?,
+        );
+        let (plan, task_ctx, progress) =
+            (repartitioned.clone(), task_ctx.clone(), progress.clone());
+        tasks.push(tokio::spawn(async move {
+            let grouping =
+                group_partition(plan, i, task_ctx, &progress, reservation, &mut rows).await?;
+            let (with_events, read, writer) = rows.finish()?;
+            writer.close()?;
+            if !grouping.in_memory {
+                tracing::info!(
+                    partition = i,
+                    spills = grouping.spills,
+                    "training rows sorted externally"
+                );
+            }
+            Ok::<_, BatchError>((with_events, read, grouping.in_memory))
+        }));
+    }
+    let mut with_events = vec![false; by_user.len()];
+    let mut folded = Folded {
+        users_with_events: 0,
+        records: 0,
+        grouped_in_memory: 0,
+    };
+    for t in tasks {
+        let (users, read, in_memory) = t
+            .await
+            .map_err(|e| BatchError::Argument(format!("a training-set task failed: {e}")))??;
+        for u in users {
+            with_events[u as usize] = true;
+        }
+        folded.records += read;
+        folded.grouped_in_memory += usize::from(in_memory);
+    }
+    folded.users_with_events = with_events.iter().filter(|w| **w).count() as u64;
+    let mut empty = ScratchWriter::create(scratch.join("none.parquet"), feature_schema)?;
+    no_event_rows(spec, &by_user, &with_events, &mut empty)?;
+    empty.close()?;
+    Ok(folded)
+}
+
+/// The rows of the label users without any record (`with_events` false):
+/// the features of no events.
+fn no_event_rows(
+    spec: &FeatureSpec,
+    users: &LabelUsers,
+    with_events: &[bool],
+    out: &mut ScratchWriter,
+) -> Result<()> {
+    let (mut sweep, no_strings) = (Sweep::new(), Strings::new());
+    for (times, _) in users.times.iter().zip(with_events).filter(|(_, w)| !**w) {
+        user_rows(spec, &[], &no_strings, times, out, &mut sweep)?;
+    }
+    Ok(())
+}
+
 /// Builds the training set of `labels` from `config.archive` into `out`
 /// (atomically: a temporary file renamed into place). `only`: the features
 /// to compute (empty: all of the spec's).
@@ -691,7 +808,7 @@ pub async fn export_point_in_time(
     let labels = Labels {
         batches,
         rows: row,
-        by_user,
+        by_user: Arc::new(by_user),
     };
     build(config, labels, selected, out, progress).await
 }
@@ -701,6 +818,34 @@ fn names(spec: &FeatureSpec, selected: &[usize]) -> Vec<String> {
         .iter()
         .map(|&i| spec.features[i].name.clone())
         .collect()
+}
+
+/// The spec of the features `names` (in that order): only those are
+/// folded.
+fn subset(spec: &FeatureSpec, names: &[String]) -> Result<FeatureSpec> {
+    FeatureSpec::new(
+        names
+            .iter()
+            .map(|name| {
+                spec.feature_index(name)
+                    .map(|i| spec.features[i].clone())
+                    .ok_or_else(|| {
+                        BatchError::Argument(format!("the spec has no feature '{name}'"))
+                    })
+            })
+            .collect::<Result<_>>()?,
+    )
+    .map_err(|e| BatchError::Argument(format!("features: {e}")))
+}
+
+/// The feature columns of `spec`, typed as `weft batch export` types them.
+fn feature_schema(spec: &FeatureSpec) -> Schema {
+    Schema::new(
+        spec.features
+            .iter()
+            .map(|f| ArrowField::new(&f.name, column_type(f), true))
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// The features of `selected` for every label row, next to the label rows.
@@ -713,33 +858,16 @@ async fn build(
 ) -> Result<TrainingSummary> {
     let started = std::time::Instant::now();
     let names = names(&config.spec, &selected);
-    // Only the features asked for are folded.
-    let spec = Arc::new(
-        FeatureSpec::new(
-            selected
-                .iter()
-                .map(|&i| config.spec.features[i].clone())
-                .collect(),
-        )
-        .map_err(|e| BatchError::Argument(format!("features: {e}")))?,
-    );
-    let selected: Vec<usize> = (0..spec.features.len()).collect();
-    let feature_schema = Schema::new(
-        selected
-            .iter()
-            .map(|&i| {
-                let f = &spec.features[i];
-                ArrowField::new(&f.name, column_type(f), true)
-            })
-            .collect::<Vec<_>>(),
-    );
+    let spec = Arc::new(subset(&config.spec, &names)?);
+    let feature_schema = feature_schema(&spec);
 
     let Scan { ctx, table, .. } = open_scan(config, &progress).await?;
     progress.set("scanning and grouping");
     let has_ingest = table
         .schema()
         .has_column_with_unqualified_name(INGEST_COLUMN);
-    let cols = scan_columns(&spec, &selected, has_ingest);
+    let all: Vec<usize> = (0..spec.features.len()).collect();
+    let cols = scan_columns(&spec, &all, has_ingest);
     // Every record is grouped; the users without labels are skipped as
     // they come (a semi-join with the labels' users costs more than it
     // saves when most users have labels, and its repartitions shrink the
@@ -759,76 +887,64 @@ async fn build(
         .prefix("weft-training-")
         .tempdir_in(config.spill_dir.clone().unwrap_or_else(std::env::temp_dir))
         .map_err(|e| bad(Path::new("scratch directory"), e))?;
-    let task_ctx = ctx.task_ctx();
-    let by_user = Arc::new(labels.by_user);
-    // Registered before any partition's grouping grows: each gets its fair
-    // share of the pool from the start.
-    let reservations: Vec<MemoryReservation> = (0..partitions)
-        .map(|i| {
-            MemoryConsumer::new(format!("weft training rows[{i}]"))
-                .with_can_spill(true)
-                .register(task_ctx.memory_pool())
-        })
-        .collect();
-    let mut tasks = Vec::with_capacity(partitions);
-    for (i, reservation) in reservations.into_iter().enumerate() {
-        let mut rows = TrainingRows {
-            spec: spec.clone(),
-            labels: by_user.clone(),
-            writer: ScratchWriter::create(
-                scratch.path().join(format!("p{i}.parquet")),
+    let folded = match &config.cluster {
+        None => {
+            run_local(
+                &ctx,
+                repartitioned,
+                &spec,
+                &labels,
                 &feature_schema,
-            )?,
-            sweep: Sweep::new(),
-            rows: Vec::new(),
-            current: None,
-            strings: Strings::new(),
-            with_events: Vec::new(),
-            read: 0,
-        };
-        let (plan, task_ctx, progress) =
-            (repartitioned.clone(), task_ctx.clone(), progress.clone());
-        tasks.push(tokio::spawn(async move {
-            let grouping =
-                group_partition(plan, i, task_ctx, &progress, reservation, &mut rows).await?;
-            rows.finish_user()?;
-            rows.writer.close()?;
-            if !grouping.in_memory {
-                tracing::info!(
-                    partition = i,
-                    spills = grouping.spills,
-                    "training rows sorted externally"
-                );
-            }
-            Ok::<_, BatchError>((rows.with_events, rows.read, grouping.in_memory))
-        }));
-    }
-    let mut with_events = vec![false; by_user.len()];
-    let mut records = 0;
-    let mut grouped_in_memory = 0;
-    for t in tasks {
-        let (users, read, in_memory) = t
-            .await
-            .map_err(|e| BatchError::Argument(format!("a training-set task failed: {e}")))??;
-        for u in users {
-            with_events[u as usize] = true;
+                scratch.path(),
+                &progress,
+            )
+            .await?
         }
-        records += read;
-        grouped_in_memory += usize::from(in_memory);
-    }
-    // Label rows of users with no record: the features of no events.
-    let mut empty = ScratchWriter::create(scratch.path().join("none.parquet"), &feature_schema)?;
-    let (mut sweep, no_strings) = (Sweep::new(), Strings::new());
-    for (times, _) in by_user.times.iter().zip(&with_events).filter(|(_, w)| !**w) {
-        user_rows(&spec, &[], &no_strings, times, &mut empty, &mut sweep)?;
-    }
-    empty.close()?;
+        Some(scheduler) => {
+            exec::run_on_cluster(
+                scheduler,
+                config,
+                &ctx,
+                repartitioned,
+                &labels,
+                &names,
+                scratch.path(),
+                &progress,
+            )
+            .await?
+        }
+    };
 
     // The feature rows in label order, next to the label rows.
     progress.set("publishing");
+    assemble(&ctx, scratch.path(), &labels, &feature_schema, out).await?;
+    progress.set("done");
+    Ok(TrainingSummary {
+        rows: labels.rows,
+        users: labels.by_user.len() as u64,
+        users_with_events: folded.users_with_events,
+        records: folded.records,
+        features: names,
+        grouped_in_memory: folded.grouped_in_memory,
+        partitions,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Writes `out` (atomically: a temporary file renamed into place): the
+/// label rows in input order, label columns unchanged, and next to each
+/// its feature row from the scratch files in `scratch` (sorted by label
+/// row number with DataFusion, spilling).
+async fn assemble(
+    ctx: &datafusion::prelude::SessionContext,
+    scratch: &Path,
+    labels: &Labels,
+    feature_schema: &Schema,
+    out: &Path,
+) -> Result<()> {
     let rows = ctx
         .read_parquet(
-            format!("{}/", scratch.path().display()),
+            format!("{}/", scratch.display()),
             ParquetReadOptions::default(),
         )
         .await?
@@ -894,15 +1010,5 @@ async fn build(
     }
     writer.close().map_err(|e| bad(&tmp, e))?;
     std::fs::rename(&tmp, out).map_err(BatchError::io(out))?;
-    progress.set("done");
-    Ok(TrainingSummary {
-        rows: labels.rows,
-        users: by_user.len() as u64,
-        users_with_events: with_events.iter().filter(|w| **w).count() as u64,
-        records,
-        features: names,
-        grouped_in_memory,
-        partitions,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(())
 }

@@ -4,15 +4,15 @@
 //! encodes, Weft's or Ballista's, in an envelope
 //!
 //! ```text
-//! b"WEFT" | u16le wire version | u8 kind (0: Ballista's node, 1: Weft's) | payload
+//! b"WEFT" | u16le wire version | u8 kind (0: Ballista's node, 1: Weft's fold, 2: Weft's training set) | payload
 //! ```
 //!
 //! so a process of another Weft version refuses a plan by name instead of
 //! misreading it.
 //!
-//! Weft's one operator is [`FoldExec`]; it is rebuilt with the `[s3]`
-//! settings of the process that decodes it (credentials never travel in
-//! plans).
+//! Weft's operators are [`FoldExec`] (the batch job) and [`TrainingExec`]
+//! (training sets); each is rebuilt with the `[s3]` settings of the process
+//! that decodes it (credentials never travel in plans).
 
 use std::sync::Arc;
 
@@ -24,12 +24,14 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use weft_config::S3Section;
 
 use crate::operator::FoldExec;
+use crate::training::TrainingExec;
 
 const MAGIC: &[u8; 4] = b"WEFT";
 /// Bumped whenever a Weft node's payload or this envelope changes.
-pub const WIRE_VERSION: u16 = 1;
+pub const WIRE_VERSION: u16 = 2;
 const BALLISTA: u8 = 0;
 const WEFT: u8 = 1;
+const TRAINING: u8 = 2;
 const HEADER: usize = 4 + 2 + 1;
 
 /// The codec of every Weft process of a cluster: the client, the
@@ -83,6 +85,7 @@ impl PhysicalExtensionCodec for WeftCodec {
         match open(buf)? {
             (BALLISTA, payload) => self.inner.try_decode(payload, inputs, ctx, proto_converter),
             (WEFT, payload) => FoldExec::decode(payload, inputs, &self.s3),
+            (TRAINING, payload) => TrainingExec::decode(payload, inputs, &self.s3),
             (kind, _) => Err(DataFusionError::Plan(format!(
                 "a plan node of unknown kind {kind} in Weft's envelope"
             ))),
@@ -98,6 +101,11 @@ impl PhysicalExtensionCodec for WeftCodec {
         if let Some(fold) = node.downcast_ref::<FoldExec>() {
             header(buf, WEFT);
             buf.extend_from_slice(&fold.encode()?);
+            return Ok(());
+        }
+        if let Some(training) = node.downcast_ref::<TrainingExec>() {
+            header(buf, TRAINING);
+            buf.extend_from_slice(&training.encode()?);
             return Ok(());
         }
         header(buf, BALLISTA);
@@ -118,7 +126,7 @@ mod tests {
         buf[4] = 9;
         let e = open(&buf).unwrap_err().to_string();
         assert!(
-            e.contains("wire version 9") && e.contains("reads version 1"),
+            e.contains("wire version 9") && e.contains("reads version 2"),
             "{e}"
         );
         let e = open(b"\x08\x01").unwrap_err().to_string();
