@@ -184,17 +184,36 @@ fn three_shards_answer_every_user_through_every_node() {
     assert_embedded(&f, &embedded, &topic.produced, 1, &nodes[2].owned);
     f.rt.block_on(embedded.close()).unwrap();
     assert_routed(&f, &nodes, &names, &topic.produced);
-    // Each shard opened only its partitions' users.
-    let sizes: Vec<u64> = (0..SHARDS)
-        .map(|i| dir_bytes(&f.dir.path().join(format!("shard-{i}/views"))))
+    // Each shard opened only its partitions' users: it holds one entry a
+    // user of its partitions plus the item data whole (the recommendation
+    // file's entries), and the shards' users add up to the view's.
+    // Counted, not measured on disk: RocksDB compacts the ingested files
+    // in the background, so a directory's size depends on when it is read.
+    let manifest: weft_view::Manifest = serde_json::from_str(
+        &std::fs::read_to_string(views.join("v000001").join(weft_view::format::MANIFEST_FILE))
+            .unwrap(),
+    )
+    .unwrap();
+    let items: u64 = manifest
+        .files
+        .iter()
+        .filter(|f| f.partition.is_none())
+        .map(|f| f.entries)
+        .sum();
+    let users: Vec<u64> = nodes
+        .iter()
+        .map(|n| held_entries(&n.log, 1).expect("a shard logs the view it holds") - items)
         .collect();
-    let whole = dir_bytes(&views.join("v000001"));
-    // Every shard holds the item data whole (recommendations) and a third
-    // of the users: about 0.4-0.5 of the view here.
-    for (i, s) in sizes.iter().enumerate() {
+    assert_eq!(
+        users.iter().sum::<u64>(),
+        manifest.counts.users,
+        "the shards' users {users:?} add up to the view's"
+    );
+    for (i, u) in users.iter().enumerate() {
         assert!(
-            *s * 10 < whole * 6,
-            "shard {i} holds {s} bytes of a {whole}-byte view"
+            *u > 0 && *u * 2 < manifest.counts.users,
+            "shard {i} holds {u} of the view's {} users",
+            manifest.counts.users
         );
     }
 
@@ -542,16 +561,17 @@ fn assert_routed(f: &Fixture, nodes: &[Node], tenants: &[&str], produced: &Produ
     });
 }
 
-/// The bytes of the files under `dir`.
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let meta = e.metadata().unwrap();
-        total += if meta.is_dir() {
-            dir_bytes(&e.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
+/// The entries of view `version` a `weft serve` logged it holds in memory
+/// (the last time it opened that view), if it did.
+fn held_entries(log: &Path, version: u64) -> Option<u64> {
+    let view = format!("view={version} ");
+    crate::common::log_text(log)
+        .lines()
+        .rev()
+        .filter(|l| l.contains("holding the view in memory") && l.contains(&view))
+        .filter_map(|l| {
+            let (_, after) = l.split_once("entries=")?;
+            after.split_whitespace().next()?.parse().ok()
+        })
+        .next()
 }
