@@ -40,6 +40,7 @@ use weft_view::ViewStore;
 use weft_view::format::{Counts, ViewFile};
 use weft_view::recs::RecsConfig;
 
+use crate::cluster::codec::{from_payload, to_payload};
 use crate::fold::{FoldOutput, fold_partition};
 use crate::job::JobProgress;
 use crate::recs::RecsBuilder;
@@ -163,8 +164,7 @@ impl FoldExec {
                 "an in-process fold cannot be sent to a cluster".into(),
             ));
         }
-        postcard::to_allocvec(self.task.as_ref())
-            .map_err(|e| DataFusionError::Plan(format!("encoding Weft's fold: {e}")))
+        to_payload(self.task.as_ref(), "fold")
     }
 
     /// Rebuilds the operator from [`FoldExec::encode`]'s payload, in a
@@ -174,10 +174,7 @@ impl FoldExec {
         inputs: &[Arc<dyn ExecutionPlan>],
         s3: &S3Section,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let task: FoldTask = postcard::from_bytes(payload)
-            .map_err(|e| DataFusionError::Plan(format!("decoding Weft's fold: {e}")))?;
-        let spec = FeatureSpec::parse(&task.spec_text)
-            .map_err(|e| DataFusionError::Plan(format!("the job's feature spec: {e}")))?;
+        let (task, spec) = from_payload(payload, "fold", |t: &FoldTask| &t.spec_text)?;
         let [input] = inputs else {
             return Err(DataFusionError::Plan(format!(
                 "Weft's fold takes one input, the plan gives {}",

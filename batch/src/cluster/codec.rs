@@ -52,6 +52,26 @@ impl WeftCodec {
     }
 }
 
+/// A Weft operator's task as its payload (`what` names it in errors).
+pub(crate) fn to_payload<T: serde::Serialize>(task: &T, what: &str) -> Result<Vec<u8>> {
+    postcard::to_allocvec(task)
+        .map_err(|e| DataFusionError::Plan(format!("encoding Weft's {what}: {e}")))
+}
+
+/// A Weft operator's task from its payload, with its feature spec parsed
+/// from the task's text.
+pub(crate) fn from_payload<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    what: &str,
+    spec_text: impl FnOnce(&T) -> &str,
+) -> Result<(T, weft_core::FeatureSpec)> {
+    let task: T = postcard::from_bytes(payload)
+        .map_err(|e| DataFusionError::Plan(format!("decoding Weft's {what}: {e}")))?;
+    let spec = weft_core::FeatureSpec::parse(spec_text(&task))
+        .map_err(|e| DataFusionError::Plan(format!("the job's feature spec: {e}")))?;
+    Ok((task, spec))
+}
+
 fn header(buf: &mut Vec<u8>, kind: u8) {
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(&WIRE_VERSION.to_le_bytes());

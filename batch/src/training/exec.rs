@@ -56,6 +56,7 @@ use super::{
     no_event_rows, subset,
 };
 use crate::cluster::client::{self, cluster_error};
+use crate::cluster::codec::{from_payload, to_payload};
 use crate::columns::StrCol;
 use crate::fold::group_partition;
 use crate::job::{BatchConfig, JobProgress};
@@ -162,8 +163,7 @@ impl TrainingExec {
 
     /// The operator's payload for [`crate::cluster::WeftCodec`].
     pub(crate) fn encode(&self) -> DfResult<Vec<u8>> {
-        postcard::to_allocvec(self.task.as_ref())
-            .map_err(|e| DataFusionError::Plan(format!("encoding Weft's training set: {e}")))
+        to_payload(self.task.as_ref(), "training set")
     }
 
     /// Rebuilds the operator from [`TrainingExec::encode`]'s payload, in a
@@ -173,10 +173,7 @@ impl TrainingExec {
         inputs: &[Arc<dyn ExecutionPlan>],
         s3: &S3Section,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let task: TrainingTask = postcard::from_bytes(payload)
-            .map_err(|e| DataFusionError::Plan(format!("decoding Weft's training set: {e}")))?;
-        let spec = FeatureSpec::parse(&task.spec_text)
-            .map_err(|e| DataFusionError::Plan(format!("the job's feature spec: {e}")))?;
+        let (task, spec) = from_payload(payload, "training set", |t: &TrainingTask| &t.spec_text)?;
         let spec = subset(&spec, &task.features)
             .map_err(|e| DataFusionError::Plan(format!("the job's features: {e}")))?;
         let [archive, labels] = inputs else {
