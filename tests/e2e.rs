@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod common;
 mod generation_switch;
+mod recs;
 mod s3;
 mod serving;
 mod shards;
