@@ -826,6 +826,24 @@ fn malformed_requests_get_their_status_and_tenants_stay_apart() {
             ],
             403,
         ),
+        // A server key from a browser page is refused, even from an
+        // origin its tenant allows.
+        (
+            "/v1/recommendations?user_id=u1&n=3",
+            vec![
+                ("Authorization", auth.as_str()),
+                ("Origin", origin.as_str()),
+            ],
+            403,
+        ),
+        (
+            "/v1/profiles/u1",
+            vec![
+                ("Authorization", auth.as_str()),
+                ("Origin", origin.as_str()),
+            ],
+            403,
+        ),
         ("/v1/nothing", vec![], 404),
     ] {
         let (got, body) = http_get(http, path, &headers);

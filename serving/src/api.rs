@@ -74,7 +74,7 @@ pub struct Call<'a> {
     /// The [`crate::route::HOP`] header of a call another node forwarded.
     pub hop: Option<&'a str>,
     /// The browser's `Origin` (HTTP): it must be one the key's tenant
-    /// allows (`tenants.allowed_origins`).
+    /// allows (`tenants.allowed_origins`), and the key a publishable one.
     pub origin: Option<&'a str>,
     pub arrival: Instant,
 }
@@ -84,6 +84,15 @@ impl Api {
     pub fn begin(&self, call: &Call<'_>) -> Result<(Principal, Deadline), ApiError> {
         let principal = self.keys.authenticate(call.authorization)?;
         principal.require(call.method.scope())?;
+        if let Some(o) = call.origin
+            && !principal.publishable
+        {
+            // A page's script is public: a server key it carries is leaked.
+            return Err(ApiError::PermissionDenied(format!(
+                "key {:?} is a server key, refused from a browser (origin {o:?}): pages use the tenant's publishable key",
+                &*principal.key_name
+            )));
+        }
         if let Some(o) = call.origin
             && !principal.allows_origin(o)
         {

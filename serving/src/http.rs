@@ -10,7 +10,8 @@
 //!
 //! CORS: a preflight (which carries no key) passes for an origin some tenant
 //! allows; the actual request must come from an origin *its key's tenant*
-//! allows, else 403. Requests without `Origin` (servers) are not checked.
+//! allows, with a publishable key, else 403. Requests without `Origin`
+//! (servers) are not checked.
 
 use std::future::Future;
 use std::sync::Arc;
