@@ -76,6 +76,9 @@ pub(crate) async fn group_partition(
     let mut grouper = Grouper::new(rows.users());
     // Set when the rows stop fitting: the batch not taken (if any) and why.
     let mut overflow = None;
+    // Rows scanned into the grouper (those of users it does not keep
+    // included).
+    let mut scanned = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let need = grouper.bytes_for(batch.num_rows());
@@ -89,6 +92,7 @@ pub(crate) async fn group_partition(
             break;
         }
         grouper.push(&batch)?;
+        scanned += batch.num_rows() as u64;
         // Settle the reservation on what is actually held (arenas and
         // tables may have doubled).
         if let Err(e) = reservation.try_resize(grouper.bytes()) {
@@ -100,6 +104,11 @@ pub(crate) async fn group_partition(
     let (mut spills, mut spilled_bytes) = (0, 0);
     let in_memory = overflow.is_none();
     progress.set("folding");
+    // Progress counts rows as they are folded (in memory) or come out of
+    // the sort; the rows of users the grouper did not keep are done now.
+    progress
+        .rows
+        .fetch_add(scanned - grouper.rows() as u64, Ordering::Relaxed);
     if let Some((overflow, refused)) = overflow {
         tracing::info!(
             partition,

@@ -175,15 +175,18 @@ async fn check(
         c.memory_limit = m;
         c.spill_dir = Some(dir.path().to_path_buf());
     }
-    let summary = training_set(
-        &c,
-        &labels_path,
-        &out,
-        only,
-        Arc::new(JobProgress::default()),
-    )
-    .await
-    .unwrap();
+    let progress = Arc::new(JobProgress::default());
+    let summary = training_set(&c, &labels_path, &out, only, progress.clone())
+        .await
+        .unwrap();
+    // The progress line ends at every archive row, skipped users' included.
+    assert_eq!(
+        progress.rows.load(std::sync::atomic::Ordering::Relaxed),
+        progress
+            .total_rows
+            .load(std::sync::atomic::Ordering::Relaxed),
+        "rows done of the archive's"
+    );
     assert_eq!(summary.rows, labels.len() as u64);
     let got = read_all(&out);
     assert_eq!(got.num_rows(), labels.len());
