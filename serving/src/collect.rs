@@ -205,7 +205,7 @@ mod tests {
                 "{e:?}"
             );
         }
-        let many = format!("[{}]", vec![ONE; 11].join(","));
+        let many = format!("[{}]", [ONE; 11].join(","));
         let e = parse_events(many.as_bytes(), "acme", 10).unwrap_err();
         assert!(e.to_string().contains("at most 10"), "{e}");
     }
