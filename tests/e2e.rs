@@ -5,6 +5,7 @@
 mod archive_crash;
 mod cli;
 mod cluster;
+mod collector;
 mod common;
 mod generation_switch;
 mod recs;

@@ -38,7 +38,7 @@ pub(crate) fn widget_key(tenant: &str) -> String {
 }
 
 /// Two keys per tenant: a server key (profiles and recommendations) and a
-/// publishable widget key (recommendations only).
+/// publishable widget key (recommendations and the event collector).
 pub(crate) fn tenants(names: &[&str]) -> Vec<TenantConfig> {
     names
         .iter()
@@ -55,7 +55,7 @@ pub(crate) fn tenants(names: &[&str]) -> Vec<TenantConfig> {
                 KeyConfig {
                     name: format!("{t}-widget"),
                     key: widget_key(t).into(),
-                    scopes: vec!["recommendations:read".into()],
+                    scopes: vec!["recommendations:read".into(), "events:write".into()],
                     publishable: true,
                 },
             ],
@@ -707,23 +707,41 @@ impl tonic::codec::Decoder for RawCodec {
 
 /// Minimal HTTP/1.1 GET: (status, body).
 pub(crate) fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let (status, _, body) = http_request(addr, "GET", path, headers, b"");
+    (status, body)
+}
+
+/// Minimal HTTP/1.1 request: (status, head, body).
+pub(crate) fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !body.is_empty() || method != "GET" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
+    // The server may answer (413) before it read the whole body.
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
     let status = out
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
-    (status, body)
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, head.to_string(), body.to_string())
 }
 
 #[test]
@@ -734,12 +752,13 @@ fn malformed_requests_get_their_status_and_tenants_stay_apart() {
     let names = tenant_names(&topic.produced);
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     assert!(names.len() >= 2);
-    let running =
-        f.rt.block_on(weft_serving::start(config(&f, &names)))
-            .unwrap();
+    let mut c = config(&f, &names);
+    c.serve.collector_events_per_sec = crate::collector::PER_SEC;
+    let running = f.rt.block_on(weft_serving::start(c)).unwrap();
     wait_served(&running, &topic.produced, 0);
     let addr = running.grpc_addr;
     RAW_ADDR.set(addr).unwrap();
+    crate::collector::assert_collector(&f, &running, names[0]);
 
     // 10k random malformed gRPC requests.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);

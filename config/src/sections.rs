@@ -310,6 +310,14 @@ pub struct ServerConfig {
     pub max_recommendations: u32,
     /// Most `exclude_item_ids` in one request.
     pub max_exclusions: usize,
+    /// The event collector (`POST /v1/events`): the largest body, in KiB
+    /// (larger: 413), ...
+    pub collector_max_body_kb: usize,
+    /// ... the most events in one body ...
+    pub collector_max_events: usize,
+    /// ... and the events a key may send per second, with bursts of two
+    /// seconds' worth (more: 429 with `Retry-After`).
+    pub collector_events_per_sec: u64,
     /// Deadline applied when the client sends none, in milliseconds.
     pub default_deadline_ms: u64,
     /// Seconds between health turning NOT_SERVING and the listeners closing.
@@ -349,6 +357,9 @@ impl Default for ServerConfig {
             max_id_bytes: 256,
             max_recommendations: 100,
             max_exclusions: 1_000,
+            collector_max_body_kb: 64,
+            collector_max_events: 500,
+            collector_events_per_sec: 200,
             default_deadline_ms: 1_000,
             drain_secs: 2,
             workers: 0,
@@ -423,6 +434,8 @@ impl KeyConfig {
 pub enum Scope {
     ProfileRead,
     RecommendationsRead,
+    /// Sending events to the collector (`POST /v1/events`).
+    EventsWrite,
     Admin,
 }
 
@@ -431,6 +444,7 @@ impl Scope {
         match s {
             "profile:read" => Some(Scope::ProfileRead),
             "recommendations:read" => Some(Scope::RecommendationsRead),
+            "events:write" => Some(Scope::EventsWrite),
             "admin" => Some(Scope::Admin),
             _ => None,
         }
@@ -440,6 +454,7 @@ impl Scope {
         match self {
             Scope::ProfileRead => "profile:read",
             Scope::RecommendationsRead => "recommendations:read",
+            Scope::EventsWrite => "events:write",
             Scope::Admin => "admin",
         }
     }

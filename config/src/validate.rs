@@ -30,6 +30,12 @@ impl WeftConfig {
                 u64::from(s.max_recommendations),
             ),
             ("serve.default_deadline_ms", s.default_deadline_ms),
+            (
+                "serve.collector_max_body_kb",
+                s.collector_max_body_kb as u64,
+            ),
+            ("serve.collector_max_events", s.collector_max_events as u64),
+            ("serve.collector_events_per_sec", s.collector_events_per_sec),
             ("views.poll_secs", self.views.poll_secs),
             (
                 "cluster.executor_timeout_secs",
@@ -141,14 +147,16 @@ impl WeftConfig {
                         invalid(
                             format!("{at}.scopes[{i}]"),
                             format!(
-                                "unknown scope {scope:?} (expected profile:read, recommendations:read or admin)"
+                                "unknown scope {scope:?} (expected profile:read, recommendations:read, events:write or admin)"
                             ),
                         )
                     })?;
-                    if key.publishable && parsed != Scope::RecommendationsRead {
+                    if key.publishable
+                        && !matches!(parsed, Scope::RecommendationsRead | Scope::EventsWrite)
+                    {
                         return Err(invalid(
                             format!("{at}.scopes[{i}]"),
-                            "a publishable (widget) key may only have recommendations:read",
+                            "a publishable (widget) key may only have recommendations:read and events:write",
                         ));
                     }
                 }

@@ -45,6 +45,8 @@ pub enum Method {
     GetProfile,
     BatchGetProfiles,
     GetRecommendations,
+    /// `POST /v1/events` (HTTP only).
+    CollectEvents,
 }
 
 impl Method {
@@ -53,6 +55,7 @@ impl Method {
             Method::GetProfile => "GetProfile",
             Method::BatchGetProfiles => "BatchGetProfiles",
             Method::GetRecommendations => "GetRecommendations",
+            Method::CollectEvents => "CollectEvents",
         }
     }
 
@@ -60,6 +63,7 @@ impl Method {
         match self {
             Method::GetProfile | Method::BatchGetProfiles => Scope::ProfileRead,
             Method::GetRecommendations => Scope::RecommendationsRead,
+            Method::CollectEvents => Scope::EventsWrite,
         }
     }
 }

@@ -22,6 +22,7 @@ fn bit(scope: Scope) -> u8 {
         Scope::ProfileRead => 1,
         Scope::RecommendationsRead => 2,
         Scope::Admin => 4,
+        Scope::EventsWrite => 8,
     }
 }
 

@@ -1,10 +1,14 @@
-//! The event collector's request bodies (issue 27, `POST /v1/events`; the
-//! route, the producer and the limits are not built yet): a JSON body of
-//! one event, an array of events, or `{"events": [...]}`, each in the
-//! `weft.v1.Event` shape without `tenant` (the key decides it). Every
-//! event is judged alone: a reason for each one rejected, with the same
-//! rules as the speed layer's ([`Event::validate`]), so an accepted event
-//! is one every layer accepts.
+//! The event collector, `POST /v1/events` on the HTTP port: a page (or a
+//! server) sends behaviour in, with a key that has `events:write` (a
+//! publishable key may); the key decides the tenant.
+//!
+//! The body is one event, an array of events, or `{"events": [...]}`, each
+//! in the `weft.v1.Event` shape without `tenant`. Every event is judged
+//! alone: a reason for each one rejected, with the same rules as the speed
+//! layer's ([`Event::validate`]), so an accepted event is one every layer
+//! accepts. The accepted ones are produced to the events topic with the
+//! idempotent producer, keyed `tenant/user_id` (the user's partition),
+//! and the answer (202) comes once the broker has them all:
 //!
 //! ```json
 //! {"events": [{"event_id": "e1", "user_id": "fp-3f2a", "ts_ms": 1764806400000,
@@ -14,9 +18,16 @@
 //!
 //! `item_id`, `category`, `price_minor`, `quantity` and `attributes` may be
 //! left out (empty, 0, none); any other field, `tenant` included, is a
-//! reason to reject the event.
+//! reason to reject the event. Limits per key (`serve.collector_*`): the
+//! body size (413), events in a body (400) and events per second (429 with
+//! `Retry-After`); a broker that does not take the events: 503 (the event
+//! ids make a retry safe: duplicates are dropped everywhere).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -116,6 +127,184 @@ fn event(value: Value, tenant: &str) -> Result<Event, String> {
     };
     event.validate().map_err(|e| e.to_string())?;
     Ok(event)
+}
+
+/// What the collector answers for a body it read: counts, and per
+/// rejected event its index in the body and the reason.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Collected {
+    pub accepted: usize,
+    pub rejected: usize,
+    pub errors: Vec<Rejected>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Rejected {
+    pub index: usize,
+    pub reason: String,
+}
+
+/// Why a body was refused, and when to send it again (429s).
+#[derive(Debug)]
+pub struct Refused {
+    pub error: ApiError,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Refused {
+        Refused {
+            error,
+            retry_after_secs: None,
+        }
+    }
+}
+
+/// A key's token bucket: `tokens` as of `at`.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// The collector: limits, the per-key rate buckets and the producer.
+pub struct Collector {
+    producer: FutureProducer,
+    topic: String,
+    pub max_body: usize,
+    max_events: usize,
+    per_sec: f64,
+    buckets: Mutex<HashMap<Arc<str>, Bucket>>,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("topic", &self.topic)
+            .field("max_body", &self.max_body)
+            .finish()
+    }
+}
+
+/// How long the broker has to take a body's events.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Collector {
+    /// A collector producing to `topic` on `bootstrap` (the idempotent
+    /// producer: acks from every in-sync replica, no duplicates on its
+    /// retries, order kept per partition).
+    pub fn new(
+        bootstrap: &str,
+        topic: &str,
+        limits: &weft_config::ServerConfig,
+    ) -> Result<Collector, String> {
+        let producer: FutureProducer = weft_speed::kafka::base_config(bootstrap)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "2")
+            .set(
+                "message.timeout.ms",
+                DELIVERY_TIMEOUT.as_millis().to_string(),
+            )
+            .create()
+            .map_err(|e| format!("the collector's producer: {e}"))?;
+        Ok(Collector {
+            producer,
+            topic: topic.to_string(),
+            max_body: limits.collector_max_body_kb << 10,
+            max_events: limits.collector_max_events,
+            per_sec: limits.collector_events_per_sec as f64,
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes `n` events from `key`'s budget, or says in how many seconds
+    /// they would fit (a body larger than the burst never fits: the
+    /// answer says so).
+    fn admit(&self, key: &Arc<str>, n: usize) -> Result<(), Refused> {
+        let burst = 2.0 * self.per_sec;
+        let n = n as f64;
+        if n > burst {
+            return Err(ApiError::InvalidArgument(format!(
+                "{n} events in one body is more than key {key:?} may send at once ({burst}; serve.collector_events_per_sec is {})",
+                self.per_sec
+            ))
+            .into());
+        }
+        let mut buckets = self
+            .buckets
+            .lock()
+            .map_err(|_| ApiError::Internal("the collector's rate table".into()))?;
+
+        let now = Instant::now();
+        let b = buckets.entry(key.clone()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * self.per_sec).min(burst);
+        b.at = now;
+        if b.tokens >= n {
+            b.tokens -= n;
+            Ok(())
+        } else {
+            let wait = ((n - b.tokens) / self.per_sec).ceil().max(1.0) as u64;
+            Err(Refused {
+                error: ApiError::ResourceExhausted(format!(
+                    "key {key:?} sends more than {} events a second (serve.collector_events_per_sec)",
+                    self.per_sec
+                )),
+                retry_after_secs: Some(wait),
+            })
+        }
+    }
+
+    /// Reads `body` for `principal`'s tenant, produces the accepted events
+    /// and says what became of each.
+    pub async fn collect(
+        &self,
+        principal: &crate::auth::Principal,
+        body: &[u8],
+    ) -> Result<Collected, Refused> {
+        let judged = parse_events(body, &principal.tenant, self.max_events)?;
+        self.admit(&principal.key_name, judged.len())?;
+        let mut errors = Vec::new();
+        let mut sends = Vec::new();
+        for (index, event) in judged.into_iter().enumerate() {
+            match event {
+                Ok(e) => sends.push(e),
+                Err(reason) => errors.push(Rejected { index, reason }),
+            }
+        }
+        let deliveries = sends.iter().map(|e| {
+            let (key, value) = (e.kafka_key(), e.encode());
+            async move {
+                self.producer
+                    .send(
+                        FutureRecord::to(&self.topic).key(&key).payload(&value),
+                        DELIVERY_TIMEOUT,
+                    )
+                    .await
+                    .map_err(|(e, _)| e.to_string())
+            }
+        });
+        let failed: Vec<String> = futures::future::join_all(deliveries)
+            .await
+            .into_iter()
+            .filter_map(|r| r.err())
+            .collect();
+        if let Some(first) = failed.first() {
+            return Err(ApiError::Unavailable(format!(
+                "the event log did not take {} of {} events ({first}); send the body again (event ids make a retry safe)",
+                failed.len(),
+                sends.len()
+            ))
+            .into());
+        }
+        Ok(Collected {
+            accepted: sends.len(),
+            rejected: errors.len(),
+            errors,
+        })
+    }
 }
 
 #[cfg(test)]

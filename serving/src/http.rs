@@ -24,13 +24,14 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use weft_proto::v1;
 
 use crate::api::{Api, Call, Method, Routed};
 use crate::auth::Principal;
+use crate::collect::{Collector, Refused};
 use crate::error::{ApiError, code_name};
 use crate::gate::Gate;
 use crate::route::Forward;
@@ -55,6 +56,7 @@ struct Http {
     gate: Arc<Gate>,
     registry: Arc<Registry>,
     health: Arc<Health>,
+    collector: Arc<Collector>,
 }
 
 /// The router.
@@ -63,12 +65,14 @@ pub fn router(
     gate: Arc<Gate>,
     registry: Arc<Registry>,
     health: Arc<Health>,
+    collector: Arc<Collector>,
 ) -> Router {
     let state = Http {
         api,
         gate,
         registry,
         health,
+        collector,
     };
     let v1 = Router::new()
         .route(
@@ -79,6 +83,7 @@ pub fn router(
             "/v1/recommendations",
             get(get_recommendations).options(preflight),
         )
+        .route("/v1/events", post(collect_events).options(preflight))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admit));
     Router::new()
         .merge(v1)
@@ -113,8 +118,11 @@ async fn admit(State(s): State<Http>, mut req: Request, next: Next) -> Response 
             out
         }
         Err(e) => {
-            let method = if req.uri().path().starts_with("/v1/profiles") {
+            let path = req.uri().path();
+            let method = if path.starts_with("/v1/profiles") {
                 "GetProfile"
+            } else if path.starts_with("/v1/events") {
+                "CollectEvents"
             } else {
                 "GetRecommendations"
             };
@@ -138,7 +146,7 @@ async fn preflight(State(s): State<Http>, headers: HeaderMap) -> Response {
             }
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("GET, OPTIONS"),
+                HeaderValue::from_static("GET, POST, OPTIONS"),
             );
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -195,6 +203,13 @@ where
         Ok(v) => axum::Json(to_json(v)).into_response(),
         Err(e) => error_response(&e),
     };
+    allow_origin(&mut response, origin);
+    response
+}
+
+/// CORS: a browser may read an answer to a call from `origin` (the key's
+/// tenant allowed it: every answer but a 403).
+fn allow_origin(response: &mut Response, origin: Option<&str>) {
     if let Some(o) = origin
         && response.status() != StatusCode::FORBIDDEN
         && let Ok(v) = HeaderValue::from_str(o)
@@ -203,13 +218,66 @@ where
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
-    response
 }
 
 fn arrival_of(req_ext: &axum::http::Extensions) -> Instant {
     req_ext
         .get::<crate::gate::Arrival>()
         .map_or_else(Instant::now, |a| a.0)
+}
+
+/// `POST /v1/events`: the collector ([`crate::collect`]). 202 with what
+/// became of each event; the body's limits and the key's rate answered
+/// 413 and 429 (with `Retry-After`).
+async fn collect_events(
+    State(s): State<Http>,
+    headers: HeaderMap,
+    ext: axum::http::Extensions,
+    body: Body,
+) -> Response {
+    let arrival = arrival_of(&ext);
+    let call = http_call(Method::CollectEvents, &headers, arrival);
+    let origin = call.origin;
+    let out: Result<_, (Refused, Option<StatusCode>)> = async {
+        let (principal, _deadline) = s.api.begin(&call).map_err(|e| (e.into(), None))?;
+        let bytes = axum::body::to_bytes(body, s.collector.max_body)
+            .await
+            .map_err(|_| {
+                let e = ApiError::InvalidArgument(format!(
+                    "the body is larger than {} bytes (serve.collector_max_body_kb)",
+                    s.collector.max_body
+                ));
+                (e.into(), Some(StatusCode::PAYLOAD_TOO_LARGE))
+            })?;
+        s.collector
+            .collect(&principal, &bytes)
+            .await
+            .map_err(|r| (r, None))
+    }
+    .await;
+    let code = match &out {
+        Ok(_) => tonic::Code::Ok,
+        Err((r, _)) => r.error.code(),
+    };
+    s.api
+        .metrics
+        .observe("http", Method::CollectEvents.name(), code, arrival);
+    let mut response = match out {
+        Ok(c) => (StatusCode::ACCEPTED, axum::Json(c)).into_response(),
+        Err((refused, status)) => {
+            let mut r = error_response(&refused.error);
+            if let Some(status) = status {
+                *r.status_mut() = status;
+            }
+            if let Some(secs) = refused.retry_after_secs {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            r
+        }
+    };
+    allow_origin(&mut response, origin);
+    response
 }
 
 /// `a,b,,c` → `[a, b, c]`.

@@ -99,6 +99,8 @@ pub struct Server {
     opener: Option<ViewOpener>,
     /// The partitions this node consumes and opens (None: all).
     partitions: Option<PartitionSet>,
+    /// `POST /v1/events`.
+    collector: Arc<crate::collect::Collector>,
 }
 
 /// Serves on `grpc` and `http` until `shutdown` is cancelled, then drains
@@ -189,8 +191,17 @@ impl Server {
         if config.tenants.iter().all(|t| t.keys.is_empty()) {
             tracing::warn!("no API keys are configured: every request will be UNAUTHENTICATED");
         }
+        let collector = Arc::new(
+            crate::collect::Collector::new(
+                &config.kafka.bootstrap,
+                &config.kafka.topic,
+                &config.serve,
+            )
+            .map_err(ServeError::Config)?,
+        );
         Ok(Server {
             gate: Gate::new(config.serve.max_in_flight),
+            collector,
             config,
             store,
             serving,
@@ -431,6 +442,7 @@ impl Server {
             self.gate.clone(),
             registry,
             self.health.clone(),
+            self.collector.clone(),
         );
         let stopped = stop.clone();
         tasks.spawn(async move {
