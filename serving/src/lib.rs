@@ -12,8 +12,8 @@
 //! * [`auth`] maps API keys to tenants and scopes; [`gate`] sheds load and
 //!   keeps deadlines; [`recs`] blends recommendations;
 //! * [`route`] knows which shard owns a user and forwards calls to it;
-//! * [`collect`] reads the event collector's request bodies (the collector
-//!   itself, `POST /v1/events`, is not built yet);
+//! * [`collect`] is the event collector, `POST /v1/events` (bodies, limits,
+//!   the producer);
 //! * [`conn`] is a gRPC connection that writes a small reply at once;
 //! * [`metrics`] is the Prometheus registry; the configuration is
 //!   `weft-config`'s tree ([`WeftConfig`]), re-exported as [`config`].
