@@ -8,7 +8,9 @@
 //! delivery): rust-rdkafka's `flush` polls in 100 ms steps, which would
 //! otherwise put a 100 ms floor under every sample. Samples are spaced by a
 //! random pause, so they sample every phase of any periodic cycle in the
-//! pipeline instead of locking onto one.
+//! pipeline instead of locking onto one. With `--collector`, each event is
+//! posted to `weft serve`'s event collector (`POST /v1/events`) instead,
+//! as a page's tag sends it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -56,9 +58,38 @@ pub(crate) struct FreshnessArgs {
     /// always see the same phase of it.
     #[arg(long, default_value_t = 500)]
     jitter_ms: u64,
+    /// Send each event through `weft serve`'s event collector at this
+    /// HTTP address (`http://host:port`, `POST /v1/events` with --key,
+    /// which needs `events:write`) instead of producing it to Kafka: what
+    /// a page's tag waits before its own click shows.
+    #[arg(long)]
+    collector: Option<String>,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// Posts `event` to the collector at `addr` (`host:port`) with `key`, on a
+/// new connection; the answer's status line and body.
+fn post_event(addr: &str, key: &str, event: &Event) -> Result<String> {
+    use std::io::{Read, Write};
+    let body = serde_json::json!({
+        "event_id": event.event_id, "user_id": event.user_id, "ts_ms": event.ts_ms,
+        "kind": event.kind.as_str(), "item_id": event.item_id, "quantity": event.quantity,
+    })
+    .to_string();
+    let mut s =
+        std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    s.set_nodelay(true)?;
+    write!(
+        s,
+        "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }
 
 #[derive(Debug, Serialize)]
@@ -109,6 +140,11 @@ pub(crate) fn freshness(a: &FreshnessArgs) -> Result<()> {
     // The key works (and a never-seen user is simply not found).
     rt.block_on(client.get_profile(authorized(profile_request("fresh-probe", &[]), &auth)))
         .map_err(|s| status_error(&format!("GetProfile from {}", a.weft), &s))?;
+    let collector = a.collector.as_deref().map(|u| {
+        u.trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
+    });
     let mut producer = EventProducer::new(&a.bootstrap, &a.topic)
         .with_context(|| format!("producing to {} on {}", a.topic, a.bootstrap))?;
     let run = unix_ms()?;
@@ -144,9 +180,20 @@ pub(crate) fn freshness(a: &FreshnessArgs) -> Result<()> {
         let user = format!("fresh-{run}-{i}");
         let event = event_for(&user)?;
         let started = Instant::now();
-        producer.send_event(&event)?;
-        // librdkafka sends it within the producer's linger (5 ms) while we
-        // poll; no flush on the measured path.
+        // Through the collector: posted on a thread of its own (its answer
+        // comes once the broker acknowledged) while we poll.
+        let posted = match &collector {
+            Some(addr) => {
+                let (addr, key, event) = (addr.clone(), a.key.clone(), event.clone());
+                Some(std::thread::spawn(move || post_event(&addr, &key, &event)))
+            }
+            None => {
+                // librdkafka sends it within the producer's linger (5 ms)
+                // while we poll; no flush on the measured path.
+                producer.send_event(&event)?;
+                None
+            }
+        };
         match rt.block_on(wait_found(
             &mut client,
             &auth,
@@ -156,6 +203,15 @@ pub(crate) fn freshness(a: &FreshnessArgs) -> Result<()> {
         )) {
             Some(seen) => visible.saturating_record(micros(seen - started)),
             None => timeouts += 1,
+        }
+        if let Some(posted) = posted {
+            let answer = posted
+                .join()
+                .map_err(|_| anyhow::anyhow!("the collector's request thread panicked"))??;
+            anyhow::ensure!(
+                answer.starts_with("HTTP/1.1 202"),
+                "the collector refused sample {i}: {answer}"
+            );
         }
         producer
             .flush(GIVE_UP)
@@ -174,11 +230,15 @@ pub(crate) fn freshness(a: &FreshnessArgs) -> Result<()> {
         visible_max_us: visible.max(),
     };
     let ms = |us: u64| us as f64 / 1000.0;
+    let path = match &collector {
+        Some(addr) => format!("POST http://{addr}/v1/events, a new connection each"),
+        None => format!("produced to {} ({})", a.topic, a.bootstrap),
+    };
     println!(
-        "weft-bench freshness: {} samples to {} ({}), tenant {}, {} ms + 0..={} ms apart, polling GetProfile every 1 ms",
-        a.samples, a.topic, a.bootstrap, a.tenant, a.interval_ms, a.jitter_ms
+        "weft-bench freshness: {} samples {path}, tenant {}, {} ms + 0..={} ms apart, polling GetProfile every 1 ms",
+        a.samples, a.tenant, a.interval_ms, a.jitter_ms
     );
-    println!("| produce start → | p50 ms | p99 ms | max ms |");
+    println!("| send start → | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|");
     println!(
         "| visible in GetProfile | {:.1} | {:.1} | {:.1} |",

@@ -212,7 +212,7 @@ name = "$tenant"
 [[tenants.keys]]
 name = "bench"
 key = "$key"
-scopes = ["profile:read", "recommendations:read"]
+scopes = ["profile:read", "recommendations:read", "events:write"]
 EOF
 }
 
