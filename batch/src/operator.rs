@@ -243,11 +243,7 @@ impl ExecutionPlan for FoldExec {
         partition: usize,
         ctx: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        // Registered now, before any partition's grouping grows, so each
-        // gets its fair share of the pool from the start.
-        let reservation = MemoryConsumer::new(format!("weft grouping[{partition}]"))
-            .with_can_spill(true)
-            .register(ctx.memory_pool());
+        let reservation = grouping_reservation("weft grouping", partition, &ctx);
         let (input, task, spec, local, s3) = (
             self.input.clone(),
             self.task.clone(),
@@ -288,6 +284,20 @@ impl ExecutionPlan for FoldExec {
             futures::stream::once(run),
         )))
     }
+}
+
+/// The spillable reservation a partition's grouping grows in, named
+/// `what[partition]`. Register it when the task starts, before any
+/// partition's grouping grows, so each gets its fair share of the pool
+/// from the start.
+pub(crate) fn grouping_reservation(
+    what: &str,
+    partition: usize,
+    ctx: &TaskContext,
+) -> datafusion::execution::memory_pool::MemoryReservation {
+    MemoryConsumer::new(format!("{what}[{partition}]"))
+        .with_can_spill(true)
+        .register(ctx.memory_pool())
 }
 
 /// Runs a task's work (CPU-bound: grouping, folding) on a blocking

@@ -32,7 +32,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
 use arrow_schema::{DataType, Field as ArrowField, Schema, SchemaRef};
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::logical_expr::{Expr, SortExpr, col, lit};
 use datafusion::physical_plan::expressions::col as pcol;
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -676,11 +676,7 @@ async fn run_local(
     // Registered before any partition's grouping grows: each gets its fair
     // share of the pool from the start.
     let reservations: Vec<MemoryReservation> = (0..partitions)
-        .map(|i| {
-            MemoryConsumer::new(format!("weft training rows[{i}]"))
-                .with_can_spill(true)
-                .register(task_ctx.memory_pool())
-        })
+        .map(|i| crate::operator::grouping_reservation("weft training rows", i, &task_ctx))
         .collect();
     let mut tasks = Vec::with_capacity(partitions);
     for (i, reservation) in reservations.into_iter().enumerate() {

@@ -30,7 +30,7 @@ use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field as ArrowField, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::execution::{SendableRecordBatchStream, SpillFile, TaskContext};
 use datafusion::logical_expr::{cast, col};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -61,8 +61,8 @@ use crate::columns::StrCol;
 use crate::fold::group_partition;
 use crate::job::{BatchConfig, JobProgress};
 use crate::operator::{
-    NO_PARTITION, attempt_id, fit_to_task_pool, host_name, on_blocking_thread, shuffle_partition,
-    staged_partition,
+    NO_PARTITION, attempt_id, fit_to_task_pool, grouping_reservation, host_name,
+    on_blocking_thread, shuffle_partition, staged_partition,
 };
 use crate::source;
 use crate::{BatchError, Result};
@@ -245,11 +245,7 @@ impl ExecutionPlan for TrainingExec {
         partition: usize,
         ctx: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        // Registered now, before any partition's grouping grows, so each
-        // gets its fair share of the pool from the start.
-        let reservation = MemoryConsumer::new(format!("weft training rows[{partition}]"))
-            .with_can_spill(true)
-            .register(ctx.memory_pool());
+        let reservation = grouping_reservation("weft training rows", partition, &ctx);
         let global = shuffle_partition(&[&self.archive, &self.labels], partition)?;
         let (archive, labels, task, spec, s3) = (
             self.archive.clone(),
