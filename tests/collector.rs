@@ -1,6 +1,7 @@
 //! The event collector, `POST /v1/events`, on a running server with a real
 //! broker: accepted events reach the profile exactly (the reference over
-//! them), each rejected one is named with its reason and never produced,
+//! them) and the topic on their user's partition, each rejected one is
+//! named with its reason and never produced,
 //! the limits answer 413, 400 and 429 with `Retry-After`, the wrong keys
 //! 401/403, and 2,000 mutated bodies never a 5xx.
 
@@ -12,7 +13,9 @@ use weft_core::{Event, EventKind, reference};
 use weft_proto::v1;
 use weft_serving::Running;
 
-use crate::generation_switch::Fixture;
+use weft_core::partition::partition_for_user;
+
+use crate::generation_switch::{Fixture, PARTITIONS};
 use crate::serving::{connect, http_request, served_features, server_key, widget_key, with_key};
 
 /// The collector's rate per key in this test (bursts of twice as many).
@@ -47,7 +50,16 @@ pub(crate) fn assert_collector(f: &Fixture, running: &Running, tenant: &str) {
     let now = weft_core::time::now_ms();
     let user = "collected-user-1";
 
-    // 1. Three good events and one bad: 202, the bad one named.
+    // 1. Three good events and one bad: 202, the bad one named; the topic
+    //    grew by the three, all on the user's partition (Kafka's murmur2
+    //    of tenant/user, as every producer sends them).
+    let mut ends = weft_speed::kafka::EndOffsets::new(f.broker.bootstrap(), "events").unwrap();
+    let mut read_ends = || -> Vec<i64> {
+        (0..PARTITIONS as i32)
+            .map(|p| ends.end(p, Duration::from_secs(10)).unwrap())
+            .collect()
+    };
+    let before = read_ends();
     let body = json!({"events": [
         event_json("c-1", user, now - 60_000, "view", "i-1"),
         event_json("c-2", user, now - 30_000, "add_to_cart", "i-1"),
@@ -73,6 +85,18 @@ pub(crate) fn assert_collector(f: &Fixture, running: &Running, tenant: &str) {
         head.to_ascii_lowercase()
             .contains(&format!("access-control-allow-origin: {origin}")),
         "{head}"
+    );
+    let grown: Vec<(i32, i64)> = read_ends()
+        .iter()
+        .zip(&before)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(p, (a, b))| (p as i32, a - b))
+        .collect();
+    assert_eq!(
+        grown,
+        vec![(partition_for_user(tenant, user, PARTITIONS), 3)],
+        "partitions grown (partition, records)"
     );
 
     // The accepted events are the user's profile: the reference over

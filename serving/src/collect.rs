@@ -31,6 +31,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use serde::Deserialize;
 use serde_json::Value;
+use weft_core::partition::partition_for_key;
 use weft_core::{Event, EventKind};
 
 use crate::error::ApiError;
@@ -171,6 +172,9 @@ struct Bucket {
 pub struct Collector {
     producer: FutureProducer,
     topic: String,
+    /// The topic's partition count (`kafka.partitions`): each event goes
+    /// to its user's partition, as every Weft producer sends it.
+    partitions: u32,
     pub max_body: usize,
     max_events: usize,
     per_sec: f64,
@@ -196,6 +200,7 @@ impl Collector {
     pub fn new(
         bootstrap: &str,
         topic: &str,
+        partitions: u32,
         limits: &weft_config::ServerConfig,
     ) -> Result<Collector, String> {
         let producer: FutureProducer = weft_speed::kafka::base_config(bootstrap)
@@ -210,6 +215,7 @@ impl Collector {
         Ok(Collector {
             producer,
             topic: topic.to_string(),
+            partitions,
             max_body: limits.collector_max_body_kb << 10,
             max_events: limits.collector_max_events,
             per_sec: limits.collector_events_per_sec as f64,
@@ -276,10 +282,16 @@ impl Collector {
         }
         let deliveries = sends.iter().map(|e| {
             let (key, value) = (e.kafka_key(), e.encode());
+            // Explicitly: librdkafka's own default partitioner is not
+            // Kafka's murmur2, which the shards and the archive rely on.
+            let partition = partition_for_key(key.as_bytes(), self.partitions);
             async move {
                 self.producer
                     .send(
-                        FutureRecord::to(&self.topic).key(&key).payload(&value),
+                        FutureRecord::to(&self.topic)
+                            .key(&key)
+                            .payload(&value)
+                            .partition(partition),
                         DELIVERY_TIMEOUT,
                     )
                     .await

@@ -195,6 +195,7 @@ impl Server {
             crate::collect::Collector::new(
                 &config.kafka.bootstrap,
                 &config.kafka.topic,
+                config.kafka.partitions,
                 &config.serve,
             )
             .map_err(ServeError::Config)?,
