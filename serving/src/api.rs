@@ -88,22 +88,20 @@ impl Api {
     pub fn begin(&self, call: &Call<'_>) -> Result<(Principal, Deadline), ApiError> {
         let principal = self.keys.authenticate(call.authorization)?;
         principal.require(call.method.scope())?;
-        if let Some(o) = call.origin
-            && !principal.publishable
-        {
-            // A page's script is public: a server key it carries is leaked.
-            return Err(ApiError::PermissionDenied(format!(
-                "key {:?} is a server key, refused from a browser (origin {o:?}): pages use the tenant's publishable key",
-                &*principal.key_name
-            )));
-        }
-        if let Some(o) = call.origin
-            && !principal.allows_origin(o)
-        {
-            return Err(ApiError::PermissionDenied(format!(
-                "origin {o:?} is not allowed for tenant {:?}",
-                &*principal.tenant
-            )));
+        if let Some(o) = call.origin {
+            if !principal.publishable {
+                // A page's script is public: a server key it carries is leaked.
+                return Err(ApiError::PermissionDenied(format!(
+                    "key {:?} is a server key, refused from a browser (origin {o:?}): pages use the tenant's publishable key",
+                    &*principal.key_name
+                )));
+            }
+            if !principal.allows_origin(o) {
+                return Err(ApiError::PermissionDenied(format!(
+                    "origin {o:?} is not allowed for tenant {:?}",
+                    &*principal.tenant
+                )));
+            }
         }
         let budget = match call.timeout {
             None => Duration::from_millis(self.limits.default_deadline_ms),
