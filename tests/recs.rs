@@ -11,6 +11,12 @@
 //! | popular in a top category | 0.5 × share × popularity | POPULAR_IN_CATEGORY |
 //! | popular in the tenant, only when the others give fewer than n | 0.1 × popularity | POPULAR |
 //!
+//! Cold start (no batch view, or none for the tenant): no neighbour rows,
+//! and both popularity rows draw on the speed layer's trending items
+//! (each applied event's kind weight, halved per day of event time, per
+//! tenant and per category; recomputed here from the events) with the
+//! reason TRENDING.
+//!
 //! Each source normalised to its best entry; an item's scores add up and
 //! it keeps the reason of its largest contribution; excluded: the request's
 //! exclusions, the context item, the user's recent and purchased items;
@@ -26,6 +32,75 @@ use weft_proto::v1;
 use weft_view::OpenedView;
 
 use crate::serving::{connect, http_get, widget_key, with_key};
+
+/// Where popularity (and neighbours) come from.
+#[derive(Clone, Copy)]
+pub(crate) enum Source<'a> {
+    /// A batch view: neighbours, and its popularity lists.
+    View(&'a OpenedView),
+    /// No batch view: the speed layer's trending items.
+    Trending(&'a Trending),
+}
+
+/// Trending items per (tenant, category) (`""`: the whole tenant), best
+/// first, relative to the best.
+pub(crate) type Trending = HashMap<(String, String), Vec<(String, f64)>>;
+
+/// The trending lists of the events (each (tenant, user, event id) once),
+/// as the speed layer documents them: each event's kind weight halved per
+/// day of event time, summed per item, the top 100 kept.
+pub(crate) fn trending(by_user: &BTreeMap<(String, String), Vec<Event>>) -> Trending {
+    let half_life = weft_speed::store::TRENDING_HALF_LIFE_MS as f64;
+    let mut seen = HashSet::new();
+    // (tenant, category) -> item -> event times and weights
+    type Hits = HashMap<String, Vec<(i64, f64)>>;
+    let mut scores: HashMap<(String, String), Hits> = HashMap::new();
+    for ((tenant, user), events) in by_user {
+        for e in events {
+            let w = e.kind.popularity_weight();
+            if e.item_id.is_empty() || w == 0.0 || !seen.insert((tenant, user, &e.event_id)) {
+                continue;
+            }
+            let mut categories = vec![String::new()];
+            if !e.category.is_empty() {
+                categories.push(e.category.clone());
+            }
+            for c in categories {
+                scores
+                    .entry((tenant.clone(), c))
+                    .or_default()
+                    .entry(e.item_id.clone())
+                    .or_default()
+                    .push((e.ts_ms, w));
+            }
+        }
+    }
+    scores
+        .into_iter()
+        .map(|(key, items)| {
+            // log2 of the score decayed to time 0, summed at the newest
+            // event's time (no underflow).
+            let mut ranked: Vec<(String, f64)> = items
+                .into_iter()
+                .map(|(item, hits)| {
+                    let newest = hits.iter().map(|(t, _)| *t).max().unwrap();
+                    let sum: f64 = hits
+                        .iter()
+                        .map(|(t, w)| w * (-((newest - t) as f64) / half_life).exp2())
+                        .sum();
+                    (item, sum.log2() - newest as f64 / half_life)
+                })
+                .collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            ranked.truncate(100);
+            let top = ranked[0].1;
+            for (_, l) in &mut ranked {
+                *l = (*l - top).exp2();
+            }
+            (key, ranked)
+        })
+        .collect()
+}
 
 /// One recommendation as compared: item, reason name, because, score.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,9 +125,23 @@ fn normalised(ranked: Vec<(String, f64)>) -> Vec<(String, f64)> {
     ranked.into_iter().map(|(i, s)| (i, s / top)).collect()
 }
 
+/// A popularity list of `source` (`""`: the whole tenant), normalised.
+fn popular_in(source: Source<'_>, tenant: &str, category: &str) -> Vec<(String, f64)> {
+    match source {
+        Source::View(v) => normalised(
+            v.popular(tenant, (!category.is_empty()).then_some(category))
+                .unwrap(),
+        ),
+        Source::Trending(t) => t
+            .get(&(tenant.to_string(), category.to_string()))
+            .cloned()
+            .unwrap_or_default(),
+    }
+}
+
 /// The documented blend for one request.
 fn expected(
-    view: &OpenedView,
+    source: Source<'_>,
     profile: &Profile,
     tenant: &str,
     n: usize,
@@ -94,7 +183,22 @@ fn expected(
     }
     let mut picks = Picks::new();
     let x = &excluded;
-    if let Some(c) = context {
+    let view = match source {
+        Source::View(v) => Some(v),
+        Source::Trending(_) => None,
+    };
+    let popular = |category: &str| popular_in(source, tenant, category);
+    let (category_reason, tenant_reason) = match source {
+        Source::View(_) => (
+            "RECOMMENDATION_REASON_POPULAR_IN_CATEGORY",
+            "RECOMMENDATION_REASON_POPULAR",
+        ),
+        Source::Trending(_) => (
+            "RECOMMENDATION_REASON_TRENDING",
+            "RECOMMENDATION_REASON_TRENDING",
+        ),
+    };
+    if let (Some(view), Some(c)) = (view, context) {
         for (other, sim) in normalised(view.neighbours(tenant, c).unwrap()) {
             add(
                 &mut picks,
@@ -106,7 +210,8 @@ fn expected(
             );
         }
     }
-    for (i, item) in recent.iter().enumerate() {
+    for (i, item) in recent.iter().enumerate().filter(|_| view.is_some()) {
+        let view = view.unwrap();
         for (other, sim) in normalised(view.neighbours(tenant, item).unwrap()) {
             let score = 0.7f64.powi(i as i32) * sim;
             add(
@@ -122,28 +227,14 @@ fn expected(
     let total: i64 = categories.iter().map(|(_, c)| *c).sum::<i64>().max(1);
     for (category, count) in &categories {
         let share = *count as f64 / total as f64;
-        for (item, pop) in normalised(view.popular(tenant, Some(category)).unwrap()) {
+        for (item, pop) in popular(category) {
             let score = 0.5 * share * pop;
-            add(
-                &mut picks,
-                x,
-                &item,
-                score,
-                "RECOMMENDATION_REASON_POPULAR_IN_CATEGORY",
-                category,
-            );
+            add(&mut picks, x, &item, score, category_reason, category);
         }
     }
     if picks.len() < n {
-        for (item, pop) in normalised(view.popular(tenant, None).unwrap()) {
-            add(
-                &mut picks,
-                x,
-                &item,
-                0.1 * pop,
-                "RECOMMENDATION_REASON_POPULAR",
-                "",
-            );
+        for (item, pop) in popular("") {
+            add(&mut picks, x, &item, 0.1 * pop, tenant_reason, "");
         }
     }
     let mut out: Vec<Pick> = picks
@@ -207,13 +298,14 @@ fn grpc_picks(r: &v1::GetRecommendationsResponse) -> Vec<Pick> {
 }
 
 /// Every user's recommendations over gRPC (each [`asks`]) and every
-/// tenth user's over HTTP equal the documented blend on `view` (the view
-/// the server serves) at the answer's time; returns how many answers
-/// were checked, by reason of their first pick.
+/// tenth user's over HTTP equal the documented blend on `source` (the view
+/// the server serves, or the trending items before any view) at the
+/// answer's time; returns how many answers were checked, by reason of
+/// their first pick.
 pub(crate) fn assert_recommendations(
     rt: &tokio::runtime::Runtime,
     spec: &FeatureSpec,
-    view: &OpenedView,
+    source: Source<'_>,
     grpc: SocketAddr,
     http: SocketAddr,
     by_user: &BTreeMap<(String, String), Vec<Event>>,
@@ -241,7 +333,7 @@ pub(crate) fn assert_recommendations(
                     .into_inner();
                 let t = r.freshness.as_ref().unwrap().as_of_ms;
                 let profile = reference::evaluate(spec, events, t);
-                let want = expected(view, &profile, tenant, n, context.as_deref(), &exclude);
+                let want = expected(source, &profile, tenant, n, context.as_deref(), &exclude);
                 let got = grpc_picks(&r);
                 assert!(
                     same(&got, &want),
@@ -288,7 +380,7 @@ pub(crate) fn assert_recommendations(
             })
             .collect();
         let profile = reference::evaluate(spec, events, t);
-        let want = expected(view, &profile, tenant, 8, context.as_deref(), &[]);
+        let want = expected(source, &profile, tenant, 8, context.as_deref(), &[]);
         assert!(
             same(&got, &want),
             "HTTP {path} at {t}:\n got {got:#?}\nwant {want:#?}"

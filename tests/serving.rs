@@ -304,6 +304,24 @@ fn get_profile_equals_the_reference_before_after_and_across_view_switches() {
     // 1. No batch view: generation 0 of the speed layer holds everything.
     wait_served(&running, &topic.produced, 0);
     assert_every_user(&f, addr, &topic.produced, 0);
+    //    Recommendations before any view (cold start): the speed layer's
+    //    trending items, for every user, equal the documented blend.
+    let by_user = topic.produced.by_user();
+    let trending = crate::recs::trending(&by_user);
+    let firsts = crate::recs::assert_recommendations(
+        &f.rt,
+        &f.spec,
+        crate::recs::Source::Trending(&trending),
+        addr,
+        running.http_addr,
+        &by_user,
+    );
+    println!("cold-start recommendations equal the blend; first picks by reason: {firsts:?}");
+    assert!(
+        firsts.keys().all(|r| r == "RECOMMENDATION_REASON_TRENDING")
+            && firsts.values().sum::<usize>() >= by_user.len(),
+        "every cold-start answer leads with a trending item: {firsts:?}"
+    );
 
     // 2. A view whose boundary is behind the speed layer (the archiver lags
     //    ~300 offsets per partition); then redeliveries and more events.
@@ -360,7 +378,7 @@ fn get_profile_equals_the_reference_before_after_and_across_view_switches() {
     let firsts = crate::recs::assert_recommendations(
         &f.rt,
         &f.spec,
-        &view,
+        crate::recs::Source::View(&view),
         addr,
         running.http_addr,
         &by_user,

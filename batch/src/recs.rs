@@ -8,8 +8,8 @@
 //!   once. The score is the cosine `c(a,b) / sqrt(u(a) * u(b))`, where `u`
 //!   is the number of users who touched the item; each item keeps its top
 //!   `neighbours` (ties by item id).
-//! * **Popularity.** Each event adds its kind's weight (view 1, click 2,
-//!   add to cart 4, purchase 8), halved for every `half_life` it lies before
+//! * **Popularity.** Each event adds its kind's weight
+//!   ([`weft_core::EventKind::popularity_weight`]), halved for every `half_life` it lies before
 //!   the end of the archive's newest day. The top `popular` items are kept
 //!   per tenant and per (tenant, category).
 //!
@@ -18,20 +18,10 @@
 
 use std::collections::BTreeMap;
 
-use weft_core::{Event, EventKind};
+use weft_core::Event;
 use weft_view::recs::{Ranked, RecsConfig, encode_ranked, neighbours_key, popular_key};
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-
-fn kind_weight(kind: EventKind) -> f64 {
-    match kind {
-        EventKind::View => 1.0,
-        EventKind::Click => 2.0,
-        EventKind::AddToCart => 4.0,
-        EventKind::Purchase => 8.0,
-        _ => 0.0,
-    }
-}
 
 #[derive(Debug, Clone, Default)]
 struct ItemStats {
@@ -94,7 +84,7 @@ impl RecsBuilder {
         if e.item_id.is_empty() {
             return;
         }
-        let weight = kind_weight(e.kind);
+        let weight = e.kind.popularity_weight();
         if weight == 0.0 {
             return;
         }

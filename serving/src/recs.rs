@@ -11,6 +11,15 @@
 //! | popular in a top category, by the category's share of the user's top list | 0.5 × share × popularity | `POPULAR_IN_CATEGORY` |
 //! | popular in the tenant (fills up to n; all an unknown user gets) | 0.1 × popularity | `POPULAR` |
 //!
+//! Cold start: when the batch view has no popularity for the tenant (there
+//! is no view yet, or the tenant is newer than it), both popularity rows
+//! draw on the speed layer's trending items instead (decayed counts per
+//! tenant and category of the events after the view's boundary,
+//! `weft_speed::store` `trending`), with the same weights and the reason
+//! `TRENDING` (`because`: the category, empty for the whole tenant).
+//! Neighbours need a batch view; without one the neighbour rows add
+//! nothing.
+//!
 //! An item reached from several sources adds the scores and keeps the
 //! reason of its largest contribution. Excluded: the items the user bought
 //! (the purchased-items feature), the request's exclusions, the context item,
@@ -30,6 +39,9 @@ const CONTEXT_WEIGHT: f64 = 2.0;
 const RECENT_DECAY: f64 = 0.7;
 const CATEGORY_WEIGHT: f64 = 0.5;
 const POPULAR_WEIGHT: f64 = 0.1;
+/// How many trending items a cold-start answer draws on per list (as many
+/// as a batch view keeps per popularity list by default).
+const TRENDING_ITEMS: usize = 100;
 
 /// Positions in the spec of the features recommendations read.
 #[derive(Debug, Clone, Default)]
@@ -121,10 +133,6 @@ pub fn recommend(
     excluded.extend(recent.iter().map(String::as_str));
     excluded.extend(req.context_item);
 
-    let Some(view) = &pair.view else {
-        // No batch view yet: no neighbours or popularity to draw on.
-        return Ok(Vec::new());
-    };
     let mut picks: HashMap<String, Candidate> = HashMap::new();
     let add = |picks: &mut HashMap<String, Candidate>,
                item: &str,
@@ -153,52 +161,85 @@ pub fn recommend(
             .collect::<Vec<_>>()
     };
 
-    if let Some(item) = req.context_item {
-        for (other, sim) in normalised(&view.neighbours(req.tenant, item)?) {
-            add(
-                &mut picks,
-                &other,
-                CONTEXT_WEIGHT * sim,
-                RecommendationReason::SimilarToContext,
-                item,
-            );
+    // Popularity: the batch view's, or the speed layer's trending items
+    // when the view has none for the tenant (no view yet, or a tenant newer
+    // than the view).
+    let view = pair.view.as_deref();
+    let batch_popular = match view {
+        Some(v) => v.popular(req.tenant, None)?,
+        None => Vec::new(),
+    };
+    let cold = batch_popular.is_empty();
+    let popular = |category: &str| -> Result<Vec<(String, f64)>, ApiError> {
+        match view {
+            Some(v) if !cold => Ok(normalised(
+                &v.popular(req.tenant, (!category.is_empty()).then_some(category))?,
+            )),
+            _ => serving
+                .speed()
+                .trending(pair.generation, req.tenant, category, TRENDING_ITEMS)
+                .map_err(ApiError::from),
         }
-    }
-    let mut weight = 1.0;
-    for item in &recent {
-        for (other, sim) in normalised(&view.neighbours(req.tenant, item)?) {
-            add(
-                &mut picks,
-                &other,
-                weight * sim,
-                RecommendationReason::SimilarToRecent,
-                item,
-            );
+    };
+    let (category_reason, tenant_reason) = if cold {
+        (
+            RecommendationReason::Trending,
+            RecommendationReason::Trending,
+        )
+    } else {
+        (
+            RecommendationReason::PopularInCategory,
+            RecommendationReason::Popular,
+        )
+    };
+
+    if let Some(view) = view {
+        if let Some(item) = req.context_item {
+            for (other, sim) in normalised(&view.neighbours(req.tenant, item)?) {
+                add(
+                    &mut picks,
+                    &other,
+                    CONTEXT_WEIGHT * sim,
+                    RecommendationReason::SimilarToContext,
+                    item,
+                );
+            }
         }
-        weight *= RECENT_DECAY;
+        let mut weight = 1.0;
+        for item in &recent {
+            for (other, sim) in normalised(&view.neighbours(req.tenant, item)?) {
+                add(
+                    &mut picks,
+                    &other,
+                    weight * sim,
+                    RecommendationReason::SimilarToRecent,
+                    item,
+                );
+            }
+            weight *= RECENT_DECAY;
+        }
     }
     let total: i64 = categories.iter().map(|(_, c)| *c).sum::<i64>().max(1);
     for (category, count) in &categories {
         let share = *count as f64 / total as f64;
-        for (item, pop) in normalised(&view.popular(req.tenant, Some(category))?) {
+        for (item, pop) in popular(category)? {
             add(
                 &mut picks,
                 &item,
                 CATEGORY_WEIGHT * share * pop,
-                RecommendationReason::PopularInCategory,
+                category_reason,
                 category,
             );
         }
     }
     if picks.len() < req.n {
-        for (item, pop) in normalised(&view.popular(req.tenant, None)?) {
-            add(
-                &mut picks,
-                &item,
-                POPULAR_WEIGHT * pop,
-                RecommendationReason::Popular,
-                "",
-            );
+        let tenant_wide = if cold {
+            popular("")?
+        } else {
+            normalised(&batch_popular)
+        };
+        for (item, pop) in tenant_wide {
+            add(&mut picks, &item, POPULAR_WEIGHT * pop, tenant_reason, "");
         }
     }
     let mut out: Vec<Recommendation> = picks

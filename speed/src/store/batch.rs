@@ -12,6 +12,7 @@ use weft_core::{FeatureSpec, Partial};
 use super::dedup_index::DedupIndex;
 use super::keys::{GROUP_TAG, gen_prefix};
 use super::pack::{DedupKey, Pack, PackedId, dedup_key};
+use super::trending::{self, Decayed};
 use super::{Generation, SpeedStore};
 use crate::SpeedError;
 
@@ -122,6 +123,8 @@ pub(crate) struct PendingBatch {
     pub(super) users: hashbrown::HashMap<Vec<u8>, UserPartials, foldhash::fast::RandomState>,
     pub(super) dedup: Pack,
     pub(super) offsets: HashMap<i32, i64>,
+    /// Trending scores by key ([`super::trending`]).
+    pub(super) trending: hashbrown::HashMap<Vec<u8>, Decayed, foldhash::fast::RandomState>,
     key_buf: Vec<u8>,
 }
 
@@ -201,6 +204,7 @@ impl PendingBatch {
                 continue;
             }
             self.apply(store.spec(), g, d.event);
+            trending::observe(&mut self.trending, g, d.event);
             self.remember_id(key, d.kafka_ts_ms, d.partition, d.offset);
             out.newest_event_ms = out.newest_event_ms.max(d.event.ts_ms);
             out.applied += 1;

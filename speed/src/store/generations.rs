@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use rust_rocksdb::WriteBatch;
 
 use super::keys::{
-    CF_DEDUP, CF_META, CF_OFFSETS, CF_PARTIALS, META_BUILDING, META_READY, gen_prefix, offset_key,
-    view_key,
+    CF_DEDUP, CF_META, CF_OFFSETS, CF_PARTIALS, CF_TRENDING, META_BUILDING, META_READY, gen_prefix,
+    offset_key, view_key,
 };
 use super::pack::{PACK_MAX_IDS, Pack, pack_ids, pack_key};
 use super::{Generation, SpeedStore, db_err};
@@ -125,7 +125,7 @@ impl SpeedStore {
         wb.put_cf(meta, META_READY, g.to_be_bytes());
         wb.delete_cf(meta, META_BUILDING);
         let kept = previous.min(g);
-        for cf in [CF_PARTIALS, CF_OFFSETS, CF_DEDUP] {
+        for cf in [CF_PARTIALS, CF_OFFSETS, CF_DEDUP, CF_TRENDING] {
             wb.delete_range_cf(self.cf(cf)?, gen_prefix(0), gen_prefix(kept));
         }
         wb.delete_range_cf(meta, view_key(0), view_key(kept));
@@ -141,7 +141,7 @@ impl SpeedStore {
         let end = g
             .checked_add(1)
             .map_or_else(|| vec![0xFF; 5], |n| gen_prefix(n).to_vec());
-        for cf in [CF_PARTIALS, CF_OFFSETS, CF_DEDUP] {
+        for cf in [CF_PARTIALS, CF_OFFSETS, CF_DEDUP, CF_TRENDING] {
             wb.delete_range_cf(self.cf(cf)?, gen_prefix(g).as_slice(), end.as_slice());
         }
         wb.delete_cf(self.cf(CF_META)?, view_key(g));

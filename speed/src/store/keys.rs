@@ -12,6 +12,7 @@ pub(super) const CF_PARTIALS: &str = "partials";
 pub(super) const CF_OFFSETS: &str = "offsets";
 pub(super) const CF_DEDUP: &str = "dedup";
 pub(super) const CF_META: &str = "meta";
+pub(super) const CF_TRENDING: &str = "trending";
 pub(super) const META_SPEC_HASH: &[u8] = b"spec_hash";
 pub(super) const META_FORMAT: &[u8] = b"format";
 /// The store layout: 4 = bucket records per user and day, dedup ids packed

@@ -15,6 +15,8 @@
 //!   delivery, for dropping redeliveries. Lookups go to a `DedupIndex` in
 //!   memory, loaded from the packs; RocksDB only keeps them durable (one
 //!   write per batch instead of one per event, and no per-event read).
+//! * `trending`: `gen ‖ str(tenant) ‖ str(category) ‖ str(item)` to a
+//!   decayed popularity score, merged like partials ([`trending`]).
 //! * `meta`: the spec hash the store was built with, and the ready
 //!   generation.
 //!
@@ -36,11 +38,13 @@ mod generations;
 mod keys;
 mod merge;
 mod pack;
+mod trending;
 
 pub use batch::Applied;
 pub(crate) use batch::{Delivery, PendingBatch};
 pub(crate) use dedup_index::DedupIndex;
 pub(crate) use pack::DedupKey;
+pub use trending::TRENDING_HALF_LIFE_MS;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -60,8 +64,9 @@ use weft_core::spec::Aggregate;
 
 use crate::SpeedError;
 use keys::{
-    CF_DEDUP, CF_META, CF_OFFSETS, CF_PARTIALS, META_FORMAT, META_SPEC_HASH, STORE_FORMAT,
-    gen_prefix, group_user_prefix, group_user_prefix_len, holder, offset_key, record_day,
+    CF_DEDUP, CF_META, CF_OFFSETS, CF_PARTIALS, CF_TRENDING, META_FORMAT, META_SPEC_HASH,
+    STORE_FORMAT, gen_prefix, group_user_prefix, group_user_prefix_len, holder, offset_key,
+    record_day,
 };
 use merge::merge_records;
 use pack::{PACK_TAG, dedup_expired, pack_ids, pack_key};
@@ -158,6 +163,8 @@ impl SpeedStore {
                 }
             },
         );
+        let mut trending = Options::default();
+        trending.set_merge_operator_associative("weft-trending-v1", trending::merge_scores);
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
@@ -167,6 +174,7 @@ impl SpeedStore {
             ColumnFamilyDescriptor::new(CF_OFFSETS, Options::default()),
             ColumnFamilyDescriptor::new(CF_DEDUP, dedup),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
+            ColumnFamilyDescriptor::new(CF_TRENDING, trending),
         ];
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)
             .map_err(db_err(format!("opening {}", path.display())))?;
@@ -341,7 +349,8 @@ impl SpeedStore {
         self.db.latest_sequence_number() + 1
     }
 
-    /// Commits a batch: partials, dedup ids and offsets in one WriteBatch.
+    /// Commits a batch: partials, dedup ids, offsets and trending scores in
+    /// one WriteBatch.
     pub(crate) fn commit(&self, g: Generation, batch: PendingBatch) -> Result<(), SpeedError> {
         let (partials, dedup, offsets) = (
             self.cf(CF_PARTIALS)?,
@@ -385,9 +394,53 @@ impl SpeedStore {
         for (partition, next) in &batch.offsets {
             wb.put_cf(offsets, offset_key(g, *partition), next.to_be_bytes());
         }
+        if !batch.trending.is_empty() {
+            let cf = self.cf(CF_TRENDING)?;
+            for (key, score) in &batch.trending {
+                wb.merge_cf(cf, key, score.encode());
+            }
+        }
         self.db
             .write_opt(&wb, &self.write_opts)
             .map_err(db_err("writing batch"))
+    }
+
+    /// The `n` items trending most in `tenant`'s `category` (`""`: the whole
+    /// tenant) among the events generation `g` applied, best first, each
+    /// score relative to the best (1.0); ties by item id.
+    pub fn trending(
+        &self,
+        g: Generation,
+        tenant: &str,
+        category: &str,
+        n: usize,
+    ) -> Result<Vec<(String, f64)>, SpeedError> {
+        let cf = self.cf(CF_TRENDING)?;
+        let prefix = trending::trending_prefix(g, tenant, category);
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(prefix_upper_bound(&prefix));
+        let mut it = self.db.raw_iterator_cf_opt(cf, ro);
+        it.seek(&prefix);
+        let mut scored: Vec<(String, f64)> = Vec::new();
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            // A nested category key (a category whose name continues this
+            // one's) cannot occur: strings are self-delimiting.
+            let item = key.get(prefix.len()..).and_then(trending::item_of);
+            if let (Some(item), Some(score)) = (item, trending::Decayed::decode(value))
+                && score.score > 0.0
+            {
+                scored.push((item, score.log_at_epoch()));
+            }
+            it.next();
+        }
+        it.status().map_err(db_err("reading trending items"))?;
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        scored.truncate(n);
+        let top = scored.first().map_or(0.0, |(_, l)| *l);
+        for (_, l) in &mut scored {
+            *l = (*l - top).exp2();
+        }
+        Ok(scored)
     }
 
     /// Every partial of one user in generation `g`, by feature.
@@ -503,7 +556,7 @@ impl SpeedStore {
             "rocksdb.num-files-at-level0",
         ];
         let mut out = Vec::new();
-        for name in [CF_PARTIALS, CF_OFFSETS, CF_DEDUP, CF_META] {
+        for name in [CF_PARTIALS, CF_OFFSETS, CF_DEDUP, CF_META, CF_TRENDING] {
             let Ok(cf) = self.cf(name) else { continue };
             for property in PROPERTIES {
                 if let Ok(Some(v)) = self.db.property_int_value_cf(cf, property) {
@@ -523,7 +576,7 @@ impl SpeedStore {
         CACHE_PROPERTIES
             .iter()
             .map(|(kind, property)| {
-                let total = [CF_PARTIALS, CF_OFFSETS, CF_DEDUP, CF_META]
+                let total = [CF_PARTIALS, CF_OFFSETS, CF_DEDUP, CF_META, CF_TRENDING]
                     .iter()
                     .filter_map(|name| self.cf(name).ok())
                     .filter_map(|cf| self.db.property_int_value_cf(cf, *property).ok().flatten())
