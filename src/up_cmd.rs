@@ -5,7 +5,8 @@
 //! `events` topic, `weft serve` with its speed layer (`speed/`, `serving/`),
 //! the archiver (`archive/`), a batch run every `--batch-every-secs` into the
 //! view store (`views/`), and demo traffic from the generator unless
-//! `--demo-rate 0`. It prints the endpoints with ready-to-paste grpcurl and
+//! `--demo-rate 0`, and a demo storefront on its own origin
+//! (`--demo-listen`, `/demo`) with the recommendations widget. It prints the endpoints with ready-to-paste grpcurl and
 //! curl lines, a short status every few seconds, and stops cleanly on
 //! Ctrl-C.
 
@@ -20,6 +21,7 @@ use rand::Rng;
 use weft_config::{KeyConfig, Overrides, TenantConfig, WeftConfig};
 use weft_core::generator::{GenConfig, Generator};
 use weft_core::spec::DAY_MS;
+use weft_serving::demo::{DemoStore, DemoTenant};
 use weft_speed::archiver::{ArchiverConfig, ArchiverMetrics};
 use weft_speed::broker::LocalBroker;
 use weft_speed::kafka::{EventProducer, ensure_topic};
@@ -52,15 +54,20 @@ pub(crate) struct UpArgs {
     grpc_listen: String,
     #[arg(long, default_value = "127.0.0.1:8080")]
     http_listen: String,
+    /// Where the demo storefront listens (its own origin, allowed for the
+    /// demo tenants, as a retailer's site would be).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    demo_listen: String,
     /// Seconds between status lines.
     #[arg(long, default_value_t = 5)]
     status_every_secs: u64,
 }
 
 /// Demo tenants: the generator's first three, each with a server key
-/// (profiles and recommendations) and a publishable widget key, kept in
-/// `keys.json` so they survive restarts.
-fn demo_tenants(data_dir: &Path) -> Result<Vec<TenantConfig>> {
+/// (profiles and recommendations) and a publishable widget key
+/// (recommendations and the collector), kept in `keys.json` so they survive
+/// restarts. Pages of `store_origin` (the demo storefront) may use them.
+fn demo_tenants(data_dir: &Path, store_origin: &str) -> Result<Vec<TenantConfig>> {
     let path = data_dir.join("keys.json");
     let names = GenConfig::new(0, 1, 3, 3)
         .tenants
@@ -91,7 +98,7 @@ fn demo_tenants(data_dir: &Path) -> Result<Vec<TenantConfig>> {
     Ok(keys
         .into_iter()
         .map(|(tenant, server, widget)| TenantConfig {
-            allowed_origins: vec!["http://localhost:3000".into()],
+            allowed_origins: vec!["http://localhost:3000".into(), store_origin.to_string()],
             keys: vec![
                 KeyConfig {
                     name: format!("{tenant}-server"),
@@ -102,7 +109,7 @@ fn demo_tenants(data_dir: &Path) -> Result<Vec<TenantConfig>> {
                 KeyConfig {
                     name: format!("{tenant}-widget"),
                     key: widget.into(),
-                    scopes: vec!["recommendations:read".into()],
+                    scopes: vec!["recommendations:read".into(), "events:write".into()],
                     publishable: true,
                 },
             ],
@@ -140,6 +147,7 @@ fn config(
     args: &UpArgs,
     features: &Path,
     bootstrap: &str,
+    store_origin: &str,
 ) -> Result<WeftConfig> {
     let d = &args.data_dir;
     let flags = Overrides::new()
@@ -163,27 +171,57 @@ fn config(
         );
     let mut config = crate::load_config(file, flags)?;
     if config.tenants.is_empty() {
-        config.tenants = demo_tenants(d)?;
+        config.tenants = demo_tenants(d, store_origin)?;
         config.validate()?;
     }
     Ok(config)
 }
 
 /// Produces generated events at `rate` per second until `stop`.
+/// The demo traffic's generator: `users` users of three tenants, over the
+/// last day (its catalogue is the demo storefront's).
+fn demo_generator(users: u32) -> Result<Generator> {
+    let now = weft_serving::state::now_ms();
+    let mut cfg = GenConfig::new(now as u64, u64::MAX / 2, 3, users);
+    cfg.start_ms = now - DAY_MS;
+    cfg.days = 1;
+    Generator::new(cfg).map_err(anyhow::Error::msg)
+}
+
+/// The storefront's stores: each tenant the generator knows with a
+/// publishable key that may read recommendations and write events.
+fn demo_store(config: &WeftConfig, generator: &Generator, api_base: String) -> DemoStore {
+    let tenants = generator
+        .config()
+        .tenants
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| {
+            let t = config.tenants.iter().find(|t| t.name == g.name)?;
+            let key = t.keys.iter().find(|k| {
+                k.publishable
+                    && k.scopes.iter().any(|s| s == "recommendations:read")
+                    && k.scopes.iter().any(|s| s == "events:write")
+            })?;
+            Some(DemoTenant {
+                name: t.name.clone(),
+                widget_key: key.secret().ok()?.expose().to_string(),
+                catalogue: generator.catalogue(i),
+            })
+        })
+        .collect();
+    DemoStore { api_base, tenants }
+}
+
 fn demo_traffic(
     bootstrap: String,
     rate: u64,
-    users: u32,
+    generator: Generator,
     stop: Arc<AtomicBool>,
     produced: Arc<AtomicU64>,
     first_user: Arc<(String, std::sync::OnceLock<String>)>,
 ) -> Result<std::thread::JoinHandle<()>> {
     let mut producer = EventProducer::new(&bootstrap, "events")?;
-    let now = weft_serving::state::now_ms();
-    let mut cfg = GenConfig::new(now as u64, u64::MAX / 2, 3, users);
-    cfg.start_ms = now - DAY_MS;
-    cfg.days = 1;
-    let generator = Generator::new(cfg).map_err(anyhow::Error::msg)?;
     Ok(std::thread::Builder::new()
         .name("weft-demo".into())
         .spawn(move || {
@@ -323,7 +361,10 @@ pub(crate) fn run_up(file: Option<&Path>, args: &UpArgs) -> Result<()> {
             b
         }
     };
-    let config = config(file, args, &features, &bootstrap)?;
+    let store_listener = std::net::TcpListener::bind(&args.demo_listen)
+        .with_context(|| format!("--demo-listen {}: cannot listen there", args.demo_listen))?;
+    let store_origin = format!("http://{}", store_listener.local_addr()?);
+    let config = config(file, args, &features, &bootstrap, &store_origin)?;
     let rt = weft_core::runtime::multi_thread("weft-up", 2)?;
     rt.block_on(ensure_topic(
         &bootstrap,
@@ -353,12 +394,15 @@ pub(crate) fn run_up(file: Option<&Path>, args: &UpArgs) -> Result<()> {
         tenant.as_ref().map_or_else(String::new, |t| t.name.clone()),
         std::sync::OnceLock::new(),
     ));
+    let generator = demo_generator(args.demo_users.max(10))?;
+    // The API's address is known once it listens.
+    let mut store = demo_store(&config, &generator, String::new());
     let demo = match args.demo_rate {
         0 => None,
         rate => Some(demo_traffic(
             bootstrap.clone(),
             rate,
-            args.demo_users.max(10),
+            generator,
             stop.clone(),
             produced.clone(),
             first_user.clone(),
@@ -369,8 +413,21 @@ pub(crate) fn run_up(file: Option<&Path>, args: &UpArgs) -> Result<()> {
         .context("starting the serving layer")?;
 
     let (grpc, http) = (running.grpc_addr, running.http_addr);
+    store.api_base = format!("http://{http}");
+    let stores = store.tenants.first().map(|t| t.name.clone());
+    let store_stop = tokio_util::sync::CancellationToken::new();
+    let storefront = rt.spawn(weft_serving::demo::serve(
+        store_listener,
+        store,
+        store_stop.clone(),
+    ));
     println!("gRPC     {grpc}   (weft.v1.ProfileService, health, reflection)");
     println!("HTTP     http://{http}   (/v1/profiles, /v1/recommendations, /metrics, /readyz)");
+    if let Some(first) = stores {
+        println!(
+            "demo     {store_origin}/demo/{first}   (a storefront with the recommendations widget)"
+        );
+    }
     println!("data     {}", args.data_dir.display());
     println!("features {}", features.display());
     if let Some(t) = &tenant
@@ -428,6 +485,10 @@ pub(crate) fn run_up(file: Option<&Path>, args: &UpArgs) -> Result<()> {
     stop.store(true, Ordering::Relaxed);
     if let Some(d) = demo {
         let _ = d.join();
+    }
+    store_stop.cancel();
+    if let Ok(Err(e)) = rt.block_on(storefront) {
+        tracing::error!(error = %e, "demo storefront");
     }
     let served = rt.block_on(running.stop());
     let _ = batch.join();

@@ -1,5 +1,6 @@
 //! `weft up` as a newcomer runs it: a local broker, demo traffic, a batch
-//! view, and a GetProfile for a demo user with features and freshness. It
+//! view, a GetProfile for a demo user with features and freshness, and the
+//! demo storefront with the recommendations widget in Chromium. It
 //! runs outside the source tree: everything it needs is built in.
 
 use std::io::BufRead;
@@ -20,6 +21,8 @@ fn weft_up_serves_demo_profiles_with_freshness() {
             "--grpc-listen",
             "127.0.0.1:0",
             "--http-listen",
+            "127.0.0.1:0",
+            "--demo-listen",
             "127.0.0.1:0",
         ])
         .args([
@@ -49,11 +52,15 @@ fn weft_up_serves_demo_profiles_with_freshness() {
     let mut grpc = None;
     let mut key = None;
     let mut user = None;
+    let mut store = None;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while grpc.is_none() || key.is_none() || user.is_none() {
+    while grpc.is_none() || key.is_none() || user.is_none() || store.is_none() {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .unwrap_or_else(|_| panic!("no endpoints printed; log:\n{}", log_text(&log)));
+        if let Some(rest) = line.strip_prefix("demo") {
+            store = rest.split_whitespace().next().map(str::to_string);
+        }
         if let Some(rest) = line.strip_prefix("gRPC") {
             grpc = rest.split_whitespace().next().map(str::to_string);
         }
@@ -64,7 +71,7 @@ fn weft_up_serves_demo_profiles_with_freshness() {
             user = line[at + 11..].split('"').next().map(str::to_string);
         }
     }
-    let (grpc, key, user) = (grpc.unwrap(), key.unwrap(), user.unwrap());
+    let (grpc, key, user, store) = (grpc.unwrap(), key.unwrap(), user.unwrap(), store.unwrap());
 
     // Wait until a batch view is served, then read the user of the printed
     // lines (one the demo traffic has sent events for).
@@ -81,6 +88,32 @@ fn weft_up_serves_demo_profiles_with_freshness() {
     // Demo events happen now: the newest applied one is seconds old.
     assert!(fresh.speed_lag_ms < 60_000, "{fresh:?}");
     assert!(data.join("keys.json").exists());
+
+    // The demo store in Chromium (tests/python/browser_widget.py): the
+    // widget on a page of the store's origin renders recommendations,
+    // reflects a click on the next page, shows nothing for a wrong or a
+    // server-side key (the console says 401 / 403) and shows markup in ids
+    // as text. Screenshots land in target/browser-widget.
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-widget");
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/browser_widget.py"
+        ))
+        .args([store.as_str(), key.as_str()])
+        .arg(&shots)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "the browser checks failed:\n{stdout}\n{stderr}\nweft up log:\n{}",
+        log_text(&log)
+    );
+    println!("browser: {stdout}(screenshots in {})", shots.display());
     drop(rt); // closes the client's connection
     stop_cleanly(child, &log);
     // The next start sets the in-memory broker's old state aside.

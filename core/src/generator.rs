@@ -65,6 +65,16 @@ const CATEGORY_NAMES: [&str; 24] = [
 ];
 const DEVICES: [(&str, f64); 3] = [("mobile", 0.6), ("desktop", 0.35), ("tablet", 0.05)];
 
+/// One item of a tenant's generated catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogueItem {
+    pub item_id: String,
+    pub category: String,
+    pub price_minor: i64,
+    /// Its popularity rank within its category (0: most popular).
+    pub rank: u32,
+}
+
 /// One tenant's shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TenantConfig {
@@ -356,6 +366,27 @@ impl Generator {
 
     pub fn config(&self) -> &GenConfig {
         &self.cfg
+    }
+
+    /// Every item tenant `tenant` (an index into the config's tenants) can
+    /// generate, most popular first within each category: the catalogue a
+    /// demo storefront shows.
+    pub fn catalogue(&self, tenant: usize) -> Vec<CatalogueItem> {
+        let Some(t) = self.tenants.get(tenant) else {
+            return Vec::new();
+        };
+        (0..t.items_per_category)
+            .flat_map(|rank| (0..t.cfg.categories).map(move |c| (rank, c)))
+            .map(|(rank, c)| {
+                let (item_id, price_minor) = t.item(c, rank);
+                CatalogueItem {
+                    item_id,
+                    category: CATEGORY_NAMES[c as usize].to_string(),
+                    price_minor,
+                    rank,
+                }
+            })
+            .collect()
     }
 
     /// When the event [`Iterator::next`] returned last arrived: its event

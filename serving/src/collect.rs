@@ -137,6 +137,11 @@ pub struct Collected {
     pub accepted: usize,
     pub rejected: usize,
     pub errors: Vec<Rejected>,
+    /// Where the accepted events landed (`partition:offset`, the newest
+    /// per partition): a read given it as `after` waits until the speed
+    /// layer has applied them (read-your-writes). Absent if none.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub read_after: String,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -298,11 +303,17 @@ impl Collector {
                     .map_err(|(e, _)| e.to_string())
             }
         });
-        let failed: Vec<String> = futures::future::join_all(deliveries)
-            .await
-            .into_iter()
-            .filter_map(|r| r.err())
-            .collect();
+        let mut landed = std::collections::BTreeMap::new();
+        let mut failed: Vec<String> = Vec::new();
+        for r in futures::future::join_all(deliveries).await {
+            match r {
+                Ok(d) => {
+                    let at = landed.entry(d.partition).or_insert(d.offset);
+                    *at = (*at).max(d.offset);
+                }
+                Err(e) => failed.push(e),
+            }
+        }
         if let Some(first) = failed.first() {
             return Err(ApiError::Unavailable(format!(
                 "the event log did not take {} of {} events ({first}); send the body again (event ids make a retry safe)",
@@ -315,6 +326,7 @@ impl Collector {
             accepted: sends.len(),
             rejected: errors.len(),
             errors,
+            read_after: crate::state::read_after_token(&landed),
         })
     }
 }

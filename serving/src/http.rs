@@ -91,6 +91,8 @@ pub fn router(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/shards", get(shards))
+        .route("/widget.js", get(widget_js))
+        .route("/widget/v1.js", get(widget_js))
         .fallback(not_found)
         .with_state(state)
 }
@@ -99,6 +101,30 @@ fn error_response(e: &ApiError) -> Response {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = json!({"error": {"code": code_name(e.code()), "message": e.to_string()}});
     (status, axum::Json(body)).into_response()
+}
+
+/// The longest a read with `after` waits for the speed layer to apply
+/// (a widget's budget; only a speed generation being built takes long)
+/// those events (then it answers anyway; its freshness says how current).
+const READ_AFTER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The recommendations widget (`assets/widget.js`): `/widget.js` follows
+/// the newest version, `/widget/v1.js` stays on major version 1.
+const WIDGET_JS: &str = include_str!("../assets/widget.js");
+
+async fn widget_js() -> Response {
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/javascript; charset=utf-8",
+            ),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=300"),
+            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        WIDGET_JS,
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {
@@ -203,15 +229,17 @@ where
         Ok(v) => axum::Json(to_json(v)).into_response(),
         Err(e) => error_response(&e),
     };
-    allow_origin(&mut response, origin);
+    allow_origin(s, &mut response, origin);
     response
 }
 
-/// CORS: a browser may read an answer to a call from `origin` (the key's
-/// tenant allowed it: every answer but a 403).
-fn allow_origin(response: &mut Response, origin: Option<&str>) {
+/// CORS: a browser may read an answer to a call from `origin`: every
+/// answer but a 403, and a 403 too when some tenant allows the origin (a
+/// page the preflight let through learns why: a server-side key, a key of
+/// another tenant, a missing scope).
+fn allow_origin(s: &Http, response: &mut Response, origin: Option<&str>) {
     if let Some(o) = origin
-        && response.status() != StatusCode::FORBIDDEN
+        && (response.status() != StatusCode::FORBIDDEN || s.api.keys.any_allows_origin(o))
         && let Ok(v) = HeaderValue::from_str(o)
     {
         let h = response.headers_mut();
@@ -276,7 +304,7 @@ async fn collect_events(
             r
         }
     };
-    allow_origin(&mut response, origin);
+    allow_origin(&s, &mut response, origin);
     response
 }
 
@@ -351,6 +379,7 @@ async fn get_recommendations(
         n: 10,
         ..Default::default()
     };
+    let mut after = Vec::new();
     for (k, v) in query_pairs(q.as_deref()) {
         match k.as_str() {
             "user_id" => req.user_id = v,
@@ -365,13 +394,24 @@ async fn get_recommendations(
             },
             "context_item_id" => req.context_item_id = v,
             "exclude" => req.exclude_item_ids.extend(split_list(&v)),
+            "after" => match crate::state::parse_read_after(&v) {
+                Ok(a) => after = a,
+                Err(e) => {
+                    return error_response(&ApiError::InvalidArgument(format!(
+                        "after: {e} (send the read_after the collector answered with)"
+                    )));
+                }
+            },
             other => {
                 return error_response(&ApiError::InvalidArgument(format!(
-                    "unknown query parameter {:?} (expected user_id, n, context_item_id, exclude)",
+                    "unknown query parameter {:?} (expected user_id, n, context_item_id, exclude, after)",
                     crate::state::truncate(other, 32)
                 )));
             }
         }
+    }
+    if !after.is_empty() {
+        s.api.serving.wait_applied(&after, READ_AFTER_WAIT).await;
     }
     handle(
         &s,

@@ -22,6 +22,7 @@ pub mod api;
 pub mod auth;
 pub mod collect;
 pub mod conn;
+pub mod demo;
 pub mod error;
 pub mod gate;
 pub mod grpc;

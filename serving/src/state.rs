@@ -23,6 +23,34 @@ use weft_view::OpenedView;
 
 use crate::error::ApiError;
 
+/// The token the collector answers with and reads take as `after`:
+/// `partition:offset` of the newest accepted event per partition, joined
+/// by commas.
+pub fn read_after_token(positions: &std::collections::BTreeMap<i32, i64>) -> String {
+    positions
+        .iter()
+        .map(|(p, o)| format!("{p}:{o}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Parses a [`read_after_token`]; what is wrong with it otherwise.
+pub fn parse_read_after(token: &str) -> Result<Vec<(i32, i64)>, String> {
+    token
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            let (p, o) = pair
+                .split_once(':')
+                .ok_or_else(|| format!("{:?} is not partition:offset", truncate(pair, 32)))?;
+            match (p.parse::<i32>(), o.parse::<i64>()) {
+                (Ok(p), Ok(o)) if p >= 0 && o >= 0 => Ok((p, o)),
+                _ => Err(format!("{:?} is not partition:offset", truncate(pair, 32))),
+            }
+        })
+        .collect()
+}
+
 /// A batch view and the speed generation built from its boundary.
 #[derive(Debug)]
 pub struct Pair {
@@ -308,6 +336,39 @@ impl Serving {
             .sum();
         self.lag_messages.store(lag, Ordering::Relaxed);
         self.lag_as_of_ms.store(as_of, Ordering::Release);
+    }
+
+    /// Waits (up to `max`) until the speed layer has applied every
+    /// position of `after` (partition, offset) that this node consumes:
+    /// read-your-writes for a page that just sent events through the
+    /// collector ([`read_after_token`]). Partitions it does not consume
+    /// are not waited for. While a speed generation is being built (after
+    /// a batch view lands) the served pair does not take new events, so
+    /// it also waits for the switch to the new pair.
+    pub async fn wait_applied(&self, after: &[(i32, i64)], max: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            // The positions are the generation consumed: while one is being
+            // built, the served one does not move, so wait for the switch.
+            let m = &self.speed_metrics;
+            let ready = m.ready_generation.load(Ordering::Acquire);
+            let settled = m.building_generation.load(Ordering::Acquire) == 0
+                && self
+                    .current_pair()
+                    .is_some_and(|p| u64::from(p.generation) == ready);
+            let positions = m.positions();
+            let done = settled
+                && after
+                    .iter()
+                    .all(|(p, o)| positions.get(p).is_none_or(|next| *next > *o));
+            if done {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// True once the lag is known: the partitions' ends have been read
