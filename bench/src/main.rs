@@ -31,6 +31,7 @@ mod floor;
 mod freshness;
 mod ingest;
 mod lookup;
+mod quality;
 mod serve;
 
 /// mimalloc, as in the `weft` binary: the bench measures the product's code
@@ -71,6 +72,9 @@ enum Command {
     Lookup(lookup::LookupArgs),
     /// GetProfile through the embedded reader (weft-client), in process.
     Embedded(embedded::EmbeddedArgs),
+    /// Recommendation quality on held-out events: the blend vs popularity
+    /// vs random, and the cold-start path (hit rate@10, NDCG@10).
+    Quality(quality::QualityArgs),
 }
 
 fn run(command: &Command) -> Result<()> {
@@ -81,6 +85,7 @@ fn run(command: &Command) -> Result<()> {
         Command::Freshness(a) => freshness::freshness(a),
         Command::Lookup(a) => lookup::lookup(a),
         Command::Embedded(a) => embedded::embedded(a),
+        Command::Quality(a) => quality::quality(a),
     }
 }
 
