@@ -3,7 +3,7 @@
 //! them) and the topic on their user's partition, each rejected one is
 //! named with its reason and never produced,
 //! the limits answer 413, 400 and 429 with `Retry-After`, the wrong keys
-//! 401/403, and 2,000 mutated bodies never a 5xx.
+//! 401/403, and 2,000 mutated and 8,000 random bodies never a 5xx.
 
 use std::time::{Duration, Instant};
 
@@ -266,4 +266,65 @@ pub(crate) fn assert_collector(f: &Fixture, running: &Running, tenant: &str) {
         *statuses.entry(status).or_insert(0) += 1;
     }
     println!("collector: 2,000 mutated bodies answered {statuses:?}");
+
+    // 5. 8,000 random bodies (random bytes, and random JSON with the
+    //    event's field names among others): never a 5xx.
+    let mut statuses = std::collections::BTreeMap::new();
+    for n in 0..8_000 {
+        let body = if n % 4 == 0 {
+            (0..rng.random_range(0..200))
+                .map(|_| rng.random::<u8>())
+                .collect()
+        } else {
+            random_json(&mut rng, 0).to_string().into_bytes()
+        };
+        let (status, head, v) = post(running, &widget, None, &body);
+        assert!(
+            (200..500).contains(&status),
+            "a random body got {status}: {head}\n{v}\n{}",
+            String::from_utf8_lossy(&body)
+        );
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    println!("collector: 8,000 random bodies answered {statuses:?}");
+}
+
+/// A random JSON value, event-shaped now and then.
+fn random_json(rng: &mut impl Rng, depth: u32) -> serde_json::Value {
+    const KEYS: [&str; 12] = [
+        "events",
+        "event_id",
+        "user_id",
+        "ts_ms",
+        "kind",
+        "item_id",
+        "category",
+        "price_minor",
+        "quantity",
+        "attributes",
+        "tenant",
+        "x",
+    ];
+    match rng.random_range(0..if depth > 2 { 5 } else { 7 }) {
+        0 => serde_json::Value::Null,
+        1 => json!(rng.random::<bool>()),
+        2 => json!(rng.random::<i64>() >> rng.random_range(0..64)),
+        3 => json!(rng.random::<f64>() * 1e15),
+        4 => json!(
+            ["view", "click", "", "\u{0}", "purchase", &"x".repeat(300)][rng.random_range(0..6)]
+        ),
+        5 => serde_json::Value::Array(
+            (0..rng.random_range(0..4))
+                .map(|_| random_json(rng, depth + 1))
+                .collect(),
+        ),
+        _ => serde_json::Value::Object(
+            (0..rng.random_range(0..8))
+                .map(|_| {
+                    let k = KEYS[rng.random_range(0..KEYS.len())].to_string();
+                    (k, random_json(rng, depth + 1))
+                })
+                .collect(),
+        ),
+    }
 }

@@ -78,24 +78,24 @@ pub(crate) fn trending(by_user: &BTreeMap<(String, String), Vec<Event>>) -> Tren
     scores
         .into_iter()
         .map(|(key, items)| {
-            // log2 of the score decayed to time 0, summed at the newest
-            // event's time (no underflow).
+            // Every score at the list's newest event time (the data spans a
+            // month, 31 half-lives at most: no underflow), by definition.
+            let newest = items.values().flatten().map(|(t, _)| *t).max().unwrap();
             let mut ranked: Vec<(String, f64)> = items
                 .into_iter()
                 .map(|(item, hits)| {
-                    let newest = hits.iter().map(|(t, _)| *t).max().unwrap();
-                    let sum: f64 = hits
+                    let score: f64 = hits
                         .iter()
-                        .map(|(t, w)| w * (-((newest - t) as f64) / half_life).exp2())
+                        .map(|(t, w)| w * 0.5f64.powf((newest - t) as f64 / half_life))
                         .sum();
-                    (item, sum.log2() - newest as f64 / half_life)
+                    (item, score)
                 })
                 .collect();
             ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             ranked.truncate(100);
             let top = ranked[0].1;
-            for (_, l) in &mut ranked {
-                *l = (*l - top).exp2();
+            for (_, s) in &mut ranked {
+                *s /= top;
             }
             (key, ranked)
         })

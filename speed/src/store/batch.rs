@@ -204,7 +204,7 @@ impl PendingBatch {
                 continue;
             }
             self.apply(store.spec(), g, d.event);
-            trending::observe(&mut self.trending, g, d.event);
+            trending::observe(&mut self.trending, &mut self.key_buf, g, d.event);
             self.remember_id(key, d.kafka_ts_ms, d.partition, d.offset);
             out.newest_event_ms = out.newest_event_ms.max(d.event.ts_ms);
             out.applied += 1;

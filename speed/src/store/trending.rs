@@ -52,7 +52,7 @@ impl Decayed {
     /// The score's base-2 logarithm decayed to time 0: scores of any
     /// reference times compare on it without underflow.
     pub(crate) fn log_at_epoch(self) -> f64 {
-        self.score.log2() - self.ref_ms as f64 / TRENDING_HALF_LIFE_MS as f64
+        self.score.log2() + self.ref_ms as f64 / TRENDING_HALF_LIFE_MS as f64
     }
 
     pub(crate) fn encode(self) -> [u8; 16] {
@@ -95,9 +95,11 @@ pub(crate) fn item_of(rest: &[u8]) -> Option<String> {
 }
 
 /// Adds `e` to `into` (key to score) under the whole tenant and its
-/// category, if it names an item and its kind has a weight.
+/// category, if it names an item and its kind has a weight. `key` is
+/// scratch space: a key already in `into` costs no allocation.
 pub(crate) fn observe(
     into: &mut hashbrown::HashMap<Vec<u8>, Decayed, foldhash::fast::RandomState>,
+    key: &mut Vec<u8>,
     g: Generation,
     e: &Event,
 ) {
@@ -115,9 +117,12 @@ pub(crate) fn observe(
         &["", &e.category]
     };
     for category in categories {
-        let mut key = trending_prefix(g, &e.tenant, category);
-        push_str(&mut key, &e.item_id);
-        into.entry(key)
+        key.clear();
+        key.extend_from_slice(&gen_prefix(g));
+        push_str(key, &e.tenant);
+        push_str(key, category);
+        push_str(key, &e.item_id);
+        into.entry_ref(key.as_slice())
             .and_modify(|s| *s = s.add(score))
             .or_insert(score);
     }
