@@ -64,7 +64,7 @@ pub(crate) struct UpArgs {
 }
 
 /// Demo tenants: the generator's first three, each with a server key
-/// (profiles and recommendations) and a publishable widget key
+/// (`admin`: profiles, recommendations, the ops page) and a publishable widget key
 /// (recommendations and the collector), kept in `keys.json` so they survive
 /// restarts. Pages of `store_origin` (the demo storefront) may use them.
 fn demo_tenants(data_dir: &Path, store_origin: &str) -> Result<Vec<TenantConfig>> {
@@ -103,7 +103,8 @@ fn demo_tenants(data_dir: &Path, store_origin: &str) -> Result<Vec<TenantConfig>
                 KeyConfig {
                     name: format!("{tenant}-server"),
                     key: server.into(),
-                    scopes: vec!["profile:read".into(), "recommendations:read".into()],
+                    // admin: profiles, recommendations and the ops page.
+                    scopes: vec!["admin".into()],
                     publishable: false,
                 },
                 KeyConfig {
@@ -159,6 +160,11 @@ fn config(
         .set_path("views.store", "--data-dir", Some(&d.join("views")))
         .set_path("views.work_dir", "--data-dir", Some(&d.join("serving")))
         .set("views.poll_secs", "weft up", Some(2u64))
+        .set(
+            "serve.ops_sample_secs",
+            "--status-every-secs",
+            Some(args.status_every_secs.max(1)),
+        )
         .set(
             "serve.grpc_listen",
             "--grpc-listen",
@@ -428,6 +434,9 @@ pub(crate) fn run_up(file: Option<&Path>, args: &UpArgs) -> Result<()> {
             "demo     {store_origin}/demo/{first}   (a storefront with the recommendations widget)"
         );
     }
+    println!(
+        "ops      http://{http}/ops   (the server key as the password: event rates, lag, p99)"
+    );
     println!("data     {}", args.data_dir.display());
     println!("features {}", features.display());
     if let Some(t) = &tenant

@@ -8,6 +8,7 @@ mod cluster;
 mod collector;
 mod common;
 mod generation_switch;
+mod ops;
 mod recs;
 mod s3;
 mod serving;

@@ -53,11 +53,15 @@ fn weft_up_serves_demo_profiles_with_freshness() {
     let mut key = None;
     let mut user = None;
     let mut store = None;
+    let mut ops = None;
     let deadline = Instant::now() + Duration::from_secs(60);
     while grpc.is_none() || key.is_none() || user.is_none() || store.is_none() {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .unwrap_or_else(|_| panic!("no endpoints printed; log:\n{}", log_text(&log)));
+        if let Some(rest) = line.strip_prefix("ops") {
+            ops = rest.split_whitespace().next().map(str::to_string);
+        }
         if let Some(rest) = line.strip_prefix("demo") {
             store = rest.split_whitespace().next().map(str::to_string);
         }
@@ -114,6 +118,22 @@ fn weft_up_serves_demo_profiles_with_freshness() {
         log_text(&log)
     );
     println!("browser: {stdout}(screenshots in {})", shots.display());
+
+    // The ops page the newcomer is pointed to (the server key is admin): it
+    // renders in Chromium; a fresh archive has no past weeks to expect from.
+    let ops = ops.expect("an ops line among the endpoints");
+    let out = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ops_page.py"))
+        .args([ops.as_str(), key.as_str(), "no-history"])
+        .arg(shots.join("ops.png"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the ops page of weft up:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(rt); // closes the client's connection
     stop_cleanly(child, &log);
     // The next start sets the in-memory broker's old state aside.

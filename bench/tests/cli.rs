@@ -39,6 +39,7 @@ fn help_lists_the_benchmarks() {
             "freshness",
             "lookup",
             "embedded",
+            "quality",
             "help"
         ]
     );
@@ -73,6 +74,10 @@ fn every_benchmark_keeps_its_flags() {
             "embedded",
             "--spec --views --bootstrap --topic-partitions --partitions --tenant --users \
              --requests --work-dir --seed",
+        ),
+        (
+            "quality",
+            "--events --users --tenants --seed --held-out --spec --work-dir --out",
         ),
     ] {
         let out = weft_bench(&[command, "--help"]);

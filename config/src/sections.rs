@@ -318,6 +318,9 @@ pub struct ServerConfig {
     /// ... and the events a key may send per second, with bursts of two
     /// seconds' worth (more: 429 with `Retry-After`).
     pub collector_events_per_sec: u64,
+    /// Seconds between the operator page's samples (`GET /ops`): event
+    /// rates per tenant, dead letters, lag, view age, p99.
+    pub ops_sample_secs: u64,
     /// Deadline applied when the client sends none, in milliseconds.
     pub default_deadline_ms: u64,
     /// Seconds between health turning NOT_SERVING and the listeners closing.
@@ -360,6 +363,7 @@ impl Default for ServerConfig {
             collector_max_body_kb: 64,
             collector_max_events: 500,
             collector_events_per_sec: 200,
+            ops_sample_secs: 60,
             default_deadline_ms: 1_000,
             drain_secs: 2,
             workers: 0,

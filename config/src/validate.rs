@@ -36,6 +36,7 @@ impl WeftConfig {
             ),
             ("serve.collector_max_events", s.collector_max_events as u64),
             ("serve.collector_events_per_sec", s.collector_events_per_sec),
+            ("serve.ops_sample_secs", s.ops_sample_secs),
             ("views.poll_secs", self.views.poll_secs),
             (
                 "cluster.executor_timeout_secs",

@@ -627,6 +627,69 @@ pub fn read_file(path: &Path) -> Result<Vec<Sequenced>, ArchiveError> {
     Ok(out)
 }
 
+/// Events per tenant and hour of arrival (`_ingest_ms`, hour start in ms;
+/// the event time in files written before arrival times were kept),
+/// counting arrivals in `[since_ms, until_ms)`. Only the files of event
+/// days from two days before `since_ms` (late arrivals) up to `until_ms`
+/// are read, and of them only the two time columns. For the operator
+/// page's expected event rates.
+pub fn hourly_arrivals(
+    root: &Path,
+    since_ms: i64,
+    until_ms: i64,
+) -> Result<std::collections::HashMap<String, std::collections::BTreeMap<i64, u64>>, ArchiveError> {
+    const HOUR_MS: i64 = 3_600_000;
+    let mut out: std::collections::HashMap<String, std::collections::BTreeMap<i64, u64>> =
+        Default::default();
+    if !root.exists() {
+        return Ok(out);
+    }
+    for path in list_files(root)? {
+        let (Some(tenant), Some(day)) = (
+            hive_value(&path, "tenant"),
+            hive_value(&path, "date").and_then(parse_date),
+        ) else {
+            continue;
+        };
+        if day + DAY_MS <= since_ms - 2 * DAY_MS || day >= until_ms {
+            continue;
+        }
+        let file = File::open(&path).map_err(ArchiveError::io(&path))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| ArchiveError::format(&path, e))?;
+        let names: Vec<&str> = ["ts_ms", INGEST_COLUMN]
+            .into_iter()
+            .filter(|n| builder.schema().column_with_name(n).is_some())
+            .collect();
+        let mask = parquet::arrow::ProjectionMask::columns(
+            builder.parquet_schema(),
+            names.iter().copied(),
+        );
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(|e| ArchiveError::format(&path, e))?;
+        let hours = out.entry(tenant.to_string()).or_default();
+        for batch in reader {
+            let batch = batch.map_err(|e| ArchiveError::format(&path, e))?;
+            let ts = column::<Int64Array>(&batch, "ts_ms", &path)?;
+            let ingest = batch
+                .column_by_name(INGEST_COLUMN)
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>());
+            for row in 0..batch.num_rows() {
+                let at = match ingest {
+                    Some(c) if c.is_valid(row) => c.value(row),
+                    _ => ts.value(row),
+                };
+                if (since_ms..until_ms).contains(&at) {
+                    *hours.entry(at.div_euclid(HOUR_MS) * HOUR_MS).or_default() += 1;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Reads the whole archive, sorted by (partition, offset).
 pub fn read_archive(root: &Path) -> Result<Vec<Sequenced>, ArchiveError> {
     let mut all = Vec::new();

@@ -47,6 +47,8 @@ pub enum Method {
     GetRecommendations,
     /// `POST /v1/events` (HTTP only).
     CollectEvents,
+    /// `GET /ops`, the operator page (HTTP only).
+    Ops,
 }
 
 impl Method {
@@ -56,6 +58,7 @@ impl Method {
             Method::BatchGetProfiles => "BatchGetProfiles",
             Method::GetRecommendations => "GetRecommendations",
             Method::CollectEvents => "CollectEvents",
+            Method::Ops => "Ops",
         }
     }
 
@@ -64,6 +67,7 @@ impl Method {
             Method::GetProfile | Method::BatchGetProfiles => Scope::ProfileRead,
             Method::GetRecommendations => Scope::RecommendationsRead,
             Method::CollectEvents => Scope::EventsWrite,
+            Method::Ops => Scope::Admin,
         }
     }
 }

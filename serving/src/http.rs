@@ -57,6 +57,7 @@ struct Http {
     registry: Arc<Registry>,
     health: Arc<Health>,
     collector: Arc<Collector>,
+    ops: Arc<crate::ops::Ops>,
 }
 
 /// The router.
@@ -66,6 +67,7 @@ pub fn router(
     registry: Arc<Registry>,
     health: Arc<Health>,
     collector: Arc<Collector>,
+    ops: Arc<crate::ops::Ops>,
 ) -> Router {
     let state = Http {
         api,
@@ -73,6 +75,7 @@ pub fn router(
         registry,
         health,
         collector,
+        ops,
     };
     let v1 = Router::new()
         .route(
@@ -91,6 +94,7 @@ pub fn router(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/shards", get(shards))
+        .route("/ops", get(ops_page))
         .route("/widget.js", get(widget_js))
         .route("/widget/v1.js", get(widget_js))
         .fallback(not_found)
@@ -101,6 +105,58 @@ fn error_response(e: &ApiError) -> Response {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = json!({"error": {"code": code_name(e.code()), "message": e.to_string()}});
     (status, axum::Json(body)).into_response()
+}
+
+/// `GET /ops`: the operator page ([`crate::ops`]) of the key's tenant, for
+/// an `admin` key as a bearer token or as the password of HTTP Basic
+/// authentication (so a browser can ask for it).
+async fn ops_page(
+    State(s): State<Http>,
+    headers: HeaderMap,
+    ext: axum::http::Extensions,
+) -> Response {
+    use base64::Engine as _;
+    let arrival = arrival_of(&ext);
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|up| up.split_once(':').map(|(_, key)| format!("Bearer {key}")));
+    let mut call = http_call(Method::Ops, &headers, arrival);
+    if let Some(b) = &basic {
+        call.authorization = Some(b);
+    }
+    let out = s.api.begin(&call).map(|(p, _)| s.ops.render(&p.tenant));
+    let code = out.as_ref().map_or_else(|e| e.code(), |_| tonic::Code::Ok);
+    s.api
+        .metrics
+        .observe("http", Method::Ops.name(), code, arrival);
+    match out {
+        Ok(html) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            html,
+        )
+            .into_response(),
+        Err(e) => {
+            let mut r = error_response(&e);
+            if e.code() == tonic::Code::Unauthenticated {
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"weft ops\", charset=\"UTF-8\""),
+                );
+            }
+            r
+        }
+    }
 }
 
 /// The longest a read with `after` waits for the speed layer to apply

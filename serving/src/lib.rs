@@ -28,6 +28,7 @@ pub mod gate;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod ops;
 pub mod recs;
 pub mod reply;
 pub mod route;

@@ -101,6 +101,8 @@ pub struct Server {
     partitions: Option<PartitionSet>,
     /// `POST /v1/events`.
     collector: Arc<crate::collect::Collector>,
+    /// `GET /ops`.
+    ops: Arc<crate::ops::Ops>,
 }
 
 /// Serves on `grpc` and `http` until `shutdown` is cancelled, then drains
@@ -200,9 +202,19 @@ impl Server {
             )
             .map_err(ServeError::Config)?,
         );
+        // History for the operator page: local archives (an object store's
+        // archive gives live counts only).
+        let root = &config.archive.root;
+        let local_archive = (!root.contains("://") || root.starts_with("file://"))
+            .then(|| std::path::PathBuf::from(root.trim_start_matches("file://")));
+        let ops = Arc::new(crate::ops::Ops::new(
+            config.serve.ops_sample_secs,
+            local_archive,
+        ));
         Ok(Server {
             gate: Gate::new(config.serve.max_in_flight),
             collector,
+            ops,
             config,
             store,
             serving,
@@ -283,6 +295,18 @@ impl Server {
                 control_tx,
                 tasks_stop.clone(),
             ));
+        }
+        {
+            let (ops, serving, requests, stop) = (
+                self.ops.clone(),
+                self.serving.clone(),
+                self.requests.clone(),
+                tasks_stop.clone(),
+            );
+            tasks.spawn(async move {
+                ops.run(serving, requests, stop).await;
+                Ok("ops sampler")
+            });
         }
         tasks.spawn(switcher(
             self.serving.clone(),
@@ -444,6 +468,7 @@ impl Server {
             registry,
             self.health.clone(),
             self.collector.clone(),
+            self.ops.clone(),
         );
         let stopped = stop.clone();
         tasks.spawn(async move {
@@ -621,7 +646,8 @@ pub struct Running {
     pub http_addr: std::net::SocketAddr,
     pub serving: Arc<Serving>,
     pub health: Arc<Health>,
-    requests: Arc<RequestMetrics>,
+    /// The operator page's samples (`GET /ops`).
+    pub ops: Arc<crate::ops::Ops>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
@@ -635,10 +661,10 @@ pub async fn start(config: WeftConfig) -> Result<Running, ServeError> {
     let grpc_addr = grpc.local_addr().map_err(io("gRPC address"))?;
     let http_addr = http.local_addr().map_err(io("HTTP address"))?;
     let server = Server::open(config).await?;
-    let (serving, health, requests) = (
+    let (serving, health, ops) = (
         server.serving.clone(),
         server.health.clone(),
-        server.requests.clone(),
+        server.ops.clone(),
     );
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server.run(grpc, http, shutdown.clone()));
@@ -647,16 +673,17 @@ pub async fn start(config: WeftConfig) -> Result<Running, ServeError> {
         http_addr,
         serving,
         health,
-        requests,
+        ops,
         shutdown,
         task,
     })
 }
 
 impl Running {
-    /// p99 in µs of the requests answered OK since the last call.
+    /// p99 in µs of the requests answered OK in the operator page's
+    /// newest sample (`serve.ops_sample_secs`).
     pub fn p99_micros(&self) -> Option<u64> {
-        self.requests.take_recent_p99_micros()
+        self.ops.last_p99_micros()
     }
 
     /// Waits until a (view, generation) pair is served.

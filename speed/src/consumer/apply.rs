@@ -46,6 +46,15 @@ impl Folded {
     pub fn next_offsets(&self) -> &HashMap<i32, i64> {
         self.batch.next_offsets()
     }
+
+    /// Events applied per tenant.
+    pub fn tenant_counts(&self) -> Vec<(String, u64)> {
+        self.batch
+            .tenants
+            .iter()
+            .map(|(t, n)| (t.clone(), *n))
+            .collect()
+    }
 }
 
 /// The speed layer's apply path for decoded records, batch by batch: drop
@@ -320,6 +329,8 @@ struct BatchReport {
     dead: u64,
     /// Per partition of the batch, the next offset.
     positions: HashMap<i32, i64>,
+    /// Events applied per tenant.
+    tenants: Vec<(String, u64)>,
 }
 
 impl BatchReport {
@@ -335,6 +346,11 @@ impl BatchReport {
         metrics
             .newest_event_ms
             .fetch_max(self.applied.newest_event_ms, Ordering::Relaxed);
+        if let Ok(mut per_tenant) = metrics.tenant_applied.lock() {
+            for (tenant, n) in self.tenants {
+                *per_tenant.entry(tenant).or_default() += n;
+            }
+        }
         if let Ok(mut positions) = metrics.positions.lock() {
             for (p, next) in self.positions {
                 let at = positions.entry(p).or_insert(0);
@@ -389,6 +405,7 @@ fn fold_batch(
         applied: folded.applied(),
         dead,
         positions: folded.next_offsets().clone(),
+        tenants: folded.tenant_counts(),
     };
     Ok((folded, report))
 }

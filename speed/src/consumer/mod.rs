@@ -179,6 +179,9 @@ pub struct SpeedMetrics {
     pub rocksdb: std::sync::Mutex<Vec<(String, String, u64)>>,
     /// Seconds per applied batch.
     pub apply_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Events applied per tenant since the start (all generations): the
+    /// operator page's live event rates.
+    pub tenant_applied: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl Default for SpeedMetrics {
@@ -198,6 +201,7 @@ impl Default for SpeedMetrics {
             high_watermarks: Default::default(),
             ends_as_of_ms: AtomicI64::new(0),
             rocksdb: Default::default(),
+            tenant_applied: Default::default(),
             // 100 µs to ~3 s.
             apply_seconds: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(1e-4, 2.0, 16),
@@ -215,6 +219,11 @@ impl SpeedMetrics {
     /// A copy of [`SpeedMetrics::high_watermarks`].
     pub fn high_watermarks(&self) -> HashMap<i32, i64> {
         snapshot(&self.high_watermarks)
+    }
+
+    /// A copy of [`SpeedMetrics::tenant_applied`].
+    pub fn tenant_applied(&self) -> HashMap<String, u64> {
+        snapshot(&self.tenant_applied)
     }
 
     /// A copy of [`SpeedMetrics::rocksdb`].

@@ -123,6 +123,8 @@ pub(crate) struct PendingBatch {
     pub(super) users: hashbrown::HashMap<Vec<u8>, UserPartials, foldhash::fast::RandomState>,
     pub(super) dedup: Pack,
     pub(super) offsets: HashMap<i32, i64>,
+    /// Events applied per tenant.
+    pub(crate) tenants: hashbrown::HashMap<String, u64, foldhash::fast::RandomState>,
     /// Trending scores by key ([`super::trending`]).
     pub(super) trending: hashbrown::HashMap<Vec<u8>, Decayed, foldhash::fast::RandomState>,
     key_buf: Vec<u8>,
@@ -205,6 +207,7 @@ impl PendingBatch {
             }
             self.apply(store.spec(), g, d.event);
             trending::observe(&mut self.trending, &mut self.key_buf, g, d.event);
+            *self.tenants.entry_ref(d.event.tenant.as_str()).or_default() += 1;
             self.remember_id(key, d.kafka_ts_ms, d.partition, d.offset);
             out.newest_event_ms = out.newest_event_ms.max(d.event.ts_ms);
             out.applied += 1;
