@@ -109,6 +109,10 @@ struct Pick {
     reason: String,
     because: String,
     score: f64,
+    /// Expected picks only: every (reason, because) whose contribution
+    /// ties the largest within 1e-9 (equal mathematically: then rounding
+    /// decides which the server names, and either is right).
+    ties: Vec<(String, String)>,
 }
 
 fn list(v: Option<&FeatureValue>) -> Vec<String> {
@@ -159,9 +163,9 @@ fn expected(
     excluded.extend(recent.iter().cloned());
     excluded.extend(context.map(str::to_string));
 
-    // item -> (score, best contribution, reason, because), contributions
-    // in the order the table lists the sources.
-    type Picks = HashMap<String, (f64, f64, &'static str, String)>;
+    // item -> (score, its contributions: value, reason, because), in the
+    // order the table lists the sources.
+    type Picks = HashMap<String, (f64, Vec<(f64, &'static str, String)>)>;
     fn add(
         picks: &mut Picks,
         excluded: &HashSet<String>,
@@ -173,13 +177,9 @@ fn expected(
         if excluded.contains(item) || score <= 0.0 || !score.is_finite() {
             return;
         }
-        let e = picks
-            .entry(item.to_string())
-            .or_insert((0.0, 0.0, "", String::new()));
+        let e = picks.entry(item.to_string()).or_default();
         e.0 += score;
-        if score > e.1 {
-            (e.1, e.2, e.3) = (score, reason, because.to_string());
-        }
+        e.1.push((score, reason, because.to_string()));
     }
     let mut picks = Picks::new();
     let x = &excluded;
@@ -239,11 +239,22 @@ fn expected(
     }
     let mut out: Vec<Pick> = picks
         .into_iter()
-        .map(|(item, (score, _, reason, because))| Pick {
-            item,
-            reason: reason.to_string(),
-            because,
-            score,
+        .map(|(item, (score, parts))| {
+            // The first of the largest contributions names the reason.
+            let best = parts.iter().map(|p| p.0).fold(0.0, f64::max);
+            let (_, reason, because) = parts.iter().find(|p| p.0 == best).unwrap().clone();
+            let ties = parts
+                .iter()
+                .filter(|p| (p.0 - best).abs() <= 1e-9 * best)
+                .map(|p| (p.1.to_string(), p.2.clone()))
+                .collect();
+            Pick {
+                item,
+                reason: reason.to_string(),
+                because,
+                score,
+                ties,
+            }
         })
         .collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
@@ -252,12 +263,20 @@ fn expected(
 }
 
 fn same(got: &[Pick], want: &[Pick]) -> bool {
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
     got.len() == want.len()
         && got.iter().zip(want).all(|(g, w)| {
-            g.item == w.item
-                && g.reason == w.reason
-                && g.because == w.because
-                && (g.score - w.score).abs() <= 1e-9 * w.score.abs().max(1.0)
+            // The expected pick of this item: at this place, or at another
+            // whose score ties this place's (rounding broke the tie).
+            let Some(w) = want
+                .iter()
+                .find(|o| o.item == g.item && (o.item == w.item || close(o.score, w.score)))
+            else {
+                return false;
+            };
+            ((g.reason == w.reason && g.because == w.because)
+                || w.ties.contains(&(g.reason.clone(), g.because.clone())))
+                && close(g.score, w.score)
         })
 }
 
@@ -293,6 +312,7 @@ fn grpc_picks(r: &v1::GetRecommendationsResponse) -> Vec<Pick> {
                 .unwrap_or_default(),
             because: i.because.clone(),
             score: i.score,
+            ties: Vec::new(),
         })
         .collect()
 }
@@ -377,6 +397,7 @@ pub(crate) fn assert_recommendations(
                 reason: i["reason"].as_str().unwrap().to_string(),
                 because: i["because"].as_str().unwrap().to_string(),
                 score: i["score"].as_f64().unwrap(),
+                ties: Vec::new(),
             })
             .collect();
         let profile = reference::evaluate(spec, events, t);

@@ -123,7 +123,10 @@ fn weft_up_serves_demo_profiles_with_freshness() {
     // renders in Chromium; a fresh archive has no past weeks to expect from.
     let ops = ops.expect("an ops line among the endpoints");
     let out = std::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ops_page.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/ops_page.py"
+        ))
         .args([ops.as_str(), key.as_str(), "no-history"])
         .arg(shots.join("ops.png"))
         .output()

@@ -263,17 +263,15 @@ impl Ops {
                 ""
             },
         );
-        body.push_str(&chart(
+        body.push_str(&versus(
             "minutes",
             &format!(
                 "Events per {} s sample (last {} samples)",
                 self.sample_ms / 1000,
                 recent.len()
             ),
-            &[
-                ("actual", "#0b5cad", actual),
-                ("expected", "#c2571a", expected),
-            ],
+            actual,
+            expected,
             recent.first().map(|s| s.at_ms),
             recent.last().map(|s| s.at_ms),
         ));
@@ -286,13 +284,11 @@ impl Ops {
             .map(|h| view.actual(*h).map(|v| v as f64))
             .collect();
         let expected: Vec<Option<f64>> = hours.iter().map(|h| view.expected(*h)).collect();
-        body.push_str(&chart(
+        body.push_str(&versus(
             "hours",
             "Events per hour (last 24 h; the current hour so far)",
-            &[
-                ("actual", "#0b5cad", actual),
-                ("expected", "#c2571a", expected),
-            ],
+            actual,
+            expected,
             hours.first().copied(),
             hours.last().copied(),
         ));
@@ -312,13 +308,11 @@ impl Ops {
             actual.push(Some(sum.0));
             expected.push(expected_hour.map(|_| sum.1));
         }
-        body.push_str(&chart(
+        body.push_str(&versus(
             "day",
             "Today (UTC), cumulative events",
-            &[
-                ("actual", "#0b5cad", actual),
-                ("expected", "#c2571a", expected),
-            ],
+            actual,
+            expected,
             today.first().copied(),
             today.last().copied(),
         ));
@@ -434,6 +428,27 @@ impl View<'_> {
         }
         (weights > 0.0).then(|| sum / weights)
     }
+}
+
+/// A chart of a tenant's actual events against the expected ones.
+fn versus(
+    id: &str,
+    title: &str,
+    actual: Vec<Option<f64>>,
+    expected: Vec<Option<f64>>,
+    first_ms: Option<i64>,
+    last_ms: Option<i64>,
+) -> String {
+    chart(
+        id,
+        title,
+        &[
+            ("actual", "#0b5cad", actual),
+            ("expected", "#c2571a", expected),
+        ],
+        first_ms,
+        last_ms,
+    )
 }
 
 /// A time of day, to the second when `seconds`.
