@@ -904,6 +904,7 @@ async fn build(
                 repartitioned,
                 &labels,
                 &names,
+                spec.clone(),
                 scratch.path(),
                 &progress,
             )

@@ -452,8 +452,9 @@ fn label_keys(labels: &Labels, path: &Path) -> Result<()> {
 }
 
 /// The training set's rows on the cluster of `scheduler`: `archive` is the
-/// archive's scan hash-partitioned by (tenant, user); the rows received are
-/// written to `scratch` for the assembly.
+/// archive's scan hash-partitioned by (tenant, user), `spec` the job's
+/// spec cut to `features` (the executors cut it again from the task); the
+/// rows received are written to `scratch` for the assembly.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn run_on_cluster(
     scheduler: &str,
@@ -462,6 +463,7 @@ pub(super) async fn run_on_cluster(
     archive: Arc<dyn ExecutionPlan>,
     labels: &Labels,
     features: &[String],
+    spec: Arc<FeatureSpec>,
     scratch: &Path,
     progress: &JobProgress,
 ) -> Result<Folded> {
@@ -474,7 +476,8 @@ pub(super) async fn run_on_cluster(
     let views = ViewStore::open(&config.views, &config.s3)?;
     let job = client::job_id();
     let result = on_cluster(
-        scheduler, &url, &job, config, ctx, &views, archive, labels, features, scratch, progress,
+        scheduler, &url, &job, config, ctx, &views, archive, labels, features, spec, scratch,
+        progress,
     )
     .await;
     if let Err(e) = views.discard_job(&job).await {
@@ -494,6 +497,7 @@ async fn on_cluster(
     archive: Arc<dyn ExecutionPlan>,
     labels: &Labels,
     features: &[String],
+    spec: Arc<FeatureSpec>,
     scratch: &Path,
     progress: &JobProgress,
 ) -> Result<Folded> {
@@ -546,7 +550,6 @@ async fn on_cluster(
         store: config.views.clone(),
         job: job.to_string(),
     };
-    let spec = Arc::new(subset(&config.spec, features)?);
     let exec = TrainingExec::new(archive, label_side, task, spec, config.s3.clone());
     let out_schema = exec.schema.clone();
     tracing::info!(
