@@ -27,12 +27,7 @@ data_dirs=(archive views speed serving)
 outputs="freshness-*.md, *.log"
 
 echo "collector freshness: $users users, $events events, tenant $tenant, $(nproc) cores, $(date -u +%F), work dir $work"
-start_broker "$(free_port)" memory://tansu/
-create_topic events
-gen_events "$users" "$events"
-start=$SECONDS
-summary=$(batch_run "$work/archive" "$work/batch.log")
-echo "  batch run: $((SECONDS - start)) s: $summary"
+view_of_generated "$users" "$events"
 start_serve
 
 for round in $(seq 1 "${ROUNDS:-2}"); do

@@ -171,6 +171,23 @@ batch_run() {
   tail -1 "$log"
 }
 
+# `batch_run ARCHIVE LOG`, timed, with its summary on one line (LABEL,
+# default "batch run").
+timed_batch_run() {
+  local start=$SECONDS summary
+  summary=$(batch_run "$1" "$2")
+  echo "  ${3:-batch run}: $((SECONDS - start)) s: $summary"
+}
+
+# A memory broker with the `events` topic, USERS users' EVENTS generated
+# events in the archive and the topic, and view v1 of them.
+view_of_generated() {
+  start_broker "$(free_port)" memory://tansu/
+  create_topic events
+  gen_events "$1" "$2"
+  timed_batch_run "$work/archive" "$work/batch.log"
+}
+
 profile_json() {
   curl -sf -H "Authorization: Bearer $key" "http://127.0.0.1:$http_port/v1/profiles/$1"
 }

@@ -28,9 +28,7 @@ if [[ -d $work/views ]]; then
   echo "  reusing the view store in $work/views"
 else
   gen_events "$users" "$events"
-  start=$SECONDS
-  summary=$(batch_run "$work/archive" "$work/batch.log")
-  echo "  batch run: $((SECONDS - start)) s: $summary"
+  timed_batch_run "$work/archive" "$work/batch.log"
 fi
 echo
 # shellcheck disable=SC2086 # LOOKUP_ARGS is a list of options

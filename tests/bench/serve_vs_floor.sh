@@ -53,17 +53,9 @@ floor_port=$(free_port)
 
 echo "serve vs floor: $users users, $events events, tenant $tenant, $(nproc) cores, $(date -u +%F), work dir $work"
 
-# 1. Broker and topic.
-start_broker "$(free_port)" memory://tansu/
-create_topic events
-
-# 2. Archive and topic, the same simulated events.
-gen_events "$users" "$events"
-
-# 3. Batch view.
-start=$SECONDS
-summary=$(batch_run "$work/archive" "$work/batch.log")
-echo "  batch run: $((SECONDS - start)) s: $summary"
+# 1-3. Broker and topic, the same simulated events in the archive and the
+#      topic, and the batch view of them.
+view_of_generated "$users" "$events"
 
 # 4. weft serve, serving v1 with no speed lag.
 start_serve

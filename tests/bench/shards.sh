@@ -35,12 +35,7 @@ data_dirs=(archive views shards embedded)
 outputs="footprint.md, hop.md, hop.json, embedded.md, *.log"
 
 echo "shards: $users users, $events events, tenant $tenant, $(nproc) cores, $(date -u +%F), work dir $work"
-start_broker "$(free_port)" memory://tansu/
-create_topic events
-gen_events "$users" "$events"
-start=$SECONDS
-summary=$(batch_run "$work/archive" "$work/batch.log")
-echo "  batch run: $((SECONDS - start)) s: $summary"
+view_of_generated "$users" "$events"
 
 # One metric's value (no labels) from a node's /metrics.
 metric() {

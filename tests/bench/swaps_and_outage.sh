@@ -91,9 +91,7 @@ main() {
   create_topic events
   gen_events "$users" "$events"
   gen_records=$(grep -o '[0-9]* records delivered' "$work/gen.log" | cut -d' ' -f1)
-  start=$SECONDS
-  summary=$(batch_run "$work/archive" "$work/batch-v1.log")
-  echo "  batch run over archive/: $((SECONDS - start)) s: $summary"
+  timed_batch_run "$work/archive" "$work/batch-v1.log" "batch run over archive/"
   start_serve
 
   # 3. The archiver, from offset 0 into its own root.
