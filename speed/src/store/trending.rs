@@ -74,10 +74,16 @@ impl Decayed {
 /// The key prefix of one tenant's category in generation `g` (`""`: the
 /// whole tenant).
 pub(crate) fn trending_prefix(g: Generation, tenant: &str, category: &str) -> Vec<u8> {
-    let mut k = gen_prefix(g).to_vec();
-    push_str(&mut k, tenant);
-    push_str(&mut k, category);
+    let mut k = Vec::new();
+    push_trending_prefix(&mut k, g, tenant, category);
     k
+}
+
+/// Appends [`trending_prefix`] to `out`.
+fn push_trending_prefix(out: &mut Vec<u8>, g: Generation, tenant: &str, category: &str) {
+    out.extend_from_slice(&gen_prefix(g));
+    push_str(out, tenant);
+    push_str(out, category);
 }
 
 /// Decodes the item of a key under a [`trending_prefix`] (the rest of it).
@@ -118,9 +124,7 @@ pub(crate) fn observe(
     };
     for category in categories {
         key.clear();
-        key.extend_from_slice(&gen_prefix(g));
-        push_str(key, &e.tenant);
-        push_str(key, category);
+        push_trending_prefix(key, g, &e.tenant, category);
         push_str(key, &e.item_id);
         into.entry_ref(key.as_slice())
             .and_modify(|s| *s = s.add(score))
